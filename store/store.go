@@ -1,0 +1,307 @@
+// Package store defines the store Troupe's services use: the system of
+// record for jobs, tasks, outputs, reviews, artifacts, lessons, events, dead
+// letters and the outbox. store/sqlite and store/postgres implement it, and
+// store/storetest is the conformance suite both run.
+//
+// Methods are named noun-then-verb and take (ctx, params). State changes
+// that must happen together run inside InTx; the Querier a transaction hands
+// to its function has every method of the store.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/troupe-dev/troupe/schemas"
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrNotFound is returned when a row named by id does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrSchemaTooNew is returned by Open when the database was migrated by a
+	// newer Troupe than this one.
+	ErrSchemaTooNew = errors.New("database schema is newer than this troupe")
+)
+
+// Store is a database: the Querier methods outside a transaction, InTx for
+// a transaction, and the lifecycle.
+type Store interface {
+	Querier
+	// InTx runs fn in one transaction: committed when fn returns nil, rolled
+	// back otherwise. fn must use only the Querier it is given.
+	InTx(ctx context.Context, fn func(q Querier) error) error
+	// Migrate applies every embedded migration not yet applied.
+	Migrate(ctx context.Context) error
+	// Ping reports whether the database answers.
+	Ping(ctx context.Context) error
+	// Close releases the connections.
+	Close() error
+}
+
+// Querier is every read and write of the store.
+type Querier interface {
+	// JobCreate inserts a job with its tasks. When p.Job.IdempotencyKey is set
+	// and a job with that key exists, nothing is written and the existing job
+	// is returned with created false.
+	JobCreate(ctx context.Context, p JobCreateParams) (job Job, created bool, err error)
+	// JobGetByID returns one job, or ErrNotFound.
+	JobGetByID(ctx context.Context, id string) (Job, error)
+	// JobList returns jobs newest first, filtered, one page at a time.
+	JobList(ctx context.Context, p JobListParams) ([]Job, error)
+	// JobSetStatus moves a job to p.To when its status is one of p.From (any
+	// status when From is empty) and reports whether it moved.
+	JobSetStatus(ctx context.Context, p JobSetStatusParams) (bool, error)
+
+	// TaskGetByID returns one task, or ErrNotFound.
+	TaskGetByID(ctx context.Context, id string) (Task, error)
+	// TaskListByJob returns a job's tasks in creation order.
+	TaskListByJob(ctx context.Context, jobID string) ([]Task, error)
+	// TaskUpdate changes a task when its status is one of p.From (any when
+	// empty) and, when p.Revision is set, its revision equals *p.Revision;
+	// it reports whether it changed. Nil fields are left as they are.
+	TaskUpdate(ctx context.Context, p TaskUpdateParams) (bool, error)
+
+	// OutputStage inserts a staged output. Outputs are unique per (task,
+	// revision): when one exists, nothing is written and the existing output
+	// is returned with created false.
+	OutputStage(ctx context.Context, o Output) (out Output, created bool, err error)
+	// OutputGetByID returns one output, or ErrNotFound.
+	OutputGetByID(ctx context.Context, id string) (Output, error)
+	// OutputGetByTaskRevision returns the output of one task revision, or ErrNotFound.
+	OutputGetByTaskRevision(ctx context.Context, taskID string, revision int) (Output, error)
+	// OutputListByJob returns a job's outputs, oldest first.
+	OutputListByJob(ctx context.Context, jobID string) ([]Output, error)
+	// OutputList returns outputs filtered by status and role, oldest first.
+	OutputList(ctx context.Context, p OutputListParams) ([]Output, error)
+	// OutputSetStatus moves an output to to when its status is one of from
+	// and reports whether it moved.
+	OutputSetStatus(ctx context.Context, id string, from []string, to string) (bool, error)
+
+	// ReviewInsert records a review decision.
+	ReviewInsert(ctx context.Context, r Review) error
+	// ReviewListByJob returns a job's reviews, oldest first.
+	ReviewListByJob(ctx context.Context, jobID string) ([]Review, error)
+	// ReviewListByOutput returns an output's reviews, oldest first.
+	ReviewListByOutput(ctx context.Context, outputID string) ([]Review, error)
+
+	// ArtifactInsert adds a version of a path: the version is one more than
+	// the path's newest (1 for a new path) and is set on the returned row.
+	ArtifactInsert(ctx context.Context, a Artifact) (Artifact, error)
+	// ArtifactList returns the newest version of every path that starts with
+	// p.Prefix (and belongs to p.JobID when set), ordered by path, without content.
+	ArtifactList(ctx context.Context, p ArtifactListParams) ([]Artifact, error)
+	// ArtifactGet returns one version of a path with its content (the newest
+	// when version is 0), or ErrNotFound.
+	ArtifactGet(ctx context.Context, path string, version int) (Artifact, error)
+	// ArtifactListByTask returns the newest artifacts promoted from a task,
+	// with content, ordered by path.
+	ArtifactListByTask(ctx context.Context, taskID string) ([]Artifact, error)
+
+	// LessonInsert adds lessons to MEMORY.
+	LessonInsert(ctx context.Context, lessons []Lesson) error
+	// LessonList returns lessons newest first, filtered by scope (a role
+	// also matches "all" when p.IncludeGlobal) and by text, one page at a time.
+	LessonList(ctx context.Context, p LessonListParams) ([]Lesson, error)
+
+	// EventInsert appends events to jobs' timelines.
+	EventInsert(ctx context.Context, events []Event) error
+	// EventListByJob returns a job's events, oldest first.
+	EventListByJob(ctx context.Context, jobID string) ([]Event, error)
+
+	// OutboxInsert adds messages to publish. Seq is assigned by the store.
+	OutboxInsert(ctx context.Context, msgs []OutboxMessage) error
+	// OutboxListUnsent returns up to limit unsent messages in Seq order.
+	OutboxListUnsent(ctx context.Context, limit int) ([]OutboxMessage, error)
+	// OutboxMarkSent marks messages sent.
+	OutboxMarkSent(ctx context.Context, seqs []int64) error
+
+	// DeadLetterInsert records a dead letter.
+	DeadLetterInsert(ctx context.Context, d DeadLetter) error
+	// DeadLetterGetByID returns one dead letter, or ErrNotFound.
+	DeadLetterGetByID(ctx context.Context, id string) (DeadLetter, error)
+	// DeadLetterList returns dead letters newest first, filtered.
+	DeadLetterList(ctx context.Context, p DeadLetterListParams) ([]DeadLetter, error)
+	// DeadLetterSetStatus moves a dead letter to status ("replayed",
+	// "discarded") when it is "open" and reports whether it moved.
+	DeadLetterSetStatus(ctx context.Context, id, status string) (bool, error)
+}
+
+// Job is a row of jobs.
+type Job struct {
+	ID             string
+	Title          string
+	Brief          string
+	IdempotencyKey string // empty when none; unique when set
+	Status         string
+	Reason         string
+	BudgetTokens   int64
+	Attachments    []schemas.Attachment
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+}
+
+// Task is a row of tasks.
+type Task struct {
+	ID           string
+	JobID        string
+	Key          string // unique per job
+	Role         string
+	Instructions string
+	DependsOn    []string
+	Status       string
+	Revision     int
+	Attempts     int
+	Reason       string
+	Feedback     string // the latest reviewer feedback, for the next revision
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+// Output is a row of outputs.
+type Output struct {
+	ID               string
+	TaskID           string
+	JobID            string
+	Role             string
+	Revision         int
+	Status           string
+	Content          string
+	Files            []schemas.File
+	Model            string
+	PromptTokens     int64
+	CompletionTokens int64
+	LatencyMS        int64
+	Prompt           string
+	Checks           []schemas.Check // rule checks, set when review parks it for a person
+	CreatedAt        time.Time
+}
+
+// Review is a row of reviews.
+type Review struct {
+	ID        string
+	OutputID  string
+	TaskID    string
+	JobID     string
+	Decision  string
+	Reviewer  string
+	Feedback  string
+	Checks    []schemas.Check
+	Lessons   []schemas.Lesson
+	CreatedAt time.Time
+}
+
+// Artifact is a row of artifacts: one version of one path.
+type Artifact struct {
+	ID        string
+	Path      string
+	Version   int
+	JobID     string
+	TaskID    string
+	OutputID  string
+	Role      string
+	Content   string
+	Size      int
+	CreatedAt time.Time
+}
+
+// Lesson is a row of lessons.
+type Lesson struct {
+	ID        string
+	Text      string
+	Scope     string // "all" or a role
+	ReviewID  string
+	JobID     string
+	CreatedAt time.Time
+}
+
+// Event is a row of events.
+type Event = schemas.Event
+
+// DeadLetter is a row of dead_letters.
+type DeadLetter = schemas.DeadLetter
+
+// OutboxMessage is a row of outbox: a message to publish once the
+// transaction that wrote it commits. MsgID is fixed when the row is written,
+// so a publish retried after a crash is deduplicated by the stream.
+type OutboxMessage struct {
+	Seq       int64
+	Subject   string
+	MsgID     string
+	Payload   []byte
+	Headers   map[string]string
+	CreatedAt time.Time
+}
+
+// JobCreateParams are the arguments of JobCreate.
+type JobCreateParams struct {
+	Job   Job
+	Tasks []Task
+}
+
+// JobListParams filter JobList. Pages are by creation time: Before is the
+// CreatedAt of the last job of the previous page (zero for the first page)
+// and BeforeID breaks ties.
+type JobListParams struct {
+	Status   string
+	Query    string // substring of the title, case-insensitive
+	Before   time.Time
+	BeforeID string
+	Limit    int // defaults to 50
+}
+
+// JobSetStatusParams are the arguments of JobSetStatus.
+type JobSetStatusParams struct {
+	ID     string
+	From   []string
+	To     string
+	Reason string
+}
+
+// TaskUpdateParams are the arguments of TaskUpdate.
+type TaskUpdateParams struct {
+	ID           string
+	From         []string
+	Revision     *int // only when the task is at this revision
+	Status       *string
+	SetRevision  *int
+	Reason       *string
+	Feedback     *string
+	IncrAttempts bool
+}
+
+// OutputListParams filter OutputList.
+type OutputListParams struct {
+	Status  string
+	Role    string
+	JobID   string
+	After   time.Time // CreatedAt of the last output of the previous page
+	AfterID string    // its id, to break ties
+	Limit   int       // defaults to 50
+}
+
+// ArtifactListParams filter ArtifactList.
+type ArtifactListParams struct {
+	Prefix    string
+	JobID     string
+	AfterPath string // the last path of the previous page
+	Limit     int    // defaults to 100
+}
+
+// LessonListParams filter LessonList.
+type LessonListParams struct {
+	Scope         string // "" for every scope
+	IncludeGlobal bool   // with Scope set, also lessons scoped "all"
+	Query         string // substring, case-insensitive
+	Before        time.Time
+	BeforeID      string
+	Limit         int // defaults to 100
+}
+
+// DeadLetterListParams filter DeadLetterList.
+type DeadLetterListParams struct {
+	Status string
+	Source string
+	Limit  int // defaults to 100
+}
