@@ -329,3 +329,18 @@ type ArtifactList struct {
 	Artifacts  []Artifact `json:"artifacts"`
 	NextCursor string     `json:"next_cursor,omitempty"`
 }
+
+// ArtifactListRequest is the request of troupe.api.artifacts.list.
+type ArtifactListRequest struct {
+	Prefix string `json:"prefix,omitempty"`
+	JobID  string `json:"job_id,omitempty"`
+	Limit  int    `json:"limit,omitempty"`
+	Cursor string `json:"cursor,omitempty"`
+}
+
+// ArtifactGetRequest is the request of troupe.api.artifacts.get: one version
+// of a path, the newest when Version is 0.
+type ArtifactGetRequest struct {
+	Path    string `json:"path"`
+	Version int    `json:"version,omitempty"`
+}

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/internal/config"
+	"github.com/troupe-dev/troupe/internal/llm"
+	"github.com/troupe-dev/troupe/orchestrator"
+	"github.com/troupe-dev/troupe/review"
+	"github.com/troupe-dev/troupe/schemas"
+	"github.com/troupe-dev/troupe/store"
+	"github.com/troupe-dev/troupe/store/postgres"
+	"github.com/troupe-dev/troupe/store/sqlite"
+	"github.com/troupe-dev/troupe/worker"
+)
+
+// App is a running set of Troupe services in one process: troupe dev runs
+// all of them on an embedded NATS server, the service commands one each.
+// Tests start the real program through it.
+type App struct {
+	Config config.Config
+	// DataDir holds the embedded server's files and the SQLite database.
+	DataDir string
+	// Embedded runs a NATS server in the process (troupe dev).
+	Embedded bool
+	// Orchestrator, Review and Roles choose the services to run.
+	Orchestrator bool
+	Review       bool
+	Roles        []string
+	Log          zerolog.Logger
+
+	// NATSURL is the URL of the server in use, set by Start.
+	NATSURL string
+	// PortFallback is true when the embedded server could not have 4222.
+	PortFallback bool
+
+	srv      *bus.Embedded
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	store    store.Store
+	relay    *orchestrator.Relay
+	orch     *orchestrator.Service
+	rev      *review.Service
+	workers  []*worker.Worker
+	stopping []func(context.Context) error
+}
+
+// Start connects (or embeds) NATS, opens and migrates the store, ensures
+// the topology and starts the chosen services.
+func (a *App) Start(ctx context.Context) error {
+	cfg := a.Config
+	if a.Embedded {
+		if err := os.MkdirAll(a.DataDir, 0o755); err != nil {
+			return fmt.Errorf("creating data directory: %w", err)
+		}
+		port := 4222
+		if p := os.Getenv("TROUPE_DEV_NATS_PORT"); p != "" {
+			fmt.Sscan(p, &port)
+		}
+		srv, err := bus.StartEmbedded(bus.EmbeddedConfig{
+			Dir: filepath.Join(a.DataDir, "nats"), Port: port, SyncAlways: cfg.NATS.Sync != "periodic",
+		})
+		if err != nil {
+			return err
+		}
+		a.srv, a.PortFallback = srv, srv.PortFallback
+		a.NATSURL = srv.ClientURL()
+		a.stopping = append(a.stopping, func(context.Context) error { srv.Shutdown(); return nil })
+	} else {
+		a.NATSURL = cfg.NATS.URL
+	}
+	nc, js, err := bus.Connect(a.NATSURL, "troupe", a.Log, natsAuth(cfg.NATS)...)
+	if err != nil {
+		a.Stop(ctx)
+		return err
+	}
+	a.nc, a.js = nc, js
+	a.stopping = append(a.stopping, func(context.Context) error { return nc.Drain() })
+
+	dbURL := cfg.Database.URL
+	if dbURL == "" && a.Embedded {
+		dbURL = filepath.Join(a.DataDir, "troupe.db")
+	}
+	if dbURL == "" {
+		a.Stop(ctx)
+		return errors.New("no database: set --database-url, TROUPE_DATABASE_URL or database.url")
+	}
+	st, err := openStore(ctx, dbURL)
+	if err != nil {
+		a.Stop(ctx)
+		return err
+	}
+	a.store = st
+	a.stopping = append(a.stopping, func(context.Context) error { return st.Close() })
+	if err := st.Migrate(ctx); err != nil {
+		a.Stop(ctx)
+		return fmt.Errorf("migrating the store: %w", err)
+	}
+
+	roles := a.Roles
+	if a.Orchestrator || a.Embedded {
+		roles = schemas.Roles
+	}
+	topo := bus.Topology{Prefix: cfg.NATS.Prefix, Roles: roles, Replicas: cfg.NATS.Replicas}
+	if err := topo.Ensure(ctx, js); err != nil {
+		a.Stop(ctx)
+		return err
+	}
+
+	a.relay = orchestrator.NewRelay(orchestrator.RelayConfig{Logger: a.Log.With().Str("service", "relay").Logger()}, st, js)
+	a.relay.Start(ctx)
+	a.stopping = append(a.stopping, func(ctx context.Context) error { a.relay.Stop(ctx); return nil })
+
+	if a.Orchestrator {
+		a.orch = orchestrator.New(orchestrator.Config{
+			Prefix: cfg.NATS.Prefix, MaxRevisions: cfg.MaxRevisions(), NoRevisions: cfg.MaxRevisions() == 0,
+			Notify: a.relay.Notify, Logger: a.Log,
+		}, st, nc, js)
+		if err := a.orch.Start(ctx); err != nil {
+			a.Stop(ctx)
+			return err
+		}
+		a.stopping = append(a.stopping, a.orch.Stop)
+	}
+	if a.Review {
+		a.rev = review.NewService(review.Config{
+			Prefix: cfg.NATS.Prefix, Policies: cfg.Policies(), Notify: a.relay.Notify, Logger: a.Log,
+			Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes},
+		}, st, nc, js)
+		if err := a.rev.Start(ctx); err != nil {
+			a.Stop(ctx)
+			return err
+		}
+		a.stopping = append(a.stopping, a.rev.Stop)
+	}
+	for _, role := range a.Roles {
+		rc := cfg.Roles[role]
+		w, err := worker.New(worker.Config{
+			Role: role, Concurrency: rc.Concurrency, Prefix: cfg.NATS.Prefix, Notify: a.relay.Notify, Logger: a.Log,
+		}, st, js, llm.NewOffline())
+		if err != nil {
+			a.Stop(ctx)
+			return err
+		}
+		if err := w.Start(ctx); err != nil {
+			a.Stop(ctx)
+			return err
+		}
+		a.workers = append(a.workers, w)
+		a.stopping = append(a.stopping, w.Stop)
+	}
+	return nil
+}
+
+// Stop stops the services in the reverse order of their start: workers
+// first, then review and the orchestrator, the relay, the store, NATS.
+func (a *App) Stop(ctx context.Context) {
+	for i := len(a.stopping) - 1; i >= 0; i-- {
+		if err := a.stopping[i](ctx); err != nil {
+			a.Log.Warn().Err(err).Msg("stopping")
+		}
+	}
+	a.stopping = nil
+}
+
+func openStore(ctx context.Context, url string) (store.Store, error) {
+	if strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") {
+		st, err := postgres.Open(ctx, url)
+		if err != nil {
+			return nil, fmt.Errorf("opening postgres: %w", err)
+		}
+		return st, nil
+	}
+	path := strings.TrimPrefix(url, "sqlite://")
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("creating %s: %w", dir, err)
+		}
+	}
+	st, err := sqlite.Open(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
+	}
+	return st, nil
+}
+
+func natsAuth(c config.NATS) []nats.Option {
+	var opts []nats.Option
+	if c.User != "" {
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	}
+	if c.Token != "" {
+		opts = append(opts, nats.Token(c.Token))
+	}
+	if c.CredsFile != "" {
+		opts = append(opts, nats.UserCredentials(c.CredsFile))
+	}
+	return opts
+}
+
+// waitStop blocks until ctx ends, then stops a within grace.
+func waitStop(ctx context.Context, a *App, grace time.Duration) {
+	<-ctx.Done()
+	a.Log.Info().Dur("grace", grace).Msg("stopping")
+	sctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	a.Stop(sctx)
+}

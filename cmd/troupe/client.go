@@ -1,0 +1,698 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/review"
+	"github.com/troupe-dev/troupe/schemas"
+)
+
+// client talks to Troupe over its NATS API only, so it works the same
+// against troupe dev and a cluster.
+type client struct {
+	nc      *nats.Conn
+	subj    bus.Subjects
+	timeout time.Duration
+}
+
+// clientFlags are the flags of every client command.
+type clientFlags struct {
+	common
+	json    bool
+	timeout time.Duration
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet) {
+	c.common.register(fs)
+	fs.BoolVar(&c.json, "json", false, "print JSON instead of text")
+	fs.DurationVar(&c.timeout, "timeout", 10*time.Second, "how long to wait for each reply")
+}
+
+func (c *clientFlags) connect() (*client, error) {
+	cfg, _, err := c.load()
+	if err != nil {
+		return nil, err
+	}
+	nc, err := nats.Connect(cfg.NATS.URL, append(natsAuth(cfg.NATS), nats.Name("troupe-cli"), nats.Timeout(5*time.Second))...)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to NATS at %s: %w (is troupe dev running? set --nats-url or TROUPE_NATS_URL)", bus.RedactURL(cfg.NATS.URL), err)
+	}
+	return &client{nc: nc, subj: bus.Subjects{Prefix: cfg.NATS.Prefix}, timeout: c.timeout}, nil
+}
+
+// apiError is an error reply of the API.
+type apiError struct {
+	Code    string
+	Message string
+}
+
+func (e *apiError) Error() string { return e.Message }
+
+// call sends req to the endpoint and decodes the reply into out.
+func (c *client) call(ctx context.Context, endpoint string, req any, out any) error {
+	var data []byte
+	switch r := req.(type) {
+	case []byte:
+		data = r
+	default:
+		var err error
+		if data, err = json.Marshal(req); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	msg, err := c.nc.RequestWithContext(ctx, c.subj.API(endpoint), data)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return fmt.Errorf("nothing answers %s: is Troupe running on this NATS server?", c.subj.API(endpoint))
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", endpoint, err)
+	}
+	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
+		var er schemas.ErrorReply
+		if json.Unmarshal(msg.Data, &er) == nil && er.Error != "" {
+			return &apiError{Code: er.Code, Message: er.Error}
+		}
+		return &apiError{Code: code, Message: msg.Header.Get(micro.ErrorHeader)}
+	}
+	if out == nil {
+		return nil
+	}
+	if raw, ok := out.(*json.RawMessage); ok {
+		*raw = append((*raw)[:0], msg.Data...)
+		return nil
+	}
+	return json.Unmarshal(msg.Data, out)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// taskFlag collects --task key:role[:instructions[:dep,dep]].
+type taskFlag []schemas.PlanTask
+
+func (t *taskFlag) String() string { return "" }
+func (t *taskFlag) Set(v string) error {
+	parts := strings.SplitN(v, ":", 4)
+	if len(parts) < 2 {
+		return fmt.Errorf("%q: want key:role[:instructions[:dep,dep]]", v)
+	}
+	pt := schemas.PlanTask{Key: parts[0], Role: parts[1]}
+	if len(parts) > 2 {
+		pt.Instructions = parts[2]
+	}
+	if len(parts) > 3 && parts[3] != "" {
+		pt.DependsOn = strings.Split(parts[3], ",")
+	}
+	*t = append(*t, pt)
+	return nil
+}
+
+func runSubmit(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "submit", "submit [FILE.json | -] [--title T] [--brief B] [--task key:role[:instructions[:deps]]]... [--wait]")
+	var cf clientFlags
+	cf.register(fs)
+	title := fs.String("title", "", "the job's title (overrides the file's)")
+	brief := fs.String("brief", "", "the job's goal (overrides the file's)")
+	idem := fs.String("idempotency-key", "", "submitting again with the same key returns the same job")
+	budget := fs.Int64("max-tokens", 0, "the job's token budget")
+	var tasks taskFlag
+	fs.Var(&tasks, "task", "a task of an explicit plan, key:role[:instructions[:dep,dep]] (repeatable); none means the default plan")
+	wait := fs.Bool("wait", false, "follow the job until it ends; exit 1 when it fails or is cancelled")
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	var body []byte
+	if len(pos) > 0 {
+		if pos[0] == "-" {
+			body, err = io.ReadAll(e.stdin)
+		} else {
+			body, err = os.ReadFile(pos[0])
+		}
+		if err != nil {
+			return fmt.Errorf("reading the submission: %w", err)
+		}
+	}
+	if *title != "" || *brief != "" || *idem != "" || *budget > 0 || len(tasks) > 0 || body == nil {
+		// Merge flags into the document, keeping whatever else it has.
+		doc := map[string]any{}
+		if body != nil {
+			if err := json.Unmarshal(body, &doc); err != nil {
+				return fmt.Errorf("%s: invalid JSON: %w", pos[0], err)
+			}
+		}
+		if *title != "" {
+			doc["title"] = *title
+		}
+		if *brief != "" {
+			doc["brief"] = *brief
+		}
+		if *idem != "" {
+			doc["idempotency_key"] = *idem
+		}
+		if *budget > 0 {
+			doc["budget"] = map[string]any{"max_tokens": *budget}
+		}
+		if len(tasks) > 0 {
+			doc["tasks"] = tasks
+		}
+		if body, err = json.Marshal(doc); err != nil {
+			return err
+		}
+	}
+	c, err := cf.connect()
+	if err != nil {
+		return err
+	}
+	defer c.nc.Close()
+	var job schemas.Job
+	if err := c.call(ctx, "jobs.submit", body, &job); err != nil {
+		return err
+	}
+	if !*wait {
+		if cf.json {
+			return printJSON(e.stdout, job)
+		}
+		fmt.Fprintf(e.stdout, "job %s %s (%d tasks)\n", job.ID, job.Status, len(job.Tasks))
+		return nil
+	}
+	if !cf.json {
+		fmt.Fprintf(e.stdout, "job %s submitted: %s\n", job.ID, job.Title)
+	}
+	final, err := follow(ctx, e, c, job, cf.json)
+	if err != nil {
+		return err
+	}
+	if cf.json {
+		if err := printJSON(e.stdout, final); err != nil {
+			return err
+		}
+	}
+	if final.Status != schemas.JobDone {
+		return exitError{code: 1}
+	}
+	return nil
+}
+
+// follow prints the job's progress from its events until it ends, and
+// returns the job as it ended.
+func follow(ctx context.Context, e *env, c *client, job schemas.Job, quiet bool) (schemas.Job, error) {
+	events := make(chan *nats.Msg, 256)
+	sub, err := c.nc.ChanSubscribe(c.subj.Event(job.ID, "*"), events)
+	if err != nil {
+		return job, err
+	}
+	defer sub.Unsubscribe()
+	keys := map[string]string{}
+	for _, t := range job.Tasks {
+		keys[t.ID] = t.Key
+	}
+	// Events may have passed before the subscription: poll the job as well,
+	// which also covers a lost event.
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return job, ctx.Err()
+		case m := <-events:
+			var ev schemas.Event
+			if json.Unmarshal(m.Data, &ev) != nil {
+				continue
+			}
+			if !quiet {
+				printEvent(e.stdout, ev, keys)
+			}
+			switch ev.Kind {
+			case schemas.EventJobDone, schemas.EventJobFailed, schemas.EventJobCancelled:
+			default:
+				continue
+			}
+		case <-tick.C:
+		}
+		var cur schemas.Job
+		if err := c.call(ctx, "jobs.get", schemas.IDRequest{ID: job.ID}, &cur); err != nil {
+			return job, err
+		}
+		job = cur
+		switch job.Status {
+		case schemas.JobDone, schemas.JobFailed, schemas.JobCancelled:
+			if !quiet {
+				fmt.Fprintf(e.stdout, "job %s %s", job.ID, job.Status)
+				if job.Reason != "" {
+					fmt.Fprintf(e.stdout, ": %s", job.Reason)
+				}
+				fmt.Fprintln(e.stdout)
+			}
+			return job, nil
+		}
+	}
+}
+
+func printEvent(w io.Writer, ev schemas.Event, keys map[string]string) {
+	what := ev.Kind
+	if k := keys[ev.TaskID]; k != "" {
+		what = fmt.Sprintf("%-15s %-10s rev %d  %s", k, ev.Role, ev.Revision, ev.Kind)
+	}
+	msg := ev.Message
+	if len(msg) > 100 {
+		msg = msg[:97] + "..."
+	}
+	fmt.Fprintf(w, "%s  %s  %s\n", ev.Time.Local().Format("15:04:05"), what, strings.ReplaceAll(msg, "\n", " "))
+}
+
+func runJobs(ctx context.Context, e *env, args []string) error {
+	return sub(ctx, e, "jobs", args, map[string]func(context.Context, *env, []string) error{
+		"ls": func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags(e, "jobs ls", "jobs ls [--status S] [--query Q] [--limit N] [--cursor C]")
+			var cf clientFlags
+			cf.register(fs)
+			var req schemas.ListRequest
+			fs.StringVar(&req.Status, "status", "", "only jobs with this status")
+			fs.StringVar(&req.Query, "query", "", "only jobs whose title contains this")
+			fs.IntVar(&req.Limit, "limit", 20, "jobs per page")
+			fs.StringVar(&req.Cursor, "cursor", "", "the next page's cursor")
+			if _, err := parse(fs, args); err != nil {
+				return err
+			}
+			c, err := cf.connect()
+			if err != nil {
+				return err
+			}
+			defer c.nc.Close()
+			var list schemas.JobList
+			if err := c.call(ctx, "jobs.list", req, &list); err != nil {
+				return err
+			}
+			if cf.json {
+				return printJSON(e.stdout, list)
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSTATUS\tCREATED\tTITLE")
+			for _, j := range list.Jobs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", j.ID, j.Status, j.CreatedAt.Local().Format(time.DateTime), j.Title)
+			}
+			tw.Flush()
+			if list.NextCursor != "" {
+				fmt.Fprintf(e.stdout, "more: --cursor %s\n", list.NextCursor)
+			}
+			return nil
+		},
+		"show": func(ctx context.Context, e *env, args []string) error {
+			return withID(ctx, e, "jobs show", args, func(c *client, cf clientFlags, id string) error {
+				var job schemas.Job
+				if err := c.call(ctx, "jobs.get", schemas.IDRequest{ID: id}, &job); err != nil {
+					return err
+				}
+				if cf.json {
+					return printJSON(e.stdout, job)
+				}
+				printJob(e.stdout, job)
+				return nil
+			})
+		},
+		"cancel": func(ctx context.Context, e *env, args []string) error {
+			return withID(ctx, e, "jobs cancel", args, func(c *client, cf clientFlags, id string) error {
+				var job schemas.Job
+				if err := c.call(ctx, "jobs.cancel", schemas.IDRequest{ID: id}, &job); err != nil {
+					return err
+				}
+				if cf.json {
+					return printJSON(e.stdout, job)
+				}
+				fmt.Fprintf(e.stdout, "job %s %s\n", job.ID, job.Status)
+				return nil
+			})
+		},
+	})
+}
+
+// withID runs a client command that takes one id.
+func withID(ctx context.Context, e *env, name string, args []string, fn func(c *client, cf clientFlags, id string) error) error {
+	fs := newFlags(e, name, name+" ID")
+	var cf clientFlags
+	cf.register(fs)
+	pos, err := parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fmt.Fprintf(e.stderr, "troupe %s: want exactly one ID\n", name)
+		return errUsage
+	}
+	c, err := cf.connect()
+	if err != nil {
+		return err
+	}
+	defer c.nc.Close()
+	return fn(c, cf, pos[0])
+}
+
+func printJob(w io.Writer, j schemas.Job) {
+	fmt.Fprintf(w, "Job %s  %s\n  title:   %s\n", j.ID, j.Status, j.Title)
+	if j.Reason != "" {
+		fmt.Fprintf(w, "  reason:  %s\n", j.Reason)
+	}
+	if j.Totals != nil {
+		fmt.Fprintf(w, "  tasks:   %d/%d promoted; tokens %d prompt + %d completion\n",
+			j.Totals.Promoted, j.Totals.Tasks, j.Totals.PromptTokens, j.Totals.CompletionTokens)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nKEY\tROLE\tSTATUS\tREV\tDEPENDS ON\tOUTPUTS")
+	for _, t := range j.Tasks {
+		var outs []string
+		for _, o := range t.Outputs {
+			outs = append(outs, fmt.Sprintf("r%d %s (%s)", o.Revision, o.Status, o.ID))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", t.Key, t.Role, t.Status, t.Revision, strings.Join(t.DependsOn, ","), strings.Join(outs, "; "))
+	}
+	tw.Flush()
+	for _, t := range j.Tasks {
+		for _, r := range t.Reviews {
+			line := fmt.Sprintf("  %s r? %s by %s", t.Key, r.Decision, r.Reviewer)
+			for _, o := range t.Outputs {
+				if o.ID == r.OutputID {
+					line = fmt.Sprintf("  %s r%d %s by %s", t.Key, o.Revision, r.Decision, r.Reviewer)
+				}
+			}
+			if r.Feedback != "" {
+				line += ": " + strings.ReplaceAll(r.Feedback, "\n", " ")
+			}
+			fmt.Fprintln(w, line)
+		}
+		if t.Reason != "" {
+			fmt.Fprintf(w, "  %s: %s\n", t.Key, t.Reason)
+		}
+	}
+}
+
+func runReviews(ctx context.Context, e *env, args []string) error {
+	decide := func(decision string) func(context.Context, *env, []string) error {
+		return func(ctx context.Context, e *env, args []string) error {
+			name := "reviews approve"
+			if decision == "reject" {
+				name = "reviews reject"
+			}
+			fs := newFlags(e, name, name+" OUTPUT_ID [--feedback TEXT] [--lesson TEXT [--scope role|all]]...")
+			var cf clientFlags
+			cf.register(fs)
+			feedback := fs.String("feedback", "", "what to change (required to reject)")
+			var lessons stringsFlag
+			fs.Var(&lessons, "lesson", "a lesson for MEMORY (repeatable)")
+			scope := fs.String("scope", "", "the lessons' scope: a role or all (default the output's role)")
+			reviewer := fs.String("reviewer", getenv("USER", "cli"), "who decides, recorded with the decision")
+			pos, err := parse(fs, args)
+			if err != nil {
+				return err
+			}
+			if len(pos) != 1 {
+				fmt.Fprintf(e.stderr, "troupe %s: want exactly one OUTPUT_ID (see troupe reviews ls)\n", name)
+				return errUsage
+			}
+			if decision == "reject" && strings.TrimSpace(*feedback) == "" {
+				return errors.New("--feedback is required to reject: say what the next revision must change")
+			}
+			c, err := cf.connect()
+			if err != nil {
+				return err
+			}
+			defer c.nc.Close()
+			d := schemas.ReviewDecision{OutputID: pos[0], Decision: decision, Reviewer: "human:" + *reviewer, Feedback: *feedback}
+			for _, l := range lessons {
+				d.Lessons = append(d.Lessons, schemas.Lesson{Text: l, Scope: *scope})
+			}
+			var r schemas.Review
+			if err := c.call(ctx, "reviews.decide", d, &r); err != nil {
+				return err
+			}
+			if cf.json {
+				return printJSON(e.stdout, r)
+			}
+			verb := map[string]string{"promote": "promoted", "reject": "rejected"}[decision]
+			fmt.Fprintf(e.stdout, "output %s %s by %s", r.OutputID, verb, r.Reviewer)
+			if len(r.Lessons) > 0 {
+				fmt.Fprintf(e.stdout, "; %d lesson(s) added to MEMORY", len(r.Lessons))
+			}
+			fmt.Fprintln(e.stdout)
+			return nil
+		}
+	}
+	return sub(ctx, e, "reviews", args, map[string]func(context.Context, *env, []string) error{
+		"ls": func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags(e, "reviews ls", "reviews ls [--role R] [--job ID]")
+			var cf clientFlags
+			cf.register(fs)
+			var req schemas.ListRequest
+			fs.StringVar(&req.Role, "role", "", "only outputs of this role")
+			fs.StringVar(&req.JobID, "job", "", "only outputs of this job")
+			fs.IntVar(&req.Limit, "limit", 50, "outputs per page")
+			fs.StringVar(&req.Cursor, "cursor", "", "the next page's cursor")
+			if _, err := parse(fs, args); err != nil {
+				return err
+			}
+			c, err := cf.connect()
+			if err != nil {
+				return err
+			}
+			defer c.nc.Close()
+			var list schemas.ReviewList
+			if err := c.call(ctx, "reviews.list", req, &list); err != nil {
+				return err
+			}
+			if cf.json {
+				return printJSON(e.stdout, list)
+			}
+			if len(list.Items) == 0 {
+				fmt.Fprintln(e.stdout, "no output waits for review")
+				return nil
+			}
+			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "OUTPUT\tROLE\tTASK\tREV\tWAITING\tJOB")
+			for _, it := range list.Items {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", it.Output.ID, it.Output.Role, it.Task.Key, it.Output.Revision,
+					time.Since(it.Output.CreatedAt).Round(time.Second), it.JobTitle)
+			}
+			tw.Flush()
+			if list.NextCursor != "" {
+				fmt.Fprintf(e.stdout, "more: --cursor %s\n", list.NextCursor)
+			}
+			return nil
+		},
+		"show": func(ctx context.Context, e *env, args []string) error {
+			return withID(ctx, e, "reviews show", args, func(c *client, cf clientFlags, id string) error {
+				var it schemas.ReviewItem
+				if err := c.call(ctx, "reviews.get", schemas.IDRequest{ID: id}, &it); err != nil {
+					return err
+				}
+				if cf.json {
+					return printJSON(e.stdout, it)
+				}
+				o := it.Output
+				fmt.Fprintf(e.stdout, "Output %s  %s\n  job:    %s\n  task:   %s (%s), revision %d\n  model:  %s, %d+%d tokens\n",
+					o.ID, o.Status, it.JobTitle, it.Task.Key, o.Role, o.Revision, o.Model, o.PromptTokens, o.CompletionTokens)
+				for _, ch := range it.Checks {
+					mark := "ok  "
+					if !ch.Passed {
+						mark = "FAIL"
+					}
+					fmt.Fprintf(e.stdout, "  check %s %s %s\n", mark, ch.Name, ch.Detail)
+				}
+				fmt.Fprintf(e.stdout, "\n%s\n", o.Content)
+				for _, f := range o.Files {
+					fmt.Fprintf(e.stdout, "\n=== %s ===\n%s\n", f.Path, f.Content)
+				}
+				return nil
+			})
+		},
+		"approve": decide("promote"),
+		"reject":  decide("reject"),
+	})
+}
+
+type stringsFlag []string
+
+func (s *stringsFlag) String() string     { return strings.Join(*s, ",") }
+func (s *stringsFlag) Set(v string) error { *s = append(*s, v); return nil }
+
+// lessons reads every page of MEMORY.
+func (c *client) lessons(ctx context.Context, req schemas.ListRequest) ([]schemas.Lesson, error) {
+	var all []schemas.Lesson
+	req.Limit = 500
+	for {
+		var page schemas.LessonList
+		if err := c.call(ctx, "memory.list", req, &page); err != nil {
+			return nil, err
+		}
+		all = append(all, page.Lessons...)
+		if page.NextCursor == "" {
+			return all, nil
+		}
+		req.Cursor = page.NextCursor
+	}
+}
+
+func runMemory(ctx context.Context, e *env, args []string) error {
+	return sub(ctx, e, "memory", args, map[string]func(context.Context, *env, []string) error{
+		"ls": func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags(e, "memory ls", "memory ls [--role R] [--query Q]")
+			var cf clientFlags
+			cf.register(fs)
+			var req schemas.ListRequest
+			fs.StringVar(&req.Role, "role", "", "lessons for this role (its own and those for all roles)")
+			fs.StringVar(&req.Query, "query", "", "lessons that contain this text")
+			if _, err := parse(fs, args); err != nil {
+				return err
+			}
+			c, err := cf.connect()
+			if err != nil {
+				return err
+			}
+			defer c.nc.Close()
+			lessons, err := c.lessons(ctx, req)
+			if err != nil {
+				return err
+			}
+			if cf.json {
+				return printJSON(e.stdout, schemas.LessonList{Lessons: lessons})
+			}
+			if len(lessons) == 0 {
+				fmt.Fprintln(e.stdout, "MEMORY holds no lesson yet")
+			}
+			for _, l := range lessons {
+				fmt.Fprintf(e.stdout, "%s  %-9s  %s\n", l.CreatedAt.Local().Format(time.DateOnly), l.Scope, l.Text)
+			}
+			return nil
+		},
+		"export": func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags(e, "memory export", "memory export DIR")
+			var cf clientFlags
+			cf.register(fs)
+			pos, err := parse(fs, args)
+			if err != nil {
+				return err
+			}
+			if len(pos) != 1 {
+				fmt.Fprintln(e.stderr, "troupe memory export: want the directory to write MEMORY.md and memory/ into")
+				return errUsage
+			}
+			c, err := cf.connect()
+			if err != nil {
+				return err
+			}
+			defer c.nc.Close()
+			n, err := exportMemory(ctx, c, pos[0])
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "wrote MEMORY.md and %d daily file(s) to %s\n", n, pos[0])
+			return nil
+		},
+	})
+}
+
+func exportMemory(ctx context.Context, c *client, dir string) (int, error) {
+	lessons, err := c.lessons(ctx, schemas.ListRequest{})
+	if err != nil {
+		return 0, err
+	}
+	if err := writeFile(dir, "MEMORY.md", review.RenderMemory(lessons)); err != nil {
+		return 0, err
+	}
+	daily := review.RenderDaily(lessons)
+	for name, data := range daily {
+		if err := writeFile(dir, name, data); err != nil {
+			return 0, err
+		}
+	}
+	return len(daily), nil
+}
+
+// writeFile writes data to dir/rel, refusing a rel that escapes dir.
+func writeFile(dir, rel string, data []byte) error {
+	clean := filepath.Clean(filepath.FromSlash(rel))
+	if filepath.IsAbs(clean) || clean == ".." || strings.HasPrefix(clean, ".."+string(filepath.Separator)) {
+		return fmt.Errorf("refusing to write %q outside %s", rel, dir)
+	}
+	full := filepath.Join(dir, clean)
+	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(full, data, 0o644)
+}
+
+func runWorkspace(ctx context.Context, e *env, args []string) error {
+	return sub(ctx, e, "workspace", args, map[string]func(context.Context, *env, []string) error{
+		"export": func(ctx context.Context, e *env, args []string) error {
+			fs := newFlags(e, "workspace export", "workspace export DIR [--prefix P]")
+			var cf clientFlags
+			cf.register(fs)
+			prefix := fs.String("prefix", "", "only artifacts whose path starts with this, e.g. projects/<job id>/")
+			pos, err := parse(fs, args)
+			if err != nil {
+				return err
+			}
+			if len(pos) != 1 {
+				fmt.Fprintln(e.stderr, "troupe workspace export: want the directory to write into")
+				return errUsage
+			}
+			c, err := cf.connect()
+			if err != nil {
+				return err
+			}
+			defer c.nc.Close()
+			dir := pos[0]
+			files := 0
+			req := schemas.ArtifactListRequest{Prefix: *prefix, Limit: 500}
+			for {
+				var page schemas.ArtifactList
+				if err := c.call(ctx, "artifacts.list", req, &page); err != nil {
+					return err
+				}
+				for _, a := range page.Artifacts {
+					var full schemas.Artifact
+					if err := c.call(ctx, "artifacts.get", schemas.ArtifactGetRequest{Path: a.Path, Version: a.Version}, &full); err != nil {
+						return err
+					}
+					if err := writeFile(dir, full.Path, []byte(full.Content)); err != nil {
+						return err
+					}
+					files++
+				}
+				if page.NextCursor == "" {
+					break
+				}
+				req.Cursor = page.NextCursor
+			}
+			days, err := exportMemory(ctx, c, dir)
+			if err != nil {
+				return err
+			}
+			for _, d := range []string{"docs", "skills", "projects", "memory"} {
+				if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintf(e.stdout, "exported %d file(s), MEMORY.md and %d daily memory file(s) to %s\n", files, days, dir)
+			return nil
+		},
+	})
+}

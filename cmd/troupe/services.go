@@ -1,0 +1,229 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/troupe-dev/troupe/internal/config"
+	"github.com/troupe-dev/troupe/schemas"
+)
+
+// common are the flags every command takes.
+type common struct {
+	configPath string
+	natsURL    string
+	logLevel   string
+}
+
+func (c *common) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.configPath, "config", "", "configuration file (default $TROUPE_CONFIG, else ./troupe.json when present)")
+	fs.StringVar(&c.natsURL, "nats-url", "", "NATS server URL (default $TROUPE_NATS_URL, else the configuration's nats.url, else nats://127.0.0.1:4222)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+}
+
+// load reads the configuration and applies the environment and flags over it.
+func (c *common) load() (config.Config, string, error) {
+	cfg, path, err := config.Load(c.configPath)
+	if err != nil {
+		return config.Config{}, path, err
+	}
+	if v := os.Getenv("TROUPE_NATS_URL"); v != "" {
+		cfg.NATS.URL = v
+	}
+	if c.natsURL != "" {
+		cfg.NATS.URL = c.natsURL
+	}
+	if v := os.Getenv("TROUPE_DATABASE_URL"); v != "" {
+		cfg.Database.URL = v
+	}
+	return cfg, path, nil
+}
+
+func (c *common) logger(w io.Writer) (zerolog.Logger, error) {
+	lvl, err := zerolog.ParseLevel(c.logLevel)
+	if err != nil || c.logLevel == "" {
+		return zerolog.Logger{}, fmt.Errorf("--log-level: %q is not a level; use debug, info, warn or error", c.logLevel)
+	}
+	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// serviceFlags are the flags of the service commands.
+type serviceFlags struct {
+	common
+	databaseURL string
+	grace       time.Duration
+}
+
+func (s *serviceFlags) register(fs *flag.FlagSet) {
+	s.common.register(fs)
+	fs.StringVar(&s.databaseURL, "database-url", "", "postgres:// URL or SQLite file (default $TROUPE_DATABASE_URL, else the configuration's database.url)")
+	fs.DurationVar(&s.grace, "grace", 30*time.Second, "on SIGTERM or SIGINT, how long running work may take to finish")
+}
+
+func (s *serviceFlags) app(e *env) (*App, string, error) {
+	cfg, path, err := s.load()
+	if err != nil {
+		return nil, path, err
+	}
+	if s.databaseURL != "" {
+		cfg.Database.URL = s.databaseURL
+	}
+	log, err := s.logger(e.stderr)
+	if err != nil {
+		return nil, path, err
+	}
+	return &App{Config: cfg, Log: log}, path, nil
+}
+
+func runDev(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "dev", "dev [flags]")
+	var sf serviceFlags
+	sf.register(fs)
+	data := fs.String("data", "./.troupe", "directory for the embedded NATS server's files and the SQLite database")
+	demo := fs.Bool("demo", false, "submit a sample job and follow it")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	start := time.Now()
+	a, path, err := sf.app(e)
+	if err != nil {
+		return err
+	}
+	a.DataDir, a.Embedded, a.Orchestrator, a.Review, a.Roles = *data, true, true, true, schemas.Roles
+	if err := a.Start(ctx); err != nil {
+		return err
+	}
+	cfgNote := "no configuration file: defaults"
+	if path != "" {
+		cfgNote = "configuration " + path
+	}
+	db := a.Config.Database.URL
+	if db == "" {
+		db = *data + "/troupe.db (SQLite)"
+	}
+	fmt.Fprintf(e.stdout, "troupe dev ready in %s\n", time.Since(start).Round(time.Millisecond))
+	if a.PortFallback {
+		fmt.Fprintf(e.stdout, "  port 4222 is taken; NATS listens on a free port instead\n")
+	}
+	fmt.Fprintf(e.stdout, "  NATS:     %s   (export TROUPE_NATS_URL=%s)\n", a.NATSURL, a.NATSURL)
+	fmt.Fprintf(e.stdout, "  store:    %s\n", redactDB(db))
+	fmt.Fprintf(e.stdout, "  model:    offline (built-in; deterministic drafts, no API key needed)\n")
+	fmt.Fprintf(e.stdout, "  config:   %s\n", cfgNote)
+	fmt.Fprintf(e.stdout, "  submit:   troupe submit --title 'Hello' --wait    or    nats req troupe.api.jobs.submit '{\"title\":\"Hello\"}'\n")
+	if *demo {
+		go func() {
+			code := Run(ctx, []string{"submit", "--nats-url", a.NATSURL, "--wait",
+				"--title", "Per-key rate limiting", "--brief", "Add per-API-key limits with clear 429s."}, e.stdin, e.stdout, e.stderr)
+			fmt.Fprintf(e.stdout, "demo finished (exit %d); troupe dev keeps running, Ctrl-C to stop\n", code)
+		}()
+	}
+	waitStop(ctx, a, sf.grace)
+	return nil
+}
+
+func redactDB(u string) string {
+	return config.Config{Database: config.Database{URL: u}}.Redacted().Database.URL
+}
+
+func runService(ctx context.Context, e *env, args []string, name string, setup func(a *App, fs *flag.FlagSet) error, extra func(fs *flag.FlagSet)) error {
+	fs := newFlags(e, name, name+" [flags]")
+	var sf serviceFlags
+	sf.register(fs)
+	if extra != nil {
+		extra(fs)
+	}
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	a, _, err := sf.app(e)
+	if err != nil {
+		return err
+	}
+	if err := setup(a, fs); err != nil {
+		return err
+	}
+	if err := a.Start(ctx); err != nil {
+		return err
+	}
+	waitStop(ctx, a, sf.grace)
+	return nil
+}
+
+func runOrchestrator(ctx context.Context, e *env, args []string) error {
+	return runService(ctx, e, args, "orchestrator", func(a *App, _ *flag.FlagSet) error {
+		a.Orchestrator = true
+		return nil
+	}, nil)
+}
+
+func runReview(ctx context.Context, e *env, args []string) error {
+	return runService(ctx, e, args, "review", func(a *App, _ *flag.FlagSet) error {
+		a.Review = true
+		return nil
+	}, nil)
+}
+
+func runWorker(ctx context.Context, e *env, args []string) error {
+	var role string
+	var concurrency int
+	return runService(ctx, e, args, "worker", func(a *App, _ *flag.FlagSet) error {
+		if role == "" {
+			return fmt.Errorf("--role is required: one of %s", strings.Join(schemas.Roles, ", "))
+		}
+		var roles []string
+		for _, r := range strings.Split(role, ",") {
+			if !schemas.IsRole(r) {
+				return fmt.Errorf("--role: %q is not a role; the roles are %s", r, strings.Join(schemas.Roles, ", "))
+			}
+			roles = append(roles, r)
+		}
+		if concurrency > 0 {
+			for _, r := range roles {
+				rc := a.Config.Roles[r]
+				rc.Concurrency = concurrency
+				a.Config.Roles[r] = rc
+			}
+		}
+		a.Roles = roles
+		return nil
+	}, func(fs *flag.FlagSet) {
+		fs.StringVar(&role, "role", "", "the role to serve: "+strings.Join(schemas.Roles, ", ")+" (several, comma-separated)")
+		fs.IntVar(&concurrency, "concurrency", 0, "tasks run at once (default roles.<role>.concurrency, else 4)")
+	})
+}
+
+func runConfig(ctx context.Context, e *env, args []string) error {
+	return sub(ctx, e, "config", args, map[string]func(context.Context, *env, []string) error{
+		"check": func(_ context.Context, e *env, args []string) error {
+			fs := newFlags(e, "config check", "config check [--config FILE]")
+			var c common
+			c.register(fs)
+			if _, err := parse(fs, args); err != nil {
+				return err
+			}
+			cfg, path, err := c.load()
+			if err != nil {
+				return err
+			}
+			if path == "" {
+				fmt.Fprintln(e.stderr, "no configuration file; showing the defaults")
+			} else {
+				fmt.Fprintf(e.stderr, "%s is valid; the effective configuration:\n", path)
+			}
+			if len(cfg.Models.Providers) == 0 {
+				fmt.Fprintln(e.stderr, "no model configured: every role uses the built-in offline model")
+			}
+			enc := json.NewEncoder(e.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(cfg.Redacted())
+		},
+	})
+}

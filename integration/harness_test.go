@@ -1,0 +1,241 @@
+// Package integration holds Troupe's multi-process end-to-end tests: they
+// build the real binary, start it as a separate process, and talk to it the
+// way users do: plain NATS requests and the troupe CLI.
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/schemas"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// troupeBin builds cmd/troupe once per test run.
+func troupeBin(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "troupe-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "troupe")
+		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/troupe").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	require.NoError(t, buildErr)
+	return binPath
+}
+
+// dev is a troupe dev process.
+type dev struct {
+	t     *testing.T
+	URL   string
+	Dir   string
+	NC    *nats.Conn
+	cmd   *exec.Cmd
+	Ready time.Duration
+	logs  *bytes.Buffer
+}
+
+// startDev starts troupe dev on a fresh directory and a free port, and
+// returns when it accepts submissions.
+func startDev(t *testing.T, args ...string) *dev {
+	t.Helper()
+	bin := troupeBin(t)
+	dir := t.TempDir()
+	cmd := exec.Command(bin, append([]string{"dev", "--data", filepath.Join(dir, "data"), "--log-level", "info"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "TROUPE_DEV_NATS_PORT=-1", "TROUPE_CONFIG=", "TROUPE_NATS_URL=", "TROUPE_DATABASE_URL=")
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	logs := &bytes.Buffer{}
+	cmd.Stderr = &lockedWriter{w: logs}
+	start := time.Now()
+	require.NoError(t, cmd.Start())
+	d := &dev{t: t, Dir: dir, cmd: cmd, logs: logs}
+	t.Cleanup(d.stop)
+	lines := make(chan string)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	timeout := time.After(60 * time.Second)
+	for d.URL == "" {
+		select {
+		case line, ok := <-lines:
+			if !ok {
+				t.Fatalf("troupe dev exited before it was ready:\n%s", logs.String())
+			}
+			if strings.HasPrefix(line, "troupe dev ready") {
+				d.Ready = time.Since(start)
+			}
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "NATS:"); ok {
+				d.URL = strings.Fields(rest)[0]
+			}
+		case <-timeout:
+			t.Fatalf("troupe dev not ready after 60s:\n%s", logs.String())
+		}
+	}
+	go func() {
+		for range lines {
+		}
+	}()
+	nc, err := nats.Connect(d.URL)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	d.NC = nc
+	return d
+}
+
+func (d *dev) stop() {
+	if d.cmd.Process == nil || d.cmd.ProcessState != nil {
+		return
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- d.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			d.t.Errorf("troupe dev exited with %v after SIGTERM\n%s", err, d.logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		_ = d.cmd.Process.Kill()
+		d.t.Errorf("troupe dev did not stop within 30s of SIGTERM")
+	}
+	if d.t.Failed() {
+		d.t.Logf("troupe dev logs:\n%s", tail(d.logs.String(), 8000))
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return "...\n" + s[len(s)-n:]
+}
+
+type lockedWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// request sends a raw API request and returns the body and the error
+// reply, if any.
+func (d *dev) request(endpoint string, body []byte) ([]byte, *schemas.ErrorReply) {
+	d.t.Helper()
+	msg, err := d.NC.Request("troupe.api."+endpoint, body, 10*time.Second)
+	require.NoError(d.t, err)
+	if msg.Header.Get(micro.ErrorCodeHeader) != "" {
+		var er schemas.ErrorReply
+		require.NoError(d.t, json.Unmarshal(msg.Data, &er), "error body: %s", msg.Data)
+		return msg.Data, &er
+	}
+	return msg.Data, nil
+}
+
+// call sends req as JSON and decodes the reply into a T, failing on an error reply.
+func call[T any](d *dev, endpoint string, req any) T {
+	d.t.Helper()
+	body, err := json.Marshal(req)
+	require.NoError(d.t, err)
+	data, er := d.request(endpoint, body)
+	require.Nil(d.t, er, "%s: %+v", endpoint, er)
+	var out T
+	require.NoError(d.t, json.Unmarshal(data, &out))
+	return out
+}
+
+// cli runs the troupe CLI against d and returns stdout, stderr and the exit code.
+func (d *dev) cli(args ...string) (string, string, int) {
+	d.t.Helper()
+	cmd := exec.Command(troupeBin(d.t), args...)
+	cmd.Dir = d.Dir
+	cmd.Env = append(os.Environ(), "TROUPE_NATS_URL="+d.URL, "TROUPE_CONFIG=")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else {
+		require.NoError(d.t, err)
+	}
+	return out.String(), errb.String(), code
+}
+
+// events subscribes to the events of every job; the channel is buffered
+// generously so a test never misses one while it works.
+func (d *dev) events(filter string) <-chan schemas.Event {
+	ch := make(chan schemas.Event, 4096)
+	_, err := d.NC.Subscribe("troupe.events."+filter, func(m *nats.Msg) {
+		var ev schemas.Event
+		if json.Unmarshal(m.Data, &ev) == nil {
+			ch <- ev
+		}
+	})
+	require.NoError(d.t, err)
+	require.NoError(d.t, d.NC.Flush())
+	return ch
+}
+
+// waitEvent waits for an event that matches, up to a minute.
+func waitEvent(t *testing.T, ch <-chan schemas.Event, match func(schemas.Event) bool) schemas.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for {
+		select {
+		case ev := <-ch:
+			if match(ev) {
+				return ev
+			}
+		case <-ctx.Done():
+			t.Fatalf("no matching event within 60s")
+		}
+	}
+}
+
+// waitJobEnd waits until job id ends and returns it.
+func (d *dev) waitJobEnd(ch <-chan schemas.Event, id string) schemas.Job {
+	d.t.Helper()
+	waitEvent(d.t, ch, func(ev schemas.Event) bool {
+		return ev.JobID == id && (ev.Kind == schemas.EventJobDone || ev.Kind == schemas.EventJobFailed || ev.Kind == schemas.EventJobCancelled)
+	})
+	return call[schemas.Job](d, "jobs.get", schemas.IDRequest{ID: id})
+}
+
+func writeString(path, s string) error { return os.WriteFile(path, []byte(s), 0o644) }

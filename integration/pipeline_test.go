@@ -1,0 +1,85 @@
+package integration
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/schemas"
+	"github.com/troupe-dev/troupe/store/postgres"
+)
+
+// TestPipelineSQLite is the whole pipeline on troupe dev's default store.
+func TestPipelineSQLite(t *testing.T) {
+	t.Parallel()
+	d := startDev(t)
+	t.Logf("troupe dev ready after %s (fresh directory, process start to accepting submissions)", d.Ready)
+	runDefaultPlan(t, d)
+}
+
+// TestPipelinePostgres is the same pipeline with PostgreSQL as the store.
+func TestPipelinePostgres(t *testing.T) {
+	t.Parallel()
+	url := postgres.TestURL(t)
+	d := startDev(t, "--database-url", url)
+	runDefaultPlan(t, d)
+}
+
+// runDefaultPlan submits a job with no plan as plain JSON over NATS and
+// checks that every role's output is promoted in dependency order, the job
+// is done, and the promoted files are in the workspace export.
+func runDefaultPlan(t *testing.T, d *dev) {
+	events := d.events("*.*")
+	job := call[schemas.Job](d, "jobs.submit", map[string]any{
+		"title": "Per-key rate limiting", "brief": "Add per-API-key limits with clear 429s.",
+	})
+	require.Equal(t, schemas.JobRunning, job.Status)
+	require.Len(t, job.Tasks, 6)
+
+	job = d.waitJobEnd(events, job.ID)
+	require.Equal(t, schemas.JobDone, job.Status, "reason: %s", job.Reason)
+
+	// Promotion order follows the dependencies.
+	promotedAt := map[string]int{}
+	keyOf := map[string]string{}
+	for _, task := range job.Tasks {
+		keyOf[task.ID] = task.Key
+		require.Equal(t, schemas.TaskPromoted, task.Status, task.Key)
+		require.NotEmpty(t, task.Outputs, task.Key)
+	}
+	for i, ev := range job.Events {
+		if ev.Kind == schemas.EventOutputPromoted {
+			promotedAt[keyOf[ev.TaskID]] = i
+		}
+	}
+	roles := map[string]bool{}
+	for _, task := range job.Tasks {
+		roles[task.Role] = true
+		at, ok := promotedAt[task.Key]
+		require.True(t, ok, "no promotion event for %s", task.Key)
+		for _, dep := range task.DependsOn {
+			require.Less(t, promotedAt[dep], at, "%s promoted before its dependency %s", task.Key, dep)
+		}
+	}
+	require.Len(t, roles, len(schemas.Roles), "every role took part")
+
+	out := filepath.Join(d.Dir, "export")
+	stdout, stderr, code := d.cli("workspace", "export", out)
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stdout, "exported")
+	for _, f := range []string{"pm/PRD.md", "architect/ARCHITECTURE.md", "developer/main.go", "tester/TEST_PLAN.md", "writer/README.md", "devops/RUNBOOK.md"} {
+		data, err := os.ReadFile(filepath.Join(out, "projects", job.ID, f))
+		require.NoError(t, err, f)
+		require.Contains(t, string(data), "Per-key rate limiting", f)
+	}
+	// The architect read the PM's promoted PRD: its draft names it.
+	arch, err := os.ReadFile(filepath.Join(out, "projects", job.ID, "architect/ARCHITECTURE.md"))
+	require.NoError(t, err)
+	require.Contains(t, string(arch), "projects/"+job.ID+"/pm/PRD.md")
+	_, err = os.Stat(filepath.Join(out, "MEMORY.md"))
+	require.NoError(t, err)
+	require.True(t, strings.Count(stdout, "file") > 0)
+}

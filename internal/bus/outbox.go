@@ -1,0 +1,52 @@
+package bus
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/troupe-dev/troupe/schemas"
+	"github.com/troupe-dev/troupe/store"
+)
+
+// Emit records events on their jobs' timelines and queues them in the
+// outbox, inside the caller's transaction.
+func Emit(ctx context.Context, q store.Querier, subj Subjects, events ...schemas.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	msgs := make([]store.OutboxMessage, 0, len(events))
+	for i := range events {
+		ev := &events[i]
+		if ev.ID == "" {
+			ev.ID = uuid.NewString()
+		}
+		if ev.Time.IsZero() {
+			ev.Time = time.Now().UTC()
+		}
+		m, err := OutboxJSON(subj.Event(ev.JobID, ev.Kind), "event."+ev.ID, ev)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, m)
+	}
+	if err := q.EventInsert(ctx, events); err != nil {
+		return fmt.Errorf("recording events: %w", err)
+	}
+	if err := q.OutboxInsert(ctx, msgs); err != nil {
+		return fmt.Errorf("queueing events: %w", err)
+	}
+	return nil
+}
+
+// OutboxJSON builds an outbox row carrying v as JSON.
+func OutboxJSON(subject, msgID string, v any) (store.OutboxMessage, error) {
+	payload, err := json.Marshal(v)
+	if err != nil {
+		return store.OutboxMessage{}, fmt.Errorf("encoding %s: %w", subject, err)
+	}
+	return store.OutboxMessage{Subject: subject, MsgID: msgID, Payload: payload}, nil
+}

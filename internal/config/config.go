@@ -1,0 +1,374 @@
+// Package config reads Troupe's configuration: one JSON file with camelCase
+// keys, ${VAR} replaced from the environment, defaults for everything, and
+// validation errors that name the field.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/troupe-dev/troupe/schemas"
+)
+
+// Config is the whole configuration.
+type Config struct {
+	NATS     NATS            `json:"nats"`
+	Database Database        `json:"database"`
+	Models   Models          `json:"models"`
+	Roles    map[string]Role `json:"roles,omitempty"`
+	Review   Review          `json:"review"`
+	Budgets  Budgets         `json:"budgets"`
+}
+
+// NATS is how services reach NATS.
+type NATS struct {
+	// URL of the NATS server. Defaults to nats://127.0.0.1:4222 (troupe dev
+	// embeds its own server and ignores it).
+	URL string `json:"url,omitempty"`
+	// Prefix of every subject. Defaults to "troupe".
+	Prefix string `json:"prefix,omitempty"`
+	// Sync is the embedded server's fsync policy: "always" (the default) or
+	// "periodic".
+	Sync string `json:"sync,omitempty"`
+	// Replicas of every stream. Defaults to 1.
+	Replicas int `json:"replicas,omitempty"`
+	// User, Password, Token and CredsFile authenticate, when set.
+	User      string `json:"user,omitempty"`
+	Password  string `json:"password,omitempty"`
+	Token     string `json:"token,omitempty"`
+	CredsFile string `json:"credsFile,omitempty"`
+}
+
+// Database is the store.
+type Database struct {
+	// URL is a postgres:// URL, or a SQLite file path. Defaults to
+	// <data>/troupe.db in troupe dev; required by the other services.
+	URL string `json:"url,omitempty"`
+}
+
+// Models configures language models. With no provider, the built-in
+// offline model answers.
+type Models struct {
+	// Default model reference, "<provider>/<model id>".
+	Default   string              `json:"default,omitempty"`
+	Providers map[string]Provider `json:"providers,omitempty"`
+}
+
+// Provider is an OpenAI-compatible endpoint.
+type Provider struct {
+	BaseURL string  `json:"baseUrl"`
+	APIKey  string  `json:"apiKey,omitempty"`
+	API     string  `json:"api,omitempty"`
+	Models  []Model `json:"models"`
+}
+
+// Model is one model of a provider.
+type Model struct {
+	ID            string   `json:"id"`
+	Name          string   `json:"name,omitempty"`
+	Input         []string `json:"input,omitempty"`
+	ContextWindow int      `json:"contextWindow,omitempty"`
+	MaxTokens     int      `json:"maxTokens,omitempty"`
+}
+
+// Role configures one role.
+type Role struct {
+	// Model reference; defaults to models.default, or the offline model.
+	Model     string   `json:"model,omitempty"`
+	Fallbacks []string `json:"fallbacks,omitempty"`
+	// Concurrency is how many tasks one worker runs at once. Defaults to 4.
+	Concurrency int `json:"concurrency,omitempty"`
+	// Temperature of the model. Defaults to the provider's.
+	Temperature *float64 `json:"temperature,omitempty"`
+	// Review policy: "rules" (the default), "human" or "model".
+	Review string `json:"review,omitempty"`
+	// MaxDeliver bounds deliveries of one task message. Defaults to 10.
+	MaxDeliver int `json:"maxDeliver,omitempty"`
+	// Backoff between redeliveries, as Go durations ("1s", "5s").
+	Backoff []string `json:"backoff,omitempty"`
+}
+
+// Review configures the review service.
+type Review struct {
+	// MaxRevisions is how many times a rejected task is revised before it
+	// fails. Defaults to 2.
+	MaxRevisions *int `json:"maxRevisions,omitempty"`
+	// MaxOutputBytes bounds an output. Defaults to 1 MiB.
+	MaxOutputBytes int `json:"maxOutputBytes,omitempty"`
+	// MaxFileBytes bounds one file of an output. Defaults to 512 KiB.
+	MaxFileBytes int `json:"maxFileBytes,omitempty"`
+}
+
+// Budgets bound spending.
+type Budgets struct {
+	// MaxTokensPerJob is the token budget of a job that names none. 0 is unlimited.
+	MaxTokensPerJob int64 `json:"maxTokensPerJob,omitempty"`
+}
+
+// Review policies.
+const (
+	PolicyRules = "rules"
+	PolicyHuman = "human"
+	PolicyModel = "model"
+)
+
+// WithDefaults returns c with every unset field at its default.
+func (c Config) WithDefaults() Config {
+	if c.NATS.URL == "" {
+		c.NATS.URL = "nats://127.0.0.1:4222"
+	}
+	if c.NATS.Prefix == "" {
+		c.NATS.Prefix = "troupe"
+	}
+	if c.NATS.Sync == "" {
+		c.NATS.Sync = "always"
+	}
+	if c.NATS.Replicas == 0 {
+		c.NATS.Replicas = 1
+	}
+	if c.Review.MaxRevisions == nil {
+		two := 2
+		c.Review.MaxRevisions = &two
+	}
+	roles := make(map[string]Role, len(schemas.Roles))
+	for _, name := range schemas.Roles {
+		r := c.Roles[name]
+		if r.Concurrency == 0 {
+			r.Concurrency = 4
+		}
+		if r.Review == "" {
+			r.Review = PolicyRules
+		}
+		if r.MaxDeliver == 0 {
+			r.MaxDeliver = 10
+		}
+		roles[name] = r
+	}
+	for name, r := range c.Roles {
+		if _, ok := roles[name]; !ok {
+			roles[name] = r // kept so Validate can name it
+		}
+	}
+	c.Roles = roles
+	return c
+}
+
+// Validate reports every problem, each naming its field.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if c.NATS.Sync != "" && c.NATS.Sync != "always" && c.NATS.Sync != "periodic" {
+		bad("nats.sync", "%q is not a sync policy; use \"always\" or \"periodic\"", c.NATS.Sync)
+	}
+	if c.NATS.Replicas < 0 || c.NATS.Replicas > 5 {
+		bad("nats.replicas", "%d is out of range 1..5", c.NATS.Replicas)
+	}
+	if !regexp.MustCompile(`^[A-Za-z0-9_-]+$`).MatchString(c.NATS.Prefix) && c.NATS.Prefix != "" {
+		bad("nats.prefix", "%q must be one subject token (letters, digits, _ and -)", c.NATS.Prefix)
+	}
+	refs := map[string]bool{}
+	for _, pname := range sortedKeys(c.Models.Providers) {
+		p := c.Models.Providers[pname]
+		field := "models.providers." + pname
+		if p.BaseURL == "" {
+			bad(field+".baseUrl", "is required")
+		}
+		if p.API != "" && p.API != "openai-completions" {
+			bad(field+".api", "%q is not supported; use \"openai-completions\"", p.API)
+		}
+		if len(p.Models) == 0 {
+			bad(field+".models", "names no model")
+		}
+		for i, m := range p.Models {
+			mf := fmt.Sprintf("%s.models[%d]", field, i)
+			if m.ID == "" {
+				bad(mf+".id", "is required")
+			}
+			if len(m.Input) > 0 && !slices.Equal(m.Input, []string{"text"}) && !slices.Equal(m.Input, []string{"text", "image"}) {
+				var quoted []string
+				for _, in := range m.Input {
+					if in != "text" && in != "image" {
+						quoted = append(quoted, fmt.Sprintf("%q", in))
+					}
+				}
+				what := strings.Join(quoted, ", ")
+				if what == "" {
+					what = fmt.Sprintf("%q", m.Input)
+				}
+				bad(mf+".input", "%s is not supported; use [\"text\"] or [\"text\",\"image\"]", what)
+			}
+			if m.ContextWindow < 0 {
+				bad(mf+".contextWindow", "must not be negative")
+			}
+			if m.MaxTokens < 0 {
+				bad(mf+".maxTokens", "must not be negative")
+			}
+			refs[pname+"/"+m.ID] = true
+		}
+	}
+	checkRef := func(field, ref string) {
+		if ref != "" && ref != "offline" && !refs[ref] {
+			bad(field, "%q is not a configured model; use \"<provider>/<model id>\" of models.providers", ref)
+		}
+	}
+	checkRef("models.default", c.Models.Default)
+	for _, name := range sortedKeys(c.Roles) {
+		r := c.Roles[name]
+		field := "roles." + name
+		if !schemas.IsRole(name) {
+			bad(field, "unknown role; the roles are %s", strings.Join(schemas.Roles, ", "))
+			continue
+		}
+		checkRef(field+".model", r.Model)
+		for i, fb := range r.Fallbacks {
+			checkRef(fmt.Sprintf("%s.fallbacks[%d]", field, i), fb)
+		}
+		if r.Concurrency < 0 || r.Concurrency > 10000 {
+			bad(field+".concurrency", "%d is out of range 1..10000", r.Concurrency)
+		}
+		switch r.Review {
+		case "", PolicyRules, PolicyHuman, PolicyModel:
+		default:
+			bad(field+".review", "%q is not a policy; use \"rules\", \"human\" or \"model\"", r.Review)
+		}
+		if r.MaxDeliver < 0 {
+			bad(field+".maxDeliver", "must not be negative")
+		}
+		for i, b := range r.Backoff {
+			if _, err := time.ParseDuration(b); err != nil {
+				bad(fmt.Sprintf("%s.backoff[%d]", field, i), "%q is not a duration such as \"5s\"", b)
+			}
+		}
+	}
+	if c.Review.MaxRevisions != nil && (*c.Review.MaxRevisions < 0 || *c.Review.MaxRevisions > 20) {
+		bad("review.maxRevisions", "%d is out of range 0..20", *c.Review.MaxRevisions)
+	}
+	if c.Review.MaxOutputBytes < 0 {
+		bad("review.maxOutputBytes", "must not be negative")
+	}
+	if c.Review.MaxFileBytes < 0 {
+		bad("review.maxFileBytes", "must not be negative")
+	}
+	if c.Budgets.MaxTokensPerJob < 0 {
+		bad("budgets.maxTokensPerJob", "must not be negative")
+	}
+	return errors.Join(errs...)
+}
+
+// Load reads the configuration from path. An empty path means: the file
+// named by TROUPE_CONFIG, else ./troupe.json when it exists, else defaults
+// only. It returns the file it read ("" when none).
+func Load(path string) (Config, string, error) {
+	if path == "" {
+		path = os.Getenv("TROUPE_CONFIG")
+	}
+	if path == "" {
+		if _, err := os.Stat("troupe.json"); err == nil {
+			path = "troupe.json"
+		}
+	}
+	if path == "" {
+		return Config{}.WithDefaults(), "", nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, path, fmt.Errorf("reading configuration: %w", err)
+	}
+	c, err := Parse(data)
+	if err != nil {
+		return Config{}, path, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, path, nil
+}
+
+var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
+
+// Parse decodes a configuration document, replaces ${VAR} from the
+// environment, applies defaults and validates it.
+func Parse(data []byte) (Config, error) {
+	var missing []string
+	expanded := envRef.ReplaceAllFunc(data, func(m []byte) []byte {
+		name := string(envRef.FindSubmatch(m)[1])
+		v, ok := os.LookupEnv(name)
+		if !ok {
+			missing = append(missing, name)
+			return m
+		}
+		// The value lands inside a JSON string: escape it as one.
+		q, _ := json.Marshal(v)
+		return q[1 : len(q)-1]
+	})
+	if len(missing) > 0 {
+		return Config{}, fmt.Errorf("environment variable %s is not set", strings.Join(missing, ", "))
+	}
+	dec := json.NewDecoder(bytes.NewReader(expanded))
+	dec.DisallowUnknownFields()
+	var c Config
+	if err := dec.Decode(&c); err != nil {
+		return Config{}, fmt.Errorf("invalid configuration: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c.WithDefaults(), nil
+}
+
+// MaxRevisions is review.maxRevisions with its default applied.
+func (c Config) MaxRevisions() int {
+	if c.Review.MaxRevisions == nil {
+		return 2
+	}
+	return *c.Review.MaxRevisions
+}
+
+// Policies returns the review policy of every role.
+func (c Config) Policies() map[string]string {
+	out := map[string]string{}
+	for name, r := range c.WithDefaults().Roles {
+		out[name] = r.Review
+	}
+	return out
+}
+
+// Redacted returns c with every secret replaced by "***", for display.
+func (c Config) Redacted() Config {
+	r := c
+	mask := func(s string) string {
+		if s == "" {
+			return ""
+		}
+		return "***"
+	}
+	r.NATS.Password = mask(c.NATS.Password)
+	r.NATS.Token = mask(c.NATS.Token)
+	r.Database.URL = redactDSN(c.Database.URL)
+	r.Models.Providers = map[string]Provider{}
+	for k, p := range c.Models.Providers {
+		p.APIKey = mask(p.APIKey)
+		r.Models.Providers[k] = p
+	}
+	return r
+}
+
+var dsnPassword = regexp.MustCompile(`(://[^:/@]*:)[^@]*@`)
+
+func redactDSN(u string) string { return dsnPassword.ReplaceAllString(u, "${1}***@") }
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,549 @@
+// Package orchestrator is Troupe's main agent: it takes jobs on the API,
+// plans them into role-tagged tasks, publishes a task when every task it
+// depends on is promoted, revises rejected tasks with the reviewer's
+// feedback, and decides when a job is done or failed.
+package orchestrator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+
+	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/schemas"
+	"github.com/troupe-dev/troupe/store"
+)
+
+// Config configures the orchestrator.
+type Config struct {
+	// Prefix of every subject. Defaults to "troupe".
+	Prefix string
+	// MaxRevisions is how many times a rejected task is revised before it
+	// and its job fail. Defaults to 2 (set NoRevisions for 0).
+	MaxRevisions int
+	// NoRevisions makes the first rejection fail the task.
+	NoRevisions bool
+	// RequestTimeout bounds one API request. Defaults to 10s.
+	RequestTimeout time.Duration
+	// Notify is called after a transaction wrote outbox rows (the relay's
+	// Notify). Optional.
+	Notify func()
+	Logger zerolog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Prefix == "" {
+		c.Prefix = bus.DefaultPrefix
+	}
+	if c.MaxRevisions == 0 && !c.NoRevisions {
+		c.MaxRevisions = 2
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = 10 * time.Second
+	}
+	if c.Notify == nil {
+		c.Notify = func() {}
+	}
+	return c
+}
+
+// Service is the orchestrator.
+type Service struct {
+	cfg   Config
+	log   zerolog.Logger
+	store store.Store
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	subj  bus.Subjects
+
+	mu   sync.Mutex
+	svc  micro.Service
+	cc   jetstream.ConsumeContext
+	wg   sync.WaitGroup
+	stop context.CancelFunc
+}
+
+// New returns an orchestrator; Start runs it.
+func New(cfg Config, st store.Store, nc *nats.Conn, js jetstream.JetStream) *Service {
+	cfg = cfg.withDefaults()
+	return &Service{
+		cfg: cfg, log: cfg.Logger.With().Str("service", "orchestrator").Logger(),
+		store: st, nc: nc, js: js, subj: bus.Subjects{Prefix: cfg.Prefix},
+	}
+}
+
+// Start serves the jobs and artifacts API and consumes the events the
+// orchestrator schedules on. The topology must exist (bus.Topology.Ensure).
+func (s *Service) Start(ctx context.Context) error {
+	ctx, s.stop = context.WithCancel(context.WithoutCancel(ctx))
+	svc, err := micro.AddService(s.nc, micro.Config{
+		Name:        "troupe",
+		Version:     "0.1.0",
+		Description: "Troupe: jobs and artifacts",
+	})
+	if err != nil {
+		return fmt.Errorf("starting the api: %w", err)
+	}
+	s.svc = svc
+	jobs := svc.AddGroup(s.cfg.Prefix + ".api.jobs")
+	arts := svc.AddGroup(s.cfg.Prefix + ".api.artifacts")
+	t := s.cfg.RequestTimeout
+	endpoints := []struct {
+		g    micro.Group
+		name string
+		h    micro.Handler
+	}{
+		{jobs, "submit", s.submitHandler(ctx)},
+		{jobs, "get", bus.Endpoint(ctx, s.log, schemas.SchemaIDRequest, t, s.getJob)},
+		{jobs, "list", bus.Endpoint(ctx, s.log, schemas.SchemaListRequest, t, s.listJobs)},
+		{jobs, "cancel", bus.Endpoint(ctx, s.log, schemas.SchemaIDRequest, t, s.cancelJob)},
+		{arts, "list", bus.Endpoint(ctx, s.log, schemas.SchemaArtifactListRequest, t, s.listArtifacts)},
+		{arts, "get", bus.Endpoint(ctx, s.log, schemas.SchemaArtifactGetRequest, t, s.getArtifact)},
+	}
+	for _, e := range endpoints {
+		if err := e.g.AddEndpoint(e.name, e.h); err != nil {
+			_ = svc.Stop()
+			return fmt.Errorf("adding endpoint %s: %w", e.name, err)
+		}
+	}
+	cons, err := s.js.Consumer(ctx, bus.StreamEvents, bus.ConsumerOrchestrator)
+	if err != nil {
+		_ = svc.Stop()
+		return fmt.Errorf("binding the orchestrator consumer: %w", err)
+	}
+	settler := &bus.Settler{JS: s.js, Subjects: s.subj, Source: bus.ConsumerOrchestrator, Log: s.log,
+		Record: func(ctx context.Context, d schemas.DeadLetter) error { return s.store.DeadLetterInsert(ctx, d) }}
+	s.cc, err = cons.Consume(func(msg jetstream.Msg) {
+		s.wg.Add(1)
+		defer s.wg.Done()
+		settler.Handle(ctx, msg, s.handleEvent)
+	}, jetstream.PullMaxMessages(64))
+	if err != nil {
+		_ = svc.Stop()
+		return fmt.Errorf("consuming events: %w", err)
+	}
+	s.log.Info().Msg("orchestrator started")
+	return nil
+}
+
+// Stop stops the API, drains the event consumer and waits for in-flight
+// handlers, within ctx.
+func (s *Service) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.svc != nil {
+		_ = s.svc.Stop()
+		s.svc = nil
+	}
+	if s.cc != nil {
+		s.cc.Drain()
+		select {
+		case <-s.cc.Closed():
+		case <-ctx.Done():
+			s.cc.Stop()
+		}
+		s.cc = nil
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	if s.stop != nil {
+		s.stop()
+	}
+	return nil
+}
+
+func (s *Service) submitHandler(ctx context.Context) micro.Handler {
+	return bus.Endpoint(ctx, s.log, schemas.SchemaSubmission, s.cfg.RequestTimeout, s.Submit)
+}
+
+// Submit creates a job from a submission: it validates the plan (or uses
+// the default one), stores the job with its tasks and queues the tasks that
+// depend on nothing, in one transaction. A submission whose idempotency key
+// was seen returns the existing job.
+func (s *Service) Submit(ctx context.Context, sub schemas.Submission) (any, error) {
+	plan := sub.Tasks
+	if len(plan) == 0 {
+		plan = DefaultPlan()
+	}
+	if err := ValidatePlan(plan); err != nil {
+		return nil, err
+	}
+	now := time.Now().UTC()
+	job := store.Job{
+		ID: uuid.NewString(), Title: sub.Title, Brief: sub.Brief, IdempotencyKey: sub.IdempotencyKey,
+		Status: schemas.JobRunning, Attachments: sub.Attachments, CreatedAt: now, UpdatedAt: now,
+	}
+	if sub.Budget != nil {
+		job.BudgetTokens = sub.Budget.MaxTokens
+	}
+	tasks := make([]store.Task, len(plan))
+	for i, p := range plan {
+		status := schemas.TaskPending
+		if len(p.DependsOn) == 0 {
+			status = schemas.TaskQueued
+		}
+		tasks[i] = store.Task{
+			ID: uuid.NewString(), JobID: job.ID, Key: p.Key, Role: p.Role, Instructions: p.Instructions,
+			DependsOn: p.DependsOn, Status: status, CreatedAt: now, UpdatedAt: now,
+		}
+	}
+	var created bool
+	err := s.store.InTx(ctx, func(q store.Querier) error {
+		var err error
+		job, created, err = q.JobCreate(ctx, store.JobCreateParams{Job: job, Tasks: tasks})
+		if err != nil || !created {
+			return err
+		}
+		events := []schemas.Event{{JobID: job.ID, Kind: schemas.EventJobSubmitted, Message: job.Title}}
+		var msgs []store.OutboxMessage
+		for _, t := range tasks {
+			if t.Status != schemas.TaskQueued {
+				continue
+			}
+			m, err := s.taskMessage(t)
+			if err != nil {
+				return err
+			}
+			msgs = append(msgs, m)
+			events = append(events, queuedEvent(t))
+		}
+		if err := q.OutboxInsert(ctx, msgs); err != nil {
+			return err
+		}
+		return bus.Emit(ctx, q, s.subj, events...)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the job: %w", err)
+	}
+	if created {
+		s.cfg.Notify()
+		s.log.Info().Str("job_id", job.ID).Int("tasks", len(tasks)).Msg("job submitted")
+	}
+	return s.jobView(ctx, job.ID, false)
+}
+
+func (s *Service) taskMessage(t store.Task) (store.OutboxMessage, error) {
+	return bus.OutboxJSON(s.subj.Task(t.Role), fmt.Sprintf("task.%s.%d", t.ID, t.Revision), schemas.TaskMessage{
+		TaskID: t.ID, JobID: t.JobID, Key: t.Key, Role: t.Role, Revision: t.Revision,
+	})
+}
+
+func queuedEvent(t store.Task) schemas.Event {
+	return schemas.Event{JobID: t.JobID, TaskID: t.ID, Kind: schemas.EventTaskQueued, Role: t.Role, Revision: t.Revision, Message: t.Key}
+}
+
+func (s *Service) getJob(ctx context.Context, req schemas.IDRequest) (any, error) {
+	return s.jobView(ctx, req.ID, true)
+}
+
+// jobView is a job with its tasks, their outputs and reviews, and totals;
+// with events when full.
+func (s *Service) jobView(ctx context.Context, id string, full bool) (schemas.Job, error) {
+	job, err := s.store.JobGetByID(ctx, id)
+	if err != nil {
+		if errors.Is(err, store.ErrNotFound) {
+			return schemas.Job{}, &bus.APIError{Status: 404, Code: "not_found", Message: fmt.Sprintf("id: no job %q", id)}
+		}
+		return schemas.Job{}, err
+	}
+	tasks, err := s.store.TaskListByJob(ctx, id)
+	if err != nil {
+		return schemas.Job{}, err
+	}
+	view := job.Schema()
+	totals := &schemas.Totals{Tasks: len(tasks)}
+	byTask := map[string]*schemas.Task{}
+	view.Tasks = make([]schemas.Task, len(tasks))
+	for i, t := range tasks {
+		view.Tasks[i] = t.Schema()
+		byTask[t.ID] = &view.Tasks[i]
+		if t.Status == schemas.TaskPromoted {
+			totals.Promoted++
+		}
+	}
+	if full {
+		outputs, err := s.store.OutputListByJob(ctx, id)
+		if err != nil {
+			return schemas.Job{}, err
+		}
+		for _, o := range outputs {
+			totals.PromptTokens += o.PromptTokens
+			totals.CompletionTokens += o.CompletionTokens
+			if t := byTask[o.TaskID]; t != nil {
+				so := o.Schema()
+				so.Prompt = "" // prompts are large; the output's own view has it
+				t.Outputs = append(t.Outputs, so)
+			}
+		}
+		reviews, err := s.store.ReviewListByJob(ctx, id)
+		if err != nil {
+			return schemas.Job{}, err
+		}
+		for _, r := range reviews {
+			if t := byTask[r.TaskID]; t != nil {
+				t.Reviews = append(t.Reviews, r.Schema())
+			}
+		}
+		events, err := s.store.EventListByJob(ctx, id)
+		if err != nil {
+			return schemas.Job{}, err
+		}
+		view.Events = events
+	}
+	view.Totals = totals
+	return view, nil
+}
+
+func (s *Service) listJobs(ctx context.Context, req schemas.ListRequest) (any, error) {
+	p := store.JobListParams{Status: req.Status, Query: req.Query, Limit: clampLimit(req.Limit, 50, 200)}
+	if req.Cursor != "" {
+		t, id, err := bus.DecodeCursor(req.Cursor)
+		if err != nil {
+			return nil, bus.BadRequest("invalid_request", "cursor: %v", err)
+		}
+		p.Before, p.BeforeID = t, id
+	}
+	jobs, err := s.store.JobList(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	out := schemas.JobList{Jobs: make([]schemas.Job, len(jobs))}
+	for i, j := range jobs {
+		out.Jobs[i] = j.Schema()
+	}
+	if len(jobs) == p.Limit {
+		last := jobs[len(jobs)-1]
+		out.NextCursor = bus.EncodeCursor(last.CreatedAt, last.ID)
+	}
+	return out, nil
+}
+
+// terminalTask reports whether a task's status is final.
+func terminalTask(status string) bool {
+	return status == schemas.TaskPromoted || status == schemas.TaskFailed || status == schemas.TaskCancelled
+}
+
+var openTaskStatuses = []string{
+	schemas.TaskPending, schemas.TaskQueued, schemas.TaskRunning, schemas.TaskStaged,
+	schemas.TaskAwaitingReview, schemas.TaskRejected,
+}
+
+func (s *Service) cancelJob(ctx context.Context, req schemas.IDRequest) (any, error) {
+	err := s.store.InTx(ctx, func(q store.Querier) error {
+		job, err := q.JobGetByID(ctx, req.ID)
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return &bus.APIError{Status: 404, Code: "not_found", Message: fmt.Sprintf("id: no job %q", req.ID)}
+			}
+			return err
+		}
+		moved, err := q.JobSetStatus(ctx, store.JobSetStatusParams{
+			ID: job.ID, From: []string{schemas.JobPlanning, schemas.JobRunning}, To: schemas.JobCancelled, Reason: "cancelled on request",
+		})
+		if err != nil {
+			return err
+		}
+		if !moved {
+			return bus.Conflict("job %s is %s already; only a planning or running job can be cancelled", job.ID, job.Status)
+		}
+		if err := s.closeOpenTasks(ctx, q, job.ID, schemas.TaskCancelled, "job cancelled"); err != nil {
+			return err
+		}
+		return bus.Emit(ctx, q, s.subj, schemas.Event{JobID: job.ID, Kind: schemas.EventJobCancelled, Message: "cancelled on request"})
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.cfg.Notify()
+	return s.jobView(ctx, req.ID, false)
+}
+
+func (s *Service) closeOpenTasks(ctx context.Context, q store.Querier, jobID, status, reason string) error {
+	tasks, err := q.TaskListByJob(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		if terminalTask(t.Status) {
+			continue
+		}
+		if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: openTaskStatuses, Status: &status, Reason: &reason}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// handleEvent schedules on a promotion or a rejection. Both are idempotent:
+// every change is conditional on the state the event announces.
+func (s *Service) handleEvent(ctx context.Context, msg jetstream.Msg) error {
+	ev, err := schemas.Decode[schemas.Event](schemas.SchemaEvent, msg.Data())
+	if err != nil {
+		return bus.Permanent(err)
+	}
+	switch ev.Kind {
+	case schemas.EventOutputPromoted:
+		err = s.advance(ctx, ev.JobID)
+	case schemas.EventOutputRejected:
+		err = s.revise(ctx, ev)
+	default:
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("job %s: %w", ev.JobID, err)
+	}
+	return nil
+}
+
+// advance queues every pending task whose upstream tasks are all promoted,
+// and marks the job done when every task is promoted.
+func (s *Service) advance(ctx context.Context, jobID string) error {
+	var wrote bool
+	err := s.store.InTx(ctx, func(q store.Querier) error {
+		job, err := q.JobGetByID(ctx, jobID)
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return bus.Permanent(fmt.Errorf("unknown job %q", jobID))
+			}
+			return err
+		}
+		if job.Status != schemas.JobRunning {
+			return nil
+		}
+		tasks, err := q.TaskListByJob(ctx, jobID)
+		if err != nil {
+			return err
+		}
+		promoted := map[string]bool{}
+		for _, t := range tasks {
+			if t.Status == schemas.TaskPromoted {
+				promoted[t.Key] = true
+			}
+		}
+		if len(promoted) == len(tasks) {
+			moved, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: jobID, From: []string{schemas.JobRunning}, To: schemas.JobDone})
+			if err != nil || !moved {
+				return err
+			}
+			wrote = true
+			s.log.Info().Str("job_id", jobID).Msg("job done")
+			return bus.Emit(ctx, q, s.subj, schemas.Event{JobID: jobID, Kind: schemas.EventJobDone, Message: fmt.Sprintf("%d tasks promoted", len(tasks))})
+		}
+		queued := schemas.TaskQueued
+		for _, t := range tasks {
+			if t.Status != schemas.TaskPending || !allIn(t.DependsOn, promoted) {
+				continue
+			}
+			moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: []string{schemas.TaskPending}, Status: &queued})
+			if err != nil {
+				return err
+			}
+			if !moved {
+				continue
+			}
+			m, err := s.taskMessage(t)
+			if err != nil {
+				return err
+			}
+			if err := q.OutboxInsert(ctx, []store.OutboxMessage{m}); err != nil {
+				return err
+			}
+			if err := bus.Emit(ctx, q, s.subj, queuedEvent(t)); err != nil {
+				return err
+			}
+			wrote = true
+		}
+		return nil
+	})
+	if wrote {
+		s.cfg.Notify()
+	}
+	return err
+}
+
+func allIn(keys []string, set map[string]bool) bool {
+	return !slices.ContainsFunc(keys, func(k string) bool { return !set[k] })
+}
+
+// revise sends a rejected task back as its next revision, or fails it and
+// its job when it has used every revision.
+func (s *Service) revise(ctx context.Context, ev schemas.Event) error {
+	var wrote bool
+	err := s.store.InTx(ctx, func(q store.Querier) error {
+		t, err := q.TaskGetByID(ctx, ev.TaskID)
+		if err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return bus.Permanent(fmt.Errorf("unknown task %q", ev.TaskID))
+			}
+			return err
+		}
+		if t.Status != schemas.TaskRejected || t.Revision != ev.Revision {
+			return nil // handled already, or the job was cancelled
+		}
+		rev := t.Revision
+		log := s.log.With().Str("job_id", t.JobID).Str("task_id", t.ID).Str("role", t.Role).Int("revision", rev).Logger()
+		if rev < s.cfg.MaxRevisions {
+			next, queued := rev+1, schemas.TaskQueued
+			moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{
+				ID: t.ID, From: []string{schemas.TaskRejected}, Revision: &rev, Status: &queued, SetRevision: &next,
+			})
+			if err != nil || !moved {
+				return err
+			}
+			t.Revision = next
+			m, err := s.taskMessage(t)
+			if err != nil {
+				return err
+			}
+			if err := q.OutboxInsert(ctx, []store.OutboxMessage{m}); err != nil {
+				return err
+			}
+			wrote = true
+			log.Info().Msg("task sent back for revision")
+			return bus.Emit(ctx, q, s.subj, queuedEvent(t))
+		}
+		reason := fmt.Sprintf("rejected at revision %d, the last allowed (review.maxRevisions is %d): %s", rev, s.cfg.MaxRevisions, t.Feedback)
+		failed := schemas.TaskFailed
+		moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: []string{schemas.TaskRejected}, Revision: &rev, Status: &failed, Reason: &reason})
+		if err != nil || !moved {
+			return err
+		}
+		jobReason := fmt.Sprintf("task %s (%s) failed: %s", t.Key, t.Role, reason)
+		if _, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: t.JobID, From: []string{schemas.JobRunning}, To: schemas.JobFailed, Reason: jobReason}); err != nil {
+			return err
+		}
+		if err := s.closeOpenTasks(ctx, q, t.JobID, schemas.TaskCancelled, "job failed: "+jobReason); err != nil {
+			return err
+		}
+		wrote = true
+		log.Warn().Str("reason", reason).Msg("task failed; job failed")
+		return bus.Emit(ctx, q, s.subj,
+			schemas.Event{JobID: t.JobID, TaskID: t.ID, Kind: schemas.EventTaskFailed, Role: t.Role, Revision: rev, Message: reason},
+			schemas.Event{JobID: t.JobID, Kind: schemas.EventJobFailed, Message: jobReason},
+		)
+	})
+	if wrote {
+		s.cfg.Notify()
+	}
+	return err
+}
+
+func clampLimit(n, def, maxN int) int {
+	if n <= 0 {
+		return def
+	}
+	return min(n, maxN)
+}

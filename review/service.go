@@ -1,0 +1,335 @@
+package review
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+
+	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/schemas"
+	"github.com/troupe-dev/troupe/store"
+)
+
+// Review policies.
+const (
+	PolicyRules = "rules"
+	PolicyHuman = "human"
+)
+
+// Config configures the review service.
+type Config struct {
+	// Prefix of every subject. Defaults to "troupe".
+	Prefix string
+	// Policies maps a role to its policy; a role not named uses "rules".
+	Policies map[string]string
+	// Limits are the rule checks' size limits.
+	Limits Limits
+	// RequestTimeout bounds one API request. Defaults to 10s.
+	RequestTimeout time.Duration
+	// Notify is called after a transaction wrote outbox rows. Optional.
+	Notify func()
+	Logger zerolog.Logger
+}
+
+// Service reviews staged outputs: rule checks first, then promotion,
+// rejection, or a place in the queue of a person, by the role's policy.
+type Service struct {
+	cfg   Config
+	log   zerolog.Logger
+	store store.Store
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	subj  bus.Subjects
+
+	mu   sync.Mutex
+	svc  micro.Service
+	cc   jetstream.ConsumeContext
+	wg   sync.WaitGroup
+	stop context.CancelFunc
+}
+
+// NewService returns a review service; Start runs it.
+func NewService(cfg Config, st store.Store, nc *nats.Conn, js jetstream.JetStream) *Service {
+	if cfg.Prefix == "" {
+		cfg.Prefix = bus.DefaultPrefix
+	}
+	if cfg.RequestTimeout == 0 {
+		cfg.RequestTimeout = 10 * time.Second
+	}
+	if cfg.Notify == nil {
+		cfg.Notify = func() {}
+	}
+	cfg.Limits = cfg.Limits.WithDefaults()
+	return &Service{
+		cfg: cfg, log: cfg.Logger.With().Str("service", "review").Logger(),
+		store: st, nc: nc, js: js, subj: bus.Subjects{Prefix: cfg.Prefix},
+	}
+}
+
+// Policy is the review policy of a role.
+func (s *Service) Policy(role string) string {
+	if p := s.cfg.Policies[role]; p != "" {
+		return p
+	}
+	return PolicyRules
+}
+
+// Start serves the reviews and memory API and consumes review requests.
+func (s *Service) Start(ctx context.Context) error {
+	ctx, s.stop = context.WithCancel(context.WithoutCancel(ctx))
+	svc, err := micro.AddService(s.nc, micro.Config{Name: "troupe", Version: "0.1.0", Description: "Troupe: reviews and memory"})
+	if err != nil {
+		return fmt.Errorf("starting the api: %w", err)
+	}
+	s.svc = svc
+	t := s.cfg.RequestTimeout
+	reviews := svc.AddGroup(s.cfg.Prefix + ".api.reviews")
+	memory := svc.AddGroup(s.cfg.Prefix + ".api.memory")
+	for _, e := range []struct {
+		g    micro.Group
+		name string
+		h    micro.Handler
+	}{
+		{reviews, "list", bus.Endpoint(ctx, s.log, schemas.SchemaListRequest, t, s.listReviews)},
+		{reviews, "get", bus.Endpoint(ctx, s.log, schemas.SchemaIDRequest, t, s.getReview)},
+		{reviews, "decide", bus.Endpoint(ctx, s.log, schemas.SchemaReviewDecision, t, func(ctx context.Context, d schemas.ReviewDecision) (any, error) {
+			return s.Decide(ctx, d)
+		})},
+		{memory, "list", bus.Endpoint(ctx, s.log, schemas.SchemaListRequest, t, s.listLessons)},
+	} {
+		if err := e.g.AddEndpoint(e.name, e.h); err != nil {
+			_ = svc.Stop()
+			return fmt.Errorf("adding endpoint %s: %w", e.name, err)
+		}
+	}
+	cons, err := s.js.Consumer(ctx, bus.StreamReview, bus.ConsumerReview)
+	if err != nil {
+		_ = svc.Stop()
+		return fmt.Errorf("binding the review consumer: %w", err)
+	}
+	settler := &bus.Settler{JS: s.js, Subjects: s.subj, Source: bus.ConsumerReview, Log: s.log,
+		Record: func(ctx context.Context, d schemas.DeadLetter) error { return s.store.DeadLetterInsert(ctx, d) }}
+	s.cc, err = cons.Consume(func(msg jetstream.Msg) {
+		s.wg.Add(1)
+		defer s.wg.Done()
+		settler.Handle(ctx, msg, s.handle)
+	}, jetstream.PullMaxMessages(64))
+	if err != nil {
+		_ = svc.Stop()
+		return fmt.Errorf("consuming review requests: %w", err)
+	}
+	s.log.Info().Interface("policies", s.cfg.Policies).Msg("review started")
+	return nil
+}
+
+// Stop stops the API and drains the consumer within ctx.
+func (s *Service) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.svc != nil {
+		_ = s.svc.Stop()
+		s.svc = nil
+	}
+	if s.cc != nil {
+		s.cc.Drain()
+		select {
+		case <-s.cc.Closed():
+		case <-ctx.Done():
+			s.cc.Stop()
+		}
+		s.cc = nil
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+	if s.stop != nil {
+		s.stop()
+	}
+	return nil
+}
+
+func (s *Service) handle(ctx context.Context, msg jetstream.Msg) error {
+	req, err := schemas.Decode[schemas.ReviewRequest](schemas.SchemaReviewRequest, msg.Data())
+	if err != nil {
+		return bus.Permanent(err)
+	}
+	if msg.Subject() != s.subj.Review(req.Role) {
+		return bus.Permanent(fmt.Errorf("review of a %s output arrived on %s", req.Role, msg.Subject()))
+	}
+	out, err := s.store.OutputGetByID(ctx, req.OutputID)
+	if errors.Is(err, store.ErrNotFound) {
+		return bus.Permanent(fmt.Errorf("unknown output %q", req.OutputID))
+	}
+	if err != nil {
+		return fmt.Errorf("reading output: %w", err)
+	}
+	if out.TaskID != req.TaskID || out.Role != req.Role || out.Revision != req.Revision {
+		return bus.Permanent(fmt.Errorf("output %s is task %s revision %d as %s, not what the request says", out.ID, out.TaskID, out.Revision, out.Role))
+	}
+	if out.Status != schemas.OutputStaged {
+		return nil // decided already: a redelivery
+	}
+	checks := CheckRules(out.Role, out.Content, out.Files, s.cfg.Limits)
+	if !Passed(checks) {
+		_, err := s.decide(ctx, out, schemas.ReviewDecision{
+			OutputID: out.ID, Decision: "reject", Reviewer: PolicyRules, Feedback: Feedback(checks),
+		}, checks)
+		return ignoreDecided(err)
+	}
+	switch s.Policy(out.Role) {
+	case PolicyHuman:
+		return s.park(ctx, out)
+	default:
+		_, err := s.decide(ctx, out, schemas.ReviewDecision{OutputID: out.ID, Decision: "promote", Reviewer: PolicyRules}, checks)
+		return ignoreDecided(err)
+	}
+}
+
+// errDecided is returned when an output was decided already.
+var errDecided = errors.New("output decided already")
+
+func ignoreDecided(err error) error {
+	if errors.Is(err, errDecided) {
+		return nil
+	}
+	return err
+}
+
+// park puts an output that passed the rules into the queue of a person.
+func (s *Service) park(ctx context.Context, out store.Output) error {
+	err := s.store.InTx(ctx, func(q store.Querier) error {
+		moved, err := q.OutputSetStatus(ctx, out.ID, []string{schemas.OutputStaged}, schemas.OutputAwaitingReview)
+		if err != nil || !moved {
+			return err
+		}
+		status, rev := schemas.TaskAwaitingReview, out.Revision
+		if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: out.TaskID, From: []string{schemas.TaskStaged}, Revision: &rev, Status: &status}); err != nil {
+			return err
+		}
+		return bus.Emit(ctx, q, s.subj, schemas.Event{
+			JobID: out.JobID, TaskID: out.TaskID, OutputID: out.ID, Kind: schemas.EventOutputAwaitingReview,
+			Role: out.Role, Revision: out.Revision, Message: "waiting for a person",
+		})
+	})
+	if err == nil {
+		s.cfg.Notify()
+		s.log.Info().Str("job_id", out.JobID).Str("task_id", out.TaskID).Str("role", out.Role).Msg("output waits for a person")
+	}
+	return err
+}
+
+// Decide applies a person's (or any reviewer's) decision to an output that
+// waits for one. A rejection needs feedback; lessons go to MEMORY either way.
+func (s *Service) Decide(ctx context.Context, d schemas.ReviewDecision) (schemas.Review, error) {
+	out, err := s.store.OutputGetByID(ctx, d.OutputID)
+	if errors.Is(err, store.ErrNotFound) {
+		return schemas.Review{}, &bus.APIError{Status: 404, Code: "not_found", Message: fmt.Sprintf("output_id: no output %q", d.OutputID)}
+	}
+	if err != nil {
+		return schemas.Review{}, err
+	}
+	if d.Reviewer == "" {
+		d.Reviewer = "anonymous"
+	}
+	if !strings.Contains(d.Reviewer, ":") {
+		d.Reviewer = "human:" + d.Reviewer
+	}
+	r, err := s.decide(ctx, out, d, nil)
+	if errors.Is(err, errDecided) {
+		return schemas.Review{}, bus.Conflict("output %s is %s; only an output awaiting review can be decided", out.ID, out.Status)
+	}
+	return r, err
+}
+
+// decide promotes or rejects an output in one transaction: output status,
+// artifacts, lessons, the review, task status and the events.
+func (s *Service) decide(ctx context.Context, out store.Output, d schemas.ReviewDecision, checks []schemas.Check) (schemas.Review, error) {
+	if d.Decision == "reject" && strings.TrimSpace(d.Feedback) == "" {
+		return schemas.Review{}, bus.BadRequest("invalid_request", "feedback: is required to reject")
+	}
+	now := time.Now().UTC()
+	rev := store.Review{
+		ID: uuid.NewString(), OutputID: out.ID, TaskID: out.TaskID, JobID: out.JobID,
+		Decision: d.Decision, Reviewer: d.Reviewer, Feedback: d.Feedback, Checks: checks, CreatedAt: now,
+	}
+	lessons := make([]store.Lesson, 0, len(d.Lessons))
+	for i, l := range d.Lessons {
+		scope := l.Scope
+		if scope == "" {
+			scope = out.Role
+		}
+		if scope != "all" && !schemas.IsRole(scope) {
+			return schemas.Review{}, bus.BadRequest("invalid_request", "lessons[%d].scope: %q is not \"all\" or a role", i, scope)
+		}
+		l := store.Lesson{ID: uuid.NewString(), Text: strings.TrimSpace(l.Text), Scope: scope, ReviewID: rev.ID, JobID: out.JobID, CreatedAt: now}
+		lessons = append(lessons, l)
+		rev.Lessons = append(rev.Lessons, l.Schema())
+	}
+	from := []string{schemas.OutputStaged, schemas.OutputAwaitingReview}
+	err := s.store.InTx(ctx, func(q store.Querier) error {
+		to := schemas.OutputPromoted
+		if d.Decision == "reject" {
+			to = schemas.OutputRejected
+		}
+		moved, err := q.OutputSetStatus(ctx, out.ID, from, to)
+		if err != nil {
+			return err
+		}
+		if !moved {
+			return errDecided
+		}
+		if err := q.ReviewInsert(ctx, rev); err != nil {
+			return err
+		}
+		if len(lessons) > 0 {
+			if err := q.LessonInsert(ctx, lessons); err != nil {
+				return err
+			}
+		}
+		revision := out.Revision
+		taskFrom := []string{schemas.TaskStaged, schemas.TaskAwaitingReview}
+		ev := schemas.Event{JobID: out.JobID, TaskID: out.TaskID, OutputID: out.ID, Role: out.Role, Revision: out.Revision}
+		if d.Decision == "reject" {
+			status, feedback := schemas.TaskRejected, d.Feedback
+			if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: out.TaskID, From: taskFrom, Revision: &revision, Status: &status, Feedback: &feedback}); err != nil {
+				return err
+			}
+			ev.Kind, ev.Message = schemas.EventOutputRejected, d.Feedback
+			return bus.Emit(ctx, q, s.subj, ev)
+		}
+		for _, f := range out.Files {
+			if _, err := q.ArtifactInsert(ctx, store.Artifact{
+				ID: uuid.NewString(), Path: fmt.Sprintf("projects/%s/%s/%s", out.JobID, out.Role, f.Path),
+				JobID: out.JobID, TaskID: out.TaskID, OutputID: out.ID, Role: out.Role,
+				Content: f.Content, Size: len(f.Content), CreatedAt: now,
+			}); err != nil {
+				return err
+			}
+		}
+		status := schemas.TaskPromoted
+		if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: out.TaskID, From: taskFrom, Revision: &revision, Status: &status}); err != nil {
+			return err
+		}
+		ev.Kind, ev.Message = schemas.EventOutputPromoted, fmt.Sprintf("%d files promoted by %s", len(out.Files), d.Reviewer)
+		return bus.Emit(ctx, q, s.subj, ev)
+	})
+	if err != nil {
+		return schemas.Review{}, err
+	}
+	s.cfg.Notify()
+	s.log.Info().Str("job_id", out.JobID).Str("task_id", out.TaskID).Str("role", out.Role).
+		Int("revision", out.Revision).Str("decision", d.Decision).Str("reviewer", d.Reviewer).Msg("output decided")
+	return rev.Schema(), nil
+}

@@ -1,0 +1,55 @@
+package worker
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/troupe-dev/troupe/internal/llm"
+	"github.com/troupe-dev/troupe/schemas"
+)
+
+// renderSystem is the role's prompt followed by the lessons from MEMORY
+// that apply to the task.
+func renderSystem(rolePrompt string, lessons []schemas.Lesson) string {
+	var b strings.Builder
+	b.WriteString(strings.TrimSpace(rolePrompt))
+	if len(lessons) > 0 {
+		b.WriteString("\n\n## Lessons from MEMORY\nApply these lessons learned in earlier reviews:\n")
+		for _, l := range lessons {
+			fmt.Fprintf(&b, "- %s\n", oneLine(l.Text))
+		}
+	}
+	return b.String()
+}
+
+// renderPrompt is the task as the model reads it: the job, the
+// instructions, the read-only inputs and the reviewer's feedback.
+func renderPrompt(tc llm.TaskContext) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Job: %s\n\n", tc.JobTitle)
+	if tc.Brief != "" {
+		fmt.Fprintf(&b, "## Brief\n%s\n\n", tc.Brief)
+	}
+	fmt.Fprintf(&b, "## Your task (%s, revision %d)\n%s\n\n", tc.Key, tc.Revision, tc.Instructions)
+	if len(tc.Inputs) == 0 {
+		b.WriteString("## Inputs\nNone: this task depends on no other task.\n\n")
+	} else {
+		b.WriteString("## Inputs (read-only, promoted by review)\n")
+		for _, in := range tc.Inputs {
+			fmt.Fprintf(&b, "### %s (from %s, task %s)\n%s\n\n", in.Path, in.Role, in.TaskKey, in.Content)
+		}
+	}
+	if len(tc.Attachments) > 0 {
+		b.WriteString("## Attachments\n")
+		for _, a := range tc.Attachments {
+			fmt.Fprintf(&b, "- %s (%s)\n", a.Name, a.MediaType)
+		}
+		b.WriteString("\n")
+	}
+	if tc.Feedback != "" {
+		fmt.Fprintf(&b, "## Reviewer feedback on revision %d\nYour previous draft was rejected. Address this feedback:\n%s\n", tc.Revision-1, tc.Feedback)
+	}
+	return b.String()
+}
+
+func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

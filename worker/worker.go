@@ -1,0 +1,321 @@
+// Package worker is the role worker runtime: it binds to its role's durable
+// consumer, runs a bounded number of tasks at once, calls the model with
+// heartbeats so JetStream knows the task is alive, stages the output once
+// per task revision, and asks for review.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/internal/llm"
+	"github.com/troupe-dev/troupe/review"
+	"github.com/troupe-dev/troupe/schemas"
+	"github.com/troupe-dev/troupe/store"
+)
+
+// Config configures a worker of one role.
+type Config struct {
+	// Role the worker serves. Required.
+	Role string
+	// Concurrency is how many tasks the worker runs at once; it is also how
+	// many messages it buffers. Defaults to 4.
+	Concurrency int
+	// Prefix of every subject. Defaults to "troupe".
+	Prefix string
+	// Heartbeat is how often a running task tells JetStream it is alive.
+	// Defaults to 5s; keep it well under the consumer's AckWait.
+	Heartbeat time.Duration
+	// LessonBytes bounds the lessons put into a prompt. Defaults to 4096.
+	LessonBytes int
+	// Notify is called after staging wrote outbox rows. Optional.
+	Notify func()
+	Logger zerolog.Logger
+}
+
+func (c Config) withDefaults() Config {
+	if c.Concurrency <= 0 {
+		c.Concurrency = 4
+	}
+	if c.Prefix == "" {
+		c.Prefix = bus.DefaultPrefix
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = 5 * time.Second
+	}
+	if c.LessonBytes == 0 {
+		c.LessonBytes = 4096
+	}
+	if c.Notify == nil {
+		c.Notify = func() {}
+	}
+	return c
+}
+
+// Worker runs one role's tasks.
+type Worker struct {
+	cfg     Config
+	log     zerolog.Logger
+	store   store.Store
+	js      jetstream.JetStream
+	model   llm.Model
+	subj    bus.Subjects
+	system  string
+	settler *bus.Settler
+
+	sem  chan struct{}
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	cc   jetstream.ConsumeContext
+	stop context.CancelFunc
+}
+
+// New returns a worker; Start runs it.
+func New(cfg Config, st store.Store, js jetstream.JetStream, model llm.Model) (*Worker, error) {
+	cfg = cfg.withDefaults()
+	if !schemas.IsRole(cfg.Role) {
+		return nil, fmt.Errorf("role %q is not a role; the roles are %s", cfg.Role, strings.Join(schemas.Roles, ", "))
+	}
+	system, err := RolePrompt(cfg.Role)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With().Str("service", "worker").Str("role", cfg.Role).Logger()
+	w := &Worker{
+		cfg: cfg, log: log, store: st, js: js, model: model,
+		subj: bus.Subjects{Prefix: cfg.Prefix}, system: system,
+		sem: make(chan struct{}, cfg.Concurrency),
+	}
+	w.settler = &bus.Settler{
+		JS: js, Subjects: w.subj, Source: bus.WorkerConsumer(cfg.Role), Log: log,
+		Record: func(ctx context.Context, d schemas.DeadLetter) error { return st.DeadLetterInsert(ctx, d) },
+	}
+	return w, nil
+}
+
+// Start binds to the role's consumer and runs tasks until Stop.
+func (w *Worker) Start(ctx context.Context) error {
+	ctx, w.stop = context.WithCancel(context.WithoutCancel(ctx))
+	cons, err := w.js.Consumer(ctx, bus.StreamTasks, bus.WorkerConsumer(w.cfg.Role))
+	if err != nil {
+		return fmt.Errorf("binding consumer %s: %w", bus.WorkerConsumer(w.cfg.Role), err)
+	}
+	// The buffer holds no more than the worker can run: AckWait runs while
+	// a message waits in it.
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
+		w.sem <- struct{}{} // blocks the consume loop: back-pressure
+		w.wg.Add(1)
+		go func() {
+			defer func() { <-w.sem; w.wg.Done() }()
+			w.settler.Handle(ctx, msg, w.handle)
+		}()
+	}, jetstream.PullMaxMessages(w.cfg.Concurrency))
+	if err != nil {
+		return fmt.Errorf("consuming %s tasks: %w", w.cfg.Role, err)
+	}
+	w.mu.Lock()
+	w.cc = cc
+	w.mu.Unlock()
+	w.log.Info().Int("concurrency", w.cfg.Concurrency).Str("model", w.model.Name()).Msg("worker started")
+	return nil
+}
+
+// Stop stops fetching, lets running tasks finish within ctx, then cancels
+// what is left (those messages are redelivered).
+func (w *Worker) Stop(ctx context.Context) error {
+	w.mu.Lock()
+	cc := w.cc
+	w.cc = nil
+	w.mu.Unlock()
+	if cc != nil {
+		cc.Stop()
+	}
+	done := make(chan struct{})
+	go func() { w.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		w.stop()
+		<-done
+	}
+	if w.stop != nil {
+		w.stop()
+	}
+	return nil
+}
+
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
+	m, err := schemas.Decode[schemas.TaskMessage](schemas.SchemaTask, msg.Data())
+	if err != nil {
+		return bus.Permanent(err)
+	}
+	if m.Role != w.cfg.Role || msg.Subject() != w.subj.Task(m.Role) {
+		return bus.Permanent(fmt.Errorf("task %s is for role %q but arrived on %s", m.TaskID, m.Role, msg.Subject()))
+	}
+	log := w.log.With().Str("job_id", m.JobID).Str("task_id", m.TaskID).Int("revision", m.Revision).Logger()
+	task, err := w.store.TaskGetByID(ctx, m.TaskID)
+	if errors.Is(err, store.ErrNotFound) {
+		return bus.Permanent(fmt.Errorf("unknown task %q", m.TaskID))
+	}
+	if err != nil {
+		return fmt.Errorf("reading task: %w", err)
+	}
+	if task.JobID != m.JobID || task.Role != m.Role {
+		return bus.Permanent(fmt.Errorf("task %s belongs to job %s as %s, not to job %s as %s", task.ID, task.JobID, task.Role, m.JobID, m.Role))
+	}
+	if task.Revision != m.Revision || (task.Status != schemas.TaskQueued && task.Status != schemas.TaskRunning) {
+		log.Debug().Str("status", task.Status).Int("current_revision", task.Revision).Msg("stale task message; skipped")
+		return nil
+	}
+	if _, err := w.store.OutputGetByTaskRevision(ctx, task.ID, task.Revision); err == nil {
+		log.Debug().Msg("output already staged; skipped")
+		return nil
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("reading output: %w", err)
+	}
+	running, rev := schemas.TaskRunning, task.Revision
+	if _, err := w.store.TaskUpdate(ctx, store.TaskUpdateParams{
+		ID: task.ID, From: []string{schemas.TaskQueued, schemas.TaskRunning}, Revision: &rev, Status: &running, IncrAttempts: true,
+	}); err != nil {
+		return fmt.Errorf("marking task running: %w", err)
+	}
+	req, err := w.request(ctx, task)
+	if err != nil {
+		return err
+	}
+	log.Info().Msg("task started")
+	start := time.Now()
+	resp, err := w.generate(ctx, msg, req)
+	if err != nil {
+		var retry *llm.RetryError
+		if errors.As(err, &retry) {
+			return bus.RetryAfter(err, retry.RetryAfter)
+		}
+		return fmt.Errorf("model %s: %w", w.model.Name(), err)
+	}
+	if resp.Latency == 0 {
+		resp.Latency = time.Since(start)
+	}
+	return w.stage(ctx, log, task, req, resp)
+}
+
+// generate calls the model, telling JetStream the task is alive while it works.
+func (w *Worker) generate(ctx context.Context, msg jetstream.Msg, req llm.Request) (llm.Response, error) {
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		t := time.NewTicker(w.cfg.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = msg.InProgress()
+			}
+		}
+	}()
+	return w.model.Generate(ctx, req)
+}
+
+// request gathers what the task reads from the shared area: its job, the
+// promoted outputs of its upstream tasks, the lessons that apply and the
+// feedback on its previous revision.
+func (w *Worker) request(ctx context.Context, task store.Task) (llm.Request, error) {
+	job, err := w.store.JobGetByID(ctx, task.JobID)
+	if err != nil {
+		return llm.Request{}, fmt.Errorf("reading job: %w", err)
+	}
+	tc := llm.TaskContext{
+		JobID: job.ID, JobTitle: job.Title, Brief: job.Brief, TaskID: task.ID, Key: task.Key,
+		Instructions: task.Instructions, Revision: task.Revision, Attachments: job.Attachments,
+	}
+	if task.Revision > 0 {
+		tc.Feedback = task.Feedback
+	}
+	if len(task.DependsOn) > 0 {
+		tasks, err := w.store.TaskListByJob(ctx, task.JobID)
+		if err != nil {
+			return llm.Request{}, fmt.Errorf("reading upstream tasks: %w", err)
+		}
+		for _, up := range tasks {
+			if !slices.Contains(task.DependsOn, up.Key) {
+				continue
+			}
+			arts, err := w.store.ArtifactListByTask(ctx, up.ID)
+			if err != nil {
+				return llm.Request{}, fmt.Errorf("reading inputs of %s: %w", up.Key, err)
+			}
+			for _, a := range arts {
+				tc.Inputs = append(tc.Inputs, llm.Input{Path: a.Path, Role: up.Role, TaskKey: up.Key, Content: a.Content})
+			}
+		}
+	}
+	rows, err := w.store.LessonList(ctx, store.LessonListParams{Scope: task.Role, IncludeGlobal: true, Limit: 500})
+	if err != nil {
+		return llm.Request{}, fmt.Errorf("reading lessons: %w", err)
+	}
+	lessons := make([]schemas.Lesson, len(rows))
+	for i, l := range rows {
+		lessons[i] = l.Schema()
+	}
+	tc.Lessons = review.SelectLessons(lessons, task.Role, job.Title+" "+task.Instructions, w.cfg.LessonBytes)
+	return llm.Request{Role: task.Role, System: renderSystem(w.system, tc.Lessons), Prompt: renderPrompt(tc), Task: tc}, nil
+}
+
+// stage stores the output of this revision once, with the review request in
+// the same transaction.
+func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task, req llm.Request, resp llm.Response) error {
+	out := store.Output{
+		ID: uuid.NewString(), TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: task.Revision,
+		Status: schemas.OutputStaged, Content: resp.Content, Files: resp.Files, Model: resp.Model,
+		PromptTokens: resp.PromptTokens, CompletionTokens: resp.CompletionTokens,
+		LatencyMS: resp.Latency.Milliseconds(), Prompt: req.System + "\n\n" + req.Prompt,
+	}
+	if out.Model == "" {
+		out.Model = w.model.Name()
+	}
+	var created bool
+	err := w.store.InTx(ctx, func(q store.Querier) error {
+		var err error
+		out, created, err = q.OutputStage(ctx, out)
+		if err != nil || !created {
+			return err
+		}
+		staged, rev := schemas.TaskStaged, task.Revision
+		if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskQueued, schemas.TaskRunning}, Revision: &rev, Status: &staged}); err != nil {
+			return err
+		}
+		m, err := bus.OutboxJSON(w.subj.Review(task.Role), "review."+out.ID, schemas.ReviewRequest{
+			OutputID: out.ID, TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: task.Revision,
+		})
+		if err != nil {
+			return err
+		}
+		if err := q.OutboxInsert(ctx, []store.OutboxMessage{m}); err != nil {
+			return err
+		}
+		return bus.Emit(ctx, q, w.subj, schemas.Event{
+			JobID: task.JobID, TaskID: task.ID, OutputID: out.ID, Kind: schemas.EventOutputStaged,
+			Role: task.Role, Revision: task.Revision, Message: fmt.Sprintf("%d files", len(out.Files)),
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("staging output: %w", err)
+	}
+	if created {
+		w.cfg.Notify()
+		log.Info().Str("output_id", out.ID).Int("files", len(out.Files)).Msg("output staged")
+	}
+	return nil
+}
