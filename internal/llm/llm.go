@@ -1,0 +1,78 @@
+// Package llm is the one interface Troupe's workers, reviewer and planner
+// call language models through, and its providers: the built-in offline
+// model here, OpenAI-compatible endpoints elsewhere.
+package llm
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/troupe-dev/troupe/schemas"
+)
+
+// Model generates a role's output for one task revision.
+type Model interface {
+	// Name is the model's reference as configured, e.g. "offline" or
+	// "bailian/qwen3.5-plus".
+	Name() string
+	// Generate answers one request.
+	Generate(ctx context.Context, req Request) (Response, error)
+}
+
+// Request is one call: the rendered prompt for models that read text, and
+// the same context as structured fields for models (such as the offline one)
+// that build their answer from it.
+type Request struct {
+	Role   string // one of schemas.Roles
+	System string // the role's prompt and the lessons that apply
+	Prompt string // the task, its inputs and feedback, rendered
+	Task   TaskContext
+}
+
+// TaskContext is what a worker knows about the task it runs.
+type TaskContext struct {
+	JobID        string
+	JobTitle     string
+	Brief        string
+	TaskID       string
+	Key          string
+	Instructions string
+	Revision     int
+	Inputs       []Input          // promoted outputs of upstream tasks, read-only
+	Lessons      []schemas.Lesson // MEMORY lessons relevant to the task, most relevant first
+	Feedback     string           // the reviewer's feedback on the previous revision
+	Attachments  []schemas.Attachment
+}
+
+// Input is one upstream artifact given to a task.
+type Input struct {
+	Path    string // e.g. projects/<job>/pm/PRD.md
+	Role    string
+	TaskKey string
+	Content string
+}
+
+// Response is a model's answer: a summary and the files it produced.
+type Response struct {
+	Content          string
+	Files            []schemas.File
+	Model            string
+	PromptTokens     int64
+	CompletionTokens int64
+	Latency          time.Duration
+}
+
+// ErrRetryable marks an error worth retrying later (rate limit, 5xx,
+// timeout); RetryAfter says when, if the provider said.
+var ErrRetryable = errors.New("model call failed transiently")
+
+// RetryError is a transient model failure with the delay the provider asked for.
+type RetryError struct {
+	Err        error
+	RetryAfter time.Duration
+}
+
+func (e *RetryError) Error() string        { return e.Err.Error() }
+func (e *RetryError) Unwrap() error        { return e.Err }
+func (e *RetryError) Is(target error) bool { return target == ErrRetryable }
