@@ -9,7 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/troupe-dev/troupe/schemas"
-	"github.com/troupe-dev/troupe/store/postgres"
+	"github.com/troupe-dev/troupe/store/postgres/postgrestest"
 )
 
 // TestPipelineSQLite is the whole pipeline on troupe dev's default store.
@@ -23,7 +23,7 @@ func TestPipelineSQLite(t *testing.T) {
 // TestPipelinePostgres is the same pipeline with PostgreSQL as the store.
 func TestPipelinePostgres(t *testing.T) {
 	t.Parallel()
-	url := postgres.TestURL(t)
+	url := postgrestest.TestURL(t)
 	d := startDev(t, "--database-url", url)
 	runDefaultPlan(t, d)
 }

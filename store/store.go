@@ -44,14 +44,16 @@ type Store interface {
 type Querier interface {
 	// JobCreate inserts a job with its tasks. When p.Job.IdempotencyKey is set
 	// and a job with that key exists, nothing is written and the existing job
-	// is returned with created false.
+	// is returned with created false. Empty IDs are generated and zero times
+	// set to now; tasks take the job's ID and, without a time, its CreatedAt.
 	JobCreate(ctx context.Context, p JobCreateParams) (job Job, created bool, err error)
 	// JobGetByID returns one job, or ErrNotFound.
 	JobGetByID(ctx context.Context, id string) (Job, error)
 	// JobList returns jobs newest first, filtered, one page at a time.
 	JobList(ctx context.Context, p JobListParams) ([]Job, error)
 	// JobSetStatus moves a job to p.To when its status is one of p.From (any
-	// status when From is empty) and reports whether it moved.
+	// status when From is empty), setting Reason to p.Reason, and reports
+	// whether it moved; ErrNotFound when there is no such job.
 	JobSetStatus(ctx context.Context, p JobSetStatusParams) (bool, error)
 
 	// TaskGetByID returns one task, or ErrNotFound.
@@ -61,11 +63,13 @@ type Querier interface {
 	// TaskUpdate changes a task when its status is one of p.From (any when
 	// empty) and, when p.Revision is set, its revision equals *p.Revision;
 	// it reports whether it changed. Nil fields are left as they are.
+	// ErrNotFound when there is no such task.
 	TaskUpdate(ctx context.Context, p TaskUpdateParams) (bool, error)
 
 	// OutputStage inserts a staged output. Outputs are unique per (task,
 	// revision): when one exists, nothing is written and the existing output
-	// is returned with created false.
+	// is returned with created false. Status defaults to "staged"; ErrNotFound
+	// when the task does not exist.
 	OutputStage(ctx context.Context, o Output) (out Output, created bool, err error)
 	// OutputGetByID returns one output, or ErrNotFound.
 	OutputGetByID(ctx context.Context, id string) (Output, error)
@@ -76,10 +80,12 @@ type Querier interface {
 	// OutputList returns outputs filtered by status and role, oldest first.
 	OutputList(ctx context.Context, p OutputListParams) ([]Output, error)
 	// OutputSetStatus moves an output to to when its status is one of from
-	// and reports whether it moved.
+	// (any when from is empty) and reports whether it moved; ErrNotFound when
+	// there is no such output.
 	OutputSetStatus(ctx context.Context, id string, from []string, to string) (bool, error)
 
-	// ReviewInsert records a review decision.
+	// ReviewInsert records a review decision; ErrNotFound when the output
+	// does not exist.
 	ReviewInsert(ctx context.Context, r Review) error
 	// ReviewListByJob returns a job's reviews, oldest first.
 	ReviewListByJob(ctx context.Context, jobID string) ([]Review, error)
@@ -91,6 +97,7 @@ type Querier interface {
 	ArtifactInsert(ctx context.Context, a Artifact) (Artifact, error)
 	// ArtifactList returns the newest version of every path that starts with
 	// p.Prefix (and belongs to p.JobID when set), ordered by path, without content.
+	// With p.JobID, "newest" is the newest version that job wrote.
 	ArtifactList(ctx context.Context, p ArtifactListParams) ([]Artifact, error)
 	// ArtifactGet returns one version of a path with its content (the newest
 	// when version is 0), or ErrNotFound.
@@ -112,19 +119,21 @@ type Querier interface {
 
 	// OutboxInsert adds messages to publish. Seq is assigned by the store.
 	OutboxInsert(ctx context.Context, msgs []OutboxMessage) error
-	// OutboxListUnsent returns up to limit unsent messages in Seq order.
+	// OutboxListUnsent returns up to limit (100 when not positive) unsent
+	// messages in Seq order.
 	OutboxListUnsent(ctx context.Context, limit int) ([]OutboxMessage, error)
 	// OutboxMarkSent marks messages sent.
 	OutboxMarkSent(ctx context.Context, seqs []int64) error
 
-	// DeadLetterInsert records a dead letter.
+	// DeadLetterInsert records a dead letter; Status defaults to "open".
 	DeadLetterInsert(ctx context.Context, d DeadLetter) error
 	// DeadLetterGetByID returns one dead letter, or ErrNotFound.
 	DeadLetterGetByID(ctx context.Context, id string) (DeadLetter, error)
 	// DeadLetterList returns dead letters newest first, filtered.
 	DeadLetterList(ctx context.Context, p DeadLetterListParams) ([]DeadLetter, error)
 	// DeadLetterSetStatus moves a dead letter to status ("replayed",
-	// "discarded") when it is "open" and reports whether it moved.
+	// "discarded") when it is "open" and reports whether it moved; ErrNotFound
+	// when there is no such dead letter.
 	DeadLetterSetStatus(ctx context.Context, id, status string) (bool, error)
 }
 

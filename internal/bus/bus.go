@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -116,6 +117,6 @@ func RedactURL(u string) string {
 	if err != nil || parsed.User == nil {
 		return u
 	}
-	parsed.User = url.User("***")
-	return parsed.String()
+	parsed.User = nil
+	return strings.Replace(parsed.String(), "://", "://***@", 1)
 }

@@ -1,0 +1,60 @@
+package sqlcore
+
+import (
+	"context"
+	"database/sql"
+	"strconv"
+	"strings"
+)
+
+// DBTX is what statements run on: a *sql.DB or a *sql.Tx.
+type DBTX interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// Dialect is what differs between the databases the shared queries run on.
+// The queries are written for SQLite and PostgreSQL alike, with ? placeholders.
+type Dialect interface {
+	// Rebind rewrites a query's ? placeholders into the driver's own.
+	Rebind(query string) string
+	// LockXact takes an exclusive lock named key, held until tx ends. It
+	// serialises writers that read before they write (artifact versions,
+	// migrations) where the transaction alone does not.
+	LockXact(ctx context.Context, tx DBTX, key string) error
+	// TableExists reports whether a table is visible to the connection.
+	TableExists(ctx context.Context, db DBTX, table string) (bool, error)
+	// IsForeignKeyViolation reports whether err is a foreign key violation.
+	IsForeignKeyViolation(err error) bool
+}
+
+// RebindDollar rewrites ? placeholders as $1, $2, … for PostgreSQL. A ?
+// inside a quoted string or identifier is left alone.
+func RebindDollar(query string) string {
+	if !strings.Contains(query, "?") {
+		return query
+	}
+	var b strings.Builder
+	b.Grow(len(query) + 16)
+	n := 0
+	var quote byte // the quote character of the literal we are in, or 0
+	for i := 0; i < len(query); i++ {
+		c := query[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			}
+		case c == '\'' || c == '"':
+			quote = c
+		case c == '?':
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}

@@ -1,0 +1,135 @@
+package sqlcore
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/troupe-dev/troupe/store"
+)
+
+const jobColumns = `id, title, brief, idempotency_key, status, reason, budget_tokens, attachments, created_at, updated_at`
+
+func scanJob(s scanner) (store.Job, error) {
+	var (
+		j                    store.Job
+		attachments          string
+		createdAt, updatedAt int64
+	)
+	if err := s.Scan(&j.ID, &j.Title, &j.Brief, &j.IdempotencyKey, &j.Status, &j.Reason, &j.BudgetTokens,
+		&attachments, &createdAt, &updatedAt); err != nil {
+		return j, err
+	}
+	if err := fromJSON(attachments, &j.Attachments); err != nil {
+		return j, fmt.Errorf("job %s attachments: %w", j.ID, err)
+	}
+	j.CreatedAt, j.UpdatedAt = fromMicros(createdAt), fromMicros(updatedAt)
+	return j, nil
+}
+
+// JobCreate inserts a job with its tasks, or returns the job that holds the
+// same idempotency key with created false.
+func (q *Queries) JobCreate(ctx context.Context, p store.JobCreateParams) (store.Job, bool, error) {
+	job := p.Job
+	job.ID = orNewID(job.ID)
+	job.CreatedAt = orNow(job.CreatedAt)
+	if job.UpdatedAt.IsZero() {
+		job.UpdatedAt = job.CreatedAt
+	}
+	job.UpdatedAt = orNow(job.UpdatedAt)
+	attachments, err := toJSON(job.Attachments)
+	if err != nil {
+		return store.Job{}, false, fmt.Errorf("creating job: %w", err)
+	}
+
+	created := false
+	err = q.inTx(ctx, func(q *Queries) error {
+		// ON CONFLICT rather than look-then-insert: of two concurrent
+		// creates with one key, the second waits for the first and then
+		// writes nothing.
+		res, err := q.exec(ctx, `INSERT INTO jobs (`+jobColumns+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (idempotency_key) WHERE idempotency_key <> '' DO NOTHING`,
+			job.ID, job.Title, job.Brief, job.IdempotencyKey, job.Status, job.Reason, job.BudgetTokens,
+			attachments, toMicros(job.CreatedAt), toMicros(job.UpdatedAt))
+		if err != nil {
+			return fmt.Errorf("inserting job: %w", err)
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return fmt.Errorf("inserting job: %w", err)
+		}
+		if n == 0 {
+			existing, err := queryOne(ctx, q, scanJob,
+				`SELECT `+jobColumns+` FROM jobs WHERE idempotency_key = ? AND idempotency_key <> ''`, job.IdempotencyKey)
+			if err != nil {
+				return fmt.Errorf("reading job with idempotency key %q: %w", job.IdempotencyKey, err)
+			}
+			job = existing
+			return nil
+		}
+		created = true
+		for i, t := range p.Tasks {
+			if err := q.taskInsert(ctx, job, i, t); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return store.Job{}, false, fmt.Errorf("creating job: %w", err)
+	}
+	return job, created, nil
+}
+
+// JobGetByID returns one job, or ErrNotFound.
+func (q *Queries) JobGetByID(ctx context.Context, id string) (store.Job, error) {
+	j, err := queryOne(ctx, q, scanJob, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`, id)
+	if err != nil {
+		return store.Job{}, fmt.Errorf("getting job %s: %w", id, err)
+	}
+	return j, nil
+}
+
+// JobList returns jobs newest first, filtered, one page at a time.
+func (q *Queries) JobList(ctx context.Context, p store.JobListParams) ([]store.Job, error) {
+	var w where
+	if p.Status != "" {
+		w.add(`status = ?`, p.Status)
+	}
+	if p.Query != "" {
+		w.add(`lower(title) LIKE ? ESCAPE '\'`, likeContains(p.Query))
+	}
+	if !p.Before.IsZero() {
+		before := toMicros(p.Before)
+		if p.BeforeID != "" {
+			w.add(`(created_at < ? OR (created_at = ? AND id < ?))`, before, before, p.BeforeID)
+		} else {
+			w.add(`created_at < ?`, before)
+		}
+	}
+	args := append(w.args, limitOr(p.Limit, 50))
+	jobs, err := queryAll(ctx, q, scanJob,
+		`SELECT `+jobColumns+` FROM jobs`+w.String()+` ORDER BY created_at DESC, id DESC LIMIT ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// JobSetStatus moves a job to p.To, with p.Reason, when its status is one
+// of p.From (any when empty) and reports whether it moved. It returns
+// ErrNotFound when the job does not exist.
+func (q *Queries) JobSetStatus(ctx context.Context, p store.JobSetStatusParams) (bool, error) {
+	w := where{}
+	w.add(`id = ?`, p.ID)
+	if len(p.From) > 0 {
+		w.add(`status IN (`+placeholders(len(p.From))+`)`, anys(p.From)...)
+	}
+	args := append([]any{p.To, p.Reason, toMicros(now())}, w.args...)
+	moved, err := q.execChanged(ctx, `SELECT 1 FROM jobs WHERE id = ?`, p.ID,
+		`UPDATE jobs SET status = ?, reason = ?, updated_at = ?`+w.String(), args...)
+	if err != nil {
+		return false, fmt.Errorf("setting job %s status: %w", p.ID, err)
+	}
+	return moved, nil
+}

@@ -1,0 +1,72 @@
+package sqlcore
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/troupe-dev/troupe/store"
+)
+
+const lessonColumns = `id, text, scope, review_id, job_id, created_at`
+
+func scanLesson(s scanner) (store.Lesson, error) {
+	var (
+		l         store.Lesson
+		createdAt int64
+	)
+	if err := s.Scan(&l.ID, &l.Text, &l.Scope, &l.ReviewID, &l.JobID, &createdAt); err != nil {
+		return l, err
+	}
+	l.CreatedAt = fromMicros(createdAt)
+	return l, nil
+}
+
+// LessonInsert adds lessons to MEMORY, all or none.
+func (q *Queries) LessonInsert(ctx context.Context, lessons []store.Lesson) error {
+	if len(lessons) == 0 {
+		return nil
+	}
+	err := q.inTx(ctx, func(q *Queries) error {
+		for _, l := range lessons {
+			if _, err := q.exec(ctx, `INSERT INTO lessons (`+lessonColumns+`) VALUES (?, ?, ?, ?, ?, ?)`,
+				orNewID(l.ID), l.Text, l.Scope, l.ReviewID, l.JobID, toMicros(orNow(l.CreatedAt))); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("inserting lessons: %w", err)
+	}
+	return nil
+}
+
+// LessonList returns lessons newest first, filtered by scope (a role also
+// matches "all" when p.IncludeGlobal) and by text, one page at a time.
+func (q *Queries) LessonList(ctx context.Context, p store.LessonListParams) ([]store.Lesson, error) {
+	var w where
+	switch {
+	case p.Scope != "" && p.IncludeGlobal:
+		w.add(`scope IN (?, 'all')`, p.Scope)
+	case p.Scope != "":
+		w.add(`scope = ?`, p.Scope)
+	}
+	if p.Query != "" {
+		w.add(`lower(text) LIKE ? ESCAPE '\'`, likeContains(p.Query))
+	}
+	if !p.Before.IsZero() {
+		before := toMicros(p.Before)
+		if p.BeforeID != "" {
+			w.add(`(created_at < ? OR (created_at = ? AND id < ?))`, before, before, p.BeforeID)
+		} else {
+			w.add(`created_at < ?`, before)
+		}
+	}
+	args := append(w.args, limitOr(p.Limit, 100))
+	lessons, err := queryAll(ctx, q, scanLesson,
+		`SELECT `+lessonColumns+` FROM lessons`+w.String()+` ORDER BY created_at DESC, id DESC LIMIT ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing lessons: %w", err)
+	}
+	return lessons, nil
+}

@@ -1,0 +1,280 @@
+// Package sqlcore is the SQL shared by store/sqlite and store/postgres: every
+// Querier method, transactions and migrations, written once with ?
+// placeholders against a Dialect that holds what differs.
+//
+// Times are BIGINT unix microseconds in UTC; slices, maps and structs are
+// JSON text.
+package sqlcore
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/troupe-dev/troupe/store"
+)
+
+// Store is a store.Store over a *sql.DB.
+type Store struct {
+	*Queries
+	db         *sql.DB
+	migrations fs.FS
+}
+
+var _ store.Store = (*Store)(nil)
+
+// New returns a Store on db. migrations holds the driver's NNNN_name.sql
+// files at its root.
+func New(db *sql.DB, d Dialect, migrations fs.FS) *Store {
+	return &Store{
+		Queries:    &Queries{db: db, dialect: d, pool: db},
+		db:         db,
+		migrations: migrations,
+	}
+}
+
+// DB returns the underlying database.
+func (s *Store) DB() *sql.DB { return s.db }
+
+// InTx runs fn in one transaction: committed when fn returns nil, rolled
+// back when it returns an error or panics (and the panic goes on).
+func (s *Store) InTx(ctx context.Context, fn func(q store.Querier) error) error {
+	return s.inTx(ctx, func(q *Queries) error { return fn(q) })
+}
+
+// Ping reports whether the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.db.PingContext(ctx); err != nil {
+		return fmt.Errorf("pinging database: %w", err)
+	}
+	return nil
+}
+
+// Close releases the connections.
+func (s *Store) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("closing database: %w", err)
+	}
+	return nil
+}
+
+// Queries runs every Querier method on a database or inside a transaction.
+type Queries struct {
+	db      DBTX
+	dialect Dialect
+	// pool is set outside a transaction, for methods that must open their
+	// own; inside one it is nil and they run in the caller's.
+	pool *sql.DB
+}
+
+var _ store.Querier = (*Queries)(nil)
+
+// inTx runs fn in a new transaction, or in the current one when q is
+// already inside a transaction.
+func (q *Queries) inTx(ctx context.Context, fn func(q *Queries) error) error {
+	if q.pool == nil {
+		return fn(q)
+	}
+	tx, err := q.pool.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("beginning transaction: %w", err)
+	}
+	committed := false
+	defer func() {
+		// Also runs while a panic unwinds; the panic then goes on.
+		if !committed {
+			_ = tx.Rollback()
+		}
+	}()
+	if err := fn(&Queries{db: tx, dialect: q.dialect}); err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing transaction: %w", err)
+	}
+	committed = true
+	return nil
+}
+
+func (q *Queries) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return q.db.ExecContext(ctx, q.dialect.Rebind(query), args...)
+}
+
+func (q *Queries) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	return q.db.QueryRowContext(ctx, q.dialect.Rebind(query), args...)
+}
+
+// execChanged runs an update and reports whether it changed a row. When it
+// changed none, it tells "no such row" (ErrNotFound) from "not in the state
+// the update asked for" (false) with existsQuery.
+func (q *Queries) execChanged(ctx context.Context, existsQuery, id, query string, args ...any) (bool, error) {
+	res, err := q.exec(ctx, query, args...)
+	if err != nil {
+		return false, err
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, err
+	}
+	if n > 0 {
+		return true, nil
+	}
+	var one int
+	err = q.queryRow(ctx, existsQuery, id).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, store.ErrNotFound
+	}
+	return false, err
+}
+
+// scanner is a *sql.Row or *sql.Rows.
+type scanner interface {
+	Scan(dest ...any) error
+}
+
+// queryAll runs a query and scans every row with scan. The rows are closed
+// before it returns, so the connection is free for the next statement.
+func queryAll[T any](ctx context.Context, q *Queries, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
+	rows, err := q.db.QueryContext(ctx, q.dialect.Rebind(query), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// queryOne runs a query that names one row and scans it, or returns ErrNotFound.
+func queryOne[T any](ctx context.Context, q *Queries, scan func(scanner) (T, error), query string, args ...any) (T, error) {
+	v, err := scan(q.queryRow(ctx, query, args...))
+	if errors.Is(err, sql.ErrNoRows) {
+		return v, store.ErrNotFound
+	}
+	return v, err
+}
+
+// now is the current time as the store keeps it: UTC, to the microsecond.
+func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+// toMicros turns t into what a time column holds.
+func toMicros(t time.Time) int64 { return t.UnixMicro() }
+
+// fromMicros turns a time column back into a time, in UTC.
+func fromMicros(us int64) time.Time { return time.UnixMicro(us).UTC() }
+
+// orNow returns t as the store keeps it, or now when t is zero.
+func orNow(t time.Time) time.Time {
+	if t.IsZero() {
+		return now()
+	}
+	return t.UTC().Truncate(time.Microsecond)
+}
+
+// orNewID returns id, or a new uuid when id is empty.
+func orNewID(id string) string {
+	if id == "" {
+		return uuid.NewString()
+	}
+	return id
+}
+
+// toJSON encodes v for a JSON text column.
+func toJSON(v any) (string, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", fmt.Errorf("encoding json: %w", err)
+	}
+	return string(b), nil
+}
+
+// fromJSON decodes a JSON text column into v; "" and "null" leave v as it is.
+func fromJSON(s string, v any) error {
+	if s == "" || s == "null" {
+		return nil
+	}
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		return fmt.Errorf("decoding json: %w", err)
+	}
+	return nil
+}
+
+// placeholders returns n comma-separated ? placeholders.
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?, ", n), ", ")
+}
+
+// anys turns a slice of strings into query arguments.
+func anys[T any](xs []T) []any {
+	out := make([]any, len(xs))
+	for i, x := range xs {
+		out[i] = x
+	}
+	return out
+}
+
+// likeContains returns a LIKE pattern (with ESCAPE '\') matching s anywhere,
+// lowercased for comparing with lower(column).
+func likeContains(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	return "%" + r.Replace(strings.ToLower(s)) + "%"
+}
+
+// where gathers the conditions of a query and their arguments.
+type where struct {
+	conds []string
+	args  []any
+}
+
+func (w *where) add(cond string, args ...any) {
+	w.conds = append(w.conds, cond)
+	w.args = append(w.args, args...)
+}
+
+// String returns " WHERE c1 AND c2 …", or "" with no conditions.
+func (w *where) String() string {
+	if len(w.conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(w.conds, " AND ")
+}
+
+// limitOr returns limit, or def when limit is not positive.
+func limitOr(limit, def int) int {
+	if limit <= 0 {
+		return def
+	}
+	return limit
+}
+
+// parentMissing reports whether err is a foreign key violation, which the
+// schema raises only when a row names a parent (job, task, output) that
+// does not exist.
+func (q *Queries) parentMissing(err error) bool {
+	return err != nil && q.dialect.IsForeignKeyViolation(err)
+}
+
+// prefixed qualifies each column of a comma-separated list, as in "a.id, a.path".
+func prefixed(qualifier, columns string) string {
+	cols := strings.Split(columns, ",")
+	for i, c := range cols {
+		cols[i] = qualifier + strings.TrimSpace(c)
+	}
+	return strings.Join(cols, ", ")
+}

@@ -1,0 +1,90 @@
+// Package postgres is the store on PostgreSQL, through pgx: the production
+// store, shared by every troupe process.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/troupe-dev/troupe/store"
+	"github.com/troupe-dev/troupe/store/internal/sqlcore"
+)
+
+//go:embed migrations/*.sql
+var migrationsFS embed.FS
+
+// migrations are the NNNN_name.sql files Migrate applies in order.
+var migrations, _ = fs.Sub(migrationsFS, "migrations")
+
+// Store is a store.Store on a PostgreSQL database.
+type Store struct {
+	*sqlcore.Store
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Default pool settings; change them on DB().
+const (
+	maxOpenConns    = 20
+	maxIdleConns    = 10
+	connMaxIdleTime = 5 * time.Minute
+)
+
+// Open connects to the database at url, a postgres:// URL or a key=value
+// DSN; parameters pgx does not know, such as search_path, are sent as
+// run-time parameters. The pool holds up to 20 connections. Open does not
+// migrate (call Migrate), but fails with an error wrapping
+// store.ErrSchemaTooNew when the database was migrated by a newer troupe.
+func Open(ctx context.Context, url string) (*Store, error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		// pgx's message can quote the URL, password included.
+		return nil, errors.New("opening postgres: invalid connection string")
+	}
+	db := stdlib.OpenDB(*cfg)
+	db.SetMaxOpenConns(maxOpenConns)
+	db.SetMaxIdleConns(maxIdleConns)
+	db.SetConnMaxIdleTime(connMaxIdleTime)
+	s := &Store{Store: sqlcore.New(db, dialect{}, migrations)}
+	if err := s.Ping(ctx); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("opening postgres: %w", err)
+	}
+	if err := s.CheckVersion(ctx); err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("opening postgres: %w", err)
+	}
+	return s, nil
+}
+
+// dialect is PostgreSQL's: $n placeholders and advisory locks.
+type dialect struct{}
+
+func (dialect) Rebind(query string) string { return sqlcore.RebindDollar(query) }
+
+// LockXact takes a transaction-level advisory lock on a hash of the schema
+// and key, so stores in different schemas of one database do not contend.
+func (dialect) LockXact(ctx context.Context, tx sqlcore.DBTX, key string) error {
+	_, err := tx.ExecContext(ctx,
+		`SELECT pg_advisory_xact_lock(hashtextextended(coalesce(current_schema(), '') || '.' || $1, 0))`, key)
+	return err
+}
+
+func (dialect) TableExists(ctx context.Context, db sqlcore.DBTX, table string) (bool, error) {
+	var ok bool
+	err := db.QueryRowContext(ctx, `SELECT to_regclass($1) IS NOT NULL`, table).Scan(&ok)
+	return ok, err
+}
+
+func (dialect) IsForeignKeyViolation(err error) bool {
+	var e *pgconn.PgError
+	return errors.As(err, &e) && e.Code == "23503"
+}

@@ -1,0 +1,88 @@
+package postgres_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/store"
+	"github.com/troupe-dev/troupe/store/postgres"
+	"github.com/troupe-dev/troupe/store/postgres/postgrestest"
+	"github.com/troupe-dev/troupe/store/storetest"
+)
+
+func TestStore(t *testing.T) {
+	t.Parallel()
+	postgrestest.NewTestStore(t) // skips the whole suite at once when there is no server
+	storetest.Exercise(t, func(t *testing.T) store.Store { return postgrestest.NewTestStore(t) })
+}
+
+func TestOpenRefusesNewerSchema(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := postgrestest.TestURL(t)
+
+	s, err := postgres.Open(ctx, url)
+	require.NoError(t, err)
+	_, err = s.DB().ExecContext(ctx, `INSERT INTO schema_migrations (version, applied_at) VALUES (9999, 0)`)
+	require.NoError(t, err)
+	err = s.Migrate(ctx)
+	require.ErrorIs(t, err, store.ErrSchemaTooNew)
+	require.ErrorContains(t, err, "9999")
+	require.ErrorContains(t, err, "up to 1")
+	require.NoError(t, s.Close())
+
+	_, err = postgres.Open(ctx, url)
+	require.ErrorIs(t, err, store.ErrSchemaTooNew)
+	require.ErrorContains(t, err, "9999")
+}
+
+func TestMigrateConcurrently(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := postgrestest.TestURL(t) // migrated; drop what it made to start over
+	s, err := postgres.Open(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	_, err = s.DB().ExecContext(ctx, `DO $$ DECLARE r record; BEGIN
+		FOR r IN SELECT tablename FROM pg_tables WHERE schemaname = current_schema() LOOP
+			EXECUTE 'DROP TABLE ' || quote_ident(r.tablename) || ' CASCADE';
+		END LOOP; END $$`)
+	require.NoError(t, err)
+
+	const n = 6
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			s, err := postgres.Open(ctx, url)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer s.Close()
+			<-start
+			errs[i] = s.Migrate(ctx)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(t, err)
+	}
+	var versions int
+	require.NoError(t, s.DB().QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&versions))
+	require.Equal(t, 1, versions)
+	_, err = s.JobGetByID(ctx, "x")
+	require.ErrorIs(t, err, store.ErrNotFound)
+}
+
+func TestOpenRejectsBadURL(t *testing.T) {
+	t.Parallel()
+	_, err := postgres.Open(context.Background(), "postgres://user:secret@host:notaport/db")
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "secret")
+}

@@ -1,0 +1,105 @@
+// Package sqlite is the store on SQLite, through the pure-Go
+// modernc.org/sqlite driver: for one process, development and tests.
+//
+// The database runs in WAL mode with foreign keys on, and every transaction
+// begins IMMEDIATE. The store holds a single connection, so writers queue in
+// the pool instead of failing with SQLITE_BUSY; so inside InTx, use only the
+// Querier the transaction hands over: the store itself would wait for the
+// connection the transaction holds.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"strings"
+
+	"modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/troupe-dev/troupe/store"
+	"github.com/troupe-dev/troupe/store/internal/sqlcore"
+)
+
+//go:embed migrations/*.sql
+var migrationsFS embed.FS
+
+// migrations are the NNNN_name.sql files Migrate applies in order.
+var migrations, _ = fs.Sub(migrationsFS, "migrations")
+
+// Store is a store.Store on a SQLite database file.
+type Store struct {
+	*sqlcore.Store
+}
+
+var _ store.Store = (*Store)(nil)
+
+// Open opens the SQLite database at path, creating the file when it does
+// not exist; ":memory:" is a private in-memory database. It does not
+// migrate (call Migrate), but fails with an error wrapping
+// store.ErrSchemaTooNew when the database was migrated by a newer troupe.
+func Open(ctx context.Context, path string) (*Store, error) {
+	db, err := sql.Open("sqlite", dsn(path))
+	if err != nil {
+		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
+	}
+	// One connection: SQLite has one writer anyway, ":memory:" is per
+	// connection, and a queue in the pool beats SQLITE_BUSY.
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+
+	s := &Store{Store: sqlcore.New(db, dialect{}, migrations)}
+	if err := s.Ping(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
+	}
+	if err := s.CheckVersion(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// dsn returns the modernc.org/sqlite data source name for path.
+func dsn(path string) string {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	if path != ":memory:" {
+		q.Add("_pragma", "journal_mode(WAL)")
+	}
+	q.Set("_txlock", "immediate")
+	return "file:" + escapePath(path) + "?" + q.Encode()
+}
+
+// escapePath escapes the characters that would end a file: URI's path.
+func escapePath(path string) string {
+	return strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
+}
+
+// dialect is SQLite's: ? placeholders, and no locks beyond the write lock
+// every (IMMEDIATE) transaction already holds.
+type dialect struct{}
+
+func (dialect) Rebind(query string) string { return query }
+
+func (dialect) LockXact(context.Context, sqlcore.DBTX, string) error { return nil }
+
+func (dialect) TableExists(ctx context.Context, db sqlcore.DBTX, table string) (bool, error) {
+	var ok bool
+	err := db.QueryRowContext(ctx,
+		`SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)`, table).Scan(&ok)
+	return ok, err
+}
+
+func (dialect) IsForeignKeyViolation(err error) bool {
+	var e *sqlite.Error
+	return errors.As(err, &e) && e.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
+}

@@ -1,0 +1,1451 @@
+// Package storetest is the conformance suite of store.Store: every driver
+// runs Exercise, so every driver behaves the same way.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/schemas"
+	"github.com/troupe-dev/troupe/store"
+)
+
+// base is a time in the past that tests count from, so that rows they
+// write have distinct, known creation times.
+var base = time.Date(2024, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// at returns base plus n seconds.
+func at(n int) time.Time { return base.Add(time.Duration(n) * time.Second) }
+
+// Exercise runs the suite. newStore is called once per subtest and must
+// return an empty, migrated store that is closed when the test ends.
+func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
+	t.Helper()
+
+	// setup is each subtest's start: parallel, with a store of its own.
+	setup := func(t *testing.T) (store.Store, context.Context) {
+		t.Helper()
+		t.Parallel()
+		return newStore(t), context.Background()
+	}
+
+	t.Run("Lifecycle", func(t *testing.T) {
+		t.Parallel()
+		t.Run("PingAnswers", func(t *testing.T) {
+			s, ctx := setup(t)
+			require.NoError(t, s.Ping(ctx))
+		})
+		t.Run("MigrateTwiceIsNoop", func(t *testing.T) {
+			s, ctx := setup(t)
+			require.NoError(t, s.Migrate(ctx))
+			require.NoError(t, s.Migrate(ctx))
+			_, _, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "t", Status: schemas.JobRunning}})
+			require.NoError(t, err)
+		})
+	})
+
+	t.Run("JobCreate", func(t *testing.T) {
+		t.Parallel()
+
+		t.Run("InsertsJobAndTasks", func(t *testing.T) {
+			s, ctx := setup(t)
+			in := store.Job{
+				ID:             uuid.NewString(),
+				Title:          "Build a CLI",
+				Brief:          "a brief",
+				IdempotencyKey: "key-1",
+				Status:         schemas.JobPlanning,
+				Reason:         "why",
+				BudgetTokens:   12345,
+				Attachments: []schemas.Attachment{
+					{Name: "a.png", MediaType: "image/png", Data: "aGVsbG8="},
+					{Name: "b.txt", MediaType: "text/plain", Data: ""},
+				},
+				CreatedAt: at(0),
+				UpdatedAt: at(1),
+			}
+			tasks := []store.Task{
+				{Key: "plan", Role: "pm", Instructions: "plan it", Status: schemas.TaskQueued},
+				{Key: "design", Role: "architect", DependsOn: []string{"plan"}, Status: schemas.TaskPending},
+				{Key: "build", Role: "developer", DependsOn: []string{"plan", "design"}, Status: schemas.TaskPending,
+					Revision: 2, Attempts: 3, Reason: "r", Feedback: "f"},
+			}
+			job, created, err := s.JobCreate(ctx, store.JobCreateParams{Job: in, Tasks: tasks})
+			require.NoError(t, err)
+			require.True(t, created)
+			require.Equal(t, in, job)
+
+			got, err := s.JobGetByID(ctx, in.ID)
+			require.NoError(t, err)
+			require.Equal(t, in, got)
+
+			gotTasks, err := s.TaskListByJob(ctx, in.ID)
+			require.NoError(t, err)
+			require.Len(t, gotTasks, 3)
+			for i, task := range gotTasks {
+				want := tasks[i]
+				require.NotEmpty(t, task.ID)
+				want.ID = task.ID
+				want.JobID = in.ID
+				want.CreatedAt = in.CreatedAt // a task without a time takes its job's
+				want.UpdatedAt = in.CreatedAt
+				require.Equal(t, want, task)
+
+				byID, err := s.TaskGetByID(ctx, task.ID)
+				require.NoError(t, err)
+				require.Equal(t, task, byID)
+			}
+		})
+
+		t.Run("FillsIDAndTimes", func(t *testing.T) {
+			s, ctx := setup(t)
+			before := time.Now()
+			job, created, err := s.JobCreate(ctx, store.JobCreateParams{
+				Job:   store.Job{Title: "t", Status: schemas.JobPlanning},
+				Tasks: []store.Task{{Key: "a", Role: "pm", Status: schemas.TaskQueued}},
+			})
+			require.NoError(t, err)
+			after := time.Now()
+			require.True(t, created)
+			_, err = uuid.Parse(job.ID)
+			require.NoError(t, err)
+			require.Equal(t, time.UTC, job.CreatedAt.Location())
+			require.False(t, job.CreatedAt.Before(before.Truncate(time.Microsecond)))
+			require.False(t, job.CreatedAt.After(after))
+			require.Equal(t, job.CreatedAt, job.UpdatedAt)
+
+			got, err := s.JobGetByID(ctx, job.ID)
+			require.NoError(t, err)
+			require.Equal(t, job, got)
+
+			tasks, err := s.TaskListByJob(ctx, job.ID)
+			require.NoError(t, err)
+			require.Len(t, tasks, 1)
+			_, err = uuid.Parse(tasks[0].ID)
+			require.NoError(t, err)
+			require.Equal(t, job.CreatedAt, tasks[0].CreatedAt)
+		})
+
+		t.Run("IdempotencyKeyReturnsExisting", func(t *testing.T) {
+			s, ctx := setup(t)
+			first, created, err := s.JobCreate(ctx, store.JobCreateParams{
+				Job:   store.Job{Title: "first", IdempotencyKey: "k", Status: schemas.JobPlanning},
+				Tasks: []store.Task{{Key: "a", Role: "pm", Status: schemas.TaskQueued}},
+			})
+			require.NoError(t, err)
+			require.True(t, created)
+
+			second, created, err := s.JobCreate(ctx, store.JobCreateParams{
+				Job:   store.Job{Title: "second", IdempotencyKey: "k", Status: schemas.JobRunning},
+				Tasks: []store.Task{{Key: "b", Role: "pm"}, {Key: "c", Role: "pm"}},
+			})
+			require.NoError(t, err)
+			require.False(t, created)
+			require.Equal(t, first, second)
+
+			jobs, err := s.JobList(ctx, store.JobListParams{})
+			require.NoError(t, err)
+			require.Len(t, jobs, 1)
+			tasks, err := s.TaskListByJob(ctx, first.ID)
+			require.NoError(t, err)
+			require.Len(t, tasks, 1)
+		})
+
+		t.Run("IdempotencyKeyRace", func(t *testing.T) {
+			s, ctx := setup(t)
+			const n = 12
+			var (
+				wg      sync.WaitGroup
+				start   = make(chan struct{})
+				jobs    = make([]store.Job, n)
+				created = make([]bool, n)
+				errs    = make([]error, n)
+			)
+			for i := range n {
+				wg.Go(func() {
+					<-start
+					jobs[i], created[i], errs[i] = s.JobCreate(ctx, store.JobCreateParams{
+						Job: store.Job{Title: fmt.Sprintf("racer %d", i), IdempotencyKey: "race", Status: schemas.JobPlanning},
+						Tasks: []store.Task{
+							{Key: "a", Role: "pm", Status: schemas.TaskQueued},
+							{Key: "b", Role: "developer", Status: schemas.TaskPending},
+						},
+					})
+				})
+			}
+			close(start)
+			wg.Wait()
+
+			winners := 0
+			for i := range n {
+				require.NoError(t, errs[i])
+				require.Equal(t, jobs[0].ID, jobs[i].ID)
+				if created[i] {
+					winners++
+				}
+			}
+			require.Equal(t, 1, winners)
+
+			all, err := s.JobList(ctx, store.JobListParams{})
+			require.NoError(t, err)
+			require.Len(t, all, 1)
+			tasks, err := s.TaskListByJob(ctx, jobs[0].ID)
+			require.NoError(t, err)
+			require.Len(t, tasks, 2)
+		})
+
+		t.Run("EmptyIdempotencyKeyIsNotUnique", func(t *testing.T) {
+			s, ctx := setup(t)
+			a, created, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "a", Status: schemas.JobPlanning}})
+			require.NoError(t, err)
+			require.True(t, created)
+			b, created, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "b", Status: schemas.JobPlanning}})
+			require.NoError(t, err)
+			require.True(t, created)
+			require.NotEqual(t, a.ID, b.ID)
+		})
+
+		t.Run("DuplicateTaskKeyWritesNothing", func(t *testing.T) {
+			s, ctx := setup(t)
+			_, _, err := s.JobCreate(ctx, store.JobCreateParams{
+				Job:   store.Job{Title: "dup", Status: schemas.JobPlanning},
+				Tasks: []store.Task{{Key: "a", Role: "pm"}, {Key: "a", Role: "developer"}},
+			})
+			require.Error(t, err)
+			jobs, err := s.JobList(ctx, store.JobListParams{})
+			require.NoError(t, err)
+			require.Empty(t, jobs)
+		})
+	})
+
+	t.Run("JobGetByID", func(t *testing.T) {
+		t.Parallel()
+		t.Run("NotFound", func(t *testing.T) {
+			s, ctx := setup(t)
+			_, err := s.JobGetByID(ctx, uuid.NewString())
+			require.ErrorIs(t, err, store.ErrNotFound)
+		})
+	})
+
+	t.Run("JobList", func(t *testing.T) {
+		t.Parallel()
+
+		t.Run("PagesWithoutGapsOrDuplicates", func(t *testing.T) {
+			s, ctx := setup(t)
+			var want []store.Job
+			for i := range 23 {
+				// Three jobs per instant, so pages split ties.
+				job, _, err := s.JobCreate(ctx, store.JobCreateParams{
+					Job: store.Job{Title: fmt.Sprintf("job %d", i), Status: schemas.JobRunning, CreatedAt: at(i / 3)},
+				})
+				require.NoError(t, err)
+				want = append(want, job)
+			}
+			sort.Slice(want, func(i, j int) bool {
+				if !want[i].CreatedAt.Equal(want[j].CreatedAt) {
+					return want[i].CreatedAt.After(want[j].CreatedAt)
+				}
+				return want[i].ID > want[j].ID
+			})
+
+			var got []store.Job
+			p := store.JobListParams{Limit: 4}
+			for pages := 0; ; pages++ {
+				require.Less(t, pages, 10, "too many pages")
+				page, err := s.JobList(ctx, p)
+				require.NoError(t, err)
+				require.LessOrEqual(t, len(page), 4)
+				if len(page) == 0 {
+					break
+				}
+				got = append(got, page...)
+				last := page[len(page)-1]
+				p.Before, p.BeforeID = last.CreatedAt, last.ID
+			}
+			require.Equal(t, want, got)
+		})
+
+		t.Run("BeforeWithoutID", func(t *testing.T) {
+			s, ctx := setup(t)
+			for i := range 4 {
+				_, _, err := s.JobCreate(ctx, store.JobCreateParams{
+					Job: store.Job{Title: fmt.Sprintf("job %d", i), Status: schemas.JobRunning, CreatedAt: at(i)},
+				})
+				require.NoError(t, err)
+			}
+			jobs, err := s.JobList(ctx, store.JobListParams{Before: at(2)})
+			require.NoError(t, err)
+			require.Equal(t, []string{"job 1", "job 0"}, jobTitles(jobs))
+		})
+
+		t.Run("LimitDefaultsTo50", func(t *testing.T) {
+			s, ctx := setup(t)
+			for i := range 52 {
+				_, _, err := s.JobCreate(ctx, store.JobCreateParams{
+					Job: store.Job{Title: fmt.Sprintf("job %d", i), Status: schemas.JobRunning, CreatedAt: at(i)},
+				})
+				require.NoError(t, err)
+			}
+			jobs, err := s.JobList(ctx, store.JobListParams{})
+			require.NoError(t, err)
+			require.Len(t, jobs, 50)
+			require.Equal(t, "job 51", jobs[0].Title)
+		})
+
+		t.Run("FiltersByStatusAndQuery", func(t *testing.T) {
+			s, ctx := setup(t)
+			for i, j := range []struct{ title, status string }{
+				{"Build the API", schemas.JobRunning},
+				{"build a cli", schemas.JobDone},
+				{"Write docs", schemas.JobRunning},
+				{"100% done", schemas.JobDone},
+				{"a_b", schemas.JobRunning},
+				{"axb", schemas.JobRunning},
+			} {
+				_, _, err := s.JobCreate(ctx, store.JobCreateParams{
+					Job: store.Job{Title: j.title, Status: j.status, CreatedAt: at(i)},
+				})
+				require.NoError(t, err)
+			}
+			for _, tt := range []struct {
+				name string
+				p    store.JobListParams
+				want []string
+			}{
+				{"All", store.JobListParams{}, []string{"axb", "a_b", "100% done", "Write docs", "build a cli", "Build the API"}},
+				{"Status", store.JobListParams{Status: schemas.JobDone}, []string{"100% done", "build a cli"}},
+				{"QueryIgnoresCase", store.JobListParams{Query: "BUILD"}, []string{"build a cli", "Build the API"}},
+				{"QueryAndStatus", store.JobListParams{Query: "build", Status: schemas.JobRunning}, []string{"Build the API"}},
+				{"QueryPercentIsLiteral", store.JobListParams{Query: "%"}, []string{"100% done"}},
+				{"QueryUnderscoreIsLiteral", store.JobListParams{Query: "_"}, []string{"a_b"}},
+				{"NoMatch", store.JobListParams{Query: "nothing"}, nil},
+			} {
+				jobs, err := s.JobList(ctx, tt.p)
+				require.NoError(t, err, tt.name)
+				require.Equal(t, tt.want, jobTitles(jobs), tt.name)
+			}
+		})
+	})
+
+	t.Run("JobSetStatus", func(t *testing.T) {
+		t.Parallel()
+
+		newJob := func(t *testing.T, s store.Store) store.Job {
+			t.Helper()
+			job, _, err := s.JobCreate(context.Background(), store.JobCreateParams{
+				Job: store.Job{Title: "t", Status: schemas.JobPlanning, Reason: "old", CreatedAt: at(0)},
+			})
+			require.NoError(t, err)
+			return job
+		}
+
+		t.Run("MovesFromAListedStatus", func(t *testing.T) {
+			s, ctx := setup(t)
+			job := newJob(t, s)
+			moved, err := s.JobSetStatus(ctx, store.JobSetStatusParams{
+				ID: job.ID, From: []string{schemas.JobRunning, schemas.JobPlanning}, To: schemas.JobFailed, Reason: "boom",
+			})
+			require.NoError(t, err)
+			require.True(t, moved)
+			got, err := s.JobGetByID(ctx, job.ID)
+			require.NoError(t, err)
+			require.Equal(t, schemas.JobFailed, got.Status)
+			require.Equal(t, "boom", got.Reason)
+			require.True(t, got.UpdatedAt.After(job.UpdatedAt))
+			require.Equal(t, job.CreatedAt, got.CreatedAt)
+		})
+
+		t.Run("StaysFromAnotherStatus", func(t *testing.T) {
+			s, ctx := setup(t)
+			job := newJob(t, s)
+			moved, err := s.JobSetStatus(ctx, store.JobSetStatusParams{
+				ID: job.ID, From: []string{schemas.JobRunning}, To: schemas.JobDone, Reason: "new",
+			})
+			require.NoError(t, err)
+			require.False(t, moved)
+			got, err := s.JobGetByID(ctx, job.ID)
+			require.NoError(t, err)
+			require.Equal(t, job, got)
+		})
+
+		t.Run("EmptyFromMovesAny", func(t *testing.T) {
+			s, ctx := setup(t)
+			job := newJob(t, s)
+			moved, err := s.JobSetStatus(ctx, store.JobSetStatusParams{ID: job.ID, To: schemas.JobCancelled})
+			require.NoError(t, err)
+			require.True(t, moved)
+			got, err := s.JobGetByID(ctx, job.ID)
+			require.NoError(t, err)
+			require.Equal(t, schemas.JobCancelled, got.Status)
+			require.Empty(t, got.Reason)
+		})
+
+		t.Run("NotFound", func(t *testing.T) {
+			s, ctx := setup(t)
+			moved, err := s.JobSetStatus(ctx, store.JobSetStatusParams{ID: uuid.NewString(), To: schemas.JobDone})
+			require.ErrorIs(t, err, store.ErrNotFound)
+			require.False(t, moved)
+		})
+	})
+
+	t.Run("TaskGetByID", func(t *testing.T) {
+		t.Parallel()
+		t.Run("NotFound", func(t *testing.T) {
+			s, ctx := setup(t)
+			_, err := s.TaskGetByID(ctx, uuid.NewString())
+			require.ErrorIs(t, err, store.ErrNotFound)
+		})
+	})
+
+	t.Run("TaskListByJob", func(t *testing.T) {
+		t.Parallel()
+		t.Run("KeepsPlanOrderAndJob", func(t *testing.T) {
+			s, ctx := setup(t)
+			keys := []string{"z", "a", "m", "b", "y", "c"}
+			var tasks []store.Task
+			for _, k := range keys {
+				tasks = append(tasks, store.Task{Key: k, Role: "pm", Status: schemas.TaskPending})
+			}
+			job, _, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "t", Status: schemas.JobPlanning}, Tasks: tasks})
+			require.NoError(t, err)
+			_, _, err = s.JobCreate(ctx, store.JobCreateParams{
+				Job:   store.Job{Title: "other", Status: schemas.JobPlanning},
+				Tasks: []store.Task{{Key: "a", Role: "pm"}},
+			})
+			require.NoError(t, err)
+
+			got, err := s.TaskListByJob(ctx, job.ID)
+			require.NoError(t, err)
+			var gotKeys []string
+			for _, task := range got {
+				require.Equal(t, job.ID, task.JobID)
+				gotKeys = append(gotKeys, task.Key)
+			}
+			require.Equal(t, keys, gotKeys)
+
+			none, err := s.TaskListByJob(ctx, uuid.NewString())
+			require.NoError(t, err)
+			require.Empty(t, none)
+		})
+	})
+
+	t.Run("TaskUpdate", func(t *testing.T) {
+		t.Parallel()
+
+		newTask := func(t *testing.T, s store.Store) store.Task {
+			t.Helper()
+			ctx := context.Background()
+			job, _, err := s.JobCreate(ctx, store.JobCreateParams{
+				Job: store.Job{Title: "t", Status: schemas.JobRunning, CreatedAt: at(0)},
+				Tasks: []store.Task{{
+					Key: "a", Role: "developer", Instructions: "do", DependsOn: []string{"x"},
+					Status: schemas.TaskQueued, Revision: 1, Attempts: 2, Reason: "r", Feedback: "f",
+				}},
+			})
+			require.NoError(t, err)
+			tasks, err := s.TaskListByJob(ctx, job.ID)
+			require.NoError(t, err)
+			return tasks[0]
+		}
+
+		t.Run("SetsGivenFields", func(t *testing.T) {
+			s, ctx := setup(t)
+			task := newTask(t, s)
+			changed, err := s.TaskUpdate(ctx, store.TaskUpdateParams{
+				ID:           task.ID,
+				Status:       ptr(schemas.TaskRejected),
+				SetRevision:  ptr(2),
+				Reason:       ptr(""),
+				Feedback:     ptr("do better"),
+				IncrAttempts: true,
+			})
+			require.NoError(t, err)
+			require.True(t, changed)
+			got, err := s.TaskGetByID(ctx, task.ID)
+			require.NoError(t, err)
+			require.True(t, got.UpdatedAt.After(task.UpdatedAt))
+			want := task
+			want.Status, want.Revision, want.Reason, want.Feedback, want.Attempts = schemas.TaskRejected, 2, "", "do better", 3
+			want.UpdatedAt = got.UpdatedAt
+			require.Equal(t, want, got)
+		})
+
+		t.Run("LeavesNilFields", func(t *testing.T) {
+			s, ctx := setup(t)
+			task := newTask(t, s)
+			changed, err := s.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, IncrAttempts: true})
+			require.NoError(t, err)
+			require.True(t, changed)
+			got, err := s.TaskGetByID(ctx, task.ID)
+			require.NoError(t, err)
+			want := task
+			want.Attempts = 3
+			want.UpdatedAt = got.UpdatedAt
+			require.Equal(t, want, got)
+			require.True(t, got.UpdatedAt.After(task.UpdatedAt))
+
+			// With no field at all, only updated_at moves.
+			changed, err = s.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID})
+			require.NoError(t, err)
+			require.True(t, changed)
+		})
+
+		t.Run("ChecksFromAndRevision", func(t *testing.T) {
+			s, ctx := setup(t)
+			task := newTask(t, s) // queued, revision 1
+			for _, tt := range []struct {
+				name string
+				p    store.TaskUpdateParams
+				want bool
+			}{
+				{"WrongFrom", store.TaskUpdateParams{From: []string{schemas.TaskRunning}}, false},
+				{"WrongRevision", store.TaskUpdateParams{Revision: ptr(0)}, false},
+				{"RightFromWrongRevision", store.TaskUpdateParams{From: []string{schemas.TaskQueued}, Revision: ptr(2)}, false},
+				{"WrongFromRightRevision", store.TaskUpdateParams{From: []string{schemas.TaskStaged}, Revision: ptr(1)}, false},
+				{"RightFromAndRevision", store.TaskUpdateParams{From: []string{schemas.TaskPending, schemas.TaskQueued}, Revision: ptr(1)}, true},
+			} {
+				tt.p.ID = task.ID
+				tt.p.Status = ptr(schemas.TaskRunning)
+				changed, err := s.TaskUpdate(ctx, tt.p)
+				require.NoError(t, err, tt.name)
+				require.Equal(t, tt.want, changed, tt.name)
+				got, err := s.TaskGetByID(ctx, task.ID)
+				require.NoError(t, err)
+				if !tt.want {
+					require.Equal(t, task, got, tt.name)
+				} else {
+					require.Equal(t, schemas.TaskRunning, got.Status, tt.name)
+				}
+			}
+		})
+
+		t.Run("NotFound", func(t *testing.T) {
+			s, ctx := setup(t)
+			changed, err := s.TaskUpdate(ctx, store.TaskUpdateParams{ID: uuid.NewString(), Status: ptr(schemas.TaskPromoted)})
+			require.ErrorIs(t, err, store.ErrNotFound)
+			require.False(t, changed)
+		})
+	})
+
+	t.Run("OutputStage", func(t *testing.T) {
+		t.Parallel()
+
+		t.Run("InsertsAndRoundTrips", func(t *testing.T) {
+			s, ctx := setup(t)
+			task := newTask(t, s)
+			in := store.Output{
+				ID:               uuid.NewString(),
+				TaskID:           task.ID,
+				JobID:            task.JobID,
+				Role:             task.Role,
+				Revision:         1,
+				Status:           schemas.OutputAwaitingReview,
+				Content:          "the content",
+				Files:            []schemas.File{{Path: "main.go", Content: "package main"}, {Path: "README.md"}},
+				Model:            "m-1",
+				PromptTokens:     10,
+				CompletionTokens: 20,
+				LatencyMS:        30,
+				Prompt:           "the prompt",
+				Checks:           []schemas.Check{{Name: "builds", Passed: true}, {Name: "tests", Detail: "1 failed"}},
+				CreatedAt:        at(5),
+			}
+			out, created, err := s.OutputStage(ctx, in)
+			require.NoError(t, err)
+			require.True(t, created)
+			require.Equal(t, in, out)
+
+			got, err := s.OutputGetByID(ctx, in.ID)
+			require.NoError(t, err)
+			require.Equal(t, in, got)
+			got, err = s.OutputGetByTaskRevision(ctx, task.ID, 1)
+			require.NoError(t, err)
+			require.Equal(t, in, got)
+		})
+
+		t.Run("FillsIDStatusAndTime", func(t *testing.T) {
+			s, ctx := setup(t)
+			task := newTask(t, s)
+			out, created, err := s.OutputStage(ctx, store.Output{TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: 1})
+			require.NoError(t, err)
+			require.True(t, created)
+			_, err = uuid.Parse(out.ID)
+			require.NoError(t, err)
+			require.Equal(t, schemas.OutputStaged, out.Status)
+			require.WithinDuration(t, time.Now(), out.CreatedAt, time.Minute)
+			got, err := s.OutputGetByID(ctx, out.ID)
+			require.NoError(t, err)
+			require.Equal(t, out, got)
+		})
+
+		t.Run("DuplicateReturnsExisting", func(t *testing.T) {
+			s, ctx := setup(t)
+			task := newTask(t, s)
+			first, created, err := s.OutputStage(ctx, store.Output{TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: 1, Content: "first"})
+			require.NoError(t, err)
+			require.True(t, created)
+			second, created, err := s.OutputStage(ctx, store.Output{TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: 1, Content: "second"})
+			require.NoError(t, err)
+			require.False(t, created)
+			require.Equal(t, first, second)
+
+			// Another revision is another output.
+			third, created, err := s.OutputStage(ctx, store.Output{TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: 2, Content: "third"})
+			require.NoError(t, err)
+			require.True(t, created)
+			require.NotEqual(t, first.ID, third.ID)
+		})
+
+		t.Run("DuplicateRace", func(t *testing.T) {
+			s, ctx := setup(t)
+			task := newTask(t, s)
+			const n = 8
+			var (
+				wg      sync.WaitGroup
+				start   = make(chan struct{})
+				outs    = make([]store.Output, n)
+				created = make([]bool, n)
+				errs    = make([]error, n)
+			)
+			for i := range n {
+				wg.Go(func() {
+					<-start
+					outs[i], created[i], errs[i] = s.OutputStage(ctx, store.Output{
+						TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: 1, Content: fmt.Sprint(i),
+					})
+				})
+			}
+			close(start)
+			wg.Wait()
+			winners := 0
+			for i := range n {
+				require.NoError(t, errs[i])
+				require.Equal(t, outs[0], outs[i])
+				if created[i] {
+					winners++
+				}
+			}
+			require.Equal(t, 1, winners)
+		})
+
+		t.Run("MissingTask", func(t *testing.T) {
+			s, ctx := setup(t)
+			_, _, err := s.OutputStage(ctx, store.Output{TaskID: uuid.NewString(), JobID: uuid.NewString(), Role: "pm", Revision: 1})
+			require.ErrorIs(t, err, store.ErrNotFound)
+		})
+
+		t.Run("NotFound", func(t *testing.T) {
+			s, ctx := setup(t)
+			_, err := s.OutputGetByID(ctx, uuid.NewString())
+			require.ErrorIs(t, err, store.ErrNotFound)
+			task := newTask(t, s)
+			_, err = s.OutputGetByTaskRevision(ctx, task.ID, 1)
+			require.ErrorIs(t, err, store.ErrNotFound)
+		})
+	})
+
+	t.Run("OutputListByJob", func(t *testing.T) {
+		t.Parallel()
+		t.Run("OldestFirst", func(t *testing.T) {
+			s, ctx := setup(t)
+			task := newTask(t, s)
+			other := newTask(t, s)
+			// Inserted newest first, listed oldest first.
+			for rev := 3; rev >= 1; rev-- {
+				_, _, err := s.OutputStage(ctx, store.Output{TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: rev, CreatedAt: at(rev)})
+				require.NoError(t, err)
+			}
+			_, _, err := s.OutputStage(ctx, store.Output{TaskID: other.ID, JobID: other.JobID, Role: other.Role, Revision: 1})
+			require.NoError(t, err)
+			outs, err := s.OutputListByJob(ctx, task.JobID)
+			require.NoError(t, err)
+			require.Equal(t, []int{1, 2, 3}, revisions(outs))
+		})
+	})
+
+	t.Run("OutputList", func(t *testing.T) {
+		t.Parallel()
+
+		t.Run("Filters", func(t *testing.T) {
+			s, ctx := setup(t)
+			dev := newTaskWithRole(t, s, "developer")
+			tester := newTaskWithRole(t, s, "tester")
+			stage := func(task store.Task, rev int, status string, n int) {
+				_, _, err := s.OutputStage(ctx, store.Output{
+					TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: rev, Status: status, CreatedAt: at(n),
+					Content: fmt.Sprintf("%s-%d", task.Role, rev),
+				})
+				require.NoError(t, err)
+			}
+			stage(dev, 1, schemas.OutputRejected, 1)
+			stage(tester, 1, schemas.OutputAwaitingReview, 2)
+			stage(dev, 2, schemas.OutputAwaitingReview, 3)
+			stage(tester, 2, schemas.OutputPromoted, 4)
+
+			for _, tt := range []struct {
+				name string
+				p    store.OutputListParams
+				want []string
+			}{
+				{"All", store.OutputListParams{}, []string{"developer-1", "tester-1", "developer-2", "tester-2"}},
+				{"Status", store.OutputListParams{Status: schemas.OutputAwaitingReview}, []string{"tester-1", "developer-2"}},
+				{"Role", store.OutputListParams{Role: "tester"}, []string{"tester-1", "tester-2"}},
+				{"StatusAndRole", store.OutputListParams{Status: schemas.OutputAwaitingReview, Role: "developer"}, []string{"developer-2"}},
+				{"Job", store.OutputListParams{JobID: dev.JobID}, []string{"developer-1", "developer-2"}},
+				{"AfterWithoutID", store.OutputListParams{After: at(2)}, []string{"developer-2", "tester-2"}},
+				{"Limit", store.OutputListParams{Limit: 1}, []string{"developer-1"}},
+			} {
+				outs, err := s.OutputList(ctx, tt.p)
+				require.NoError(t, err, tt.name)
+				require.Equal(t, tt.want, contents(outs), tt.name)
+			}
+		})
+
+		t.Run("PagesWithoutGapsOrDuplicates", func(t *testing.T) {
+			s, ctx := setup(t)
+			var want []store.Output
+			for i := range 5 {
+				task := newTask(t, s)
+				for rev := 1; rev <= 3; rev++ {
+					out, _, err := s.OutputStage(ctx, store.Output{
+						TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: rev, CreatedAt: at(i), // ties
+					})
+					require.NoError(t, err)
+					want = append(want, out)
+				}
+			}
+			sort.Slice(want, func(i, j int) bool {
+				if !want[i].CreatedAt.Equal(want[j].CreatedAt) {
+					return want[i].CreatedAt.Before(want[j].CreatedAt)
+				}
+				return want[i].ID < want[j].ID
+			})
+			var got []store.Output
+			p := store.OutputListParams{Status: schemas.OutputStaged, Limit: 4}
+			for pages := 0; ; pages++ {
+				require.Less(t, pages, 10, "too many pages")
+				page, err := s.OutputList(ctx, p)
+				require.NoError(t, err)
+				if len(page) == 0 {
+					break
+				}
+				got = append(got, page...)
+				last := page[len(page)-1]
+				p.After, p.AfterID = last.CreatedAt, last.ID
+			}
+			require.Equal(t, want, got)
+		})
+	})
+
+	t.Run("OutputSetStatus", func(t *testing.T) {
+		t.Parallel()
+		t.Run("MovesOnlyFromListed", func(t *testing.T) {
+			s, ctx := setup(t)
+			task := newTask(t, s)
+			out, _, err := s.OutputStage(ctx, store.Output{TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: 1})
+			require.NoError(t, err)
+
+			moved, err := s.OutputSetStatus(ctx, out.ID, []string{schemas.OutputAwaitingReview}, schemas.OutputPromoted)
+			require.NoError(t, err)
+			require.False(t, moved)
+			got, err := s.OutputGetByID(ctx, out.ID)
+			require.NoError(t, err)
+			require.Equal(t, schemas.OutputStaged, got.Status)
+
+			moved, err = s.OutputSetStatus(ctx, out.ID, []string{schemas.OutputStaged, schemas.OutputAwaitingReview}, schemas.OutputPromoted)
+			require.NoError(t, err)
+			require.True(t, moved)
+			got, err = s.OutputGetByID(ctx, out.ID)
+			require.NoError(t, err)
+			require.Equal(t, schemas.OutputPromoted, got.Status)
+
+			moved, err = s.OutputSetStatus(ctx, out.ID, nil, schemas.OutputRejected)
+			require.NoError(t, err)
+			require.True(t, moved)
+		})
+
+		t.Run("NotFound", func(t *testing.T) {
+			s, ctx := setup(t)
+			moved, err := s.OutputSetStatus(ctx, uuid.NewString(), []string{schemas.OutputStaged}, schemas.OutputPromoted)
+			require.ErrorIs(t, err, store.ErrNotFound)
+			require.False(t, moved)
+		})
+	})
+
+	t.Run("Review", func(t *testing.T) {
+		t.Parallel()
+
+		t.Run("InsertAndList", func(t *testing.T) {
+			s, ctx := setup(t)
+			task := newTask(t, s)
+			out1, _, err := s.OutputStage(ctx, store.Output{TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: 1})
+			require.NoError(t, err)
+			out2, _, err := s.OutputStage(ctx, store.Output{TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: 2})
+			require.NoError(t, err)
+
+			r1 := store.Review{
+				ID: uuid.NewString(), OutputID: out1.ID, TaskID: task.ID, JobID: task.JobID,
+				Decision: "reject", Reviewer: "ann", Feedback: "more tests",
+				Checks:    []schemas.Check{{Name: "lint", Passed: false, Detail: "2 issues"}},
+				Lessons:   []schemas.Lesson{{Text: "write tests first", Scope: "developer", CreatedAt: at(1)}},
+				CreatedAt: at(3),
+			}
+			r2 := store.Review{ID: uuid.NewString(), OutputID: out1.ID, TaskID: task.ID, JobID: task.JobID, Decision: "reject", CreatedAt: at(1)}
+			r3 := store.Review{ID: uuid.NewString(), OutputID: out2.ID, TaskID: task.ID, JobID: task.JobID, Decision: "promote", CreatedAt: at(2)}
+			for _, r := range []store.Review{r1, r2, r3} {
+				require.NoError(t, s.ReviewInsert(ctx, r))
+			}
+			other := newTask(t, s)
+			otherOut, _, err := s.OutputStage(ctx, store.Output{TaskID: other.ID, JobID: other.JobID, Role: other.Role, Revision: 1})
+			require.NoError(t, err)
+			require.NoError(t, s.ReviewInsert(ctx, store.Review{OutputID: otherOut.ID, TaskID: other.ID, JobID: other.JobID, Decision: "promote"}))
+
+			byOutput, err := s.ReviewListByOutput(ctx, out1.ID)
+			require.NoError(t, err)
+			require.Equal(t, []store.Review{r2, r1}, byOutput)
+			byJob, err := s.ReviewListByJob(ctx, task.JobID)
+			require.NoError(t, err)
+			require.Equal(t, []store.Review{r2, r3, r1}, byJob)
+
+			byOther, err := s.ReviewListByJob(ctx, other.JobID)
+			require.NoError(t, err)
+			require.Len(t, byOther, 1)
+			_, err = uuid.Parse(byOther[0].ID)
+			require.NoError(t, err)
+			require.WithinDuration(t, time.Now(), byOther[0].CreatedAt, time.Minute)
+		})
+
+		t.Run("MissingOutput", func(t *testing.T) {
+			s, ctx := setup(t)
+			err := s.ReviewInsert(ctx, store.Review{OutputID: uuid.NewString(), Decision: "promote"})
+			require.ErrorIs(t, err, store.ErrNotFound)
+		})
+	})
+
+	t.Run("Artifact", func(t *testing.T) {
+		t.Parallel()
+
+		t.Run("VersionsCountUpPerPath", func(t *testing.T) {
+			s, ctx := setup(t)
+			for v := 1; v <= 3; v++ {
+				a, err := s.ArtifactInsert(ctx, store.Artifact{
+					Path: "docs/a.md", Content: fmt.Sprintf("v%d", v), Size: 2, JobID: "j", TaskID: "t", OutputID: "o",
+					Role: "writer", Version: 99, CreatedAt: at(v),
+				})
+				require.NoError(t, err)
+				require.Equal(t, v, a.Version)
+				_, err = uuid.Parse(a.ID)
+				require.NoError(t, err)
+			}
+			b, err := s.ArtifactInsert(ctx, store.Artifact{Path: "docs/b.md", Content: "b"})
+			require.NoError(t, err)
+			require.Equal(t, 1, b.Version)
+
+			newest, err := s.ArtifactGet(ctx, "docs/a.md", 0)
+			require.NoError(t, err)
+			require.Equal(t, 3, newest.Version)
+			require.Equal(t, "v3", newest.Content)
+			require.Equal(t, store.Artifact{
+				ID: newest.ID, Path: "docs/a.md", Version: 3, JobID: "j", TaskID: "t", OutputID: "o",
+				Role: "writer", Content: "v3", Size: 2, CreatedAt: at(3),
+			}, newest)
+
+			v2, err := s.ArtifactGet(ctx, "docs/a.md", 2)
+			require.NoError(t, err)
+			require.Equal(t, "v2", v2.Content)
+
+			_, err = s.ArtifactGet(ctx, "docs/a.md", 4)
+			require.ErrorIs(t, err, store.ErrNotFound)
+			_, err = s.ArtifactGet(ctx, "docs/none.md", 0)
+			require.ErrorIs(t, err, store.ErrNotFound)
+		})
+
+		t.Run("ConcurrentInsertsGetDistinctVersions", func(t *testing.T) {
+			s, ctx := setup(t)
+			const n = 10
+			var (
+				wg       sync.WaitGroup
+				start    = make(chan struct{})
+				versions = make([]int, n)
+				errs     = make([]error, n)
+			)
+			for i := range n {
+				wg.Go(func() {
+					<-start
+					a, err := s.ArtifactInsert(ctx, store.Artifact{Path: "race.txt", Content: fmt.Sprint(i)})
+					versions[i], errs[i] = a.Version, err
+				})
+			}
+			close(start)
+			wg.Wait()
+			for _, err := range errs {
+				require.NoError(t, err)
+			}
+			slices.Sort(versions)
+			require.Equal(t, []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, versions)
+		})
+
+		t.Run("ListShowsNewestPerPath", func(t *testing.T) {
+			s, ctx := setup(t)
+			insert := func(path, job string) {
+				_, err := s.ArtifactInsert(ctx, store.Artifact{Path: path, JobID: job, Content: "content of " + path, Size: 7})
+				require.NoError(t, err)
+			}
+			insert("docs/a.md", "j1")
+			insert("docs/a.md", "j1")
+			insert("docs/a.md", "j2")
+			insert("docs/b.md", "j1")
+			insert("Docs/upper.md", "j2")
+			insert("docs_x/c.md", "j2")
+			insert("src/main.go", "j2")
+			insert("src/main.go", "j2")
+
+			for _, tt := range []struct {
+				name string
+				p    store.ArtifactListParams
+				want []string // path@version
+			}{
+				{"All", store.ArtifactListParams{}, []string{"Docs/upper.md@1", "docs/a.md@3", "docs/b.md@1", "docs_x/c.md@1", "src/main.go@2"}},
+				{"PrefixIsCaseSensitiveAndLiteral", store.ArtifactListParams{Prefix: "docs/"}, []string{"docs/a.md@3", "docs/b.md@1"}},
+				{"PrefixUnderscore", store.ArtifactListParams{Prefix: "docs_"}, []string{"docs_x/c.md@1"}},
+				{"Job", store.ArtifactListParams{JobID: "j1"}, []string{"docs/a.md@2", "docs/b.md@1"}},
+				{"JobAndPrefix", store.ArtifactListParams{JobID: "j2", Prefix: "docs"}, []string{"docs/a.md@3", "docs_x/c.md@1"}},
+				{"FirstPage", store.ArtifactListParams{Limit: 2}, []string{"Docs/upper.md@1", "docs/a.md@3"}},
+				{"SecondPage", store.ArtifactListParams{Limit: 2, AfterPath: "docs/a.md"}, []string{"docs/b.md@1", "docs_x/c.md@1"}},
+				{"LastPage", store.ArtifactListParams{Limit: 2, AfterPath: "docs_x/c.md"}, []string{"src/main.go@2"}},
+				{"NoMatch", store.ArtifactListParams{Prefix: "nothing/"}, nil},
+			} {
+				list, err := s.ArtifactList(ctx, tt.p)
+				require.NoError(t, err, tt.name)
+				var got []string
+				for _, a := range list {
+					require.Empty(t, a.Content, "list has no content")
+					require.Equal(t, 7, a.Size)
+					got = append(got, fmt.Sprintf("%s@%d", a.Path, a.Version))
+				}
+				require.Equal(t, tt.want, got, tt.name)
+			}
+		})
+
+		t.Run("ListLimitDefaultsTo100", func(t *testing.T) {
+			s, ctx := setup(t)
+			for i := range 101 {
+				_, err := s.ArtifactInsert(ctx, store.Artifact{Path: fmt.Sprintf("f/%03d", i)})
+				require.NoError(t, err)
+			}
+			list, err := s.ArtifactList(ctx, store.ArtifactListParams{})
+			require.NoError(t, err)
+			require.Len(t, list, 100)
+			require.Equal(t, "f/099", list[99].Path)
+		})
+
+		t.Run("ListByTask", func(t *testing.T) {
+			s, ctx := setup(t)
+			for _, a := range []store.Artifact{
+				{Path: "x.md", TaskID: "t1", Content: "x1"},
+				{Path: "y.md", TaskID: "t1", Content: "y1"},
+				{Path: "x.md", TaskID: "t2", Content: "x2"},
+				{Path: "y.md", TaskID: "t1", Content: "y2"},
+			} {
+				_, err := s.ArtifactInsert(ctx, a)
+				require.NoError(t, err)
+			}
+			list, err := s.ArtifactListByTask(ctx, "t1")
+			require.NoError(t, err)
+			var got []string
+			for _, a := range list {
+				got = append(got, fmt.Sprintf("%s@%d=%s", a.Path, a.Version, a.Content))
+			}
+			require.Equal(t, []string{"x.md@1=x1", "y.md@2=y2"}, got)
+
+			none, err := s.ArtifactListByTask(ctx, "t3")
+			require.NoError(t, err)
+			require.Empty(t, none)
+		})
+	})
+
+	t.Run("Lesson", func(t *testing.T) {
+		t.Parallel()
+
+		t.Run("InsertAndFilter", func(t *testing.T) {
+			s, ctx := setup(t)
+			lessons := []store.Lesson{
+				{ID: uuid.NewString(), Text: "Write tests FIRST", Scope: "developer", ReviewID: "r1", JobID: "j1", CreatedAt: at(1)},
+				{ID: uuid.NewString(), Text: "keep it short", Scope: "all", CreatedAt: at(2)},
+				{ID: uuid.NewString(), Text: "check the tests pass", Scope: "tester", CreatedAt: at(3)},
+				{ID: uuid.NewString(), Text: "name things well", Scope: "developer", CreatedAt: at(4)},
+			}
+			require.NoError(t, s.LessonInsert(ctx, lessons))
+			require.NoError(t, s.LessonInsert(ctx, nil))
+
+			all, err := s.LessonList(ctx, store.LessonListParams{})
+			require.NoError(t, err)
+			require.Equal(t, []store.Lesson{lessons[3], lessons[2], lessons[1], lessons[0]}, all)
+
+			for _, tt := range []struct {
+				name string
+				p    store.LessonListParams
+				want []string
+			}{
+				{"Scope", store.LessonListParams{Scope: "developer"}, []string{"name things well", "Write tests FIRST"}},
+				{"ScopeWithGlobal", store.LessonListParams{Scope: "developer", IncludeGlobal: true},
+					[]string{"name things well", "keep it short", "Write tests FIRST"}},
+				{"GlobalScope", store.LessonListParams{Scope: "all"}, []string{"keep it short"}},
+				{"QueryIgnoresCase", store.LessonListParams{Query: "tests"}, []string{"check the tests pass", "Write tests FIRST"}},
+				{"QueryAndScope", store.LessonListParams{Query: "TESTS", Scope: "tester", IncludeGlobal: true}, []string{"check the tests pass"}},
+				{"Before", store.LessonListParams{Before: at(3)}, []string{"keep it short", "Write tests FIRST"}},
+				{"Limit", store.LessonListParams{Limit: 1}, []string{"name things well"}},
+			} {
+				got, err := s.LessonList(ctx, tt.p)
+				require.NoError(t, err, tt.name)
+				var texts []string
+				for _, l := range got {
+					texts = append(texts, l.Text)
+				}
+				require.Equal(t, tt.want, texts, tt.name)
+			}
+		})
+
+		t.Run("FillsIDAndTime", func(t *testing.T) {
+			s, ctx := setup(t)
+			require.NoError(t, s.LessonInsert(ctx, []store.Lesson{{Text: "a", Scope: "all"}}))
+			got, err := s.LessonList(ctx, store.LessonListParams{})
+			require.NoError(t, err)
+			require.Len(t, got, 1)
+			_, err = uuid.Parse(got[0].ID)
+			require.NoError(t, err)
+			require.WithinDuration(t, time.Now(), got[0].CreatedAt, time.Minute)
+		})
+
+		t.Run("PagesWithoutGapsOrDuplicates", func(t *testing.T) {
+			s, ctx := setup(t)
+			var want []store.Lesson
+			for i := range 11 {
+				want = append(want, store.Lesson{ID: uuid.NewString(), Text: fmt.Sprint(i), Scope: "all", CreatedAt: at(i / 2)})
+			}
+			require.NoError(t, s.LessonInsert(ctx, want))
+			sort.Slice(want, func(i, j int) bool {
+				if !want[i].CreatedAt.Equal(want[j].CreatedAt) {
+					return want[i].CreatedAt.After(want[j].CreatedAt)
+				}
+				return want[i].ID > want[j].ID
+			})
+			var got []store.Lesson
+			p := store.LessonListParams{Limit: 3}
+			for pages := 0; ; pages++ {
+				require.Less(t, pages, 10, "too many pages")
+				page, err := s.LessonList(ctx, p)
+				require.NoError(t, err)
+				if len(page) == 0 {
+					break
+				}
+				got = append(got, page...)
+				last := page[len(page)-1]
+				p.Before, p.BeforeID = last.CreatedAt, last.ID
+			}
+			require.Equal(t, want, got)
+		})
+	})
+
+	t.Run("Event", func(t *testing.T) {
+		t.Parallel()
+		t.Run("InsertAndListByJob", func(t *testing.T) {
+			s, ctx := setup(t)
+			jobID, otherJob := uuid.NewString(), uuid.NewString()
+			batch := []store.Event{
+				{ID: uuid.NewString(), JobID: jobID, Kind: schemas.EventJobSubmitted, Time: at(5),
+					Data: map[string]any{"title": "t", "tasks": float64(3), "nested": map[string]any{"ok": true}, "list": []any{"a", "b"}}},
+				{ID: uuid.NewString(), JobID: jobID, TaskID: "t1", OutputID: "o1", Kind: schemas.EventTaskQueued, Role: "pm", Revision: 2, Message: "queued", Time: at(5)},
+				{ID: uuid.NewString(), JobID: jobID, Kind: schemas.EventTaskStarted, Time: at(5)},
+			}
+			require.NoError(t, s.EventInsert(ctx, batch))
+			earlier := store.Event{ID: uuid.NewString(), JobID: jobID, Kind: schemas.EventJobDone, Time: at(1)}
+			require.NoError(t, s.EventInsert(ctx, []store.Event{earlier, {JobID: otherJob, Kind: schemas.EventJobDone}}))
+			require.NoError(t, s.EventInsert(ctx, nil))
+
+			got, err := s.EventListByJob(ctx, jobID)
+			require.NoError(t, err)
+			require.Equal(t, []store.Event{earlier, batch[0], batch[1], batch[2]}, got)
+
+			other, err := s.EventListByJob(ctx, otherJob)
+			require.NoError(t, err)
+			require.Len(t, other, 1)
+			_, err = uuid.Parse(other[0].ID)
+			require.NoError(t, err)
+			require.WithinDuration(t, time.Now(), other[0].Time, time.Minute)
+			require.Nil(t, other[0].Data)
+		})
+
+		t.Run("SameInstantKeepsInsertOrder", func(t *testing.T) {
+			s, ctx := setup(t)
+			jobID := uuid.NewString()
+			var batch []store.Event
+			for i := range 20 {
+				batch = append(batch, store.Event{JobID: jobID, Kind: schemas.EventTaskQueued, Message: fmt.Sprint(i), Time: at(0)})
+			}
+			require.NoError(t, s.EventInsert(ctx, batch))
+			got, err := s.EventListByJob(ctx, jobID)
+			require.NoError(t, err)
+			require.Len(t, got, 20)
+			for i, e := range got {
+				require.Equal(t, fmt.Sprint(i), e.Message)
+			}
+		})
+	})
+
+	t.Run("Outbox", func(t *testing.T) {
+		t.Parallel()
+		t.Run("ListUnsentInOrderAndMarkSent", func(t *testing.T) {
+			s, ctx := setup(t)
+			msgs := []store.OutboxMessage{
+				{Subject: "troupe.tasks.pm", MsgID: "m1", Payload: []byte(`{"a":1}`), Headers: map[string]string{"Troupe-Job": "j1"}, CreatedAt: at(1)},
+				{Subject: "troupe.tasks.developer", MsgID: "m2", Payload: []byte{0, 1, 2, 255}, CreatedAt: at(1)},
+				{Subject: "troupe.events.j1", MsgID: "m3", Payload: []byte("x"), CreatedAt: at(0)},
+			}
+			require.NoError(t, s.OutboxInsert(ctx, msgs))
+			require.NoError(t, s.OutboxInsert(ctx, nil))
+
+			got, err := s.OutboxListUnsent(ctx, 10)
+			require.NoError(t, err)
+			require.Len(t, got, 3)
+			for i, m := range got {
+				require.Positive(t, m.Seq)
+				if i > 0 {
+					require.Greater(t, m.Seq, got[i-1].Seq)
+				}
+				want := msgs[i]
+				want.Seq = m.Seq
+				require.Equal(t, want, m)
+			}
+
+			first, err := s.OutboxListUnsent(ctx, 2)
+			require.NoError(t, err)
+			require.Equal(t, got[:2], first)
+
+			require.NoError(t, s.OutboxMarkSent(ctx, []int64{got[0].Seq, got[1].Seq}))
+			require.NoError(t, s.OutboxMarkSent(ctx, nil))
+			require.NoError(t, s.OutboxMarkSent(ctx, []int64{got[0].Seq, 1 << 40})) // again, and unknown
+
+			require.NoError(t, s.OutboxInsert(ctx, []store.OutboxMessage{{Subject: "later", MsgID: "m4", Payload: []byte("y")}}))
+			rest, err := s.OutboxListUnsent(ctx, 0)
+			require.NoError(t, err)
+			require.Len(t, rest, 2)
+			require.Equal(t, got[2], rest[0])
+			require.Equal(t, "later", rest[1].Subject)
+			require.Greater(t, rest[1].Seq, got[2].Seq)
+			require.Nil(t, rest[1].Headers)
+			require.WithinDuration(t, time.Now(), rest[1].CreatedAt, time.Minute)
+
+			require.NoError(t, s.OutboxMarkSent(ctx, []int64{rest[0].Seq, rest[1].Seq}))
+			none, err := s.OutboxListUnsent(ctx, 10)
+			require.NoError(t, err)
+			require.Empty(t, none)
+		})
+	})
+
+	t.Run("DeadLetter", func(t *testing.T) {
+		t.Parallel()
+
+		t.Run("InsertGetAndList", func(t *testing.T) {
+			s, ctx := setup(t)
+			full := store.DeadLetter{
+				ID: uuid.NewString(), Source: "worker", Subject: "troupe.tasks.pm", Payload: `{"task_id":"t"}`,
+				Headers: map[string]string{"Nats-Msg-Id": "abc"}, Reason: "bad json", Class: "permanent", Attempts: 3,
+				StreamSeq: 1<<63 + 5, CreatedAt: at(1), ReplayOf: "dl0", TaskID: "t", JobID: "j",
+			}
+			require.NoError(t, s.DeadLetterInsert(ctx, full))
+			got, err := s.DeadLetterGetByID(ctx, full.ID)
+			require.NoError(t, err)
+			want := full
+			want.Status = "open"
+			require.Equal(t, want, got)
+
+			others := []store.DeadLetter{
+				{ID: uuid.NewString(), Source: "review", Reason: "r", Class: "transient", CreatedAt: at(2)},
+				{ID: uuid.NewString(), Source: "worker", Reason: "r", Class: "exhausted", Status: "discarded", CreatedAt: at(3)},
+			}
+			for _, d := range others {
+				require.NoError(t, s.DeadLetterInsert(ctx, d))
+			}
+			for _, tt := range []struct {
+				name string
+				p    store.DeadLetterListParams
+				want []string
+			}{
+				{"All", store.DeadLetterListParams{}, []string{others[1].ID, others[0].ID, full.ID}},
+				{"Status", store.DeadLetterListParams{Status: "open"}, []string{others[0].ID, full.ID}},
+				{"Source", store.DeadLetterListParams{Source: "worker"}, []string{others[1].ID, full.ID}},
+				{"StatusAndSource", store.DeadLetterListParams{Status: "open", Source: "worker"}, []string{full.ID}},
+				{"Limit", store.DeadLetterListParams{Limit: 1}, []string{others[1].ID}},
+			} {
+				list, err := s.DeadLetterList(ctx, tt.p)
+				require.NoError(t, err, tt.name)
+				var ids []string
+				for _, d := range list {
+					ids = append(ids, d.ID)
+				}
+				require.Equal(t, tt.want, ids, tt.name)
+			}
+		})
+
+		t.Run("FillsIDAndTime", func(t *testing.T) {
+			s, ctx := setup(t)
+			require.NoError(t, s.DeadLetterInsert(ctx, store.DeadLetter{Source: "worker"}))
+			list, err := s.DeadLetterList(ctx, store.DeadLetterListParams{})
+			require.NoError(t, err)
+			require.Len(t, list, 1)
+			_, err = uuid.Parse(list[0].ID)
+			require.NoError(t, err)
+			require.WithinDuration(t, time.Now(), list[0].CreatedAt, time.Minute)
+		})
+
+		t.Run("SetStatusOnlyFromOpen", func(t *testing.T) {
+			s, ctx := setup(t)
+			d := store.DeadLetter{ID: uuid.NewString(), Source: "worker"}
+			require.NoError(t, s.DeadLetterInsert(ctx, d))
+
+			moved, err := s.DeadLetterSetStatus(ctx, d.ID, "replayed")
+			require.NoError(t, err)
+			require.True(t, moved)
+			moved, err = s.DeadLetterSetStatus(ctx, d.ID, "discarded")
+			require.NoError(t, err)
+			require.False(t, moved)
+			got, err := s.DeadLetterGetByID(ctx, d.ID)
+			require.NoError(t, err)
+			require.Equal(t, "replayed", got.Status)
+		})
+
+		t.Run("NotFound", func(t *testing.T) {
+			s, ctx := setup(t)
+			_, err := s.DeadLetterGetByID(ctx, uuid.NewString())
+			require.ErrorIs(t, err, store.ErrNotFound)
+			moved, err := s.DeadLetterSetStatus(ctx, uuid.NewString(), "replayed")
+			require.ErrorIs(t, err, store.ErrNotFound)
+			require.False(t, moved)
+		})
+	})
+
+	t.Run("InTx", func(t *testing.T) {
+		t.Parallel()
+
+		// writeAll writes a row of every table through q.
+		writeAll := func(t *testing.T, ctx context.Context, q store.Querier) {
+			t.Helper()
+			job, created, err := q.JobCreate(ctx, store.JobCreateParams{
+				Job:   store.Job{Title: "in tx", IdempotencyKey: "tx", Status: schemas.JobPlanning},
+				Tasks: []store.Task{{Key: "a", Role: "pm", Status: schemas.TaskQueued}},
+			})
+			require.NoError(t, err)
+			require.True(t, created)
+			tasks, err := q.TaskListByJob(ctx, job.ID)
+			require.NoError(t, err)
+			require.Len(t, tasks, 1)
+			out, _, err := q.OutputStage(ctx, store.Output{TaskID: tasks[0].ID, JobID: job.ID, Role: "pm", Revision: 1})
+			require.NoError(t, err)
+			require.NoError(t, q.ReviewInsert(ctx, store.Review{OutputID: out.ID, TaskID: tasks[0].ID, JobID: job.ID, Decision: "promote"}))
+			a, err := q.ArtifactInsert(ctx, store.Artifact{Path: "tx.md", JobID: job.ID, TaskID: tasks[0].ID})
+			require.NoError(t, err)
+			require.Equal(t, 1, a.Version)
+			a, err = q.ArtifactInsert(ctx, store.Artifact{Path: "tx.md", JobID: job.ID, TaskID: tasks[0].ID})
+			require.NoError(t, err)
+			require.Equal(t, 2, a.Version)
+			require.NoError(t, q.LessonInsert(ctx, []store.Lesson{{Text: "l", Scope: "all", JobID: job.ID}}))
+			require.NoError(t, q.EventInsert(ctx, []store.Event{{JobID: job.ID, Kind: schemas.EventJobSubmitted}}))
+			require.NoError(t, q.OutboxInsert(ctx, []store.OutboxMessage{{Subject: "s", Payload: []byte("p")}}))
+			require.NoError(t, q.DeadLetterInsert(ctx, store.DeadLetter{Source: "tx", JobID: job.ID}))
+			moved, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: job.ID, To: schemas.JobRunning})
+			require.NoError(t, err)
+			require.True(t, moved)
+
+			// The transaction sees its own writes.
+			got, err := q.JobGetByID(ctx, job.ID)
+			require.NoError(t, err)
+			require.Equal(t, schemas.JobRunning, got.Status)
+			again, created, err := q.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "again", IdempotencyKey: "tx"}})
+			require.NoError(t, err)
+			require.False(t, created)
+			require.Equal(t, job.ID, again.ID)
+		}
+
+		// requireEmpty checks no table has a row.
+		requireEmpty := func(t *testing.T, ctx context.Context, s store.Store) {
+			t.Helper()
+			jobs, err := s.JobList(ctx, store.JobListParams{})
+			require.NoError(t, err)
+			require.Empty(t, jobs)
+			outs, err := s.OutputList(ctx, store.OutputListParams{})
+			require.NoError(t, err)
+			require.Empty(t, outs)
+			arts, err := s.ArtifactList(ctx, store.ArtifactListParams{})
+			require.NoError(t, err)
+			require.Empty(t, arts)
+			lessons, err := s.LessonList(ctx, store.LessonListParams{})
+			require.NoError(t, err)
+			require.Empty(t, lessons)
+			msgs, err := s.OutboxListUnsent(ctx, 10)
+			require.NoError(t, err)
+			require.Empty(t, msgs)
+			dls, err := s.DeadLetterList(ctx, store.DeadLetterListParams{})
+			require.NoError(t, err)
+			require.Empty(t, dls)
+		}
+
+		t.Run("CommitsOnNil", func(t *testing.T) {
+			s, ctx := setup(t)
+			require.NoError(t, s.InTx(ctx, func(q store.Querier) error {
+				writeAll(t, ctx, q)
+				return nil
+			}))
+			jobs, err := s.JobList(ctx, store.JobListParams{})
+			require.NoError(t, err)
+			require.Len(t, jobs, 1)
+			require.Equal(t, schemas.JobRunning, jobs[0].Status)
+			events, err := s.EventListByJob(ctx, jobs[0].ID)
+			require.NoError(t, err)
+			require.Len(t, events, 1)
+			reviews, err := s.ReviewListByJob(ctx, jobs[0].ID)
+			require.NoError(t, err)
+			require.Len(t, reviews, 1)
+			a, err := s.ArtifactGet(ctx, "tx.md", 0)
+			require.NoError(t, err)
+			require.Equal(t, 2, a.Version)
+		})
+
+		t.Run("RollsBackOnError", func(t *testing.T) {
+			s, ctx := setup(t)
+			errBoom := errors.New("boom")
+			var jobID string
+			err := s.InTx(ctx, func(q store.Querier) error {
+				writeAll(t, ctx, q)
+				jobs, err := q.JobList(ctx, store.JobListParams{})
+				require.NoError(t, err)
+				jobID = jobs[0].ID
+				return errBoom
+			})
+			require.ErrorIs(t, err, errBoom)
+			requireEmpty(t, ctx, s)
+			events, err := s.EventListByJob(ctx, jobID)
+			require.NoError(t, err)
+			require.Empty(t, events)
+			tasks, err := s.TaskListByJob(ctx, jobID)
+			require.NoError(t, err)
+			require.Empty(t, tasks)
+
+			// The store still works, and the key is free again.
+			_, created, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "after", IdempotencyKey: "tx"}})
+			require.NoError(t, err)
+			require.True(t, created)
+		})
+
+		t.Run("RollsBackOnPanic", func(t *testing.T) {
+			s, ctx := setup(t)
+			require.PanicsWithValue(t, "boom", func() {
+				_ = s.InTx(ctx, func(q store.Querier) error {
+					writeAll(t, ctx, q)
+					panic("boom")
+				})
+			})
+			requireEmpty(t, ctx, s)
+			require.NoError(t, s.Ping(ctx))
+		})
+	})
+
+	t.Run("Time", func(t *testing.T) {
+		t.Parallel()
+		t.Run("RoundTripsInUTCToTheMicrosecond", func(t *testing.T) {
+			s, ctx := setup(t)
+			zone := time.FixedZone("UTC+5", 5*60*60)
+			for i, in := range []time.Time{
+				time.Date(2025, 6, 7, 8, 9, 10, 123456789, zone),
+				time.Date(1969, 12, 31, 23, 59, 59, 999999999, time.UTC), // before the epoch
+				time.Date(2262, 1, 1, 0, 0, 0, 1000, time.UTC),           // past int64 nanoseconds
+			} {
+				want := in.UTC().Truncate(time.Microsecond)
+				job, _, err := s.JobCreate(ctx, store.JobCreateParams{
+					Job:   store.Job{Title: fmt.Sprint(i), Status: schemas.JobPlanning, CreatedAt: in, UpdatedAt: in},
+					Tasks: []store.Task{{Key: "a", Role: "pm", CreatedAt: in}},
+				})
+				require.NoError(t, err)
+				require.Equal(t, want, job.CreatedAt)
+
+				got, err := s.JobGetByID(ctx, job.ID)
+				require.NoError(t, err)
+				require.Equal(t, time.UTC, got.CreatedAt.Location())
+				require.Equal(t, want, got.CreatedAt)
+				require.Equal(t, want, got.UpdatedAt)
+
+				tasks, err := s.TaskListByJob(ctx, job.ID)
+				require.NoError(t, err)
+				require.Equal(t, want, tasks[0].CreatedAt)
+
+				out, _, err := s.OutputStage(ctx, store.Output{TaskID: tasks[0].ID, JobID: job.ID, Revision: 1, CreatedAt: in})
+				require.NoError(t, err)
+				require.Equal(t, want, out.CreatedAt)
+				gotOut, err := s.OutputGetByID(ctx, out.ID)
+				require.NoError(t, err)
+				require.Equal(t, want, gotOut.CreatedAt)
+
+				require.NoError(t, s.EventInsert(ctx, []store.Event{{JobID: job.ID, Kind: "k", Time: in}}))
+				events, err := s.EventListByJob(ctx, job.ID)
+				require.NoError(t, err)
+				require.Equal(t, want, events[0].Time)
+			}
+		})
+	})
+}
+
+// newTask creates a job with one developer task and returns the task.
+func newTask(t *testing.T, s store.Store) store.Task {
+	t.Helper()
+	return newTaskWithRole(t, s, "developer")
+}
+
+// newTaskWithRole creates a job with one task of role and returns the task.
+func newTaskWithRole(t *testing.T, s store.Store, role string) store.Task {
+	t.Helper()
+	ctx := context.Background()
+	job, _, err := s.JobCreate(ctx, store.JobCreateParams{
+		Job:   store.Job{Title: "job of " + role, Status: schemas.JobRunning},
+		Tasks: []store.Task{{Key: role, Role: role, Status: schemas.TaskRunning}},
+	})
+	require.NoError(t, err)
+	tasks, err := s.TaskListByJob(ctx, job.ID)
+	require.NoError(t, err)
+	require.Len(t, tasks, 1)
+	return tasks[0]
+}
+
+func jobTitles(jobs []store.Job) []string {
+	var out []string
+	for _, j := range jobs {
+		out = append(out, j.Title)
+	}
+	return out
+}
+
+func revisions(outs []store.Output) []int {
+	var out []int
+	for _, o := range outs {
+		out = append(out, o.Revision)
+	}
+	return out
+}
+
+func contents(outs []store.Output) []string {
+	var out []string
+	for _, o := range outs {
+		out = append(out, o.Content)
+	}
+	return out
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,198 @@
+package worker
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/internal/llm"
+	"github.com/troupe-dev/troupe/schemas"
+	"github.com/troupe-dev/troupe/store"
+	"github.com/troupe-dev/troupe/store/sqlite"
+)
+
+// slowModel answers like the offline model after a gate opens, counting
+// the calls running at once.
+type slowModel struct {
+	llm.Offline
+	delay   time.Duration
+	running atomic.Int32
+	peak    atomic.Int32
+	calls   atomic.Int32
+}
+
+func (m *slowModel) Generate(ctx context.Context, req llm.Request) (llm.Response, error) {
+	m.calls.Add(1)
+	n := m.running.Add(1)
+	defer m.running.Add(-1)
+	for {
+		p := m.peak.Load()
+		if n <= p || m.peak.CompareAndSwap(p, n) {
+			break
+		}
+	}
+	select {
+	case <-time.After(m.delay):
+	case <-ctx.Done():
+		return llm.Response{}, ctx.Err()
+	}
+	return m.Offline.Generate(ctx, req)
+}
+
+type fixture struct {
+	store *sqlite.Store
+	js    jetstream.JetStream
+	topo  bus.Topology
+}
+
+func setup(t *testing.T, ackWait time.Duration) fixture {
+	t.Helper()
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1})
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	nc, js, err := bus.Connect(srv.ClientURL(), "test", zerolog.New(zerolog.NewTestWriter(t)))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	topo := bus.Topology{Roles: []string{"developer"}, AckWait: ackWait}
+	require.NoError(t, topo.Ensure(context.Background(), js))
+	return fixture{store: sqlite.NewTestStore(t), js: js, topo: topo}
+}
+
+// queue stores n developer tasks and publishes their messages.
+func (f fixture) queue(t *testing.T, n int) []string {
+	t.Helper()
+	ctx := context.Background()
+	var ids []string
+	for range n {
+		job := store.Job{ID: uuid.NewString(), Title: "Limiter", Status: schemas.JobRunning}
+		task := store.Task{ID: uuid.NewString(), JobID: job.ID, Key: "impl", Role: "developer", Instructions: "Build it.", Status: schemas.TaskQueued}
+		_, _, err := f.store.JobCreate(ctx, store.JobCreateParams{Job: job, Tasks: []store.Task{task}})
+		require.NoError(t, err)
+		msg := []byte(`{"task_id":"` + task.ID + `","job_id":"` + job.ID + `","key":"impl","role":"developer","revision":0}`)
+		require.NoError(t, bus.Publish(ctx, f.js, "troupe.tasks.developer", "task."+task.ID+".0", msg, nil))
+		ids = append(ids, task.ID)
+	}
+	return ids
+}
+
+func (f fixture) waitStaged(t *testing.T, ids []string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		for _, id := range ids {
+			task, err := f.store.TaskGetByID(context.Background(), id)
+			if err != nil || task.Status != schemas.TaskStaged {
+				return false
+			}
+		}
+		return true
+	}, 30*time.Second, 20*time.Millisecond)
+}
+
+func startWorker(t *testing.T, f fixture, cfg Config, m llm.Model) *Worker {
+	t.Helper()
+	cfg.Role = "developer"
+	cfg.Logger = zerolog.New(zerolog.NewTestWriter(t))
+	w, err := New(cfg, f.store, f.js, m)
+	require.NoError(t, err)
+	require.NoError(t, w.Start(context.Background()))
+	t.Cleanup(func() { _ = w.Stop(context.Background()) })
+	return w
+}
+
+// TestHeartbeatKeepsSlowTaskAlive: a model call three times longer than
+// AckWait is not redelivered, because the worker sends InProgress.
+func TestHeartbeatKeepsSlowTaskAlive(t *testing.T) {
+	t.Parallel()
+	f := setup(t, time.Second)
+	m := &slowModel{delay: 3 * time.Second}
+	startWorker(t, f, Config{Concurrency: 1, Heartbeat: 200 * time.Millisecond}, m)
+	ids := f.queue(t, 1)
+	f.waitStaged(t, ids)
+
+	task, err := f.store.TaskGetByID(context.Background(), ids[0])
+	require.NoError(t, err)
+	require.Equal(t, 1, task.Attempts)
+	require.EqualValues(t, 1, m.calls.Load(), "the model was called once")
+	cons, err := f.js.Consumer(context.Background(), bus.StreamTasks, "workers-developer")
+	require.NoError(t, err)
+	info, err := cons.Info(context.Background())
+	require.NoError(t, err)
+	require.Zero(t, info.NumRedelivered)
+}
+
+// TestConcurrencyIsBounded: never more model calls at once than the
+// worker's concurrency, and all tasks staged exactly once.
+func TestConcurrencyIsBounded(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 30*time.Second)
+	m := &slowModel{delay: 100 * time.Millisecond}
+	startWorker(t, f, Config{Concurrency: 3}, m)
+	ids := f.queue(t, 12)
+	f.waitStaged(t, ids)
+	require.EqualValues(t, 3, m.peak.Load())
+	require.EqualValues(t, 12, m.calls.Load())
+	outputs := 0
+	for _, id := range ids {
+		_, err := f.store.OutputGetByTaskRevision(context.Background(), id, 0)
+		require.NoError(t, err)
+		outputs++
+	}
+	require.Equal(t, 12, outputs)
+}
+
+// TestRedeliveryStagesOnce: the same task message delivered again after it
+// was staged neither calls the model nor stages a second output.
+func TestRedeliveryStagesOnce(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 30*time.Second)
+	m := &slowModel{}
+	startWorker(t, f, Config{Concurrency: 2}, m)
+	ids := f.queue(t, 1)
+	f.waitStaged(t, ids)
+	// Publish the same task again with a fresh message id, as the
+	// reconciler would.
+	task, err := f.store.TaskGetByID(context.Background(), ids[0])
+	require.NoError(t, err)
+	msg := []byte(`{"task_id":"` + task.ID + `","job_id":"` + task.JobID + `","key":"impl","role":"developer","revision":0}`)
+	require.NoError(t, bus.Publish(context.Background(), f.js, "troupe.tasks.developer", "again", msg, nil))
+	s, err := f.js.Stream(context.Background(), bus.StreamTasks)
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		info, err := s.Info(context.Background())
+		return err == nil && info.State.Msgs == 0
+	}, 10*time.Second, 10*time.Millisecond, "the duplicate was acked")
+	require.EqualValues(t, 1, m.calls.Load())
+	outs, err := f.store.OutputListByJob(context.Background(), task.JobID)
+	require.NoError(t, err)
+	require.Len(t, outs, 1)
+}
+
+// TestStopWaitsForRunningTasks: Stop lets a running task finish and stage.
+func TestStopWaitsForRunningTasks(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 30*time.Second)
+	m := &slowModel{delay: 500 * time.Millisecond}
+	w := startWorker(t, f, Config{Concurrency: 1}, m)
+	ids := f.queue(t, 1)
+	require.Eventually(t, func() bool { return m.running.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		require.NoError(t, w.Stop(ctx))
+	}()
+	wg.Wait()
+	task, err := f.store.TaskGetByID(context.Background(), ids[0])
+	require.NoError(t, err)
+	require.Equal(t, schemas.TaskStaged, task.Status)
+}
