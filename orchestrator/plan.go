@@ -92,4 +92,3 @@ func findCycle(tasks []schemas.PlanTask, index map[string]int) []string {
 	}
 	return nil
 }
-
