@@ -371,6 +371,8 @@ func (s *Service) cancelJob(ctx context.Context, req schemas.IDRequest) (any, er
 	return s.jobView(ctx, req.ID, false)
 }
 
+// closeOpenTasks ends every task of a job that has not ended, and takes its
+// undecided outputs out of the review queue.
 func (s *Service) closeOpenTasks(ctx context.Context, q store.Querier, jobID, status, reason string) error {
 	tasks, err := q.TaskListByJob(ctx, jobID)
 	if err != nil {
@@ -381,6 +383,18 @@ func (s *Service) closeOpenTasks(ctx context.Context, q store.Querier, jobID, st
 			continue
 		}
 		if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: openTaskStatuses, Status: &status, Reason: &reason}); err != nil {
+			return err
+		}
+	}
+	outputs, err := q.OutputListByJob(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	for _, o := range outputs {
+		if o.Status != schemas.OutputStaged && o.Status != schemas.OutputAwaitingReview {
+			continue
+		}
+		if _, err := q.OutputSetStatus(ctx, o.ID, []string{schemas.OutputStaged, schemas.OutputAwaitingReview}, schemas.OutputCancelled); err != nil {
 			return err
 		}
 	}

@@ -248,6 +248,9 @@ func (s *Service) Decide(ctx context.Context, d schemas.ReviewDecision) (schemas
 	}
 	r, err := s.decide(ctx, out, d, nil)
 	if errors.Is(err, errDecided) {
+		if cur, gerr := s.store.OutputGetByID(ctx, out.ID); gerr == nil {
+			out = cur
+		}
 		return schemas.Review{}, bus.Conflict("output %s is %s; only an output awaiting review can be decided", out.ID, out.Status)
 	}
 	return r, err
@@ -290,6 +293,22 @@ func (s *Service) decide(ctx context.Context, out store.Output, d schemas.Review
 		if !moved {
 			return errDecided
 		}
+		// The task must still wait for this very output: a cancelled or
+		// failed job's output is never promoted.
+		revision := out.Revision
+		taskFrom := []string{schemas.TaskStaged, schemas.TaskAwaitingReview}
+		taskTo := schemas.TaskPromoted
+		var feedback *string
+		if d.Decision == "reject" {
+			taskTo, feedback = schemas.TaskRejected, &d.Feedback
+		}
+		moved, err = q.TaskUpdate(ctx, store.TaskUpdateParams{ID: out.TaskID, From: taskFrom, Revision: &revision, Status: &taskTo, Feedback: feedback})
+		if err != nil {
+			return err
+		}
+		if !moved {
+			return errDecided
+		}
 		if err := q.ReviewInsert(ctx, rev); err != nil {
 			return err
 		}
@@ -298,14 +317,8 @@ func (s *Service) decide(ctx context.Context, out store.Output, d schemas.Review
 				return err
 			}
 		}
-		revision := out.Revision
-		taskFrom := []string{schemas.TaskStaged, schemas.TaskAwaitingReview}
 		ev := schemas.Event{JobID: out.JobID, TaskID: out.TaskID, OutputID: out.ID, Role: out.Role, Revision: out.Revision}
 		if d.Decision == "reject" {
-			status, feedback := schemas.TaskRejected, d.Feedback
-			if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: out.TaskID, From: taskFrom, Revision: &revision, Status: &status, Feedback: &feedback}); err != nil {
-				return err
-			}
 			ev.Kind, ev.Message = schemas.EventOutputRejected, d.Feedback
 			return bus.Emit(ctx, q, s.subj, ev)
 		}
@@ -317,10 +330,6 @@ func (s *Service) decide(ctx context.Context, out store.Output, d schemas.Review
 			}); err != nil {
 				return err
 			}
-		}
-		status := schemas.TaskPromoted
-		if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: out.TaskID, From: taskFrom, Revision: &revision, Status: &status}); err != nil {
-			return err
 		}
 		ev.Kind, ev.Message = schemas.EventOutputPromoted, fmt.Sprintf("%d files promoted by %s", len(out.Files), d.Reviewer)
 		return bus.Emit(ctx, q, s.subj, ev)

@@ -214,6 +214,9 @@ const (
 	OutputAwaitingReview = "awaiting_review"
 	OutputPromoted       = "promoted"
 	OutputRejected       = "rejected"
+	// OutputCancelled is an output whose job was cancelled or failed
+	// before anyone decided on it.
+	OutputCancelled = "cancelled"
 )
 
 // Job is a job as the API returns it.
