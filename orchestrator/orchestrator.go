@@ -37,7 +37,12 @@ type Config struct {
 	// Notify is called after a transaction wrote outbox rows (the relay's
 	// Notify). Optional.
 	Notify func()
-	Logger zerolog.Logger
+	// OnDeadLetter is what a dead-lettered task does to its job:
+	// OnDeadLetterFail (the default) or OnDeadLetterWait.
+	OnDeadLetter string
+	// Reconcile configures the reconciler.
+	Reconcile ReconcileConfig
+	Logger    zerolog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -64,20 +69,24 @@ type Service struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	subj  bus.Subjects
+	dl    *DeadLetters
 
-	mu   sync.Mutex
-	svc  micro.Service
-	cc   jetstream.ConsumeContext
-	wg   sync.WaitGroup
-	stop context.CancelFunc
+	mu    sync.Mutex
+	svc   micro.Service
+	ccs   []jetstream.ConsumeContext
+	wg    sync.WaitGroup
+	stop  context.CancelFunc
+	recon *reconciler
 }
 
 // New returns an orchestrator; Start runs it.
 func New(cfg Config, st store.Store, nc *nats.Conn, js jetstream.JetStream) *Service {
 	cfg = cfg.withDefaults()
+	log := cfg.Logger.With().Str("service", "orchestrator").Logger()
+	subj := bus.Subjects{Prefix: cfg.Prefix}
 	return &Service{
-		cfg: cfg, log: cfg.Logger.With().Str("service", "orchestrator").Logger(),
-		store: st, nc: nc, js: js, subj: bus.Subjects{Prefix: cfg.Prefix},
+		cfg: cfg, log: log, store: st, nc: nc, js: js, subj: subj,
+		dl: &DeadLetters{Store: st, Subjects: subj, OnDeadLetter: cfg.OnDeadLetter, Notify: cfg.Notify, Log: log},
 	}
 }
 
@@ -96,6 +105,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.svc = svc
 	jobs := svc.AddGroup(s.cfg.Prefix + ".api.jobs")
 	arts := svc.AddGroup(s.cfg.Prefix + ".api.artifacts")
+	dlq := svc.AddGroup(s.cfg.Prefix + ".api.dlq")
 	t := s.cfg.RequestTimeout
 	endpoints := []struct {
 		g    micro.Group
@@ -108,6 +118,10 @@ func (s *Service) Start(ctx context.Context) error {
 		{jobs, "cancel", bus.Endpoint(ctx, s.log, schemas.SchemaIDRequest, t, s.cancelJob)},
 		{arts, "list", bus.Endpoint(ctx, s.log, schemas.SchemaArtifactListRequest, t, s.listArtifacts)},
 		{arts, "get", bus.Endpoint(ctx, s.log, schemas.SchemaArtifactGetRequest, t, s.getArtifact)},
+		{dlq, "list", bus.Endpoint(ctx, s.log, schemas.SchemaDeadLetterListRequest, t, s.listDeadLetters)},
+		{dlq, "get", bus.Endpoint(ctx, s.log, schemas.SchemaIDRequest, t, s.getDeadLetter)},
+		{dlq, "replay", bus.Endpoint(ctx, s.log, schemas.SchemaDeadLetterAction, 4*t, s.replayDeadLetters)},
+		{dlq, "discard", bus.Endpoint(ctx, s.log, schemas.SchemaDeadLetterAction, 4*t, s.discardDeadLetters)},
 	}
 	for _, e := range endpoints {
 		if err := e.g.AddEndpoint(e.name, e.h); err != nil {
@@ -115,22 +129,37 @@ func (s *Service) Start(ctx context.Context) error {
 			return fmt.Errorf("adding endpoint %s: %w", e.name, err)
 		}
 	}
-	cons, err := s.js.Consumer(ctx, bus.StreamEvents, bus.ConsumerOrchestrator)
-	if err != nil {
-		_ = svc.Stop()
-		return fmt.Errorf("binding the orchestrator consumer: %w", err)
+	consumers := []struct {
+		stream, consumer string
+		handle           bus.MsgHandler
+	}{
+		{bus.StreamEvents, bus.ConsumerOrchestrator, s.handleEvent},
+		{bus.StreamAdvisories, bus.ConsumerSweeper, s.sweep},
 	}
-	settler := &bus.Settler{JS: s.js, Subjects: s.subj, Source: bus.ConsumerOrchestrator, Log: s.log,
-		Record: func(ctx context.Context, d schemas.DeadLetter) error { return s.store.DeadLetterInsert(ctx, d) }}
-	s.cc, err = cons.Consume(func(msg jetstream.Msg) {
-		s.wg.Add(1)
-		defer s.wg.Done()
-		settler.Handle(ctx, msg, s.handleEvent)
-	}, jetstream.PullMaxMessages(64))
-	if err != nil {
-		_ = svc.Stop()
-		return fmt.Errorf("consuming events: %w", err)
+	for _, c := range consumers {
+		cons, err := s.js.Consumer(ctx, c.stream, c.consumer)
+		if err != nil {
+			s.stopConsumers(ctx)
+			_ = svc.Stop()
+			return fmt.Errorf("binding consumer %s: %w", c.consumer, err)
+		}
+		settler := &bus.Settler{JS: s.js, Subjects: s.subj, Source: c.consumer, Log: s.log, Record: s.dl.Record,
+			MaxDeliver: cons.CachedInfo().Config.MaxDeliver}
+		handle := c.handle
+		cc, err := cons.Consume(func(msg jetstream.Msg) {
+			s.wg.Add(1)
+			defer s.wg.Done()
+			settler.Handle(ctx, msg, handle)
+		}, jetstream.PullMaxMessages(64))
+		if err != nil {
+			s.stopConsumers(ctx)
+			_ = svc.Stop()
+			return fmt.Errorf("consuming %s: %w", c.consumer, err)
+		}
+		s.ccs = append(s.ccs, cc)
 	}
+	s.recon = newReconciler(s)
+	s.recon.start(ctx)
 	s.log.Info().Msg("orchestrator started")
 	return nil
 }
@@ -144,15 +173,11 @@ func (s *Service) Stop(ctx context.Context) error {
 		_ = s.svc.Stop()
 		s.svc = nil
 	}
-	if s.cc != nil {
-		s.cc.Drain()
-		select {
-		case <-s.cc.Closed():
-		case <-ctx.Done():
-			s.cc.Stop()
-		}
-		s.cc = nil
+	if s.recon != nil {
+		s.recon.stop()
+		s.recon = nil
 	}
+	s.stopConsumers(ctx)
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -164,6 +189,24 @@ func (s *Service) Stop(ctx context.Context) error {
 	}
 	return nil
 }
+
+// stopConsumers drains the consumers, waiting within ctx.
+func (s *Service) stopConsumers(ctx context.Context) {
+	for _, cc := range s.ccs {
+		cc.Drain()
+	}
+	for _, cc := range s.ccs {
+		select {
+		case <-cc.Closed():
+		case <-ctx.Done():
+			cc.Stop()
+		}
+	}
+	s.ccs = nil
+}
+
+// DeadLetters is the orchestrator's dead-letter book.
+func (s *Service) DeadLetters() *DeadLetters { return s.dl }
 
 func (s *Service) submitHandler(ctx context.Context) micro.Handler {
 	return bus.Endpoint(ctx, s.log, schemas.SchemaSubmission, s.cfg.RequestTimeout, s.Submit)

@@ -37,7 +37,10 @@ type Config struct {
 	RequestTimeout time.Duration
 	// Notify is called after a transaction wrote outbox rows. Optional.
 	Notify func()
-	Logger zerolog.Logger
+	// RecordDeadLetter records a dead letter (and what it means for its
+	// task). Defaults to inserting it into the store.
+	RecordDeadLetter func(ctx context.Context, d schemas.DeadLetter) error
+	Logger           zerolog.Logger
 }
 
 // Service reviews staged outputs: rule checks first, then promotion,
@@ -116,8 +119,15 @@ func (s *Service) Start(ctx context.Context) error {
 		_ = svc.Stop()
 		return fmt.Errorf("binding the review consumer: %w", err)
 	}
-	settler := &bus.Settler{JS: s.js, Subjects: s.subj, Source: bus.ConsumerReview, Log: s.log,
-		Record: func(ctx context.Context, d schemas.DeadLetter) error { return s.store.DeadLetterInsert(ctx, d) }}
+	record := s.cfg.RecordDeadLetter
+	if record == nil {
+		record = func(ctx context.Context, d schemas.DeadLetter) error {
+			_, err := s.store.DeadLetterInsert(ctx, d)
+			return err
+		}
+	}
+	settler := &bus.Settler{JS: s.js, Subjects: s.subj, Source: bus.ConsumerReview, Log: s.log, Record: record,
+		MaxDeliver: cons.CachedInfo().Config.MaxDeliver}
 	s.cc, err = cons.Consume(func(msg jetstream.Msg) {
 		s.wg.Add(1)
 		defer s.wg.Done()

@@ -160,6 +160,9 @@ const (
 	EventOutputPromoted       = "output_promoted"
 	EventOutputRejected       = "output_rejected"
 	EventTaskFailed           = "task_failed"
+	EventTaskDeadLettered     = "task_dead_lettered"
+	EventTaskRedispatched     = "task_redispatched"
+	EventDeadLetterReplayed   = "dead_letter_replayed"
 	EventJobDone              = "job_done"
 	EventJobFailed            = "job_failed"
 	EventJobCancelled         = "job_cancelled"
@@ -178,10 +181,21 @@ type DeadLetter struct {
 	StreamSeq uint64            `json:"stream_seq,omitempty"`
 	CreatedAt time.Time         `json:"created_at"`
 	ReplayOf  string            `json:"replay_of,omitempty"`
-	Status    string            `json:"status,omitempty"`
+	Status    string            `json:"status,omitempty"` // open | replayed | discarded
 	TaskID    string            `json:"task_id,omitempty"`
 	JobID     string            `json:"job_id,omitempty"`
+	Stream    string            `json:"stream,omitempty"`
+	// ResolvedBy and ResolvedAt say who replayed or discarded it, and when.
+	ResolvedBy string    `json:"resolved_by,omitempty"`
+	ResolvedAt time.Time `json:"resolved_at,omitzero"`
 }
+
+// Dead letter statuses.
+const (
+	DeadLetterOpen      = "open"
+	DeadLetterReplayed  = "replayed"
+	DeadLetterDiscarded = "discarded"
+)
 
 // Job statuses.
 const (
@@ -206,6 +220,9 @@ const (
 	TaskPromoted       = "promoted"
 	TaskFailed         = "failed"
 	TaskCancelled      = "cancelled"
+	// TaskDeadLettered is a task whose message was dead-lettered; it waits
+	// for a replay.
+	TaskDeadLettered = "dead_lettered"
 )
 
 // Output statuses.
@@ -346,4 +363,41 @@ type ArtifactListRequest struct {
 type ArtifactGetRequest struct {
 	Path    string `json:"path"`
 	Version int    `json:"version,omitempty"`
+}
+
+// DeadLetterFilter selects dead letters; every field is optional.
+type DeadLetterFilter struct {
+	Status string `json:"status,omitempty"`
+	Source string `json:"source,omitempty"`
+	Class  string `json:"class,omitempty"`
+	Query  string `json:"query,omitempty"` // substring of the reason
+	JobID  string `json:"job_id,omitempty"`
+	TaskID string `json:"task_id,omitempty"`
+}
+
+// DeadLetterListRequest is the request of troupe.api.dlq.list.
+type DeadLetterListRequest struct {
+	DeadLetterFilter
+	Limit  int    `json:"limit,omitempty"`
+	Cursor string `json:"cursor,omitempty"`
+}
+
+// DeadLetterList is the reply of troupe.api.dlq.list.
+type DeadLetterList struct {
+	DeadLetters []DeadLetter `json:"dead_letters"`
+	NextCursor  string       `json:"next_cursor,omitempty"`
+}
+
+// DeadLetterAction is the request of troupe.api.dlq.replay and discard: one
+// dead letter by id, or every open one that matches a filter.
+type DeadLetterAction struct {
+	ID     string            `json:"id,omitempty"`
+	Filter *DeadLetterFilter `json:"filter,omitempty"`
+	By     string            `json:"by,omitempty"`
+}
+
+// DeadLetterActionReply lists the dead letters an action changed.
+type DeadLetterActionReply struct {
+	DeadLetters []DeadLetter `json:"dead_letters"`
+	Count       int          `json:"count"`
 }

@@ -18,25 +18,30 @@ import (
 // Schema names, one per document Troupe exchanges. Pass them to Validate,
 // Decode and Schema.
 const (
-	SchemaSubmission          = "submission"            // Submission, on troupe.api.jobs.submit
-	SchemaTask                = "task"                  // TaskMessage, on troupe.tasks.<role>
-	SchemaReviewRequest       = "review_request"        // ReviewRequest, on troupe.review.<role>
-	SchemaOutput              = "output"                // Output
-	SchemaReviewDecision      = "review_decision"       // ReviewDecision, on troupe.api.reviews.decide
-	SchemaReview              = "review"                // Review
-	SchemaEvent               = "event"                 // Event, on troupe.events.<job_id>.<kind>
-	SchemaDeadLetter          = "dead_letter"           // DeadLetter, on troupe.dlq.<source>
-	SchemaJob                 = "job"                   // Job, the reply of troupe.api.jobs.submit and get
-	SchemaJobList             = "job_list"              // JobList
-	SchemaReviewList          = "review_list"           // ReviewList
-	SchemaLessonList          = "lesson_list"           // LessonList
-	SchemaArtifact            = "artifact"              // Artifact
-	SchemaArtifactList        = "artifact_list"         // ArtifactList
-	SchemaErrorReply          = "error_reply"           // ErrorReply, the body of every API error
-	SchemaIDRequest           = "id_request"            // IDRequest
-	SchemaListRequest         = "list_request"          // ListRequest
-	SchemaArtifactListRequest = "artifact_list_request" // ArtifactListRequest, on troupe.api.artifacts.list
-	SchemaArtifactGetRequest  = "artifact_get_request"  // ArtifactGetRequest, on troupe.api.artifacts.get
+	SchemaSubmission            = "submission"               // Submission, on troupe.api.jobs.submit
+	SchemaTask                  = "task"                     // TaskMessage, on troupe.tasks.<role>
+	SchemaReviewRequest         = "review_request"           // ReviewRequest, on troupe.review.<role>
+	SchemaOutput                = "output"                   // Output
+	SchemaReviewDecision        = "review_decision"          // ReviewDecision, on troupe.api.reviews.decide
+	SchemaReview                = "review"                   // Review
+	SchemaEvent                 = "event"                    // Event, on troupe.events.<job_id>.<kind>
+	SchemaDeadLetter            = "dead_letter"              // DeadLetter, on troupe.dlq.<source>
+	SchemaJob                   = "job"                      // Job, the reply of troupe.api.jobs.submit and get
+	SchemaJobList               = "job_list"                 // JobList
+	SchemaReviewList            = "review_list"              // ReviewList
+	SchemaLessonList            = "lesson_list"              // LessonList
+	SchemaArtifact              = "artifact"                 // Artifact
+	SchemaArtifactList          = "artifact_list"            // ArtifactList
+	SchemaErrorReply            = "error_reply"              // ErrorReply, the body of every API error
+	SchemaIDRequest             = "id_request"               // IDRequest
+	SchemaListRequest           = "list_request"             // ListRequest
+	SchemaArtifactListRequest   = "artifact_list_request"    // ArtifactListRequest, on troupe.api.artifacts.list
+	SchemaArtifactGetRequest    = "artifact_get_request"     // ArtifactGetRequest, on troupe.api.artifacts.get
+	SchemaDeadLetterFilter      = "dead_letter_filter"       // DeadLetterFilter
+	SchemaDeadLetterListRequest = "dead_letter_list_request" // DeadLetterListRequest, on troupe.api.dlq.list
+	SchemaDeadLetterList        = "dead_letter_list"         // DeadLetterList
+	SchemaDeadLetterAction      = "dead_letter_action"       // DeadLetterAction, on troupe.api.dlq.replay and discard
+	SchemaDeadLetterActionReply = "dead_letter_action_reply" // DeadLetterActionReply
 )
 
 // commonName is the file of definitions the documents share. Schema returns
@@ -57,7 +62,7 @@ var files embed.FS
 
 // names lists the documents, sorted.
 var names = []string{
-	SchemaArtifact, SchemaArtifactGetRequest, SchemaArtifactList, SchemaArtifactListRequest, SchemaDeadLetter, SchemaErrorReply,
+	SchemaArtifact, SchemaArtifactGetRequest, SchemaArtifactList, SchemaArtifactListRequest, SchemaDeadLetter, SchemaDeadLetterAction, SchemaDeadLetterActionReply, SchemaDeadLetterFilter, SchemaDeadLetterList, SchemaDeadLetterListRequest, SchemaErrorReply,
 	SchemaEvent, SchemaIDRequest, SchemaJob, SchemaJobList, SchemaLessonList,
 	SchemaListRequest, SchemaOutput, SchemaReview, SchemaReviewDecision,
 	SchemaReviewList, SchemaReviewRequest, SchemaSubmission, SchemaTask,

@@ -125,16 +125,26 @@ type Querier interface {
 	// OutboxMarkSent marks messages sent.
 	OutboxMarkSent(ctx context.Context, seqs []int64) error
 
-	// DeadLetterInsert records a dead letter; Status defaults to "open".
-	DeadLetterInsert(ctx context.Context, d DeadLetter) error
+	// DeadLetterInsert records a dead letter, with Status "open" when empty.
+	// It is idempotent by id: when a dead letter with d.ID exists, nothing is
+	// written and created is false.
+	DeadLetterInsert(ctx context.Context, d DeadLetter) (created bool, err error)
 	// DeadLetterGetByID returns one dead letter, or ErrNotFound.
 	DeadLetterGetByID(ctx context.Context, id string) (DeadLetter, error)
-	// DeadLetterList returns dead letters newest first, filtered.
+	// DeadLetterList returns dead letters newest first, filtered, one page at a time.
 	DeadLetterList(ctx context.Context, p DeadLetterListParams) ([]DeadLetter, error)
-	// DeadLetterSetStatus moves a dead letter to status ("replayed",
-	// "discarded") when it is "open" and reports whether it moved; ErrNotFound
-	// when there is no such dead letter.
-	DeadLetterSetStatus(ctx context.Context, id, status string) (bool, error)
+	// DeadLetterResolve moves a dead letter from "open" to status
+	// ("replayed" or "discarded"), recording who (by) and when (ResolvedAt),
+	// and reports whether it moved. ErrNotFound when it does not exist.
+	DeadLetterResolve(ctx context.Context, id, status, by string) (bool, error)
+
+	// TaskListStale returns tasks whose status is one of p.Statuses and
+	// whose UpdatedAt is before p.UpdatedBefore, least recently updated
+	// first, for the reconciler.
+	TaskListStale(ctx context.Context, p TaskListStaleParams) ([]Task, error)
+	// TaskCount counts the tasks of a role (every role when role is empty)
+	// whose status is one of statuses.
+	TaskCount(ctx context.Context, role string, statuses []string) (int, error)
 }
 
 // Job is a row of jobs.
@@ -308,9 +318,23 @@ type LessonListParams struct {
 	Limit         int // defaults to 100
 }
 
-// DeadLetterListParams filter DeadLetterList.
+// DeadLetterListParams filter DeadLetterList. Every filter is optional.
 type DeadLetterListParams struct {
-	Status string
-	Source string
-	Limit  int // defaults to 100
+	Status   string
+	Source   string
+	Class    string
+	Query    string // substring of the reason, case-insensitive
+	JobID    string
+	TaskID   string
+	ReplayOf string
+	Before   time.Time // CreatedAt of the last dead letter of the previous page
+	BeforeID string    // its id, to break ties
+	Limit    int       // defaults to 100
+}
+
+// TaskListStaleParams are the arguments of TaskListStale.
+type TaskListStaleParams struct {
+	Statuses      []string
+	UpdatedBefore time.Time
+	Limit         int // defaults to 100
 }

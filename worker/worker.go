@@ -40,7 +40,16 @@ type Config struct {
 	LessonBytes int
 	// Notify is called after staging wrote outbox rows. Optional.
 	Notify func()
-	Logger zerolog.Logger
+	// RecordDeadLetter records a dead letter (and what it means for its
+	// task). Defaults to inserting it into the store.
+	RecordDeadLetter func(ctx context.Context, d schemas.DeadLetter) error
+	// MaxDeliver is the consumer's MaxDeliver; a task that fails on its
+	// last delivery is dead-lettered with its error.
+	MaxDeliver int
+	// Backoff are the delays before retrying a failed task, by delivery.
+	// Defaults to 1s doubling up to a minute.
+	Backoff []time.Duration
+	Logger  zerolog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -96,9 +105,16 @@ func New(cfg Config, st store.Store, js jetstream.JetStream, model llm.Model) (*
 		subj: bus.Subjects{Prefix: cfg.Prefix}, system: system,
 		sem: make(chan struct{}, cfg.Concurrency),
 	}
+	record := cfg.RecordDeadLetter
+	if record == nil {
+		record = func(ctx context.Context, d schemas.DeadLetter) error {
+			_, err := st.DeadLetterInsert(ctx, d)
+			return err
+		}
+	}
 	w.settler = &bus.Settler{
-		JS: js, Subjects: w.subj, Source: bus.WorkerConsumer(cfg.Role), Log: log,
-		Record: func(ctx context.Context, d schemas.DeadLetter) error { return st.DeadLetterInsert(ctx, d) },
+		JS: js, Subjects: w.subj, Source: bus.WorkerConsumer(cfg.Role), Log: log, Record: record,
+		MaxDeliver: cfg.MaxDeliver, Backoff: cfg.Backoff,
 	}
 	return w, nil
 }

@@ -39,6 +39,9 @@ type App struct {
 	Review       bool
 	Roles        []string
 	Log          zerolog.Logger
+	// Models, when set, chooses a role's model; nil or a nil result means
+	// the offline model.
+	Models func(role string) llm.Model
 
 	// NATSURL is the URL of the server in use, set by Start.
 	NATSURL string
@@ -112,7 +115,11 @@ func (a *App) Start(ctx context.Context) error {
 	if a.Orchestrator || a.Embedded {
 		roles = schemas.Roles
 	}
-	topo := bus.Topology{Prefix: cfg.NATS.Prefix, Roles: roles, Replicas: cfg.NATS.Replicas}
+	reconcile, staleAfter, ackWait := cfg.Reliability.Durations()
+	topo := bus.Topology{Prefix: cfg.NATS.Prefix, Roles: roles, Replicas: cfg.NATS.Replicas, AckWait: ackWait, RoleMaxDeliver: map[string]int{}}
+	for role, rc := range cfg.Roles {
+		topo.RoleMaxDeliver[role] = rc.MaxDeliver
+	}
 	if err := topo.Ensure(ctx, js); err != nil {
 		a.Stop(ctx)
 		return err
@@ -121,11 +128,16 @@ func (a *App) Start(ctx context.Context) error {
 	a.relay = orchestrator.NewRelay(orchestrator.RelayConfig{Logger: a.Log.With().Str("service", "relay").Logger()}, st, js)
 	a.relay.Start(ctx)
 	a.stopping = append(a.stopping, func(ctx context.Context) error { a.relay.Stop(ctx); return nil })
+	deadLetters := &orchestrator.DeadLetters{
+		Store: st, Subjects: bus.Subjects{Prefix: topo.WithDefaults().Prefix}, OnDeadLetter: cfg.Reliability.OnDeadLetter,
+		Notify: a.relay.Notify, Log: a.Log,
+	}
 
 	if a.Orchestrator {
 		a.orch = orchestrator.New(orchestrator.Config{
 			Prefix: cfg.NATS.Prefix, MaxRevisions: cfg.MaxRevisions(), NoRevisions: cfg.MaxRevisions() == 0,
-			Notify: a.relay.Notify, Logger: a.Log,
+			Notify: a.relay.Notify, OnDeadLetter: cfg.Reliability.OnDeadLetter, Logger: a.Log,
+			Reconcile: orchestrator.ReconcileConfig{Interval: reconcile, StaleAfter: staleAfter},
 		}, st, nc, js)
 		if err := a.orch.Start(ctx); err != nil {
 			a.Stop(ctx)
@@ -136,7 +148,8 @@ func (a *App) Start(ctx context.Context) error {
 	if a.Review {
 		a.rev = review.NewService(review.Config{
 			Prefix: cfg.NATS.Prefix, Policies: cfg.Policies(), Notify: a.relay.Notify, Logger: a.Log,
-			Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes},
+			RecordDeadLetter: deadLetters.Record,
+			Limits:           review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes},
 		}, st, nc, js)
 		if err := a.rev.Start(ctx); err != nil {
 			a.Stop(ctx)
@@ -148,7 +161,9 @@ func (a *App) Start(ctx context.Context) error {
 		rc := cfg.Roles[role]
 		w, err := worker.New(worker.Config{
 			Role: role, Concurrency: rc.Concurrency, Prefix: cfg.NATS.Prefix, Notify: a.relay.Notify, Logger: a.Log,
-		}, st, js, llm.NewOffline())
+			RecordDeadLetter: deadLetters.Record, MaxDeliver: topo.MaxDeliverOf(role), Backoff: rc.Backoffs(),
+			Heartbeat: heartbeat(topo.WithDefaults().AckWait),
+		}, st, js, a.model(role))
 		if err != nil {
 			a.Stop(ctx)
 			return err
@@ -172,6 +187,23 @@ func (a *App) Stop(ctx context.Context) {
 		}
 	}
 	a.stopping = nil
+}
+
+// heartbeat is how often a worker tells JetStream a task is alive: well
+// within AckWait.
+func heartbeat(ackWait time.Duration) time.Duration {
+	return min(5*time.Second, ackWait/3)
+}
+
+// model is the model a role's worker calls. Models is a test seam: the
+// fault-injection tests set TROUPE_TEST_POISON to make a role panic.
+func (a *App) model(role string) llm.Model {
+	if a.Models != nil {
+		if m := a.Models(role); m != nil {
+			return m
+		}
+	}
+	return llm.NewOffline()
 }
 
 func openStore(ctx context.Context, url string) (store.Store, error) {

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/troupe-dev/troupe/internal/config"
+	"github.com/troupe-dev/troupe/internal/llm"
 	"github.com/troupe-dev/troupe/schemas"
 )
 
@@ -60,12 +61,29 @@ type serviceFlags struct {
 	common
 	databaseURL string
 	grace       time.Duration
+	latency     time.Duration
+	jitter      time.Duration
 }
 
 func (s *serviceFlags) register(fs *flag.FlagSet) {
 	s.common.register(fs)
 	fs.StringVar(&s.databaseURL, "database-url", "", "postgres:// URL or SQLite file (default $TROUPE_DATABASE_URL, else the configuration's database.url)")
 	fs.DurationVar(&s.grace, "grace", 30*time.Second, "on SIGTERM or SIGINT, how long running work may take to finish")
+	fs.DurationVar(&s.latency, "offline-latency", 0, "make the offline model take this long per call, like a real one")
+	fs.DurationVar(&s.jitter, "offline-jitter", 0, "and up to this much more, at random")
+}
+
+// models wraps the offline model as the flags and the fault-injection
+// switch TROUPE_FAULT_PANIC_ON (a task whose instructions contain its value
+// panics the worker on every delivery) ask.
+func (s *serviceFlags) models() func(string) llm.Model {
+	poison := os.Getenv("TROUPE_FAULT_PANIC_ON")
+	if s.latency == 0 && s.jitter == 0 && poison == "" {
+		return nil
+	}
+	return func(string) llm.Model {
+		return &llm.Simulated{Model: llm.NewOffline(), Latency: s.latency, Jitter: s.jitter, PanicOn: poison}
+	}
 }
 
 func (s *serviceFlags) app(e *env) (*App, string, error) {
@@ -80,7 +98,7 @@ func (s *serviceFlags) app(e *env) (*App, string, error) {
 	if err != nil {
 		return nil, path, err
 	}
-	return &App{Config: cfg, Log: log}, path, nil
+	return &App{Config: cfg, Log: log, Models: s.models()}, path, nil
 }
 
 func runDev(ctx context.Context, e *env, args []string) error {

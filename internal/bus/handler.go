@@ -63,7 +63,17 @@ type Settler struct {
 	// BaseDelay is the first retry delay. Defaults to 1s; it doubles with
 	// every delivery up to MaxDelay (defaults to 1 minute).
 	BaseDelay, MaxDelay time.Duration
+	// Backoff, when set, are the retry delays by delivery (the last one
+	// repeats), in place of BaseDelay and MaxDelay.
+	Backoff []time.Duration
+	// MaxDeliver is the consumer's MaxDeliver: a failure on the last
+	// delivery dead-letters the message with its error rather than leaving
+	// it to the sweeper. 0 leaves every exhausted message to the sweeper.
+	MaxDeliver int
 }
+
+// HeaderReplayOf names the dead letter a replayed message came from.
+const HeaderReplayOf = "Troupe-Replay-Of"
 
 // Handle runs h on msg, recovering a panic as a failed delivery, and settles msg.
 func (s *Settler) Handle(ctx context.Context, msg jetstream.Msg, h MsgHandler) {
@@ -89,6 +99,14 @@ func (s *Settler) Handle(ctx context.Context, msg jetstream.Msg, h MsgHandler) {
 		}
 		log.Warn().Err(err).Msg("dead-lettered")
 		_ = msg.Term()
+	case s.MaxDeliver > 0 && delivered >= uint64(s.MaxDeliver):
+		reason := fmt.Sprintf("gave up after %d deliveries: %v", delivered, err)
+		if derr := s.DeadLetter(ctx, msg, reason, ClassExhausted); derr != nil {
+			log.Error().Err(derr).Msg("dead-lettering failed; the sweeper will catch the message")
+			return
+		}
+		log.Warn().Err(err).Msg("dead-lettered after its last delivery")
+		_ = msg.Term()
 	default:
 		d := s.delay(delivered)
 		if errors.As(err, &retry) && retry.After > 0 {
@@ -110,6 +128,9 @@ func (s *Settler) run(ctx context.Context, msg jetstream.Msg, h MsgHandler) (err
 }
 
 func (s *Settler) delay(delivered uint64) time.Duration {
+	if n := len(s.Backoff); n > 0 {
+		return s.Backoff[min(int(delivered)-1, n-1)]
+	}
 	base, maxd := s.BaseDelay, s.MaxDelay
 	if base == 0 {
 		base = time.Second
@@ -128,37 +149,57 @@ func (s *Settler) delay(delivered uint64) time.Duration {
 // records it. The caller terminates msg afterwards.
 func (s *Settler) DeadLetter(ctx context.Context, msg jetstream.Msg, reason, class string) error {
 	meta, _ := msg.Metadata()
-	d := schemas.DeadLetter{
-		ID:        uuid.NewString(),
-		Source:    s.Source,
-		Subject:   msg.Subject(),
-		Payload:   string(msg.Data()),
-		Headers:   map[string]string{},
-		Reason:    reason,
-		Class:     class,
-		Attempts:  1,
-		CreatedAt: time.Now().UTC(),
-		Status:    "open",
-	}
+	var seq uint64
+	attempts, stream := 1, ""
 	if meta != nil {
-		d.Attempts = int(meta.NumDelivered)
-		d.StreamSeq = meta.Sequence.Stream
+		seq, attempts, stream = meta.Sequence.Stream, int(meta.NumDelivered), meta.Stream
 	}
+	headers := map[string]string{}
 	for k := range msg.Headers() {
-		d.Headers[k] = msg.Headers().Get(k)
+		headers[k] = msg.Headers().Get(k)
 	}
+	d := NewDeadLetter(s.Source, stream, seq, msg.Subject(), msg.Data(), headers, reason, class, attempts)
+	return PublishDeadLetter(ctx, s.JS, s.Subjects, d, s.Record)
+}
+
+// NewDeadLetter builds the dead letter of a message. Its id is derived from
+// the stream and sequence, so dead-lettering the same message twice (a
+// crash between the publish and the terminate) records it once.
+func NewDeadLetter(source, stream string, seq uint64, subject string, data []byte, headers map[string]string, reason, class string, attempts int) schemas.DeadLetter {
+	id := uuid.NewString()
+	if stream != "" && seq > 0 {
+		id = uuid.NewSHA1(deadLetterNS, []byte(stream+"/"+strconv.FormatUint(seq, 10))).String()
+	}
+	if headers == nil {
+		headers = map[string]string{}
+	}
+	return schemas.DeadLetter{
+		ID: id, Source: source, Stream: stream, StreamSeq: seq, Subject: subject, Payload: string(data),
+		Headers: headers, Reason: reason, Class: class, Attempts: attempts,
+		CreatedAt: time.Now().UTC(), Status: schemas.DeadLetterOpen, ReplayOf: headers[HeaderReplayOf],
+	}
+}
+
+var deadLetterNS = uuid.MustParse("5b1c0f1e-7d52-4d7e-9a55-2f1d7d3c9a10")
+
+// PublishDeadLetter publishes d to troupe.dlq.<source> with the headers
+// that say why, then records it.
+func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, subj Subjects, d schemas.DeadLetter, record func(context.Context, schemas.DeadLetter) error) error {
 	headers := map[string]string{
-		HeaderReason:          truncate(reason, 1024),
-		HeaderErrorClass:      class,
+		HeaderReason:          truncate(d.Reason, 1024),
+		HeaderErrorClass:      d.Class,
 		HeaderDeliveries:      strconv.Itoa(d.Attempts),
 		HeaderOriginalSubject: d.Subject,
 		HeaderStreamSeq:       strconv.FormatUint(d.StreamSeq, 10),
 	}
-	if err := Publish(ctx, s.JS, s.Subjects.DLQ(s.Source), "dlq."+d.ID, msg.Data(), headers); err != nil {
+	if d.ReplayOf != "" {
+		headers[HeaderReplayOf] = d.ReplayOf
+	}
+	if err := Publish(ctx, js, subj.DLQ(d.Source), "dlq."+d.ID, []byte(d.Payload), headers); err != nil {
 		return err
 	}
-	if s.Record != nil {
-		if err := s.Record(ctx, d); err != nil {
+	if record != nil {
+		if err := record(ctx, d); err != nil {
 			return fmt.Errorf("recording dead letter: %w", err)
 		}
 	}

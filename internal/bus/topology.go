@@ -33,6 +33,43 @@ type Topology struct {
 	EventsMaxAge time.Duration
 	// DLQMaxAge is how long dead letters are kept. Defaults to 90 days.
 	DLQMaxAge time.Duration
+	// RoleMaxDeliver overrides MaxDeliver for a role's consumer.
+	RoleMaxDeliver map[string]int
+}
+
+// StreamAdvisories captures the MAX_DELIVERIES advisories of Troupe's
+// consumers: advisories are plain NATS messages, at most once, so the
+// sweeper reads them from a stream.
+const StreamAdvisories = "TROUPE_ADVISORIES"
+
+// ConsumerSweeper is the sweeper's consumer of StreamAdvisories.
+const ConsumerSweeper = "sweeper"
+
+// maxDeliveriesAdvisory is the subject prefix of the server's
+// MAX_DELIVERIES advisories: <prefix>.<stream>.<consumer>.
+const maxDeliveriesAdvisory = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+
+// MaxDeliverOf is the MaxDeliver of a role's consumer.
+func (t Topology) MaxDeliverOf(role string) int {
+	t = t.WithDefaults()
+	if n := t.RoleMaxDeliver[role]; n > 0 {
+		return n
+	}
+	return t.MaxDeliver
+}
+
+// backoff is the consumer's BackOff: the redelivery delays after an ack
+// timeout (a worker that died), starting at AckWait so a worker's
+// heartbeats keep working, doubling up to 10 minutes.
+func backoff(ackWait time.Duration, maxDeliver int) []time.Duration {
+	n := min(maxDeliver, 10)
+	out := make([]time.Duration, 0, n)
+	d := ackWait
+	for range n {
+		out = append(out, d)
+		d = min(2*d, max(ackWait, 10*time.Minute))
+	}
+	return out
 }
 
 // WithDefaults returns t with every zero field set to its default.
@@ -99,20 +136,45 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 			Storage: jetstream.FileStorage, Replicas: t.Replicas, Duplicates: t.Duplicates,
 			MaxAge: t.DLQMaxAge,
 		},
+		{
+			Name: StreamAdvisories, Description: "MAX_DELIVERIES advisories of Troupe's consumers, for the sweeper",
+			Subjects: []string{
+				maxDeliveriesAdvisory + "." + StreamTasks + ".*",
+				maxDeliveriesAdvisory + "." + StreamReview + ".*",
+				maxDeliveriesAdvisory + "." + StreamEvents + ".*",
+			},
+			Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Replicas: t.Replicas,
+			MaxAge: t.EventsMaxAge,
+		},
 	}
 }
 
 // WorkerConsumerConfig is the consumer shared by a role's workers.
 func (t Topology) WorkerConsumerConfig(role string) jetstream.ConsumerConfig {
 	t = t.WithDefaults()
+	md := t.MaxDeliverOf(role)
 	return jetstream.ConsumerConfig{
 		Durable:       WorkerConsumer(role),
 		Description:   "shared by every " + role + " worker",
 		FilterSubject: t.Prefix + ".tasks." + role,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       t.AckWait,
-		MaxDeliver:    t.MaxDeliver,
+		BackOff:       backoff(t.AckWait, md),
+		MaxDeliver:    md,
 		MaxAckPending: t.MaxAckPending,
+	}
+}
+
+// SweeperConsumerConfig is the sweeper's consumer of the advisories.
+func (t Topology) SweeperConsumerConfig() jetstream.ConsumerConfig {
+	t = t.WithDefaults()
+	return jetstream.ConsumerConfig{
+		Durable:       ConsumerSweeper,
+		Description:   "dead-letters messages that exhausted MaxDeliver",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       t.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 64,
 	}
 }
 
@@ -125,6 +187,7 @@ func (t Topology) ReviewConsumerConfig() jetstream.ConsumerConfig {
 		FilterSubject: t.Prefix + ".review.*",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       t.AckWait,
+		BackOff:       backoff(t.AckWait, t.MaxDeliver),
 		MaxDeliver:    t.MaxDeliver,
 		MaxAckPending: t.MaxAckPending,
 	}
@@ -143,6 +206,7 @@ func (t Topology) OrchestratorConsumerConfig() jetstream.ConsumerConfig {
 		},
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       t.AckWait,
+		BackOff:       backoff(t.AckWait, t.MaxDeliver),
 		MaxDeliver:    t.MaxDeliver,
 		MaxAckPending: t.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -169,6 +233,7 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	}{
 		{StreamReview, t.ReviewConsumerConfig()},
 		{StreamEvents, t.OrchestratorConsumerConfig()},
+		{StreamAdvisories, t.SweeperConsumerConfig()},
 	}
 	for _, role := range t.Roles {
 		consumers = append(consumers, struct {

@@ -26,6 +26,49 @@ type Config struct {
 	Roles    map[string]Role `json:"roles,omitempty"`
 	Review   Review          `json:"review"`
 	Budgets  Budgets         `json:"budgets"`
+	// Reliability configures dead letters and the reconciler.
+	Reliability Reliability `json:"reliability"`
+}
+
+// Reliability configures what happens when messages fail or go missing.
+type Reliability struct {
+	// OnDeadLetter is what a dead-lettered task does to its job: "fail"
+	// (the default; a replay revives it) or "wait" (the job keeps running
+	// until the task is replayed).
+	OnDeadLetter string `json:"onDeadLetter,omitempty"`
+	// ReconcileInterval is how often the reconciler compares the store
+	// with the streams, as a Go duration. Defaults to "30s"; "off" disables it.
+	ReconcileInterval string `json:"reconcileInterval,omitempty"`
+	// StaleAfter is how long a task may sit in one state before the
+	// reconciler looks at it. Defaults to "5m".
+	StaleAfter string `json:"staleAfter,omitempty"`
+	// AckWait is how long a worker may hold a task without acking or a
+	// heartbeat before it is redelivered. Defaults to "30s".
+	AckWait string `json:"ackWait,omitempty"`
+}
+
+// Durations returns the reliability durations, parsed (0 where unset; -1
+// for a disabled reconciler).
+func (r Reliability) Durations() (reconcile, stale, ackWait time.Duration) {
+	if r.ReconcileInterval == "off" {
+		reconcile = -1
+	} else {
+		reconcile, _ = time.ParseDuration(r.ReconcileInterval)
+	}
+	stale, _ = time.ParseDuration(r.StaleAfter)
+	ackWait, _ = time.ParseDuration(r.AckWait)
+	return reconcile, stale, ackWait
+}
+
+// Backoffs returns a role's backoff as durations.
+func (r Role) Backoffs() []time.Duration {
+	var out []time.Duration
+	for _, b := range r.Backoff {
+		if d, err := time.ParseDuration(b); err == nil {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // NATS is how services reach NATS.
@@ -258,6 +301,23 @@ func (c Config) Validate() error {
 	}
 	if c.Review.MaxFileBytes < 0 {
 		bad("review.maxFileBytes", "must not be negative")
+	}
+	switch c.Reliability.OnDeadLetter {
+	case "", "fail", "wait":
+	default:
+		bad("reliability.onDeadLetter", "%q is not a policy; use \"fail\" or \"wait\"", c.Reliability.OnDeadLetter)
+	}
+	for field, v := range map[string]string{
+		"reliability.reconcileInterval": c.Reliability.ReconcileInterval,
+		"reliability.staleAfter":        c.Reliability.StaleAfter,
+		"reliability.ackWait":           c.Reliability.AckWait,
+	} {
+		if v == "" || (v == "off" && field == "reliability.reconcileInterval") {
+			continue
+		}
+		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
+			bad(field, "%q is not a positive duration such as \"30s\"", v)
+		}
 	}
 	if c.Budgets.MaxTokensPerJob < 0 {
 		bad("budgets.maxTokensPerJob", "must not be negative")

@@ -499,6 +499,47 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			require.True(t, changed)
 		})
 
+		t.Run("TouchMovesOnlyUpdatedAt", func(t *testing.T) {
+			s, ctx := setup(t)
+			task := newTask(t, s) // queued, revision 1, updated at(0)
+
+			// A touch that does not match leaves the row as it is.
+			for _, p := range []store.TaskUpdateParams{
+				{ID: task.ID, From: []string{schemas.TaskRunning}},
+				{ID: task.ID, From: []string{schemas.TaskQueued}, Revision: ptr(2)},
+			} {
+				changed, err := s.TaskUpdate(ctx, p)
+				require.NoError(t, err)
+				require.False(t, changed)
+				got, err := s.TaskGetByID(ctx, task.ID)
+				require.NoError(t, err)
+				require.Equal(t, task, got)
+			}
+
+			before := time.Now().Truncate(time.Microsecond)
+			changed, err := s.TaskUpdate(ctx, store.TaskUpdateParams{
+				ID: task.ID, From: []string{schemas.TaskQueued}, Revision: ptr(1),
+			})
+			require.NoError(t, err)
+			require.True(t, changed)
+			got, err := s.TaskGetByID(ctx, task.ID)
+			require.NoError(t, err)
+			require.False(t, got.UpdatedAt.Before(before), "updated_at %v before %v", got.UpdatedAt, before)
+			want := task
+			want.UpdatedAt = got.UpdatedAt
+			require.Equal(t, want, got)
+
+			// A touched task is no longer stale.
+			stale, err := s.TaskListStale(ctx, store.TaskListStaleParams{
+				Statuses: []string{schemas.TaskQueued}, UpdatedBefore: before,
+			})
+			require.NoError(t, err)
+			require.Empty(t, stale)
+
+			_, err = s.TaskUpdate(ctx, store.TaskUpdateParams{ID: uuid.NewString(), From: []string{schemas.TaskQueued}})
+			require.ErrorIs(t, err, store.ErrNotFound)
+		})
+
 		t.Run("ChecksFromAndRevision", func(t *testing.T) {
 			s, ctx := setup(t)
 			task := newTask(t, s) // queued, revision 1
@@ -533,6 +574,164 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			changed, err := s.TaskUpdate(ctx, store.TaskUpdateParams{ID: uuid.NewString(), Status: ptr(schemas.TaskPromoted)})
 			require.ErrorIs(t, err, store.ErrNotFound)
 			require.False(t, changed)
+		})
+	})
+
+	t.Run("TaskListStale", func(t *testing.T) {
+		t.Parallel()
+
+		taskKeys := func(tasks []store.Task) []string {
+			var out []string
+			for _, task := range tasks {
+				out = append(out, task.Key)
+			}
+			return out
+		}
+
+		t.Run("FiltersAndOrdersLeastRecentlyUpdatedFirst", func(t *testing.T) {
+			s, ctx := setup(t)
+			// Keys are given ids in the reverse of their order, so ties
+			// are broken by id and not by chance.
+			mk := func(key, id, status string, updated int) store.Task {
+				return store.Task{ID: id, Key: key, Role: "developer", Status: status, CreatedAt: at(0), UpdatedAt: at(updated)}
+			}
+			_, _, err := s.JobCreate(ctx, store.JobCreateParams{
+				Job: store.Job{Title: "one", Status: schemas.JobRunning, CreatedAt: at(0)},
+				Tasks: []store.Task{
+					mk("a", "id-7", schemas.TaskQueued, 5),
+					mk("b", "id-6", schemas.TaskRunning, 1),
+					mk("c", "id-5", schemas.TaskRunning, 3),
+					mk("d", "id-4", schemas.TaskStaged, 2),
+				},
+			})
+			require.NoError(t, err)
+			_, _, err = s.JobCreate(ctx, store.JobCreateParams{
+				Job: store.Job{Title: "two", Status: schemas.JobRunning, CreatedAt: at(0)},
+				Tasks: []store.Task{
+					mk("e", "id-3", schemas.TaskRunning, 10),
+					mk("f", "id-2", schemas.TaskPromoted, 0),
+					mk("g", "id-1", schemas.TaskQueued, 3),
+				},
+			})
+			require.NoError(t, err)
+
+			active := []string{schemas.TaskQueued, schemas.TaskRunning}
+			for _, tt := range []struct {
+				name string
+				p    store.TaskListStaleParams
+				want []string
+			}{
+				{"Active", store.TaskListStaleParams{Statuses: active, UpdatedBefore: at(10)}, []string{"b", "g", "c", "a"}},
+				{"BeforeIsStrict", store.TaskListStaleParams{Statuses: active, UpdatedBefore: at(3)}, []string{"b"}},
+				{"Everything", store.TaskListStaleParams{Statuses: active, UpdatedBefore: at(11)}, []string{"b", "g", "c", "a", "e"}},
+				{"Limit", store.TaskListStaleParams{Statuses: active, UpdatedBefore: at(10), Limit: 2}, []string{"b", "g"}},
+				{"OneStatus", store.TaskListStaleParams{Statuses: []string{schemas.TaskStaged}, UpdatedBefore: at(10)}, []string{"d"}},
+				{"OtherStatuses", store.TaskListStaleParams{Statuses: []string{schemas.TaskPromoted, schemas.TaskStaged}, UpdatedBefore: at(10)}, []string{"f", "d"}},
+				{"NoneOld", store.TaskListStaleParams{Statuses: active, UpdatedBefore: at(1)}, nil},
+				{"NoStatuses", store.TaskListStaleParams{UpdatedBefore: at(10)}, nil},
+				{"UnknownStatus", store.TaskListStaleParams{Statuses: []string{"nope"}, UpdatedBefore: at(10)}, nil},
+			} {
+				tasks, err := s.TaskListStale(ctx, tt.p)
+				require.NoError(t, err, tt.name)
+				require.Equal(t, tt.want, taskKeys(tasks), tt.name)
+			}
+
+			// Rows come back whole.
+			tasks, err := s.TaskListStale(ctx, store.TaskListStaleParams{Statuses: []string{schemas.TaskStaged}, UpdatedBefore: at(10)})
+			require.NoError(t, err)
+			require.Len(t, tasks, 1)
+			got, err := s.TaskGetByID(ctx, tasks[0].ID)
+			require.NoError(t, err)
+			require.Equal(t, got, tasks[0])
+		})
+
+		t.Run("LimitDefaultsTo100", func(t *testing.T) {
+			s, ctx := setup(t)
+			var tasks []store.Task
+			for i := range 102 {
+				tasks = append(tasks, store.Task{
+					Key: fmt.Sprintf("k%03d", i), Role: "pm", Status: schemas.TaskRunning, UpdatedAt: at(i),
+				})
+			}
+			_, _, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "t", Status: schemas.JobRunning}, Tasks: tasks})
+			require.NoError(t, err)
+			stale, err := s.TaskListStale(ctx, store.TaskListStaleParams{
+				Statuses: []string{schemas.TaskRunning}, UpdatedBefore: at(1000),
+			})
+			require.NoError(t, err)
+			require.Len(t, stale, 100)
+			require.Equal(t, "k000", stale[0].Key)
+			require.Equal(t, "k099", stale[99].Key)
+		})
+	})
+
+	t.Run("TaskCount", func(t *testing.T) {
+		t.Parallel()
+		t.Run("ByRoleAndStatus", func(t *testing.T) {
+			s, ctx := setup(t)
+			mk := func(key, role, status string) store.Task {
+				return store.Task{Key: key, Role: role, Status: status}
+			}
+			for _, tasks := range [][]store.Task{
+				{
+					mk("a", "developer", schemas.TaskRunning),
+					mk("b", "developer", schemas.TaskQueued),
+					mk("c", "developer", schemas.TaskPromoted),
+					mk("d", "pm", schemas.TaskRunning),
+				},
+				{
+					mk("a", "developer", schemas.TaskRunning),
+					mk("b", "architect", schemas.TaskQueued),
+				},
+			} {
+				_, _, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "t", Status: schemas.JobRunning}, Tasks: tasks})
+				require.NoError(t, err)
+			}
+			active := []string{schemas.TaskQueued, schemas.TaskRunning}
+			for _, tt := range []struct {
+				name     string
+				role     string
+				statuses []string
+				want     int
+			}{
+				{"RoleActive", "developer", active, 3},
+				{"RoleOneStatus", "developer", []string{schemas.TaskRunning}, 2},
+				{"RolePromoted", "developer", []string{schemas.TaskPromoted}, 1},
+				{"OtherRole", "pm", active, 1},
+				{"AnyRoleActive", "", active, 5},
+				{"AnyRoleRunning", "", []string{schemas.TaskRunning}, 3},
+				{"AnyRoleAll", "", []string{schemas.TaskQueued, schemas.TaskRunning, schemas.TaskPromoted}, 6},
+				{"UnknownRole", "nobody", active, 0},
+				{"UnknownStatus", "developer", []string{"nope"}, 0},
+				{"NoStatuses", "developer", nil, 0},
+			} {
+				n, err := s.TaskCount(ctx, tt.role, tt.statuses)
+				require.NoError(t, err, tt.name)
+				require.Equal(t, tt.want, n, tt.name)
+			}
+
+			// A count follows a status change, also inside a transaction.
+			require.NoError(t, s.InTx(ctx, func(q store.Querier) error {
+				running, err := q.TaskListStale(ctx, store.TaskListStaleParams{
+					Statuses: []string{schemas.TaskRunning}, UpdatedBefore: time.Now().Add(time.Hour),
+				})
+				require.NoError(t, err)
+				for _, task := range running {
+					if task.Role != "pm" {
+						continue
+					}
+					changed, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, Status: ptr(schemas.TaskPromoted)})
+					require.NoError(t, err)
+					require.True(t, changed)
+				}
+				n, err := q.TaskCount(ctx, "pm", active)
+				require.NoError(t, err)
+				require.Equal(t, 0, n)
+				return nil
+			}))
+			n, err := s.TaskCount(ctx, "", active)
+			require.NoError(t, err)
+			require.Equal(t, 4, n)
 		})
 	})
 
@@ -1155,26 +1354,40 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("DeadLetter", func(t *testing.T) {
 		t.Parallel()
 
+		ids := func(dls []store.DeadLetter) []string {
+			var out []string
+			for _, d := range dls {
+				out = append(out, d.ID)
+			}
+			return out
+		}
+
 		t.Run("InsertGetAndList", func(t *testing.T) {
 			s, ctx := setup(t)
 			full := store.DeadLetter{
 				ID: uuid.NewString(), Source: "worker", Subject: "troupe.tasks.pm", Payload: `{"task_id":"t"}`,
 				Headers: map[string]string{"Nats-Msg-Id": "abc"}, Reason: "bad json", Class: "permanent", Attempts: 3,
-				StreamSeq: 1<<63 + 5, CreatedAt: at(1), ReplayOf: "dl0", TaskID: "t", JobID: "j",
+				StreamSeq: 1<<63 + 5, CreatedAt: at(1), ReplayOf: "dl0", TaskID: "t", JobID: "j", Stream: "TASKS",
 			}
-			require.NoError(t, s.DeadLetterInsert(ctx, full))
+			created, err := s.DeadLetterInsert(ctx, full)
+			require.NoError(t, err)
+			require.True(t, created)
 			got, err := s.DeadLetterGetByID(ctx, full.ID)
 			require.NoError(t, err)
 			want := full
 			want.Status = "open"
 			require.Equal(t, want, got)
+			require.Empty(t, got.ResolvedBy)
+			require.True(t, got.ResolvedAt.IsZero())
 
 			others := []store.DeadLetter{
 				{ID: uuid.NewString(), Source: "review", Reason: "r", Class: "transient", CreatedAt: at(2)},
 				{ID: uuid.NewString(), Source: "worker", Reason: "r", Class: "exhausted", Status: "discarded", CreatedAt: at(3)},
 			}
 			for _, d := range others {
-				require.NoError(t, s.DeadLetterInsert(ctx, d))
+				created, err := s.DeadLetterInsert(ctx, d)
+				require.NoError(t, err)
+				require.True(t, created)
 			}
 			for _, tt := range []struct {
 				name string
@@ -1189,46 +1402,307 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			} {
 				list, err := s.DeadLetterList(ctx, tt.p)
 				require.NoError(t, err, tt.name)
-				var ids []string
-				for _, d := range list {
-					ids = append(ids, d.ID)
-				}
-				require.Equal(t, tt.want, ids, tt.name)
+				require.Equal(t, tt.want, ids(list), tt.name)
 			}
+		})
+
+		t.Run("InsertIsIdempotentByID", func(t *testing.T) {
+			s, ctx := setup(t)
+			first := store.DeadLetter{ID: uuid.NewString(), Source: "worker", Reason: "first", Class: "permanent", CreatedAt: at(1)}
+			created, err := s.DeadLetterInsert(ctx, first)
+			require.NoError(t, err)
+			require.True(t, created)
+
+			// The same id again, with other fields, writes nothing.
+			again := first
+			again.Reason, again.Source, again.Status, again.CreatedAt = "second", "review", "discarded", at(2)
+			created, err = s.DeadLetterInsert(ctx, again)
+			require.NoError(t, err)
+			require.False(t, created)
+
+			got, err := s.DeadLetterGetByID(ctx, first.ID)
+			require.NoError(t, err)
+			want := first
+			want.Status = "open"
+			require.Equal(t, want, got)
+			list, err := s.DeadLetterList(ctx, store.DeadLetterListParams{})
+			require.NoError(t, err)
+			require.Len(t, list, 1)
+
+			// Also inside a transaction, which goes on working.
+			require.NoError(t, s.InTx(ctx, func(q store.Querier) error {
+				created, err := q.DeadLetterInsert(ctx, again)
+				require.NoError(t, err)
+				require.False(t, created)
+				created, err = q.DeadLetterInsert(ctx, store.DeadLetter{Source: "worker"})
+				require.NoError(t, err)
+				require.True(t, created)
+				return nil
+			}))
+			list, err = s.DeadLetterList(ctx, store.DeadLetterListParams{})
+			require.NoError(t, err)
+			require.Len(t, list, 2)
+		})
+
+		t.Run("InsertRace", func(t *testing.T) {
+			s, ctx := setup(t)
+			d := store.DeadLetter{ID: uuid.NewString(), Source: "worker", CreatedAt: at(1)}
+			const n = 8
+			var (
+				wg      sync.WaitGroup
+				mu      sync.Mutex
+				creates int
+				errs    []error
+			)
+			for range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					created, err := s.DeadLetterInsert(ctx, d)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						errs = append(errs, err)
+					}
+					if created {
+						creates++
+					}
+				}()
+			}
+			wg.Wait()
+			require.Empty(t, errs)
+			require.Equal(t, 1, creates)
+		})
+
+		t.Run("KeepsResolvedFields", func(t *testing.T) {
+			s, ctx := setup(t)
+			d := store.DeadLetter{
+				ID: uuid.NewString(), Source: "worker", Status: "replayed", CreatedAt: at(1),
+				ResolvedBy: "alice", ResolvedAt: time.Date(2024, 3, 2, 1, 2, 3, 456789000, time.UTC),
+			}
+			created, err := s.DeadLetterInsert(ctx, d)
+			require.NoError(t, err)
+			require.True(t, created)
+			got, err := s.DeadLetterGetByID(ctx, d.ID)
+			require.NoError(t, err)
+			require.Equal(t, d, got)
 		})
 
 		t.Run("FillsIDAndTime", func(t *testing.T) {
 			s, ctx := setup(t)
-			require.NoError(t, s.DeadLetterInsert(ctx, store.DeadLetter{Source: "worker"}))
+			created, err := s.DeadLetterInsert(ctx, store.DeadLetter{Source: "worker"})
+			require.NoError(t, err)
+			require.True(t, created)
 			list, err := s.DeadLetterList(ctx, store.DeadLetterListParams{})
 			require.NoError(t, err)
 			require.Len(t, list, 1)
 			_, err = uuid.Parse(list[0].ID)
 			require.NoError(t, err)
 			require.WithinDuration(t, time.Now(), list[0].CreatedAt, time.Minute)
+			require.Equal(t, "open", list[0].Status)
+			require.True(t, list[0].ResolvedAt.IsZero())
 		})
 
-		t.Run("SetStatusOnlyFromOpen", func(t *testing.T) {
+		t.Run("ListFilters", func(t *testing.T) {
 			s, ctx := setup(t)
-			d := store.DeadLetter{ID: uuid.NewString(), Source: "worker"}
-			require.NoError(t, s.DeadLetterInsert(ctx, d))
+			rows := []store.DeadLetter{
+				{Source: "worker", Class: "permanent", Reason: "Bad JSON in payload", JobID: "j1", TaskID: "t1"},
+				{Source: "worker", Class: "transient", Reason: "timeout talking to model", JobID: "j1", TaskID: "t2"},
+				{Source: "review", Class: "exhausted", Reason: "100% of attempts used", JobID: "j2", TaskID: "t3", ReplayOf: "d1"},
+				{Source: "orchestrator", Class: "permanent", Reason: "a_b missing", JobID: "j2", ReplayOf: "d1"},
+				{Source: "worker", Class: "permanent", Reason: "axb missing", Status: "discarded", TaskID: "t1", ReplayOf: "d2"},
+			}
+			for i := range rows {
+				rows[i].ID = fmt.Sprintf("d%d", i+1)
+				rows[i].CreatedAt = at(i)
+				created, err := s.DeadLetterInsert(ctx, rows[i])
+				require.NoError(t, err)
+				require.True(t, created)
+			}
+			for _, tt := range []struct {
+				name string
+				p    store.DeadLetterListParams
+				want []string
+			}{
+				{"All", store.DeadLetterListParams{}, []string{"d5", "d4", "d3", "d2", "d1"}},
+				{"Status", store.DeadLetterListParams{Status: "discarded"}, []string{"d5"}},
+				{"Source", store.DeadLetterListParams{Source: "review"}, []string{"d3"}},
+				{"Class", store.DeadLetterListParams{Class: "permanent"}, []string{"d5", "d4", "d1"}},
+				{"JobID", store.DeadLetterListParams{JobID: "j1"}, []string{"d2", "d1"}},
+				{"TaskID", store.DeadLetterListParams{TaskID: "t1"}, []string{"d5", "d1"}},
+				{"ReplayOf", store.DeadLetterListParams{ReplayOf: "d1"}, []string{"d4", "d3"}},
+				{"QueryIgnoresCase", store.DeadLetterListParams{Query: "json"}, []string{"d1"}},
+				{"QueryUpperCase", store.DeadLetterListParams{Query: "MISSING"}, []string{"d5", "d4"}},
+				{"QueryPercentIsLiteral", store.DeadLetterListParams{Query: "%"}, []string{"d3"}},
+				{"QueryUnderscoreIsLiteral", store.DeadLetterListParams{Query: "_"}, []string{"d4"}},
+				{"QueryBackslashIsLiteral", store.DeadLetterListParams{Query: `\`}, nil},
+				{"Combined", store.DeadLetterListParams{Source: "worker", Class: "permanent", Status: "open"}, []string{"d1"}},
+				{"CombinedWithQuery", store.DeadLetterListParams{Class: "permanent", Query: "missing", JobID: "j2"}, []string{"d4"}},
+				{"NoMatch", store.DeadLetterListParams{JobID: "j1", Source: "review"}, nil},
+				{"BeforeWithoutID", store.DeadLetterListParams{Before: at(2)}, []string{"d2", "d1"}},
+				{"BeforeAndFilter", store.DeadLetterListParams{Before: at(4), BeforeID: "d5", Class: "permanent"}, []string{"d4", "d1"}},
+			} {
+				list, err := s.DeadLetterList(ctx, tt.p)
+				require.NoError(t, err, tt.name)
+				require.Equal(t, tt.want, ids(list), tt.name)
+			}
+		})
 
-			moved, err := s.DeadLetterSetStatus(ctx, d.ID, "replayed")
+		t.Run("PagesWithoutGapsOrDuplicates", func(t *testing.T) {
+			s, ctx := setup(t)
+			var want, wantWorker []store.DeadLetter
+			for i := range 23 {
+				source := "worker"
+				if i%2 == 1 {
+					source = "review"
+				}
+				// Three dead letters per instant, so pages split ties.
+				d := store.DeadLetter{ID: uuid.NewString(), Source: source, Status: "open", CreatedAt: at(i / 3)}
+				created, err := s.DeadLetterInsert(ctx, d)
+				require.NoError(t, err)
+				require.True(t, created)
+				want = append(want, d)
+				if source == "worker" {
+					wantWorker = append(wantWorker, d)
+				}
+			}
+			newestFirst := func(dls []store.DeadLetter) {
+				sort.Slice(dls, func(i, j int) bool {
+					if !dls[i].CreatedAt.Equal(dls[j].CreatedAt) {
+						return dls[i].CreatedAt.After(dls[j].CreatedAt)
+					}
+					return dls[i].ID > dls[j].ID
+				})
+			}
+			newestFirst(want)
+			newestFirst(wantWorker)
+
+			for _, tt := range []struct {
+				name string
+				p    store.DeadLetterListParams
+				want []store.DeadLetter
+			}{
+				{"All", store.DeadLetterListParams{Limit: 4}, want},
+				{"Filtered", store.DeadLetterListParams{Limit: 3, Source: "worker"}, wantWorker},
+			} {
+				var got []store.DeadLetter
+				p := tt.p
+				for pages := 0; ; pages++ {
+					require.Less(t, pages, 10, "too many pages")
+					page, err := s.DeadLetterList(ctx, p)
+					require.NoError(t, err, tt.name)
+					require.LessOrEqual(t, len(page), p.Limit, tt.name)
+					if len(page) == 0 {
+						break
+					}
+					got = append(got, page...)
+					last := page[len(page)-1]
+					p.Before, p.BeforeID = last.CreatedAt, last.ID
+				}
+				require.Equal(t, tt.want, got, tt.name)
+			}
+		})
+
+		t.Run("ListLimitDefaultsTo100", func(t *testing.T) {
+			s, ctx := setup(t)
+			for i := range 102 {
+				_, err := s.DeadLetterInsert(ctx, store.DeadLetter{Source: "worker", CreatedAt: at(i)})
+				require.NoError(t, err)
+			}
+			list, err := s.DeadLetterList(ctx, store.DeadLetterListParams{})
 			require.NoError(t, err)
+			require.Len(t, list, 100)
+			require.Equal(t, at(101), list[0].CreatedAt)
+		})
+
+		t.Run("ResolveOnlyFromOpen", func(t *testing.T) {
+			s, ctx := setup(t)
+			d := store.DeadLetter{ID: uuid.NewString(), Source: "worker", Reason: "r", CreatedAt: at(1)}
+			_, err := s.DeadLetterInsert(ctx, d)
+			require.NoError(t, err)
+
+			before := time.Now().Truncate(time.Microsecond)
+			moved, err := s.DeadLetterResolve(ctx, d.ID, "replayed", "alice")
+			require.NoError(t, err)
+			after := time.Now()
 			require.True(t, moved)
-			moved, err = s.DeadLetterSetStatus(ctx, d.ID, "discarded")
-			require.NoError(t, err)
-			require.False(t, moved)
 			got, err := s.DeadLetterGetByID(ctx, d.ID)
 			require.NoError(t, err)
 			require.Equal(t, "replayed", got.Status)
+			require.Equal(t, "alice", got.ResolvedBy)
+			require.Equal(t, time.UTC, got.ResolvedAt.Location())
+			require.False(t, got.ResolvedAt.Before(before), "resolved_at %v before %v", got.ResolvedAt, before)
+			require.False(t, got.ResolvedAt.After(after), "resolved_at %v after %v", got.ResolvedAt, after)
+			want := d
+			want.Status, want.ResolvedBy, want.ResolvedAt = "replayed", "alice", got.ResolvedAt
+			require.Equal(t, want, got)
+
+			// Once resolved it stays as it is.
+			moved, err = s.DeadLetterResolve(ctx, d.ID, "discarded", "bob")
+			require.NoError(t, err)
+			require.False(t, moved)
+			again, err := s.DeadLetterGetByID(ctx, d.ID)
+			require.NoError(t, err)
+			require.Equal(t, got, again)
+
+			// A dead letter inserted with another status is not open either.
+			discarded := store.DeadLetter{ID: uuid.NewString(), Source: "worker", Status: "discarded", CreatedAt: at(2)}
+			_, err = s.DeadLetterInsert(ctx, discarded)
+			require.NoError(t, err)
+			moved, err = s.DeadLetterResolve(ctx, discarded.ID, "replayed", "carol")
+			require.NoError(t, err)
+			require.False(t, moved)
+			gotDiscarded, err := s.DeadLetterGetByID(ctx, discarded.ID)
+			require.NoError(t, err)
+			require.Equal(t, discarded, gotDiscarded)
+
+			// Neither is open now.
+			open, err := s.DeadLetterList(ctx, store.DeadLetterListParams{Status: "open"})
+			require.NoError(t, err)
+			require.Empty(t, open)
+		})
+
+		t.Run("ResolveRace", func(t *testing.T) {
+			s, ctx := setup(t)
+			d := store.DeadLetter{ID: uuid.NewString(), Source: "worker"}
+			_, err := s.DeadLetterInsert(ctx, d)
+			require.NoError(t, err)
+			const n = 8
+			var (
+				wg    sync.WaitGroup
+				mu    sync.Mutex
+				moves []string
+				errs  []error
+			)
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					by := fmt.Sprintf("user%d", i)
+					moved, err := s.DeadLetterResolve(ctx, d.ID, "discarded", by)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						errs = append(errs, err)
+					}
+					if moved {
+						moves = append(moves, by)
+					}
+				}()
+			}
+			wg.Wait()
+			require.Empty(t, errs)
+			require.Len(t, moves, 1)
+			got, err := s.DeadLetterGetByID(ctx, d.ID)
+			require.NoError(t, err)
+			require.Equal(t, moves[0], got.ResolvedBy)
 		})
 
 		t.Run("NotFound", func(t *testing.T) {
 			s, ctx := setup(t)
 			_, err := s.DeadLetterGetByID(ctx, uuid.NewString())
 			require.ErrorIs(t, err, store.ErrNotFound)
-			moved, err := s.DeadLetterSetStatus(ctx, uuid.NewString(), "replayed")
+			moved, err := s.DeadLetterResolve(ctx, uuid.NewString(), "replayed", "alice")
 			require.ErrorIs(t, err, store.ErrNotFound)
 			require.False(t, moved)
 		})
@@ -1261,7 +1735,9 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			require.NoError(t, q.LessonInsert(ctx, []store.Lesson{{Text: "l", Scope: "all", JobID: job.ID}}))
 			require.NoError(t, q.EventInsert(ctx, []store.Event{{JobID: job.ID, Kind: schemas.EventJobSubmitted}}))
 			require.NoError(t, q.OutboxInsert(ctx, []store.OutboxMessage{{Subject: "s", Payload: []byte("p")}}))
-			require.NoError(t, q.DeadLetterInsert(ctx, store.DeadLetter{Source: "tx", JobID: job.ID}))
+			created, err = q.DeadLetterInsert(ctx, store.DeadLetter{Source: "tx", JobID: job.ID})
+			require.NoError(t, err)
+			require.True(t, created)
 			moved, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: job.ID, To: schemas.JobRunning})
 			require.NoError(t, err)
 			require.True(t, moved)

@@ -3,24 +3,26 @@ package sqlcore
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/troupe-dev/troupe/store"
 )
 
 const deadLetterColumns = `id, source, subject, payload, headers, reason, class, attempts, stream_seq,
-	created_at, replay_of, status, task_id, job_id`
+	created_at, replay_of, status, task_id, job_id, stream, resolved_by, resolved_at`
 
 // DeadLetterOpen is the status of a dead letter nobody has acted on yet.
 const DeadLetterOpen = "open"
 
 func scanDeadLetter(s scanner) (store.DeadLetter, error) {
 	var (
-		d                    store.DeadLetter
-		headers              string
-		streamSeq, createdAt int64
+		d                                store.DeadLetter
+		headers                          string
+		streamSeq, createdAt, resolvedAt int64
 	)
 	if err := s.Scan(&d.ID, &d.Source, &d.Subject, &d.Payload, &headers, &d.Reason, &d.Class, &d.Attempts,
-		&streamSeq, &createdAt, &d.ReplayOf, &d.Status, &d.TaskID, &d.JobID); err != nil {
+		&streamSeq, &createdAt, &d.ReplayOf, &d.Status, &d.TaskID, &d.JobID,
+		&d.Stream, &d.ResolvedBy, &resolvedAt); err != nil {
 		return d, err
 	}
 	if err := fromJSON(headers, &d.Headers); err != nil {
@@ -28,12 +30,32 @@ func scanDeadLetter(s scanner) (store.DeadLetter, error) {
 	}
 	d.StreamSeq = uint64(streamSeq)
 	d.CreatedAt = fromMicros(createdAt)
+	d.ResolvedAt = fromOptMicros(resolvedAt)
 	return d, nil
 }
 
+// fromOptMicros is fromMicros for a column where 0 means unset: 0 gives the
+// zero time.
+func fromOptMicros(us int64) time.Time {
+	if us == 0 {
+		return time.Time{}
+	}
+	return fromMicros(us)
+}
+
+// toOptMicros is toMicros for a column where 0 means unset: the zero time
+// gives 0.
+func toOptMicros(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return toMicros(t)
+}
+
 // DeadLetterInsert records a dead letter, with status "open" when d.Status
-// is empty.
-func (q *Queries) DeadLetterInsert(ctx context.Context, d store.DeadLetter) error {
+// is empty. When a dead letter with d.ID exists it writes nothing and
+// reports created false.
+func (q *Queries) DeadLetterInsert(ctx context.Context, d store.DeadLetter) (bool, error) {
 	d.ID = orNewID(d.ID)
 	d.CreatedAt = orNow(d.CreatedAt)
 	if d.Status == "" {
@@ -41,15 +63,22 @@ func (q *Queries) DeadLetterInsert(ctx context.Context, d store.DeadLetter) erro
 	}
 	headers, err := toJSON(d.Headers)
 	if err != nil {
-		return fmt.Errorf("inserting dead letter: %w", err)
+		return false, fmt.Errorf("inserting dead letter: %w", err)
 	}
-	if _, err := q.exec(ctx, `INSERT INTO dead_letters (`+deadLetterColumns+`)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+	res, err := q.exec(ctx, `INSERT INTO dead_letters (`+deadLetterColumns+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (id) DO NOTHING`,
 		d.ID, d.Source, d.Subject, d.Payload, headers, d.Reason, d.Class, d.Attempts,
-		int64(d.StreamSeq), toMicros(d.CreatedAt), d.ReplayOf, d.Status, d.TaskID, d.JobID); err != nil {
-		return fmt.Errorf("inserting dead letter from %s: %w", d.Source, err)
+		int64(d.StreamSeq), toMicros(d.CreatedAt), d.ReplayOf, d.Status, d.TaskID, d.JobID,
+		d.Stream, d.ResolvedBy, toOptMicros(d.ResolvedAt))
+	if err != nil {
+		return false, fmt.Errorf("inserting dead letter from %s: %w", d.Source, err)
 	}
-	return nil
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("inserting dead letter from %s: %w", d.Source, err)
+	}
+	return n > 0, nil
 }
 
 // DeadLetterGetByID returns one dead letter, or ErrNotFound.
@@ -61,15 +90,32 @@ func (q *Queries) DeadLetterGetByID(ctx context.Context, id string) (store.DeadL
 	return d, nil
 }
 
-// DeadLetterList returns dead letters newest first, filtered by status and
-// source, up to p.Limit (100 when not positive).
+// DeadLetterList returns dead letters newest first, filtered, one page at a
+// time, up to p.Limit (100 when not positive).
 func (q *Queries) DeadLetterList(ctx context.Context, p store.DeadLetterListParams) ([]store.DeadLetter, error) {
 	var w where
-	if p.Status != "" {
-		w.add(`status = ?`, p.Status)
+	for _, f := range []struct{ col, v string }{
+		{`status`, p.Status},
+		{`source`, p.Source},
+		{`class`, p.Class},
+		{`job_id`, p.JobID},
+		{`task_id`, p.TaskID},
+		{`replay_of`, p.ReplayOf},
+	} {
+		if f.v != "" {
+			w.add(f.col+` = ?`, f.v)
+		}
 	}
-	if p.Source != "" {
-		w.add(`source = ?`, p.Source)
+	if p.Query != "" {
+		w.add(`lower(reason) LIKE ? ESCAPE '\'`, likeContains(p.Query))
+	}
+	if !p.Before.IsZero() {
+		before := toMicros(p.Before)
+		if p.BeforeID != "" {
+			w.add(`(created_at < ? OR (created_at = ? AND id < ?))`, before, before, p.BeforeID)
+		} else {
+			w.add(`created_at < ?`, before)
+		}
 	}
 	args := append(w.args, limitOr(p.Limit, 100))
 	dls, err := queryAll(ctx, q, scanDeadLetter,
@@ -80,14 +126,15 @@ func (q *Queries) DeadLetterList(ctx context.Context, p store.DeadLetterListPara
 	return dls, nil
 }
 
-// DeadLetterSetStatus moves a dead letter to status when it is "open" and
-// reports whether it moved. It returns ErrNotFound when the dead letter
-// does not exist.
-func (q *Queries) DeadLetterSetStatus(ctx context.Context, id, status string) (bool, error) {
+// DeadLetterResolve moves a dead letter from "open" to status, recording by
+// and the time, and reports whether it moved. It returns ErrNotFound when
+// the dead letter does not exist.
+func (q *Queries) DeadLetterResolve(ctx context.Context, id, status, by string) (bool, error) {
 	moved, err := q.execChanged(ctx, `SELECT 1 FROM dead_letters WHERE id = ?`, id,
-		`UPDATE dead_letters SET status = ? WHERE id = ? AND status = ?`, status, id, DeadLetterOpen)
+		`UPDATE dead_letters SET status = ?, resolved_by = ?, resolved_at = ? WHERE id = ? AND status = ?`,
+		status, by, toMicros(now()), id, DeadLetterOpen)
 	if err != nil {
-		return false, fmt.Errorf("setting dead letter %s status: %w", id, err)
+		return false, fmt.Errorf("resolving dead letter %s: %w", id, err)
 	}
 	return moved, nil
 }

@@ -114,3 +114,39 @@ func (q *Queries) TaskUpdate(ctx context.Context, p store.TaskUpdateParams) (boo
 	}
 	return changed, nil
 }
+
+// TaskListStale returns tasks whose status is one of p.Statuses and whose
+// updated_at is before p.UpdatedBefore, least recently updated first, up to
+// p.Limit (100 when not positive). No statuses matches no task.
+func (q *Queries) TaskListStale(ctx context.Context, p store.TaskListStaleParams) ([]store.Task, error) {
+	if len(p.Statuses) == 0 {
+		return nil, nil
+	}
+	args := append(anys(p.Statuses), toMicros(p.UpdatedBefore), limitOr(p.Limit, 100))
+	tasks, err := queryAll(ctx, q, scanTask,
+		`SELECT `+taskColumns+` FROM tasks
+		WHERE status IN (`+placeholders(len(p.Statuses))+`) AND updated_at < ?
+		ORDER BY updated_at, id LIMIT ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing stale tasks: %w", err)
+	}
+	return tasks, nil
+}
+
+// TaskCount counts the tasks of role (every role when empty) whose status
+// is one of statuses. No statuses counts none.
+func (q *Queries) TaskCount(ctx context.Context, role string, statuses []string) (int, error) {
+	if len(statuses) == 0 {
+		return 0, nil
+	}
+	var w where
+	w.add(`status IN (`+placeholders(len(statuses))+`)`, anys(statuses)...)
+	if role != "" {
+		w.add(`role = ?`, role)
+	}
+	var n int
+	if err := q.queryRow(ctx, `SELECT count(*) FROM tasks`+w.String(), w.args...).Scan(&n); err != nil {
+		return 0, fmt.Errorf("counting tasks: %w", err)
+	}
+	return n, nil
+}

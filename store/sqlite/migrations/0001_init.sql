@@ -33,6 +33,8 @@ CREATE TABLE tasks (
     updated_at   INTEGER NOT NULL,
     UNIQUE (job_id, key)
 );
+CREATE INDEX tasks_status_updated_at ON tasks (status, updated_at, id);
+CREATE INDEX tasks_role_status ON tasks (role, status);
 
 CREATE TABLE outputs (
     id                TEXT PRIMARY KEY,
@@ -124,20 +126,25 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_unsent ON outbox (seq) WHERE sent_at IS NULL;
 
 CREATE TABLE dead_letters (
-    id         TEXT PRIMARY KEY,
-    source     TEXT NOT NULL,
-    subject    TEXT NOT NULL DEFAULT '',
-    payload    TEXT NOT NULL DEFAULT '',
-    headers    TEXT NOT NULL DEFAULT 'null',
-    reason     TEXT NOT NULL DEFAULT '',
-    class      TEXT NOT NULL DEFAULT '',
-    attempts   INTEGER NOT NULL DEFAULT 0,
-    stream_seq INTEGER NOT NULL DEFAULT 0,
-    created_at INTEGER NOT NULL,
-    replay_of  TEXT NOT NULL DEFAULT '',
-    status     TEXT NOT NULL,
-    task_id    TEXT NOT NULL DEFAULT '',
-    job_id     TEXT NOT NULL DEFAULT ''
+    id          TEXT PRIMARY KEY,
+    source      TEXT NOT NULL,
+    subject     TEXT NOT NULL DEFAULT '',
+    payload     TEXT NOT NULL DEFAULT '',
+    headers     TEXT NOT NULL DEFAULT 'null',
+    reason      TEXT NOT NULL DEFAULT '',
+    class       TEXT NOT NULL DEFAULT '',
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    stream_seq  INTEGER NOT NULL DEFAULT 0,
+    created_at  INTEGER NOT NULL,
+    replay_of   TEXT NOT NULL DEFAULT '',
+    status      TEXT NOT NULL,
+    task_id     TEXT NOT NULL DEFAULT '',
+    job_id      TEXT NOT NULL DEFAULT '',
+    stream      TEXT NOT NULL DEFAULT '',
+    resolved_by TEXT NOT NULL DEFAULT '',
+    resolved_at INTEGER NOT NULL DEFAULT 0 -- 0 while unresolved
 );
 CREATE INDEX dead_letters_created_at ON dead_letters (created_at, id);
 CREATE INDEX dead_letters_status_created_at ON dead_letters (status, created_at, id);
+CREATE INDEX dead_letters_source_created_at ON dead_letters (source, created_at, id);
+CREATE INDEX dead_letters_job_id_created_at ON dead_letters (job_id, created_at, id);

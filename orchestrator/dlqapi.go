@@ -1,0 +1,98 @@
+package orchestrator
+
+import (
+	"context"
+
+	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/schemas"
+	"github.com/troupe-dev/troupe/store"
+)
+
+// maxActionBatch bounds how many dead letters one filtered replay or
+// discard changes; run it again for the rest.
+const maxActionBatch = 1000
+
+func listParams(f schemas.DeadLetterFilter) store.DeadLetterListParams {
+	return store.DeadLetterListParams{
+		Status: f.Status, Source: f.Source, Class: f.Class, Query: f.Query, JobID: f.JobID, TaskID: f.TaskID,
+	}
+}
+
+func (s *Service) listDeadLetters(ctx context.Context, req schemas.DeadLetterListRequest) (any, error) {
+	p := listParams(req.DeadLetterFilter)
+	p.Limit = clampLimit(req.Limit, 50, 500)
+	if req.Cursor != "" {
+		t, id, err := bus.DecodeCursor(req.Cursor)
+		if err != nil {
+			return nil, bus.BadRequest("invalid_request", "cursor: %v", err)
+		}
+		p.Before, p.BeforeID = t, id
+	}
+	dls, err := s.store.DeadLetterList(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	out := schemas.DeadLetterList{DeadLetters: dls}
+	if out.DeadLetters == nil {
+		out.DeadLetters = []schemas.DeadLetter{}
+	}
+	if len(dls) == p.Limit {
+		last := dls[len(dls)-1]
+		out.NextCursor = bus.EncodeCursor(last.CreatedAt, last.ID)
+	}
+	return out, nil
+}
+
+func (s *Service) getDeadLetter(ctx context.Context, req schemas.IDRequest) (any, error) {
+	d, err := s.store.DeadLetterGetByID(ctx, req.ID)
+	if err != nil {
+		return nil, errNoDeadLetter(req.ID, err)
+	}
+	return d, nil
+}
+
+// act replays or discards one dead letter, or every open one a filter
+// selects (up to maxActionBatch), for redriving after an outage.
+func (s *Service) act(ctx context.Context, req schemas.DeadLetterAction, do func(ctx context.Context, id, by string) (schemas.DeadLetter, error)) (any, error) {
+	by := req.By
+	if by == "" {
+		by = "api"
+	}
+	reply := schemas.DeadLetterActionReply{DeadLetters: []schemas.DeadLetter{}}
+	if req.ID != "" {
+		d, err := do(ctx, req.ID, by)
+		if err != nil {
+			return nil, errNoDeadLetter(req.ID, err)
+		}
+		reply.DeadLetters, reply.Count = append(reply.DeadLetters, d), 1
+		return reply, nil
+	}
+	p := listParams(*req.Filter)
+	if p.Status != "" && p.Status != schemas.DeadLetterOpen {
+		return nil, bus.BadRequest("invalid_request", "filter.status: only open dead letters can be replayed or discarded")
+	}
+	p.Status, p.Limit = schemas.DeadLetterOpen, maxActionBatch
+	dls, err := s.store.DeadLetterList(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range dls {
+		changed, err := do(ctx, d.ID, by)
+		if err != nil {
+			return nil, err
+		}
+		reply.Count++
+		if len(reply.DeadLetters) < 100 {
+			reply.DeadLetters = append(reply.DeadLetters, changed)
+		}
+	}
+	return reply, nil
+}
+
+func (s *Service) replayDeadLetters(ctx context.Context, req schemas.DeadLetterAction) (any, error) {
+	return s.act(ctx, req, s.dl.Replay)
+}
+
+func (s *Service) discardDeadLetters(ctx context.Context, req schemas.DeadLetterAction) (any, error) {
+	return s.act(ctx, req, s.dl.Discard)
+}

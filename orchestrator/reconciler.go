@@ -1,0 +1,277 @@
+package orchestrator
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/schemas"
+	"github.com/troupe-dev/troupe/store"
+)
+
+// ReconcileConfig configures the reconciler.
+type ReconcileConfig struct {
+	// Interval between passes. Defaults to 30s; negative disables the reconciler.
+	Interval time.Duration
+	// StaleAfter is how long a task or output may sit in one state before
+	// the reconciler looks at it. Defaults to 5 minutes.
+	StaleAfter time.Duration
+	// Batch bounds the tasks one pass looks at per kind. Defaults to 100.
+	Batch int
+}
+
+func (c ReconcileConfig) withDefaults() ReconcileConfig {
+	if c.Interval == 0 {
+		c.Interval = 30 * time.Second
+	}
+	if c.StaleAfter == 0 {
+		c.StaleAfter = 5 * time.Minute
+	}
+	if c.Batch == 0 {
+		c.Batch = 100
+	}
+	return c
+}
+
+// reconciler makes the store, the system of record, win over a broker that
+// lost a message: a task queued or running whose message is gone is
+// re-dispatched with a fresh message id, a staged output whose review
+// request is gone is sent for review again, and a promotion or rejection
+// whose event is gone is acted on. What it re-sends is bounded per pass
+// and logged; the handlers are idempotent, so a re-send that was not
+// needed costs a redundant delivery, never a double effect.
+type reconciler struct {
+	s    *Service
+	cfg  ReconcileConfig
+	done chan struct{}
+	quit context.CancelFunc
+}
+
+func newReconciler(s *Service) *reconciler {
+	return &reconciler{s: s, cfg: s.cfg.Reconcile.withDefaults(), done: make(chan struct{})}
+}
+
+func (r *reconciler) start(ctx context.Context) {
+	if r.cfg.Interval < 0 {
+		close(r.done)
+		return
+	}
+	ctx, r.quit = context.WithCancel(ctx)
+	go func() {
+		defer close(r.done)
+		t := time.NewTicker(r.cfg.Interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := r.pass(ctx); err != nil && ctx.Err() == nil {
+					r.s.log.Warn().Err(err).Msg("reconcile pass")
+				}
+			}
+		}
+	}()
+}
+
+func (r *reconciler) stop() {
+	if r.quit != nil {
+		r.quit()
+	}
+	<-r.done
+}
+
+// pass runs one reconciliation.
+func (r *reconciler) pass(ctx context.Context) error {
+	before := time.Now().Add(-r.cfg.StaleAfter)
+	if err := r.tasks(ctx, before); err != nil {
+		return fmt.Errorf("tasks: %w", err)
+	}
+	if err := r.reviews(ctx, before); err != nil {
+		return fmt.Errorf("reviews: %w", err)
+	}
+	if err := r.decisions(ctx, before); err != nil {
+		return fmt.Errorf("decisions: %w", err)
+	}
+	return nil
+}
+
+// inStream counts the messages a work-queue stream holds per subject:
+// pending and unacknowledged ones alike.
+func (r *reconciler) inStream(ctx context.Context, stream, filter string) (map[string]uint64, error) {
+	st, err := r.s.js.Stream(ctx, stream)
+	if err != nil {
+		return nil, err
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return nil, err
+	}
+	return info.State.Subjects, nil
+}
+
+// tasks re-dispatches stale queued or running tasks of a role when the
+// stream holds fewer of the role's messages than the store has open tasks:
+// then some messages were lost, and the stalest tasks are the ones.
+func (r *reconciler) tasks(ctx context.Context, before time.Time) error {
+	open := []string{schemas.TaskQueued, schemas.TaskRunning}
+	stale, err := r.s.store.TaskListStale(ctx, store.TaskListStaleParams{Statuses: open, UpdatedBefore: before, Limit: r.cfg.Batch})
+	if err != nil || len(stale) == 0 {
+		return err
+	}
+	counts, err := r.inStream(ctx, bus.StreamTasks, r.s.subj.Task("*"))
+	if err != nil {
+		return err
+	}
+	missing := map[string]int{}
+	for _, t := range stale {
+		if _, seen := missing[t.Role]; seen {
+			continue
+		}
+		n, err := r.s.store.TaskCount(ctx, t.Role, open)
+		if err != nil {
+			return err
+		}
+		missing[t.Role] = n - int(counts[r.s.subj.Task(t.Role)])
+	}
+	sent := 0
+	for _, t := range stale {
+		if missing[t.Role] <= 0 {
+			continue
+		}
+		ok, err := r.redispatch(ctx, t)
+		if err != nil {
+			return err
+		}
+		if ok {
+			missing[t.Role]--
+			sent++
+		}
+	}
+	if sent > 0 {
+		r.s.cfg.Notify()
+	}
+	return nil
+}
+
+func (r *reconciler) redispatch(ctx context.Context, t store.Task) (bool, error) {
+	var moved bool
+	err := r.s.store.InTx(ctx, func(q store.Querier) error {
+		rev := t.Revision
+		var err error
+		// A no-op update that only matches if nothing moved meanwhile; it
+		// also marks the task fresh, so it is not re-sent every pass.
+		moved, err = q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: []string{t.Status}, Revision: &rev})
+		if err != nil || !moved {
+			return err
+		}
+		m, err := r.s.taskMessage(t)
+		if err != nil {
+			return err
+		}
+		m.MsgID = fmt.Sprintf("%s.redispatch.%d", m.MsgID, time.Now().UnixNano())
+		if err := q.OutboxInsert(ctx, []store.OutboxMessage{m}); err != nil {
+			return err
+		}
+		return bus.Emit(ctx, q, r.s.subj, schemas.Event{
+			JobID: t.JobID, TaskID: t.ID, Kind: schemas.EventTaskRedispatched, Role: t.Role, Revision: t.Revision,
+			Message: fmt.Sprintf("%s since %s and its message is not in %s: sent again", t.Status, t.UpdatedAt.Format(time.RFC3339), bus.StreamTasks),
+		})
+	})
+	if moved && err == nil {
+		r.s.log.Warn().Str("job_id", t.JobID).Str("task_id", t.ID).Str("role", t.Role).Int("revision", t.Revision).
+			Str("status", t.Status).Time("since", t.UpdatedAt).Msg("re-dispatched a task whose message was lost")
+	}
+	return moved, err
+}
+
+// reviews re-sends the review request of stale staged outputs when the
+// review stream holds fewer of the role's requests than there are.
+func (r *reconciler) reviews(ctx context.Context, before time.Time) error {
+	stale, err := r.s.store.TaskListStale(ctx, store.TaskListStaleParams{Statuses: []string{schemas.TaskStaged}, UpdatedBefore: before, Limit: r.cfg.Batch})
+	if err != nil || len(stale) == 0 {
+		return err
+	}
+	counts, err := r.inStream(ctx, bus.StreamReview, r.s.subj.Review("*"))
+	if err != nil {
+		return err
+	}
+	missing := map[string]int{}
+	for _, t := range stale {
+		if _, seen := missing[t.Role]; seen {
+			continue
+		}
+		n, err := r.s.store.TaskCount(ctx, t.Role, []string{schemas.TaskStaged})
+		if err != nil {
+			return err
+		}
+		missing[t.Role] = n - int(counts[r.s.subj.Review(t.Role)])
+	}
+	for _, t := range stale {
+		if missing[t.Role] <= 0 {
+			continue
+		}
+		out, err := r.s.store.OutputGetByTaskRevision(ctx, t.ID, t.Revision)
+		if err != nil {
+			return err
+		}
+		var moved bool
+		err = r.s.store.InTx(ctx, func(q store.Querier) error {
+			rev := t.Revision
+			moved, err = q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: []string{schemas.TaskStaged}, Revision: &rev})
+			if err != nil || !moved {
+				return err
+			}
+			m, err := bus.OutboxJSON(r.s.subj.Review(t.Role), fmt.Sprintf("review.%s.redispatch.%d", out.ID, time.Now().UnixNano()),
+				schemas.ReviewRequest{OutputID: out.ID, TaskID: t.ID, JobID: t.JobID, Role: t.Role, Revision: t.Revision})
+			if err != nil {
+				return err
+			}
+			return q.OutboxInsert(ctx, []store.OutboxMessage{m})
+		})
+		if err != nil {
+			return err
+		}
+		if moved {
+			missing[t.Role]--
+			r.s.cfg.Notify()
+			r.s.log.Warn().Str("job_id", t.JobID).Str("task_id", t.ID).Str("output_id", out.ID).Msg("re-sent a review request that was lost")
+		}
+	}
+	return nil
+}
+
+// decisions acts on promotions and rejections whose events were lost: a
+// stale rejected task is revised, and the jobs of stale pending tasks are
+// advanced. Both are idempotent, so acting twice does nothing.
+func (r *reconciler) decisions(ctx context.Context, before time.Time) error {
+	stale, err := r.s.store.TaskListStale(ctx, store.TaskListStaleParams{
+		Statuses: []string{schemas.TaskRejected, schemas.TaskPending}, UpdatedBefore: before, Limit: r.cfg.Batch,
+	})
+	if err != nil {
+		return err
+	}
+	advanced := map[string]bool{}
+	for _, t := range stale {
+		if t.Status == schemas.TaskRejected {
+			if err := r.s.revise(ctx, schemas.Event{JobID: t.JobID, TaskID: t.ID, Revision: t.Revision}); err != nil {
+				return err
+			}
+			continue
+		}
+		if !advanced[t.JobID] {
+			advanced[t.JobID] = true
+			if err := r.s.advance(ctx, t.JobID); err != nil {
+				return err
+			}
+		}
+		// Mark it looked at, so the next pass looks at others.
+		if _, err := r.s.store.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: []string{schemas.TaskPending}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
