@@ -6,7 +6,6 @@ package integration
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -65,11 +64,18 @@ type dev struct {
 // returns when it accepts submissions.
 func startDev(t *testing.T, args ...string) *dev {
 	t.Helper()
+	return startDevIn(t, t.TempDir(), nil, args...)
+}
+
+// startDevIn starts troupe dev with its data under dir (so a test can
+// restart it on the same data), with extra environment variables.
+func startDevIn(t *testing.T, dir string, env []string, args ...string) *dev {
+	t.Helper()
 	bin := troupeBin(t)
-	dir := t.TempDir()
 	cmd := exec.Command(bin, append([]string{"dev", "--data", filepath.Join(dir, "data"), "--log-level", "info"}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "TROUPE_DEV_NATS_PORT=-1", "TROUPE_CONFIG=", "TROUPE_NATS_URL=", "TROUPE_DATABASE_URL=")
+	cmd.Env = append(cmd.Env, env...)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	logs := &bytes.Buffer{}
@@ -114,10 +120,14 @@ func startDev(t *testing.T, args ...string) *dev {
 	return d
 }
 
+// Stop stops troupe dev with SIGTERM and checks that it exits 0.
+func (d *dev) Stop() { d.stop() }
+
 func (d *dev) stop() {
 	if d.cmd.Process == nil || d.cmd.ProcessState != nil {
 		return
 	}
+	d.NC.Close()
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
 	go func() { done <- d.cmd.Wait() }()
@@ -197,45 +207,131 @@ func (d *dev) cli(args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
-// events subscribes to the events of every job; the channel is buffered
-// generously so a test never misses one while it works.
-func (d *dev) events(filter string) <-chan schemas.Event {
-	ch := make(chan schemas.Event, 4096)
+// eventLog records every event a test sees, so waiting for one event never
+// loses another.
+type eventLog struct {
+	mu     sync.Mutex
+	events []schemas.Event
+	added  chan struct{}
+}
+
+// events subscribes to the events that match filter (e.g. "*.*").
+func (d *dev) events(filter string) *eventLog {
+	l := &eventLog{added: make(chan struct{}, 1)}
 	_, err := d.NC.Subscribe("troupe.events."+filter, func(m *nats.Msg) {
 		var ev schemas.Event
-		if json.Unmarshal(m.Data, &ev) == nil {
-			ch <- ev
+		if json.Unmarshal(m.Data, &ev) != nil {
+			return
+		}
+		l.mu.Lock()
+		l.events = append(l.events, ev)
+		l.mu.Unlock()
+		select {
+		case l.added <- struct{}{}:
+		default:
 		}
 	})
 	require.NoError(d.t, err)
 	require.NoError(d.t, d.NC.Flush())
-	return ch
+	return l
 }
 
-// waitEvent waits for an event that matches, up to a minute.
-func waitEvent(t *testing.T, ch <-chan schemas.Event, match func(schemas.Event) bool) schemas.Event {
+// waitEvent waits, up to two minutes, for an event that matches, among all
+// the events seen so far and those to come.
+func waitEvent(t *testing.T, l *eventLog, match func(schemas.Event) bool) schemas.Event {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
+	timeout := time.After(2 * time.Minute)
 	for {
-		select {
-		case ev := <-ch:
+		l.mu.Lock()
+		for _, ev := range l.events {
 			if match(ev) {
+				l.mu.Unlock()
 				return ev
 			}
-		case <-ctx.Done():
-			t.Fatalf("no matching event within 60s")
+		}
+		l.mu.Unlock()
+		select {
+		case <-l.added:
+		case <-timeout:
+			t.Fatalf("no matching event within 2 minutes")
 		}
 	}
 }
 
 // waitJobEnd waits until job id ends and returns it.
-func (d *dev) waitJobEnd(ch <-chan schemas.Event, id string) schemas.Job {
+func (d *dev) waitJobEnd(l *eventLog, id string) schemas.Job {
 	d.t.Helper()
-	waitEvent(d.t, ch, func(ev schemas.Event) bool {
+	waitEvent(d.t, l, func(ev schemas.Event) bool {
 		return ev.JobID == id && (ev.Kind == schemas.EventJobDone || ev.Kind == schemas.EventJobFailed || ev.Kind == schemas.EventJobCancelled)
 	})
 	return call[schemas.Job](d, "jobs.get", schemas.IDRequest{ID: id})
 }
 
 func writeString(path, s string) error { return os.WriteFile(path, []byte(s), 0o644) }
+
+// proc is another troupe process (a worker, a service) started by a test.
+type proc struct {
+	t    *testing.T
+	cmd  *exec.Cmd
+	logs *lockedWriter
+	done chan error
+}
+
+// startProc starts the troupe binary with args and extra environment; it
+// is killed at the end of the test if still running.
+func startProc(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(troupeBin(t), args...)
+	cmd.Env = append(os.Environ(), "TROUPE_CONFIG=")
+	cmd.Env = append(cmd.Env, env...)
+	p := &proc{t: t, cmd: cmd, logs: &lockedWriter{w: &bytes.Buffer{}}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = p.logs, p.logs
+	require.NoError(t, cmd.Start())
+	go func() { p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("%v logs:\n%s", args, tail(p.logs.String(), 6000))
+		}
+	})
+	return p
+}
+
+// kill sends SIGKILL and waits for the process to die.
+func (p *proc) kill() {
+	require.NoError(p.t, p.cmd.Process.Kill())
+	<-p.done
+}
+
+// term sends SIGTERM and returns the exit code and how long it took.
+func (p *proc) term(within time.Duration) (int, time.Duration) {
+	start := time.Now()
+	require.NoError(p.t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case err := <-p.done:
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return code, time.Since(start)
+	case <-time.After(within):
+		p.t.Fatalf("%v did not exit within %s of SIGTERM", p.cmd.Args, within)
+		return -1, within
+	}
+}
+
+func (l *lockedWriter) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.String()
+}
+
+// waitLog waits until the process logs a line containing s.
+func (p *proc) waitLog(s string) {
+	p.t.Helper()
+	require.Eventually(p.t, func() bool { return strings.Contains(p.logs.String(), s) }, 60*time.Second, 10*time.Millisecond,
+		"no %q in the logs of %v", s, p.cmd.Args)
+}

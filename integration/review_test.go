@@ -119,7 +119,9 @@ func TestHumanReview(t *testing.T) {
 	// A lesson scoped to the developer does not reach other roles.
 	for _, task := range done.Tasks {
 		if task.Role == "pm" {
-			require.NotContains(t, allText(task.Outputs[0]), lesson)
+			pm := call[schemas.ReviewItem](d, "reviews.get", schemas.IDRequest{ID: task.Outputs[0].ID})
+			require.Contains(t, allText(pm.Output), "Token bucket", "the full output, not a summary")
+			require.NotContains(t, pm.Output.Prompt, lesson)
 		}
 	}
 }

@@ -58,7 +58,7 @@ func (b *DeadLetters) Record(ctx context.Context, d schemas.DeadLetter) error {
 			return nil
 		}
 		status := schemas.TaskDeadLettered
-		reason := fmt.Sprintf("dead-lettered by %s (%s): %s; replay with: troupe dlq replay %s", d.Source, d.Class, d.Reason, d.ID)
+		reason := fmt.Sprintf("dead-lettered by %s (%s): %s; replay with: troupe dlq replay %s", d.Source, d.Class, bus.Clip(d.Reason, 2000), d.ID)
 		if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, Status: &status, Reason: &reason}); err != nil {
 			return err
 		}
@@ -66,7 +66,7 @@ func (b *DeadLetters) Record(ctx context.Context, d schemas.DeadLetter) error {
 		events := []schemas.Event{{JobID: t.JobID, TaskID: t.ID, Kind: schemas.EventTaskDeadLettered, Role: t.Role, Revision: t.Revision,
 			Message: reason, Data: map[string]any{"dead_letter_id": d.ID}}}
 		if b.OnDeadLetter != OnDeadLetterWait {
-			jobReason := fmt.Sprintf("%stask %s (%s): %s", deadLetteredPrefix, t.Key, t.Role, d.Reason)
+			jobReason := fmt.Sprintf("%stask %s (%s): %s", deadLetteredPrefix, t.Key, t.Role, bus.Clip(d.Reason, 2000))
 			moved, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: t.JobID, From: []string{schemas.JobRunning}, To: schemas.JobFailed, Reason: jobReason})
 			if err != nil {
 				return err

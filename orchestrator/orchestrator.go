@@ -74,7 +74,8 @@ type Service struct {
 	mu    sync.Mutex
 	svc   micro.Service
 	ccs   []jetstream.ConsumeContext
-	wg    sync.WaitGroup
+	wg    sync.WaitGroup // event and advisory handlers in flight
+	api   sync.WaitGroup // API requests in flight
 	stop  context.CancelFunc
 	recon *reconciler
 }
@@ -106,22 +107,24 @@ func (s *Service) Start(ctx context.Context) error {
 	jobs := svc.AddGroup(s.cfg.Prefix + ".api.jobs")
 	arts := svc.AddGroup(s.cfg.Prefix + ".api.artifacts")
 	dlq := svc.AddGroup(s.cfg.Prefix + ".api.dlq")
-	t := s.cfg.RequestTimeout
+	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: &s.api}
+	long := ep
+	long.Timeout = 4 * ep.Timeout
 	endpoints := []struct {
 		g    micro.Group
 		name string
 		h    micro.Handler
 	}{
-		{jobs, "submit", s.submitHandler(ctx)},
-		{jobs, "get", bus.Endpoint(ctx, s.log, schemas.SchemaIDRequest, t, s.getJob)},
-		{jobs, "list", bus.Endpoint(ctx, s.log, schemas.SchemaListRequest, t, s.listJobs)},
-		{jobs, "cancel", bus.Endpoint(ctx, s.log, schemas.SchemaIDRequest, t, s.cancelJob)},
-		{arts, "list", bus.Endpoint(ctx, s.log, schemas.SchemaArtifactListRequest, t, s.listArtifacts)},
-		{arts, "get", bus.Endpoint(ctx, s.log, schemas.SchemaArtifactGetRequest, t, s.getArtifact)},
-		{dlq, "list", bus.Endpoint(ctx, s.log, schemas.SchemaDeadLetterListRequest, t, s.listDeadLetters)},
-		{dlq, "get", bus.Endpoint(ctx, s.log, schemas.SchemaIDRequest, t, s.getDeadLetter)},
-		{dlq, "replay", bus.Endpoint(ctx, s.log, schemas.SchemaDeadLetterAction, 4*t, s.replayDeadLetters)},
-		{dlq, "discard", bus.Endpoint(ctx, s.log, schemas.SchemaDeadLetterAction, 4*t, s.discardDeadLetters)},
+		{jobs, "submit", bus.Endpoint(ep, schemas.SchemaSubmission, s.Submit)},
+		{jobs, "get", bus.Endpoint(ep, schemas.SchemaIDRequest, s.getJob)},
+		{jobs, "list", bus.Endpoint(ep, schemas.SchemaListRequest, s.listJobs)},
+		{jobs, "cancel", bus.Endpoint(ep, schemas.SchemaIDRequest, s.cancelJob)},
+		{arts, "list", bus.Endpoint(ep, schemas.SchemaArtifactListRequest, s.listArtifacts)},
+		{arts, "get", bus.Endpoint(ep, schemas.SchemaArtifactGetRequest, s.getArtifact)},
+		{dlq, "list", bus.Endpoint(ep, schemas.SchemaDeadLetterListRequest, s.listDeadLetters)},
+		{dlq, "get", bus.Endpoint(ep, schemas.SchemaIDRequest, s.getDeadLetter)},
+		{dlq, "replay", bus.Endpoint(long, schemas.SchemaDeadLetterAction, s.replayDeadLetters)},
+		{dlq, "discard", bus.Endpoint(long, schemas.SchemaDeadLetterAction, s.discardDeadLetters)},
 	}
 	for _, e := range endpoints {
 		if err := e.g.AddEndpoint(e.name, e.h); err != nil {
@@ -179,7 +182,7 @@ func (s *Service) Stop(ctx context.Context) error {
 	}
 	s.stopConsumers(ctx)
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() { s.wg.Wait(); s.api.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -207,10 +210,6 @@ func (s *Service) stopConsumers(ctx context.Context) {
 
 // DeadLetters is the orchestrator's dead-letter book.
 func (s *Service) DeadLetters() *DeadLetters { return s.dl }
-
-func (s *Service) submitHandler(ctx context.Context) micro.Handler {
-	return bus.Endpoint(ctx, s.log, schemas.SchemaSubmission, s.cfg.RequestTimeout, s.Submit)
-}
 
 // Submit creates a job from a submission: it validates the plan (or uses
 // the default one), stores the job with its tasks and queues the tasks that
@@ -326,9 +325,9 @@ func (s *Service) jobView(ctx context.Context, id string, full bool) (schemas.Jo
 			totals.PromptTokens += o.PromptTokens
 			totals.CompletionTokens += o.CompletionTokens
 			if t := byTask[o.TaskID]; t != nil {
-				so := o.Schema()
-				so.Prompt = "" // prompts are large; the output's own view has it
-				t.Outputs = append(t.Outputs, so)
+				// Contents are large: troupe.api.reviews.get and
+				// artifacts.get give them one at a time.
+				t.Outputs = append(t.Outputs, o.Schema().Summary())
 			}
 		}
 		reviews, err := s.store.ReviewListByJob(ctx, id)
@@ -366,6 +365,7 @@ func (s *Service) listJobs(ctx context.Context, req schemas.ListRequest) (any, e
 	out := schemas.JobList{Jobs: make([]schemas.Job, len(jobs))}
 	for i, j := range jobs {
 		out.Jobs[i] = j.Schema()
+		out.Jobs[i].Brief = "" // a list is a summary; jobs.get has it
 	}
 	if len(jobs) == p.Limit {
 		last := jobs[len(jobs)-1]
@@ -572,7 +572,7 @@ func (s *Service) revise(ctx context.Context, ev schemas.Event) error {
 			log.Info().Msg("task sent back for revision")
 			return bus.Emit(ctx, q, s.subj, queuedEvent(t))
 		}
-		reason := fmt.Sprintf("rejected at revision %d, the last allowed (review.maxRevisions is %d): %s", rev, s.cfg.MaxRevisions, t.Feedback)
+		reason := fmt.Sprintf("rejected at revision %d, the last allowed (review.maxRevisions is %d): %s", rev, s.cfg.MaxRevisions, bus.Clip(t.Feedback, 2000))
 		failed := schemas.TaskFailed
 		moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: []string{schemas.TaskRejected}, Revision: &rev, Status: &failed, Reason: &reason})
 		if err != nil || !moved {

@@ -62,15 +62,17 @@ func (r *Relay) Start(ctx context.Context) {
 	go r.run(ctx)
 }
 
-// Stop publishes what is left (within ctx) and stops the relay.
+// Stop stops the relay, then publishes what is left within ctx.
 func (r *Relay) Stop(ctx context.Context) {
 	r.once.Do(func() {
 		if r.stop == nil {
 			return
 		}
-		_, _ = r.Flush(ctx)
 		r.stop()
 		<-r.done
+		if _, err := r.Flush(ctx); err != nil {
+			r.cfg.Logger.Warn().Err(err).Msg("outbox rows left unsent at stop; the next relay sends them")
+		}
 	})
 }
 

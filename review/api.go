@@ -62,7 +62,7 @@ func (s *Service) item(ctx context.Context, o store.Output, full bool) (schemas.
 	}
 	out := o.Schema()
 	if !full {
-		out.Prompt = ""
+		out = out.Summary()
 	}
 	item := schemas.ReviewItem{Output: out, Task: t.Schema(), JobTitle: j.Title}
 	item.Checks = CheckRules(o.Role, o.Content, o.Files, s.cfg.Limits)

@@ -12,6 +12,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/schemas"
 )
 
@@ -130,8 +131,11 @@ func Feedback(checks []schemas.Check) string {
 		}
 		fmt.Fprintf(&b, "- %s: %s\n", c.Name, detail)
 	}
-	return b.String()
+	return bus.Clip(b.String(), maxFeedback)
 }
+
+// maxFeedback bounds rule feedback: it travels in events and task rows.
+const maxFeedback = 4000
 
 // problems collects the failures of one check and renders them bounded.
 type problems []string

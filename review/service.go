@@ -1,6 +1,7 @@
 package review
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -56,7 +57,8 @@ type Service struct {
 	mu   sync.Mutex
 	svc  micro.Service
 	cc   jetstream.ConsumeContext
-	wg   sync.WaitGroup
+	wg   sync.WaitGroup // review requests in flight
+	api  sync.WaitGroup // API requests in flight
 	stop context.CancelFunc
 }
 
@@ -94,7 +96,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("starting the api: %w", err)
 	}
 	s.svc = svc
-	t := s.cfg.RequestTimeout
+	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: &s.api}
 	reviews := svc.AddGroup(s.cfg.Prefix + ".api.reviews")
 	memory := svc.AddGroup(s.cfg.Prefix + ".api.memory")
 	for _, e := range []struct {
@@ -102,12 +104,12 @@ func (s *Service) Start(ctx context.Context) error {
 		name string
 		h    micro.Handler
 	}{
-		{reviews, "list", bus.Endpoint(ctx, s.log, schemas.SchemaListRequest, t, s.listReviews)},
-		{reviews, "get", bus.Endpoint(ctx, s.log, schemas.SchemaIDRequest, t, s.getReview)},
-		{reviews, "decide", bus.Endpoint(ctx, s.log, schemas.SchemaReviewDecision, t, func(ctx context.Context, d schemas.ReviewDecision) (any, error) {
+		{reviews, "list", bus.Endpoint(ep, schemas.SchemaListRequest, s.listReviews)},
+		{reviews, "get", bus.Endpoint(ep, schemas.SchemaIDRequest, s.getReview)},
+		{reviews, "decide", bus.Endpoint(ep, schemas.SchemaReviewDecision, func(ctx context.Context, d schemas.ReviewDecision) (any, error) {
 			return s.Decide(ctx, d)
 		})},
-		{memory, "list", bus.Endpoint(ctx, s.log, schemas.SchemaListRequest, t, s.listLessons)},
+		{memory, "list", bus.Endpoint(ep, schemas.SchemaListRequest, s.listLessons)},
 	} {
 		if err := e.g.AddEndpoint(e.name, e.h); err != nil {
 			_ = svc.Stop()
@@ -159,7 +161,7 @@ func (s *Service) Stop(ctx context.Context) error {
 		s.cc = nil
 	}
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() { s.wg.Wait(); s.api.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
@@ -193,7 +195,7 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	checks := CheckRules(out.Role, out.Content, out.Files, s.cfg.Limits)
 	if !Passed(checks) {
-		_, err := s.decide(ctx, out, schemas.ReviewDecision{
+		_, err := s.decide(ctx, out, staged, schemas.ReviewDecision{
 			OutputID: out.ID, Decision: "reject", Reviewer: PolicyRules, Feedback: Feedback(checks),
 		}, checks)
 		return ignoreDecided(err)
@@ -202,10 +204,13 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) error {
 	case PolicyHuman:
 		return s.park(ctx, out)
 	default:
-		_, err := s.decide(ctx, out, schemas.ReviewDecision{OutputID: out.ID, Decision: "promote", Reviewer: PolicyRules}, checks)
+		_, err := s.decide(ctx, out, staged, schemas.ReviewDecision{OutputID: out.ID, Decision: "promote", Reviewer: PolicyRules}, checks)
 		return ignoreDecided(err)
 	}
 }
+
+// staged is where the review consumer finds an output.
+var staged = []string{schemas.OutputStaged}
 
 // errDecided is returned when an output was decided already.
 var errDecided = errors.New("output decided already")
@@ -225,7 +230,13 @@ func (s *Service) park(ctx context.Context, out store.Output) error {
 			return err
 		}
 		status, rev := schemas.TaskAwaitingReview, out.Revision
-		if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: out.TaskID, From: []string{schemas.TaskStaged}, Revision: &rev, Status: &status}); err != nil {
+		moved, err = q.TaskUpdate(ctx, store.TaskUpdateParams{ID: out.TaskID, From: []string{schemas.TaskStaged}, Revision: &rev, Status: &status})
+		if err != nil {
+			return err
+		}
+		if !moved {
+			// The job ended meanwhile: nobody needs to decide.
+			_, err := q.OutputSetStatus(ctx, out.ID, []string{schemas.OutputAwaitingReview}, schemas.OutputCancelled)
 			return err
 		}
 		return bus.Emit(ctx, q, s.subj, schemas.Event{
@@ -250,13 +261,10 @@ func (s *Service) Decide(ctx context.Context, d schemas.ReviewDecision) (schemas
 	if err != nil {
 		return schemas.Review{}, err
 	}
-	if d.Reviewer == "" {
-		d.Reviewer = "anonymous"
-	}
-	if !strings.Contains(d.Reviewer, ":") {
-		d.Reviewer = "human:" + d.Reviewer
-	}
-	r, err := s.decide(ctx, out, d, nil)
+	// Decisions on the API are a person's: only on outputs the rules
+	// passed and parked, and always recorded as human.
+	d.Reviewer = "human:" + strings.TrimPrefix(cmp.Or(d.Reviewer, "anonymous"), "human:")
+	r, err := s.decide(ctx, out, []string{schemas.OutputAwaitingReview}, d, nil)
 	if errors.Is(err, errDecided) {
 		if cur, gerr := s.store.OutputGetByID(ctx, out.ID); gerr == nil {
 			out = cur
@@ -268,7 +276,7 @@ func (s *Service) Decide(ctx context.Context, d schemas.ReviewDecision) (schemas
 
 // decide promotes or rejects an output in one transaction: output status,
 // artifacts, lessons, the review, task status and the events.
-func (s *Service) decide(ctx context.Context, out store.Output, d schemas.ReviewDecision, checks []schemas.Check) (schemas.Review, error) {
+func (s *Service) decide(ctx context.Context, out store.Output, from []string, d schemas.ReviewDecision, checks []schemas.Check) (schemas.Review, error) {
 	if d.Decision == "reject" && strings.TrimSpace(d.Feedback) == "" {
 		return schemas.Review{}, bus.BadRequest("invalid_request", "feedback: is required to reject")
 	}
@@ -290,29 +298,26 @@ func (s *Service) decide(ctx context.Context, out store.Output, d schemas.Review
 		lessons = append(lessons, l)
 		rev.Lessons = append(rev.Lessons, l.Schema())
 	}
-	from := []string{schemas.OutputStaged, schemas.OutputAwaitingReview}
 	err := s.store.InTx(ctx, func(q store.Querier) error {
-		to := schemas.OutputPromoted
+		// The task first (every transaction takes a task before its
+		// outputs): it must still wait for this very output, so a
+		// cancelled or failed job's output is never promoted.
+		revision := out.Revision
+		taskTo, outTo := schemas.TaskPromoted, schemas.OutputPromoted
+		var feedback *string
 		if d.Decision == "reject" {
-			to = schemas.OutputRejected
+			taskTo, outTo, feedback = schemas.TaskRejected, schemas.OutputRejected, &d.Feedback
 		}
-		moved, err := q.OutputSetStatus(ctx, out.ID, from, to)
+		moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{
+			ID: out.TaskID, From: []string{schemas.TaskStaged, schemas.TaskAwaitingReview}, Revision: &revision, Status: &taskTo, Feedback: feedback,
+		})
 		if err != nil {
 			return err
 		}
 		if !moved {
 			return errDecided
 		}
-		// The task must still wait for this very output: a cancelled or
-		// failed job's output is never promoted.
-		revision := out.Revision
-		taskFrom := []string{schemas.TaskStaged, schemas.TaskAwaitingReview}
-		taskTo := schemas.TaskPromoted
-		var feedback *string
-		if d.Decision == "reject" {
-			taskTo, feedback = schemas.TaskRejected, &d.Feedback
-		}
-		moved, err = q.TaskUpdate(ctx, store.TaskUpdateParams{ID: out.TaskID, From: taskFrom, Revision: &revision, Status: &taskTo, Feedback: feedback})
+		moved, err = q.OutputSetStatus(ctx, out.ID, from, outTo)
 		if err != nil {
 			return err
 		}

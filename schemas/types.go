@@ -74,7 +74,22 @@ type ReviewRequest struct {
 // File is one named file of an output or artifact.
 type File struct {
 	Path    string `json:"path"`
-	Content string `json:"content"`
+	Content string `json:"content,omitempty"`
+	// Size is set in summaries, which leave Content out.
+	Size int `json:"size,omitempty"`
+}
+
+// Summary returns the output without its prompt and file contents (each
+// file keeps its path and size), for views that list many outputs and must
+// stay under the server's max payload.
+func (o Output) Summary() Output {
+	o.Prompt = ""
+	files := make([]File, len(o.Files))
+	for i, f := range o.Files {
+		files[i] = File{Path: f.Path, Size: len(f.Content)}
+	}
+	o.Files = files
+	return o
 }
 
 // Output is a staged output of one task revision.

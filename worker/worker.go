@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -82,11 +83,13 @@ type Worker struct {
 	system  string
 	settler *bus.Settler
 
-	sem  chan struct{}
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	cc   jetstream.ConsumeContext
-	stop context.CancelFunc
+	sem chan struct{} // one token per running task
+	wg  sync.WaitGroup
+
+	// fetchCancel stops fetching; runCancel aborts running tasks (their
+	// messages are nacked and redelivered) when the grace period is over.
+	fetchCancel, runCancel context.CancelFunc
+	fetched                chan struct{} // closed when the fetch loop has returned
 }
 
 // New returns a worker; Start runs it.
@@ -121,53 +124,94 @@ func New(cfg Config, st store.Store, js jetstream.JetStream, model llm.Model) (*
 
 // Start binds to the role's consumer and runs tasks until Stop.
 func (w *Worker) Start(ctx context.Context) error {
-	ctx, w.stop = context.WithCancel(context.WithoutCancel(ctx))
+	base := context.WithoutCancel(ctx)
 	cons, err := w.js.Consumer(ctx, bus.StreamTasks, bus.WorkerConsumer(w.cfg.Role))
 	if err != nil {
 		return fmt.Errorf("binding consumer %s: %w", bus.WorkerConsumer(w.cfg.Role), err)
 	}
-	// The buffer holds no more than the worker can run: AckWait runs while
-	// a message waits in it.
-	cc, err := cons.Consume(func(msg jetstream.Msg) {
-		w.sem <- struct{}{} // blocks the consume loop: back-pressure
-		w.wg.Add(1)
-		go func() {
-			defer func() { <-w.sem; w.wg.Done() }()
-			w.settler.Handle(ctx, msg, w.handle)
-		}()
-	}, jetstream.PullMaxMessages(w.cfg.Concurrency))
-	if err != nil {
-		return fmt.Errorf("consuming %s tasks: %w", w.cfg.Role, err)
-	}
-	w.mu.Lock()
-	w.cc = cc
-	w.mu.Unlock()
+	var fetchCtx, runCtx context.Context
+	fetchCtx, w.fetchCancel = context.WithCancel(base)
+	runCtx, w.runCancel = context.WithCancel(base)
+	w.fetched = make(chan struct{})
+	go w.fetch(fetchCtx, runCtx, cons)
 	w.log.Info().Int("concurrency", w.cfg.Concurrency).Str("model", w.model.Name()).Msg("worker started")
 	return nil
 }
 
-// Stop stops fetching, lets running tasks finish within ctx, then cancels
-// what is left (those messages are redelivered).
-func (w *Worker) Stop(ctx context.Context) error {
-	w.mu.Lock()
-	cc := w.cc
-	w.cc = nil
-	w.mu.Unlock()
-	if cc != nil {
-		cc.Stop()
+// fetch pulls as many messages as the worker has free slots, and no more:
+// a message never waits in a client buffer while its AckWait runs, and a
+// worker never holds a task another worker could run now.
+func (w *Worker) fetch(ctx, runCtx context.Context, cons jetstream.Consumer) {
+	defer close(w.fetched)
+	for {
+		select {
+		case w.sem <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		free := 1
+	reserve:
+		for free < cap(w.sem) {
+			select {
+			case w.sem <- struct{}{}:
+				free++
+			default:
+				break reserve
+			}
+		}
+		pullCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		batch, err := cons.Fetch(free, jetstream.FetchContext(pullCtx))
+		got := 0
+		if err == nil {
+			for msg := range batch.Messages() {
+				got++
+				if ctx.Err() != nil {
+					_ = msg.Nak() // stopping: let another worker have it now
+					<-w.sem
+					continue
+				}
+				w.wg.Add(1)
+				go func() {
+					defer func() { <-w.sem; w.wg.Done() }()
+					w.settler.Handle(runCtx, msg, w.handle)
+				}()
+			}
+			err = batch.Error()
+		}
+		cancel()
+		for range free - got {
+			<-w.sem
+		}
+		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
+			w.log.Warn().Err(err).Msg("fetching tasks; retrying in 1s")
+			select {
+			case <-time.After(time.Second):
+			case <-ctx.Done():
+			}
+		}
 	}
+}
+
+// Stop stops fetching, lets running tasks finish within ctx, then aborts
+// what is left: those messages are nacked and redelivered.
+func (w *Worker) Stop(ctx context.Context) error {
+	if w.fetchCancel == nil {
+		return nil
+	}
+	w.fetchCancel()
+	<-w.fetched
 	done := make(chan struct{})
 	go func() { w.wg.Wait(); close(done) }()
+	var err error
 	select {
 	case <-done:
 	case <-ctx.Done():
-		w.stop()
+		err = fmt.Errorf("%s worker: grace period over; running tasks were aborted and will be redelivered", w.cfg.Role)
+		w.runCancel()
 		<-done
 	}
-	if w.stop != nil {
-		w.stop()
-	}
-	return nil
+	w.runCancel()
+	return err
 }
 
 func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
@@ -200,10 +244,15 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 		return fmt.Errorf("reading output: %w", err)
 	}
 	running, rev := schemas.TaskRunning, task.Revision
-	if _, err := w.store.TaskUpdate(ctx, store.TaskUpdateParams{
+	moved, err := w.store.TaskUpdate(ctx, store.TaskUpdateParams{
 		ID: task.ID, From: []string{schemas.TaskQueued, schemas.TaskRunning}, Revision: &rev, Status: &running, IncrAttempts: true,
-	}); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("marking task running: %w", err)
+	}
+	if !moved {
+		log.Debug().Msg("task moved on meanwhile; skipped")
+		return nil
 	}
 	req, err := w.request(ctx, task)
 	if err != nil {
@@ -289,6 +338,9 @@ func (w *Worker) request(ctx context.Context, task store.Task) (llm.Request, err
 	return llm.Request{Role: task.Role, System: renderSystem(w.system, tc.Lessons), Prompt: renderPrompt(tc), Task: tc}, nil
 }
 
+// errTaskMoved rolls back a stage whose task is no longer running.
+var errTaskMoved = errors.New("task moved on")
+
 // stage stores the output of this revision once, with the review request in
 // the same transaction.
 func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task, req llm.Request, resp llm.Response) error {
@@ -309,8 +361,12 @@ func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task,
 			return err
 		}
 		staged, rev := schemas.TaskStaged, task.Revision
-		if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskQueued, schemas.TaskRunning}, Revision: &rev, Status: &staged}); err != nil {
+		moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskQueued, schemas.TaskRunning}, Revision: &rev, Status: &staged})
+		if err != nil {
 			return err
+		}
+		if !moved {
+			return errTaskMoved // cancelled, failed or dead-lettered while the model worked
 		}
 		m, err := bus.OutboxJSON(w.subj.Review(task.Role), "review."+out.ID, schemas.ReviewRequest{
 			OutputID: out.ID, TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: task.Revision,
@@ -326,6 +382,10 @@ func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task,
 			Role: task.Role, Revision: task.Revision, Message: fmt.Sprintf("%d files", len(out.Files)),
 		})
 	})
+	if errors.Is(err, errTaskMoved) {
+		log.Info().Msg("task moved on while the model worked; output dropped")
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("staging output: %w", err)
 	}

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -175,24 +174,68 @@ func TestRedeliveryStagesOnce(t *testing.T) {
 	require.Len(t, outs, 1)
 }
 
-// TestStopWaitsForRunningTasks: Stop lets a running task finish and stage.
+// TestNoPrefetchBeyondConcurrency: two workers of concurrency 1 with a
+// model slower than AckWait: no task waits in a worker's buffer while
+// another worker is free, so every task runs exactly once.
+func TestNoPrefetchBeyondConcurrency(t *testing.T) {
+	t.Parallel()
+	f := setup(t, time.Second)
+	m := &slowModel{delay: 2500 * time.Millisecond}
+	startWorker(t, f, Config{Concurrency: 1, Heartbeat: 200 * time.Millisecond}, m)
+	startWorker(t, f, Config{Concurrency: 1, Heartbeat: 200 * time.Millisecond}, m)
+	ids := f.queue(t, 3)
+	f.waitStaged(t, ids)
+	require.EqualValues(t, 3, m.calls.Load(), "one model call per task")
+	for _, id := range ids {
+		task, err := f.store.TaskGetByID(context.Background(), id)
+		require.NoError(t, err)
+		require.Equal(t, 1, task.Attempts, "task %s ran once", id)
+	}
+}
+
+// TestStopWaitsForRunningTasks: Stop lets running tasks finish and stage,
+// and starts nothing after it returns.
 func TestStopWaitsForRunningTasks(t *testing.T) {
 	t.Parallel()
 	f := setup(t, 30*time.Second)
 	m := &slowModel{delay: 500 * time.Millisecond}
+	w := startWorker(t, f, Config{Concurrency: 2}, m)
+	ids := f.queue(t, 5)
+	require.Eventually(t, func() bool { return m.running.Load() == 2 }, 10*time.Second, 5*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, w.Stop(ctx))
+	calls := m.calls.Load()
+	require.EqualValues(t, 2, calls, "only the running tasks ran")
+	staged := 0
+	for _, id := range ids {
+		task, err := f.store.TaskGetByID(context.Background(), id)
+		require.NoError(t, err)
+		if task.Status == schemas.TaskStaged {
+			staged++
+		}
+	}
+	require.Equal(t, 2, staged, "the running tasks finished")
+	// Nothing starts after Stop returned.
+	require.Equal(t, calls, m.calls.Load())
+}
+
+// TestStopAbortsAfterGrace: past the grace period, running tasks are
+// aborted and their messages go back for another worker.
+func TestStopAbortsAfterGrace(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 30*time.Second)
+	m := &slowModel{delay: time.Minute}
 	w := startWorker(t, f, Config{Concurrency: 1}, m)
 	ids := f.queue(t, 1)
 	require.Eventually(t, func() bool { return m.running.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		require.NoError(t, w.Stop(ctx))
-	}()
-	wg.Wait()
-	task, err := f.store.TaskGetByID(context.Background(), ids[0])
-	require.NoError(t, err)
-	require.Equal(t, schemas.TaskStaged, task.Status)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	require.Error(t, w.Stop(ctx), "Stop says the grace period ran out")
+
+	// Another worker gets the task at once (a nak, not an AckWait timeout).
+	fast := &slowModel{}
+	startWorker(t, f, Config{Concurrency: 1}, fast)
+	f.waitStaged(t, ids)
+	require.EqualValues(t, 1, fast.calls.Load())
 }

@@ -111,6 +111,7 @@ func (a *App) Start(ctx context.Context) error {
 		return fmt.Errorf("migrating the store: %w", err)
 	}
 
+	warnUnbuilt(a.Log, cfg)
 	roles := a.Roles
 	if a.Orchestrator || a.Embedded {
 		roles = schemas.Roles
@@ -189,6 +190,23 @@ func (a *App) Stop(ctx context.Context) {
 	a.stopping = nil
 }
 
+// warnUnbuilt says which settings are read but not acted on yet, rather
+// than ignoring them silently.
+func warnUnbuilt(log zerolog.Logger, cfg config.Config) {
+	if len(cfg.Models.Providers) > 0 || cfg.Models.Default != "" {
+		log.Warn().Msg("models: calling configured models is not built yet; every role runs on the offline model")
+	}
+	for _, role := range schemas.Roles {
+		rc := cfg.Roles[role]
+		if rc.Model != "" || len(rc.Fallbacks) > 0 || rc.Temperature != nil {
+			log.Warn().Str("role", role).Msg("roles.<role>.model, fallbacks and temperature are not built yet; the role runs on the offline model")
+		}
+	}
+	if cfg.Budgets.MaxTokensPerJob > 0 {
+		log.Warn().Msg("budgets.maxTokensPerJob is not enforced yet")
+	}
+}
+
 // heartbeat is how often a worker tells JetStream a task is alive: well
 // within AckWait.
 func heartbeat(ackWait time.Duration) time.Duration {
@@ -206,8 +224,10 @@ func (a *App) model(role string) llm.Model {
 	return llm.NewOffline()
 }
 
+// openStore opens PostgreSQL for a postgres:// URL or a key=value DSN,
+// and SQLite for a file path (optionally sqlite://path).
 func openStore(ctx context.Context, url string) (store.Store, error) {
-	if strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") {
+	if strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") || strings.Contains(url, "=") {
 		st, err := postgres.Open(ctx, url)
 		if err != nil {
 			return nil, fmt.Errorf("opening postgres: %w", err)
@@ -215,6 +235,9 @@ func openStore(ctx context.Context, url string) (store.Store, error) {
 		return st, nil
 	}
 	path := strings.TrimPrefix(url, "sqlite://")
+	if strings.Contains(path, "://") {
+		return nil, fmt.Errorf("database url %s: use postgres://… for PostgreSQL or a file path for SQLite", config.RedactDSN(url))
+	}
 	if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("creating %s: %w", dir, err)

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 
 	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/internal/config"
 	"github.com/troupe-dev/troupe/review"
 	"github.com/troupe-dev/troupe/schemas"
 )
@@ -49,7 +50,7 @@ func (c *clientFlags) connect() (*client, error) {
 	}
 	nc, err := nats.Connect(cfg.NATS.URL, append(natsAuth(cfg.NATS), nats.Name("troupe-cli"), nats.Timeout(5*time.Second))...)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS at %s: %w (is troupe dev running? set --nats-url or TROUPE_NATS_URL)", bus.RedactURL(cfg.NATS.URL), err)
+		return nil, fmt.Errorf("connecting to NATS at %s: %w (is troupe dev running? set --nats-url or TROUPE_NATS_URL)", config.RedactDSN(cfg.NATS.URL), err)
 	}
 	return &client{nc: nc, subj: bus.Subjects{Prefix: cfg.NATS.Prefix}, timeout: c.timeout}, nil
 }
@@ -401,6 +402,16 @@ func printJob(w io.Writer, j schemas.Job) {
 		}
 		if t.Reason != "" {
 			fmt.Fprintf(w, "  %s: %s\n", t.Key, t.Reason)
+		}
+	}
+	keys := map[string]string{}
+	for _, t := range j.Tasks {
+		keys[t.ID] = t.Key
+	}
+	for _, ev := range j.Events {
+		switch ev.Kind {
+		case schemas.EventTaskDeadLettered, schemas.EventDeadLetterReplayed, schemas.EventTaskRedispatched:
+			fmt.Fprintf(w, "  %s %s %s: %s\n", ev.Time.Local().Format(time.TimeOnly), keys[ev.TaskID], ev.Kind, ev.Message)
 		}
 	}
 }

@@ -42,6 +42,7 @@ func commands() []command {
 		{"submit", "submit a job from a JSON file or flags", runSubmit},
 		{"jobs", "list, show and cancel jobs (ls|show|cancel)", runJobs},
 		{"reviews", "review staged outputs (ls|show|approve|reject)", runReviews},
+		{"dlq", "dead letters: inspect, replay, discard (ls|show|replay|discard)", runDLQ},
 		{"memory", "read MEMORY (ls|export)", runMemory},
 		{"workspace", "copy the shared area and MEMORY to files (export DIR)", runWorkspace},
 		{"config", "check the configuration (check)", runConfig},

@@ -107,15 +107,20 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	sf.register(fs)
 	data := fs.String("data", "./.troupe", "directory for the embedded NATS server's files and the SQLite database")
 	demo := fs.Bool("demo", false, "submit a sample job and follow it")
+	rolesFlag := fs.String("roles", strings.Join(schemas.Roles, ","), "the roles whose workers run in this process (others can run as troupe worker)")
 	if _, err := parse(fs, args); err != nil {
 		return err
+	}
+	roles, err := parseRoles(*rolesFlag, true)
+	if err != nil {
+		return fmt.Errorf("--roles: %w", err)
 	}
 	start := time.Now()
 	a, path, err := sf.app(e)
 	if err != nil {
 		return err
 	}
-	a.DataDir, a.Embedded, a.Orchestrator, a.Review, a.Roles = *data, true, true, true, schemas.Roles
+	a.DataDir, a.Embedded, a.Orchestrator, a.Review, a.Roles = *data, true, true, true, roles
 	if err := a.Start(ctx); err != nil {
 		return err
 	}
@@ -132,7 +137,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stdout, "  port 4222 is taken; NATS listens on a free port instead\n")
 	}
 	fmt.Fprintf(e.stdout, "  NATS:     %s   (export TROUPE_NATS_URL=%s)\n", a.NATSURL, a.NATSURL)
-	fmt.Fprintf(e.stdout, "  store:    %s\n", redactDB(db))
+	fmt.Fprintf(e.stdout, "  store:    %s\n", config.RedactDSN(db))
 	fmt.Fprintf(e.stdout, "  model:    offline (built-in; deterministic drafts, no API key needed)\n")
 	fmt.Fprintf(e.stdout, "  config:   %s\n", cfgNote)
 	fmt.Fprintf(e.stdout, "  submit:   troupe submit --title 'Hello' --wait    or    nats req troupe.api.jobs.submit '{\"title\":\"Hello\"}'\n")
@@ -145,10 +150,6 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	}
 	waitStop(ctx, a, sf.grace)
 	return nil
-}
-
-func redactDB(u string) string {
-	return config.Config{Database: config.Database{URL: u}}.Redacted().Database.URL
 }
 
 func runService(ctx context.Context, e *env, args []string, name string, setup func(a *App, fs *flag.FlagSet) error, extra func(fs *flag.FlagSet)) error {
@@ -196,12 +197,9 @@ func runWorker(ctx context.Context, e *env, args []string) error {
 		if role == "" {
 			return fmt.Errorf("--role is required: one of %s", strings.Join(schemas.Roles, ", "))
 		}
-		var roles []string
-		for _, r := range strings.Split(role, ",") {
-			if !schemas.IsRole(r) {
-				return fmt.Errorf("--role: %q is not a role; the roles are %s", r, strings.Join(schemas.Roles, ", "))
-			}
-			roles = append(roles, r)
+		roles, err := parseRoles(role, false)
+		if err != nil {
+			return fmt.Errorf("--role: %w", err)
 		}
 		if concurrency > 0 {
 			for _, r := range roles {
@@ -216,6 +214,25 @@ func runWorker(ctx context.Context, e *env, args []string) error {
 		fs.StringVar(&role, "role", "", "the role to serve: "+strings.Join(schemas.Roles, ", ")+" (several, comma-separated)")
 		fs.IntVar(&concurrency, "concurrency", 0, "tasks run at once (default roles.<role>.concurrency, else 4)")
 	})
+}
+
+// parseRoles reads a comma-separated list of roles.
+func parseRoles(list string, emptyOK bool) ([]string, error) {
+	var roles []string
+	for _, r := range strings.Split(list, ",") {
+		r = strings.TrimSpace(r)
+		if r == "" {
+			continue
+		}
+		if !schemas.IsRole(r) {
+			return nil, fmt.Errorf("%q is not a role; the roles are %s", r, strings.Join(schemas.Roles, ", "))
+		}
+		roles = append(roles, r)
+	}
+	if len(roles) == 0 && !emptyOK {
+		return nil, fmt.Errorf("name at least one role: %s", strings.Join(schemas.Roles, ", "))
+	}
+	return roles, nil
 }
 
 func runConfig(ctx context.Context, e *env, args []string) error {

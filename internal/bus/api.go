@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
@@ -55,26 +56,55 @@ func ToAPIError(err error, log zerolog.Logger) *APIError {
 	}
 }
 
+// EndpointConfig is what every endpoint of a service shares.
+type EndpointConfig struct {
+	// Ctx is the service's context; each request gets Timeout on top.
+	Ctx     context.Context
+	Log     zerolog.Logger
+	Timeout time.Duration
+	// MaxPayload is the largest reply the server accepts (the connection's
+	// MaxPayload); a larger reply becomes a too_large error.
+	MaxPayload int64
+	// Track, when set, counts requests in flight so a service's Stop can
+	// wait for them.
+	Track *sync.WaitGroup
+}
+
 // Endpoint adapts fn to a micro handler: the request is validated against
 // schema and decoded into Req, fn's result is the JSON reply, and its error
 // becomes a micro error with a JSON body {"error","code"}.
-func Endpoint[Req any](ctx context.Context, log zerolog.Logger, schema string, timeout time.Duration, fn func(ctx context.Context, req Req) (any, error)) micro.Handler {
+func Endpoint[Req any](c EndpointConfig, schema string, fn func(ctx context.Context, req Req) (any, error)) micro.Handler {
 	return micro.HandlerFunc(func(r micro.Request) {
-		ctx, cancel := context.WithTimeout(ctx, timeout)
+		if c.Track != nil {
+			c.Track.Add(1)
+			defer c.Track.Done()
+		}
+		ctx, cancel := context.WithTimeout(c.Ctx, c.Timeout)
 		defer cancel()
+		log := c.Log.With().Str("endpoint", r.Subject()).Logger()
 		var reply any
 		req, err := schemas.Decode[Req](schema, r.Data())
 		if err == nil {
 			reply, err = fn(ctx, req)
 		}
+		var body []byte
+		if err == nil {
+			body, err = json.Marshal(reply)
+		}
+		if err == nil && c.MaxPayload > 0 && int64(len(body)) > c.MaxPayload {
+			err = &APIError{Status: 413, Code: "too_large", Message: fmt.Sprintf(
+				"the reply would be %d bytes, more than the server's max payload of %d; ask for less (a smaller limit, one item)", len(body), c.MaxPayload)}
+		}
 		if err != nil {
-			e := ToAPIError(err, log.With().Str("endpoint", r.Subject()).Logger())
-			body, _ := json.Marshal(schemas.ErrorReply{Error: e.Message, Code: e.Code})
-			_ = r.Error(strconv.Itoa(e.Status), e.Message, body)
+			e := ToAPIError(err, log)
+			errBody, _ := json.Marshal(schemas.ErrorReply{Error: e.Message, Code: e.Code})
+			if rerr := r.Error(strconv.Itoa(e.Status), e.Message, errBody); rerr != nil {
+				log.Warn().Err(rerr).Msg("sending the error reply failed")
+			}
 			return
 		}
-		if err := r.RespondJSON(reply); err != nil {
-			log.Warn().Err(err).Str("endpoint", r.Subject()).Msg("sending the reply failed")
+		if err := r.Respond(body); err != nil {
+			log.Warn().Err(err).Msg("sending the reply failed")
 		}
 	})
 }

@@ -6,13 +6,13 @@ package bus
 import (
 	"context"
 	"fmt"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/troupe-dev/troupe/internal/config"
 )
 
 // Stream names.
@@ -73,7 +73,7 @@ func Connect(natsURL, name string, log zerolog.Logger, opts ...nats.Option) (*na
 	}, opts...)
 	nc, err := nats.Connect(natsURL, all...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connecting to nats at %s: %w", RedactURL(natsURL), err)
+		return nil, nil, fmt.Errorf("connecting to nats at %s: %w", config.RedactDSN(natsURL), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -109,14 +109,4 @@ func NewMsg(subject, msgID string, payload []byte, headers map[string]string) *n
 		msg.Header.Set(jetstream.MsgIDHeader, msgID)
 	}
 	return msg
-}
-
-// RedactURL hides the credentials of a URL, for logs and errors.
-func RedactURL(u string) string {
-	parsed, err := url.Parse(u)
-	if err != nil || parsed.User == nil {
-		return u
-	}
-	parsed.User = nil
-	return strings.Replace(parsed.String(), "://", "://***@", 1)
 }

@@ -140,12 +140,6 @@ func TestRetryDelayGrows(t *testing.T) {
 	require.Equal(t, time.Minute, s.delay(50))
 }
 
-func TestRedactURL(t *testing.T) {
-	t.Parallel()
-	require.Equal(t, "nats://***@host:4222", RedactURL("nats://user:secret@host:4222"))
-	require.Equal(t, "nats://host:4222", RedactURL("nats://host:4222"))
-}
-
 func TestCursorRoundTrip(t *testing.T) {
 	t.Parallel()
 	at := time.Date(2026, 11, 25, 12, 0, 0, 123456000, time.UTC)

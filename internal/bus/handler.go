@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
@@ -99,6 +100,10 @@ func (s *Settler) Handle(ctx context.Context, msg jetstream.Msg, h MsgHandler) {
 		}
 		log.Warn().Err(err).Msg("dead-lettered")
 		_ = msg.Term()
+	case ctx.Err() != nil:
+		// Stopping past the grace period: not the message's fault.
+		log.Info().Err(err).Msg("aborted by shutdown; redelivering")
+		_ = msg.Nak()
 	case s.MaxDeliver > 0 && delivered >= uint64(s.MaxDeliver):
 		reason := fmt.Sprintf("gave up after %d deliveries: %v", delivered, err)
 		if derr := s.DeadLetter(ctx, msg, reason, ClassExhausted); derr != nil {
@@ -186,7 +191,7 @@ var deadLetterNS = uuid.MustParse("5b1c0f1e-7d52-4d7e-9a55-2f1d7d3c9a10")
 // that say why, then records it.
 func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, subj Subjects, d schemas.DeadLetter, record func(context.Context, schemas.DeadLetter) error) error {
 	headers := map[string]string{
-		HeaderReason:          truncate(d.Reason, 1024),
+		HeaderReason:          Clip(d.Reason, 1024),
 		HeaderErrorClass:      d.Class,
 		HeaderDeliveries:      strconv.Itoa(d.Attempts),
 		HeaderOriginalSubject: d.Subject,
@@ -206,9 +211,16 @@ func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, subj Subject
 	return nil
 }
 
-func truncate(s string, n int) string {
+// Clip shortens s to at most n bytes without splitting a UTF-8 sequence,
+// marking the cut with an ellipsis, so reasons and feedback stay within
+// the limits of the schemas and headers that carry them.
+func Clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	return s[:n]
+	cut := n - len("…")
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
 }

@@ -58,19 +58,10 @@ func (t Topology) MaxDeliverOf(role string) int {
 	return t.MaxDeliver
 }
 
-// backoff is the consumer's BackOff: the redelivery delays after an ack
-// timeout (a worker that died), starting at AckWait so a worker's
-// heartbeats keep working, doubling up to 10 minutes.
-func backoff(ackWait time.Duration, maxDeliver int) []time.Duration {
-	n := min(maxDeliver, 10)
-	out := make([]time.Duration, 0, n)
-	d := ackWait
-	for range n {
-		out = append(out, d)
-		d = min(2*d, max(ackWait, 10*time.Minute))
-	}
-	return out
-}
+// The consumers set no JetStream BackOff: it would replace AckWait (which
+// the workers' heartbeats are timed against) and skew NAK delays. Retries
+// back off through the delays bus.Settler gives its NAKs, per role; a
+// crashed worker's message comes back after AckWait.
 
 // WithDefaults returns t with every zero field set to its default.
 func (t Topology) WithDefaults() Topology {
@@ -159,7 +150,6 @@ func (t Topology) WorkerConsumerConfig(role string) jetstream.ConsumerConfig {
 		FilterSubject: t.Prefix + ".tasks." + role,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       t.AckWait,
-		BackOff:       backoff(t.AckWait, md),
 		MaxDeliver:    md,
 		MaxAckPending: t.MaxAckPending,
 	}
@@ -187,7 +177,6 @@ func (t Topology) ReviewConsumerConfig() jetstream.ConsumerConfig {
 		FilterSubject: t.Prefix + ".review.*",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       t.AckWait,
-		BackOff:       backoff(t.AckWait, t.MaxDeliver),
 		MaxDeliver:    t.MaxDeliver,
 		MaxAckPending: t.MaxAckPending,
 	}
@@ -206,7 +195,6 @@ func (t Topology) OrchestratorConsumerConfig() jetstream.ConsumerConfig {
 		},
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       t.AckWait,
-		BackOff:       backoff(t.AckWait, t.MaxDeliver),
 		MaxDeliver:    t.MaxDeliver,
 		MaxAckPending: t.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,

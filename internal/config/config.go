@@ -280,7 +280,9 @@ func (c Config) Validate() error {
 			bad(field+".concurrency", "%d is out of range 1..10000", r.Concurrency)
 		}
 		switch r.Review {
-		case "", PolicyRules, PolicyHuman, PolicyModel:
+		case "", PolicyRules, PolicyHuman:
+		case PolicyModel:
+			bad(field+".review", "%q (a model as reviewer) is not built yet; use \"rules\" or \"human\"", r.Review)
 		default:
 			bad(field+".review", "%q is not a policy; use \"rules\", \"human\" or \"model\"", r.Review)
 		}
@@ -307,11 +309,12 @@ func (c Config) Validate() error {
 	default:
 		bad("reliability.onDeadLetter", "%q is not a policy; use \"fail\" or \"wait\"", c.Reliability.OnDeadLetter)
 	}
-	for field, v := range map[string]string{
-		"reliability.reconcileInterval": c.Reliability.ReconcileInterval,
-		"reliability.staleAfter":        c.Reliability.StaleAfter,
-		"reliability.ackWait":           c.Reliability.AckWait,
+	for _, d := range []struct{ field, v string }{
+		{"reliability.reconcileInterval", c.Reliability.ReconcileInterval},
+		{"reliability.staleAfter", c.Reliability.StaleAfter},
+		{"reliability.ackWait", c.Reliability.AckWait},
 	} {
+		field, v := d.field, d.v
 		if v == "" || (v == "off" && field == "reliability.reconcileInterval") {
 			continue
 		}
@@ -411,18 +414,29 @@ func (c Config) Redacted() Config {
 	}
 	r.NATS.Password = mask(c.NATS.Password)
 	r.NATS.Token = mask(c.NATS.Token)
-	r.Database.URL = redactDSN(c.Database.URL)
+	r.NATS.URL = RedactDSN(c.NATS.URL)
+	r.Database.URL = RedactDSN(c.Database.URL)
 	r.Models.Providers = map[string]Provider{}
 	for k, p := range c.Models.Providers {
 		p.APIKey = mask(p.APIKey)
+		p.BaseURL = RedactDSN(p.BaseURL)
 		r.Models.Providers[k] = p
 	}
 	return r
 }
 
-var dsnPassword = regexp.MustCompile(`(://[^:/@]*:)[^@]*@`)
+var (
+	dsnUserinfo = regexp.MustCompile(`(://)[^/@,\s]*@`)
+	dsnPassword = regexp.MustCompile(`(?i)((?:^|[\s?&])(?:password|pass|pwd|token|api[_-]?key|secret)=)[^\s&]*`)
+)
 
-func redactDSN(u string) string { return dsnPassword.ReplaceAllString(u, "${1}***@") }
+// RedactDSN hides credentials in connection strings: user:password@ in
+// URLs (each of a comma-separated list) and password=... in key=value
+// DSNs or query strings.
+func RedactDSN(u string) string {
+	u = dsnUserinfo.ReplaceAllString(u, "${1}***@")
+	return dsnPassword.ReplaceAllString(u, "${1}***")
+}
 
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))

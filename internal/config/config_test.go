@@ -73,6 +73,19 @@ func TestEnvSubstitutionAndRedaction(t *testing.T) {
 	require.Equal(t, `sk-abc"def`, c.Models.Providers["p"].APIKey, "Redacted does not change the original")
 }
 
+func TestRedactDSN(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"postgres://troupe:hunter2@db:5432/troupe":            "postgres://***@db:5432/troupe",
+		"nats://a:s3cret@h1:4222,nats://b:s3cret@h2:4222":     "nats://***@h1:4222,nats://***@h2:4222",
+		"host=db user=troupe password=hunter2 dbname=troupe":  "host=db user=troupe password=*** dbname=troupe",
+		"postgres://db/troupe?sslmode=disable&password=hunt2": "postgres://db/troupe?sslmode=disable&password=***",
+		"nats://127.0.0.1:4222":                               "nats://127.0.0.1:4222",
+	} {
+		require.Equal(t, want, RedactDSN(in), in)
+	}
+}
+
 func TestLoad(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "troupe.json")

@@ -84,6 +84,11 @@ func (dialect) TableExists(ctx context.Context, db sqlcore.DBTX, table string) (
 	return ok, err
 }
 
+func (dialect) IsRetryable(err error) bool {
+	var e *pgconn.PgError
+	return errors.As(err, &e) && (e.Code == "40P01" || e.Code == "40001")
+}
+
 func (dialect) IsForeignKeyViolation(err error) bool {
 	var e *pgconn.PgError
 	return errors.As(err, &e) && e.Code == "23503"

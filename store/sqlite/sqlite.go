@@ -103,3 +103,7 @@ func (dialect) IsForeignKeyViolation(err error) bool {
 	var e *sqlite.Error
 	return errors.As(err, &e) && e.Code() == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY
 }
+
+// IsRetryable: SQLite serialises writers (one connection, BEGIN
+// IMMEDIATE, busy_timeout), so nothing aborts for another transaction's sake.
+func (dialect) IsRetryable(error) bool { return false }

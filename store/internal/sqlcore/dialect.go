@@ -27,6 +27,9 @@ type Dialect interface {
 	TableExists(ctx context.Context, db DBTX, table string) (bool, error)
 	// IsForeignKeyViolation reports whether err is a foreign key violation.
 	IsForeignKeyViolation(err error) bool
+	// IsRetryable reports whether err aborted a transaction that succeeds
+	// when run again (a deadlock, a serialization failure).
+	IsRetryable(err error) bool
 }
 
 // RebindDollar rewrites ? placeholders as $1, $2, … for PostgreSQL. A ?

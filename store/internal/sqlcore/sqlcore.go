@@ -82,6 +82,20 @@ func (q *Queries) inTx(ctx context.Context, fn func(q *Queries) error) error {
 	if q.pool == nil {
 		return fn(q)
 	}
+	// A deadlock or serialization failure aborts one of the transactions
+	// involved; running it again is what the database expects.
+	var err error
+	for attempt := range 4 {
+		err = q.tryTx(ctx, fn)
+		if err == nil || !q.dialect.IsRetryable(err) || ctx.Err() != nil {
+			return err
+		}
+		time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)
+	}
+	return err
+}
+
+func (q *Queries) tryTx(ctx context.Context, fn func(q *Queries) error) error {
 	tx, err := q.pool.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("beginning transaction: %w", err)
