@@ -124,7 +124,7 @@ func startDevIn(t *testing.T, dir string, env []string, args ...string) *dev {
 func (d *dev) Stop() { d.stop() }
 
 func (d *dev) stop() {
-	if d.cmd.Process == nil || d.cmd.ProcessState != nil {
+	if d.cmd == nil || d.cmd.Process == nil || d.cmd.ProcessState != nil {
 		return
 	}
 	d.NC.Close()

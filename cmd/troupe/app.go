@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/internal/config"
 	"github.com/troupe-dev/troupe/internal/llm"
+	"github.com/troupe-dev/troupe/internal/telemetry"
 	"github.com/troupe-dev/troupe/orchestrator"
 	"github.com/troupe-dev/troupe/review"
 	"github.com/troupe-dev/troupe/schemas"
@@ -43,6 +45,11 @@ type App struct {
 	// the offline model.
 	Models func(role string) llm.Model
 
+	// Ops serves /healthz and /readyz on OpsAddr (none when empty); Start
+	// sets OpsAddr to the address it listens on.
+	Ops     *telemetry.Ops
+	OpsAddr string
+
 	// NATSURL is the URL of the server in use, set by Start.
 	NATSURL string
 	// PortFallback is true when the embedded server could not have 4222.
@@ -63,6 +70,9 @@ type App struct {
 // the topology and starts the chosen services.
 func (a *App) Start(ctx context.Context) error {
 	cfg := a.Config
+	if a.Ops == nil {
+		a.Ops = telemetry.NewOps()
+	}
 	if a.Embedded {
 		if err := os.MkdirAll(a.DataDir, 0o755); err != nil {
 			return fmt.Errorf("creating data directory: %w", err)
@@ -83,14 +93,21 @@ func (a *App) Start(ctx context.Context) error {
 	} else {
 		a.NATSURL = cfg.NATS.URL
 	}
-	nc, js, err := bus.Connect(a.NATSURL, "troupe", a.Log, natsAuth(cfg.NATS)...)
-	if err != nil {
-		a.Stop(ctx)
-		return err
+	if a.OpsAddr != "" {
+		addr, err := a.Ops.Listen(a.OpsAddr, a.Log)
+		if err != nil && a.Embedded {
+			// troupe dev: another process has the port; any will do.
+			host, _, _ := net.SplitHostPort(a.OpsAddr)
+			addr, err = a.Ops.Listen(net.JoinHostPort(host, "0"), a.Log)
+		}
+		if err != nil {
+			a.Stop(ctx)
+			return err
+		}
+		a.OpsAddr = addr
+		a.stopping = append(a.stopping, a.Ops.Close)
+		a.Log.Info().Str("addr", addr).Msg("ops endpoint listening: /healthz, /readyz")
 	}
-	a.nc, a.js = nc, js
-	a.stopping = append(a.stopping, func(context.Context) error { return nc.Drain() })
-
 	dbURL := cfg.Database.URL
 	if dbURL == "" && a.Embedded {
 		dbURL = filepath.Join(a.DataDir, "troupe.db")
@@ -99,17 +116,37 @@ func (a *App) Start(ctx context.Context) error {
 		a.Stop(ctx)
 		return errors.New("no database: set --database-url, TROUPE_DATABASE_URL or database.url")
 	}
-	st, err := openStore(ctx, dbURL)
-	if err != nil {
+	// NATS or the store may not be up yet (a cluster starting, a database
+	// failing over): keep trying, not ready meanwhile, rather than exit.
+	var nc *nats.Conn
+	var js jetstream.JetStream
+	if err := retry(ctx, a.Log, "connecting to NATS", func() error {
+		var err error
+		nc, js, err = bus.Connect(a.NATSURL, "troupe", a.Log, natsAuth(cfg.NATS)...)
+		return err
+	}); err != nil {
+		a.Stop(ctx)
+		return err
+	}
+	a.nc, a.js = nc, js
+	a.stopping = append(a.stopping, func(ctx context.Context) error { return drain(ctx, nc) })
+	var st store.Store
+	if err := retry(ctx, a.Log, "opening the store", func() error {
+		var err error
+		if st, err = openStore(ctx, dbURL); err != nil {
+			return err
+		}
+		if err := st.Migrate(ctx); err != nil {
+			_ = st.Close()
+			return fmt.Errorf("migrating the store: %w", err)
+		}
+		return nil
+	}); err != nil {
 		a.Stop(ctx)
 		return err
 	}
 	a.store = st
 	a.stopping = append(a.stopping, func(context.Context) error { return st.Close() })
-	if err := st.Migrate(ctx); err != nil {
-		a.Stop(ctx)
-		return fmt.Errorf("migrating the store: %w", err)
-	}
 
 	warnUnbuilt(a.Log, cfg)
 	roles := a.Roles
@@ -121,10 +158,18 @@ func (a *App) Start(ctx context.Context) error {
 	for role, rc := range cfg.Roles {
 		topo.RoleMaxDeliver[role] = rc.MaxDeliver
 	}
-	if err := topo.Ensure(ctx, js); err != nil {
+	if err := retry(ctx, a.Log, "creating the streams", func() error { return topo.Ensure(ctx, js) }); err != nil {
 		a.Stop(ctx)
 		return err
 	}
+	a.Ops.SetCheck("nats", func(context.Context) error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("not connected (%s)", nc.Status())
+		}
+		return nil
+	})
+	a.Ops.SetCheck("store", st.Ping)
+	a.Ops.SetCheck("streams", func(ctx context.Context) error { return topo.Check(ctx, js) })
 
 	a.relay = orchestrator.NewRelay(orchestrator.RelayConfig{Logger: a.Log.With().Str("service", "relay").Logger()}, st, js)
 	a.relay.Start(ctx)
@@ -188,6 +233,47 @@ func (a *App) Stop(ctx context.Context) {
 		}
 	}
 	a.stopping = nil
+}
+
+// retry runs fn until it succeeds, waiting longer after each failure (up
+// to 10s), until ctx ends.
+func retry(ctx context.Context, log zerolog.Logger, what string, fn func() error) error {
+	wait := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := fn()
+		if err == nil {
+			if attempt > 1 {
+				log.Info().Int("attempts", attempt).Msg(what + ": done")
+			}
+			return nil
+		}
+		if errors.Is(err, store.ErrSchemaTooNew) {
+			return err // waiting will not help
+		}
+		log.Warn().Err(err).Int("attempt", attempt).Dur("retry_in", wait).Msg(what + " failed; retrying")
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (gave up: %v)", what, err, ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}
+
+// drain drains the connection and waits, within ctx, until it closed.
+func drain(ctx context.Context, nc *nats.Conn) error {
+	closed := make(chan struct{})
+	nc.SetClosedHandler(func(*nats.Conn) { close(closed) })
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return err
+	}
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		nc.Close()
+	}
+	return nil
 }
 
 // warnUnbuilt says which settings are read but not acted on yet, rather

@@ -63,12 +63,14 @@ type serviceFlags struct {
 	grace       time.Duration
 	latency     time.Duration
 	jitter      time.Duration
+	opsAddr     string
 }
 
-func (s *serviceFlags) register(fs *flag.FlagSet) {
+func (s *serviceFlags) register(fs *flag.FlagSet, opsAddr string) {
 	s.common.register(fs)
 	fs.StringVar(&s.databaseURL, "database-url", "", "postgres:// URL or SQLite file (default $TROUPE_DATABASE_URL, else the configuration's database.url)")
 	fs.DurationVar(&s.grace, "grace", 30*time.Second, "on SIGTERM or SIGINT, how long running work may take to finish")
+	fs.StringVar(&s.opsAddr, "ops-addr", opsAddr, "address of /healthz and /readyz; empty for none")
 	fs.DurationVar(&s.latency, "offline-latency", 0, "make the offline model take this long per call, like a real one")
 	fs.DurationVar(&s.jitter, "offline-jitter", 0, "and up to this much more, at random")
 }
@@ -98,13 +100,13 @@ func (s *serviceFlags) app(e *env) (*App, string, error) {
 	if err != nil {
 		return nil, path, err
 	}
-	return &App{Config: cfg, Log: log, Models: s.models()}, path, nil
+	return &App{Config: cfg, Log: log, Models: s.models(), OpsAddr: s.opsAddr}, path, nil
 }
 
 func runDev(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "dev", "dev [flags]")
 	var sf serviceFlags
-	sf.register(fs)
+	sf.register(fs, "127.0.0.1:9090")
 	data := fs.String("data", "./.troupe", "directory for the embedded NATS server's files and the SQLite database")
 	demo := fs.Bool("demo", false, "submit a sample job and follow it")
 	rolesFlag := fs.String("roles", strings.Join(schemas.Roles, ","), "the roles whose workers run in this process (others can run as troupe worker)")
@@ -138,6 +140,9 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "  NATS:     %s   (export TROUPE_NATS_URL=%s)\n", a.NATSURL, a.NATSURL)
 	fmt.Fprintf(e.stdout, "  store:    %s\n", config.RedactDSN(db))
+	if a.OpsAddr != "" {
+		fmt.Fprintf(e.stdout, "  ops:      http://%s/healthz and /readyz\n", a.OpsAddr)
+	}
 	fmt.Fprintf(e.stdout, "  model:    offline (built-in; deterministic drafts, no API key needed)\n")
 	fmt.Fprintf(e.stdout, "  config:   %s\n", cfgNote)
 	fmt.Fprintf(e.stdout, "  submit:   troupe submit --title 'Hello' --wait    or    nats req troupe.api.jobs.submit '{\"title\":\"Hello\"}'\n")
@@ -155,7 +160,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 func runService(ctx context.Context, e *env, args []string, name string, setup func(a *App, fs *flag.FlagSet) error, extra func(fs *flag.FlagSet)) error {
 	fs := newFlags(e, name, name+" [flags]")
 	var sf serviceFlags
-	sf.register(fs)
+	sf.register(fs, ":9090")
 	if extra != nil {
 		extra(fs)
 	}

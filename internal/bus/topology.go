@@ -207,7 +207,7 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	t = t.WithDefaults()
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
 	for _, sc := range t.Streams() {
