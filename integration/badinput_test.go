@@ -72,6 +72,16 @@ func TestIdempotentSubmit(t *testing.T) {
 	require.Contains(t, stdout, first.ID)
 	list := call[schemas.JobList](d, "jobs.list", schemas.ListRequest{})
 	require.Len(t, list.Jobs, 1)
+
+	// The same key for a different submission is a conflict, not a silent match.
+	_, stderr, code = d.cli("submit", "--title", "Something else", "--idempotency-key", "ticket-4711")
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, `idempotency_key: "ticket-4711" was used for job `+first.ID)
+
+	// A status that no job can have is an error, not an empty list.
+	_, stderr, code = d.cli("jobs", "ls", "--status", "runing")
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, `status: "runing" is not a job status`)
 }
 
 func streamSeqs(t *testing.T, js jetstream.JetStream) map[string]uint64 {

@@ -72,9 +72,9 @@ func startDev(t *testing.T, args ...string) *dev {
 func startDevIn(t *testing.T, dir string, env []string, args ...string) *dev {
 	t.Helper()
 	bin := troupeBin(t)
-	cmd := exec.Command(bin, append([]string{"dev", "--data", filepath.Join(dir, "data"), "--log-level", "info"}, args...)...)
+	cmd := exec.Command(bin, append([]string{"dev", "--data", filepath.Join(dir, "data"), "--log-level", "info", "--nats-port", "0"}, args...)...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "TROUPE_DEV_NATS_PORT=-1", "TROUPE_CONFIG=", "TROUPE_NATS_URL=", "TROUPE_DATABASE_URL=")
+	cmd.Env = append(os.Environ(), "TROUPE_CONFIG=", "TROUPE_NATS_URL=", "TROUPE_DATABASE_URL=")
 	cmd.Env = append(cmd.Env, env...)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)

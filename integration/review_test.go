@@ -72,7 +72,8 @@ func TestHumanReview(t *testing.T) {
 	require.Contains(t, stderr, "only an output awaiting review can be decided")
 
 	lesson := "Every limiter must document its burst and refill parameters."
-	stdout, stderr, code = d.cli("reviews", "approve", rev1.OutputID, "--lesson", lesson, "--scope", "developer", "--reviewer", "ada")
+	// No --scope: the lesson is scoped to the output's role.
+	stdout, stderr, code = d.cli("reviews", "approve", rev1.OutputID, "--lesson", lesson, "--reviewer", "ada")
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stdout, "1 lesson(s) added to MEMORY")
 

@@ -245,9 +245,16 @@ func (s *Service) Submit(ctx context.Context, sub schemas.Submission) (any, erro
 	var created bool
 	err := s.store.InTx(ctx, func(q store.Querier) error {
 		var err error
+		want := job
 		job, created, err = q.JobCreate(ctx, store.JobCreateParams{Job: job, Tasks: tasks})
-		if err != nil || !created {
+		if err != nil {
 			return err
+		}
+		if !created {
+			if job.Title != want.Title || job.Brief != want.Brief {
+				return bus.Conflict("idempotency_key: %q was used for job %s (%q), a different submission; use a new key", want.IdempotencyKey, job.ID, job.Title)
+			}
+			return nil
 		}
 		events := []schemas.Event{{JobID: job.ID, Kind: schemas.EventJobSubmitted, Message: job.Title}}
 		var msgs []store.OutboxMessage
@@ -350,6 +357,11 @@ func (s *Service) jobView(ctx context.Context, id string, full bool) (schemas.Jo
 }
 
 func (s *Service) listJobs(ctx context.Context, req schemas.ListRequest) (any, error) {
+	switch req.Status {
+	case "", schemas.JobPlanning, schemas.JobRunning, schemas.JobDone, schemas.JobFailed, schemas.JobCancelled:
+	default:
+		return nil, bus.BadRequest("invalid_request", "status: %q is not a job status; use planning, running, done, failed or cancelled", req.Status)
+	}
 	p := store.JobListParams{Status: req.Status, Query: req.Query, Limit: clampLimit(req.Limit, 50, 200)}
 	if req.Cursor != "" {
 		t, id, err := bus.DecodeCursor(req.Cursor)

@@ -49,3 +49,46 @@ func FuzzValidateSubmission(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeMessages feeds the same bytes to every message a consumer
+// decodes (task, review request, event, decision, dead-letter action):
+// decoding never panics, every refusal is ErrInvalid with a message, and
+// what is accepted round-trips through its Go type.
+func FuzzDecodeMessages(f *testing.F) {
+	for _, pattern := range []string{"testdata/good/*/*.json", "testdata/bad/task/*.json", "testdata/bad/review_request/*.json", "testdata/bad/event/*.json"} {
+		seeds, err := filepath.Glob(pattern)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, seed := range seeds {
+			data, err := os.ReadFile(seed)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(data)
+		}
+	}
+	check := func(t *testing.T, schema string, data []byte, decode func([]byte) (any, error)) {
+		v, err := decode(data)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) || err.Error() == "" {
+				t.Fatalf("%s: error %v is not a described ErrInvalid", schema, err)
+			}
+			return
+		}
+		again, err := json.Marshal(v)
+		if err != nil {
+			t.Fatalf("%s: accepted %q but cannot marshal it: %v", schema, data, err)
+		}
+		if err := Validate(schema, again); err != nil {
+			t.Fatalf("%s: accepted %q but not its round trip %s: %v", schema, data, again, err)
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		check(t, SchemaTask, data, func(b []byte) (any, error) { return Decode[TaskMessage](SchemaTask, b) })
+		check(t, SchemaReviewRequest, data, func(b []byte) (any, error) { return Decode[ReviewRequest](SchemaReviewRequest, b) })
+		check(t, SchemaEvent, data, func(b []byte) (any, error) { return Decode[Event](SchemaEvent, b) })
+		check(t, SchemaReviewDecision, data, func(b []byte) (any, error) { return Decode[ReviewDecision](SchemaReviewDecision, b) })
+		check(t, SchemaDeadLetterAction, data, func(b []byte) (any, error) { return Decode[DeadLetterAction](SchemaDeadLetterAction, b) })
+	})
+}

@@ -338,7 +338,7 @@ func TestBadGenerated(t *testing.T) {
 		{"too many dependencies", SchemaSubmission, Submission{Title: "x", Tasks: []PlanTask{{Key: "a", Role: "pm", DependsOn: keys}}}, "tasks[0].depends_on: has more than 50 items"},
 		{"long key", SchemaSubmission, Submission{Title: "x", Tasks: []PlanTask{{Key: strings.Repeat("k", 64), Role: "pm"}}}, "tasks[0].key: "},
 		{"long lesson", SchemaReviewDecision, ReviewDecision{OutputID: "o", Decision: "promote", Lessons: []Lesson{{Text: strings.Repeat("l", 2001), Scope: "all"}}}, "lessons[0].text: is longer than 2000 characters"},
-		{"lesson without scope", SchemaReviewDecision, ReviewDecision{OutputID: "o", Decision: "promote", Lessons: []Lesson{{Text: "x"}}}, `lessons[0].scope: "" is not one of all,`},
+		{"lesson with a bad scope", SchemaReviewDecision, ReviewDecision{OutputID: "o", Decision: "promote", Lessons: []Lesson{{Text: "x", Scope: "wizard"}}}, `lessons[0].scope: "wizard" is not one of all,`},
 		{"job with a bad task", SchemaJob, func() Job { j := fullJob(); j.Tasks[1].Status = "lost"; return j }(), `tasks[1].status: "lost" is not one of pending,`},
 		{"job with a bad output", SchemaJob, func() Job { j := fullJob(); j.Tasks[0].Outputs[0].Role = "qa"; return j }(), `tasks[0].outputs[0].role: "qa" is not one of`},
 		{"job with a bad event", SchemaJob, func() Job { j := fullJob(); j.Events[1].Kind = "oops"; return j }(), `events[1].kind: "oops" is not one of`},

@@ -114,7 +114,7 @@ type Output struct {
 type Lesson struct {
 	ID        string    `json:"id,omitempty"`
 	Text      string    `json:"text"`
-	Scope     string    `json:"scope"` // "all" or a role
+	Scope     string    `json:"scope,omitempty"` // "all" or a role; a decision's lesson defaults to the output's role
 	ReviewID  string    `json:"review_id,omitempty"`
 	JobID     string    `json:"job_id,omitempty"`
 	CreatedAt time.Time `json:"created_at,omitzero"`

@@ -52,7 +52,9 @@ type App struct {
 
 	// NATSURL is the URL of the server in use, set by Start.
 	NATSURL string
-	// PortFallback is true when the embedded server could not have 4222.
+	// NATSPort is the embedded server's port (0: any free one).
+	NATSPort int
+	// PortFallback is true when the embedded server could not have NATSPort.
 	PortFallback bool
 
 	srv      *bus.Embedded
@@ -77,9 +79,14 @@ func (a *App) Start(ctx context.Context) error {
 		if err := os.MkdirAll(a.DataDir, 0o755); err != nil {
 			return fmt.Errorf("creating data directory: %w", err)
 		}
-		port := 4222
-		if p := os.Getenv("TROUPE_DEV_NATS_PORT"); p != "" {
-			fmt.Sscan(p, &port)
+		unlock, err := lockDir(a.DataDir)
+		if err != nil {
+			return err
+		}
+		a.stopping = append(a.stopping, func(context.Context) error { unlock(); return nil })
+		port := a.NATSPort
+		if port == 0 {
+			port = -1 // any free port
 		}
 		srv, err := bus.StartEmbedded(bus.EmbeddedConfig{
 			Dir: filepath.Join(a.DataDir, "nats"), Port: port, SyncAlways: cfg.NATS.Sync != "periodic",
@@ -130,6 +137,10 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	a.nc, a.js = nc, js
 	a.stopping = append(a.stopping, func(ctx context.Context) error { return drain(ctx, nc) })
+	if err := bus.CheckServer(nc); err != nil {
+		a.Stop(ctx)
+		return err
+	}
 	var st store.Store
 	if err := retry(ctx, a.Log, "opening the store", func() error {
 		var err error
@@ -314,11 +325,7 @@ func (a *App) model(role string) llm.Model {
 // and SQLite for a file path (optionally sqlite://path).
 func openStore(ctx context.Context, url string) (store.Store, error) {
 	if strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") || strings.Contains(url, "=") {
-		st, err := postgres.Open(ctx, url)
-		if err != nil {
-			return nil, fmt.Errorf("opening postgres: %w", err)
-		}
-		return st, nil
+		return postgres.Open(ctx, url)
 	}
 	path := strings.TrimPrefix(url, "sqlite://")
 	if strings.Contains(path, "://") {
@@ -329,11 +336,7 @@ func openStore(ctx context.Context, url string) (store.Store, error) {
 			return nil, fmt.Errorf("creating %s: %w", dir, err)
 		}
 	}
-	st, err := sqlite.Open(ctx, path)
-	if err != nil {
-		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
-	}
-	return st, nil
+	return sqlite.Open(ctx, path)
 }
 
 func natsAuth(c config.NATS) []nats.Option {

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -26,6 +27,7 @@ import (
 // against troupe dev and a cluster.
 type client struct {
 	nc      *nats.Conn
+	url     string
 	subj    bus.Subjects
 	timeout time.Duration
 }
@@ -52,7 +54,7 @@ func (c *clientFlags) connect() (*client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("connecting to NATS at %s: %w (is troupe dev running? set --nats-url or TROUPE_NATS_URL)", config.RedactDSN(cfg.NATS.URL), err)
 	}
-	return &client{nc: nc, subj: bus.Subjects{Prefix: cfg.NATS.Prefix}, timeout: c.timeout}, nil
+	return &client{nc: nc, url: config.RedactDSN(cfg.NATS.URL), subj: bus.Subjects{Prefix: cfg.NATS.Prefix}, timeout: c.timeout}, nil
 }
 
 // apiError is an error reply of the API.
@@ -79,7 +81,7 @@ func (c *client) call(ctx context.Context, endpoint string, req any, out any) er
 	defer cancel()
 	msg, err := c.nc.RequestWithContext(ctx, c.subj.API(endpoint), data)
 	if errors.Is(err, nats.ErrNoResponders) {
-		return fmt.Errorf("nothing answers %s: is Troupe running on this NATS server?", c.subj.API(endpoint))
+		return fmt.Errorf("nothing answers %s on %s: is Troupe running on this NATS server? (set --nats-url or TROUPE_NATS_URL to the URL troupe dev printed)", c.subj.API(endpoint), c.url)
 	}
 	if err != nil {
 		return fmt.Errorf("%s: %w", endpoint, err)
@@ -112,20 +114,24 @@ type taskFlag []schemas.PlanTask
 
 func (t *taskFlag) String() string { return "" }
 func (t *taskFlag) Set(v string) error {
-	parts := strings.SplitN(v, ":", 4)
+	parts := strings.SplitN(v, ":", 3)
 	if len(parts) < 2 {
 		return fmt.Errorf("%q: want key:role[:instructions[:dep,dep]]", v)
 	}
 	pt := schemas.PlanTask{Key: parts[0], Role: parts[1]}
-	if len(parts) > 2 {
+	if len(parts) == 3 {
+		// Instructions may hold colons; a last segment that is a list of
+		// keys is the dependencies.
 		pt.Instructions = parts[2]
-	}
-	if len(parts) > 3 && parts[3] != "" {
-		pt.DependsOn = strings.Split(parts[3], ",")
+		if i := strings.LastIndex(parts[2], ":"); i >= 0 && depList.MatchString(parts[2][i+1:]) {
+			pt.Instructions, pt.DependsOn = parts[2][:i], strings.Split(parts[2][i+1:], ",")
+		}
 	}
 	*t = append(*t, pt)
 	return nil
 }
+
+var depList = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*(,[a-z0-9][a-z0-9_-]*)*$`)
 
 func runSubmit(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "submit", "submit [FILE.json | -] [--title T] [--brief B] [--task key:role[:instructions[:deps]]]... [--wait]")
@@ -185,6 +191,16 @@ func runSubmit(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer c.nc.Close()
+	// Subscribe before submitting, so --wait sees the job's first events.
+	var events chan *nats.Msg
+	if *wait {
+		events = make(chan *nats.Msg, 4096)
+		sub, err := c.nc.ChanSubscribe(c.subj.Event("*", "*"), events)
+		if err != nil {
+			return err
+		}
+		defer sub.Unsubscribe()
+	}
 	var job schemas.Job
 	if err := c.call(ctx, "jobs.submit", body, &job); err != nil {
 		return err
@@ -199,7 +215,11 @@ func runSubmit(ctx context.Context, e *env, args []string) error {
 	if !cf.json {
 		fmt.Fprintf(e.stdout, "job %s submitted: %s\n", job.ID, job.Title)
 	}
-	final, err := follow(ctx, e, c, job, cf.json)
+	final, err := follow(ctx, e, c, job, events, cf.json)
+	if errors.Is(err, context.Canceled) {
+		fmt.Fprintf(e.stderr, "stopped following; job %s keeps running (troupe jobs show %s)\n", job.ID, job.ID)
+		return exitError{code: 130}
+	}
 	if err != nil {
 		return err
 	}
@@ -216,19 +236,12 @@ func runSubmit(ctx context.Context, e *env, args []string) error {
 
 // follow prints the job's progress from its events until it ends, and
 // returns the job as it ended.
-func follow(ctx context.Context, e *env, c *client, job schemas.Job, quiet bool) (schemas.Job, error) {
-	events := make(chan *nats.Msg, 256)
-	sub, err := c.nc.ChanSubscribe(c.subj.Event(job.ID, "*"), events)
-	if err != nil {
-		return job, err
-	}
-	defer sub.Unsubscribe()
+func follow(ctx context.Context, e *env, c *client, job schemas.Job, events <-chan *nats.Msg, quiet bool) (schemas.Job, error) {
 	keys := map[string]string{}
 	for _, t := range job.Tasks {
 		keys[t.ID] = t.Key
 	}
-	// Events may have passed before the subscription: poll the job as well,
-	// which also covers a lost event.
+	// Poll the job as well: an event can be lost to a reconnect.
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for {
@@ -237,7 +250,7 @@ func follow(ctx context.Context, e *env, c *client, job schemas.Job, quiet bool)
 			return job, ctx.Err()
 		case m := <-events:
 			var ev schemas.Event
-			if json.Unmarshal(m.Data, &ev) != nil {
+			if json.Unmarshal(m.Data, &ev) != nil || ev.JobID != job.ID {
 				continue
 			}
 			if !quiet {
@@ -370,6 +383,9 @@ func withID(ctx context.Context, e *env, name string, args []string, fn func(c *
 
 func printJob(w io.Writer, j schemas.Job) {
 	fmt.Fprintf(w, "Job %s  %s\n  title:   %s\n", j.ID, j.Status, j.Title)
+	if j.Brief != "" {
+		fmt.Fprintf(w, "  brief:   %s\n", short(j.Brief, 200))
+	}
 	if j.Reason != "" {
 		fmt.Fprintf(w, "  reason:  %s\n", j.Reason)
 	}
@@ -387,6 +403,9 @@ func printJob(w io.Writer, j schemas.Job) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", t.Key, t.Role, t.Status, t.Revision, strings.Join(t.DependsOn, ","), strings.Join(outs, "; "))
 	}
 	tw.Flush()
+	if n := countReviews(j); n > 0 {
+		fmt.Fprintf(w, "\nReviews (%d):\n", n)
+	}
 	for _, t := range j.Tasks {
 		for _, r := range t.Reviews {
 			line := fmt.Sprintf("  %s r? %s by %s", t.Key, r.Decision, r.Reviewer)
@@ -416,6 +435,14 @@ func printJob(w io.Writer, j schemas.Job) {
 	}
 }
 
+func countReviews(j schemas.Job) int {
+	n := 0
+	for _, t := range j.Tasks {
+		n += len(t.Reviews)
+	}
+	return n
+}
+
 func runReviews(ctx context.Context, e *env, args []string) error {
 	decide := func(decision string) func(context.Context, *env, []string) error {
 		return func(ctx context.Context, e *env, args []string) error {
@@ -423,10 +450,19 @@ func runReviews(ctx context.Context, e *env, args []string) error {
 			if decision == "reject" {
 				name = "reviews reject"
 			}
-			fs := newFlags(e, name, name+" OUTPUT_ID [--feedback TEXT] [--lesson TEXT [--scope role|all]]...")
+			synopsis := name + " OUTPUT_ID [--lesson TEXT]... [--scope role|all]"
+			if decision == "reject" {
+				synopsis = name + " OUTPUT_ID --feedback TEXT [--lesson TEXT]... [--scope role|all]"
+			}
+			fs := newFlags(e, name, synopsis)
 			var cf clientFlags
 			cf.register(fs)
-			feedback := fs.String("feedback", "", "what to change (required to reject)")
+			feedback := new(string)
+			if decision == "reject" {
+				fs.StringVar(feedback, "feedback", "", "what the next revision must change (required)")
+			} else {
+				fs.StringVar(feedback, "feedback", "", "a comment recorded with the approval")
+			}
 			var lessons stringsFlag
 			fs.Var(&lessons, "lesson", "a lesson for MEMORY (repeatable)")
 			scope := fs.String("scope", "", "the lessons' scope: a role or all (default the output's role)")
@@ -583,6 +619,9 @@ func runMemory(ctx context.Context, e *env, args []string) error {
 				return err
 			}
 			if cf.json {
+				if lessons == nil {
+					lessons = []schemas.Lesson{}
+				}
 				return printJSON(e.stdout, schemas.LessonList{Lessons: lessons})
 			}
 			if len(lessons) == 0 {
@@ -613,6 +652,9 @@ func runMemory(ctx context.Context, e *env, args []string) error {
 			n, err := exportMemory(ctx, c, pos[0])
 			if err != nil {
 				return err
+			}
+			if cf.json {
+				return printJSON(e.stdout, map[string]any{"dir": pos[0], "memory": "MEMORY.md", "daily_files": n})
 			}
 			fmt.Fprintf(e.stdout, "wrote MEMORY.md and %d daily file(s) to %s\n", n, pos[0])
 			return nil
@@ -701,6 +743,9 @@ func runWorkspace(ctx context.Context, e *env, args []string) error {
 				if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 					return err
 				}
+			}
+			if cf.json {
+				return printJSON(e.stdout, map[string]any{"dir": dir, "files": files, "memory": "MEMORY.md", "daily_files": days})
 			}
 			fmt.Fprintf(e.stdout, "exported %d file(s), MEMORY.md and %d daily memory file(s) to %s\n", files, days, dir)
 			return nil

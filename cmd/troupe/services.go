@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -24,10 +25,12 @@ type common struct {
 	logLevel   string
 }
 
-func (c *common) register(fs *flag.FlagSet) {
+func (c *common) register(fs *flag.FlagSet) { c.registerLevel(fs, "info") }
+
+func (c *common) registerLevel(fs *flag.FlagSet, level string) {
 	fs.StringVar(&c.configPath, "config", "", "configuration file (default $TROUPE_CONFIG, else ./troupe.json when present)")
 	fs.StringVar(&c.natsURL, "nats-url", "", "NATS server URL (default $TROUPE_NATS_URL, else the configuration's nats.url, else nats://127.0.0.1:4222)")
-	fs.StringVar(&c.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.StringVar(&c.logLevel, "log-level", level, "log level: debug, info, warn, error")
 }
 
 // load reads the configuration and applies the environment and flags over it.
@@ -66,8 +69,8 @@ type serviceFlags struct {
 	opsAddr     string
 }
 
-func (s *serviceFlags) register(fs *flag.FlagSet, opsAddr string) {
-	s.common.register(fs)
+func (s *serviceFlags) register(fs *flag.FlagSet, opsAddr, logLevel string) {
+	s.common.registerLevel(fs, logLevel)
 	fs.StringVar(&s.databaseURL, "database-url", "", "postgres:// URL or SQLite file (default $TROUPE_DATABASE_URL, else the configuration's database.url)")
 	fs.DurationVar(&s.grace, "grace", 30*time.Second, "on SIGTERM or SIGINT, how long running work may take to finish")
 	fs.StringVar(&s.opsAddr, "ops-addr", opsAddr, "address of /healthz and /readyz; empty for none")
@@ -106,12 +109,16 @@ func (s *serviceFlags) app(e *env) (*App, string, error) {
 func runDev(ctx context.Context, e *env, args []string) error {
 	fs := newFlags(e, "dev", "dev [flags]")
 	var sf serviceFlags
-	sf.register(fs, "127.0.0.1:9090")
+	sf.register(fs, "127.0.0.1:9090", "warn")
 	data := fs.String("data", "./.troupe", "directory for the embedded NATS server's files and the SQLite database")
 	demo := fs.Bool("demo", false, "submit a sample job and follow it")
 	rolesFlag := fs.String("roles", strings.Join(schemas.Roles, ","), "the roles whose workers run in this process (others can run as troupe worker)")
+	natsPort := fs.Int("nats-port", 4222, "port of the embedded NATS server; when taken, a free one is used (0: any free port)")
 	if _, err := parse(fs, args); err != nil {
 		return err
+	}
+	if sf.natsURL != "" {
+		return errors.New("--nats-url: troupe dev runs its own NATS server; choose its port with --nats-port, or run the services (orchestrator, review, worker) against another server")
 	}
 	roles, err := parseRoles(*rolesFlag, true)
 	if err != nil {
@@ -123,6 +130,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	a.DataDir, a.Embedded, a.Orchestrator, a.Review, a.Roles = *data, true, true, true, roles
+	a.NATSPort = *natsPort
 	if err := a.Start(ctx); err != nil {
 		return err
 	}
@@ -136,7 +144,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "troupe dev ready in %s\n", time.Since(start).Round(time.Millisecond))
 	if a.PortFallback {
-		fmt.Fprintf(e.stdout, "  port 4222 is taken; NATS listens on a free port instead\n")
+		fmt.Fprintf(e.stdout, "  port %d is taken; NATS listens on a free port instead\n", *natsPort)
 	}
 	fmt.Fprintf(e.stdout, "  NATS:     %s   (export TROUPE_NATS_URL=%s)\n", a.NATSURL, a.NATSURL)
 	fmt.Fprintf(e.stdout, "  store:    %s\n", config.RedactDSN(db))
@@ -145,7 +153,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "  model:    offline (built-in; deterministic drafts, no API key needed)\n")
 	fmt.Fprintf(e.stdout, "  config:   %s\n", cfgNote)
-	fmt.Fprintf(e.stdout, "  submit:   troupe submit --title 'Hello' --wait    or    nats req troupe.api.jobs.submit '{\"title\":\"Hello\"}'\n")
+	fmt.Fprintf(e.stdout, "  submit:   troupe submit --title 'Hello' --wait    or    nats --server %s req troupe.api.jobs.submit '{\"title\":\"Hello\"}'\n", a.NATSURL)
 	if *demo {
 		go func() {
 			code := Run(ctx, []string{"submit", "--nats-url", a.NATSURL, "--wait",
@@ -160,7 +168,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 func runService(ctx context.Context, e *env, args []string, name string, setup func(a *App, fs *flag.FlagSet) error, extra func(fs *flag.FlagSet)) error {
 	fs := newFlags(e, name, name+" [flags]")
 	var sf serviceFlags
-	sf.register(fs, ":9090")
+	sf.register(fs, ":9090", "info")
 	if extra != nil {
 		extra(fs)
 	}

@@ -110,3 +110,21 @@ func NewMsg(subject, msgID string, payload []byte, headers map[string]string) *n
 	}
 	return msg
 }
+
+// CheckServer reports an error unless the server runs NATS 2.10 or newer
+// with JetStream: the orchestrator's consumer filters on several subjects,
+// which older servers refuse.
+func CheckServer(nc *nats.Conn) error {
+	v := nc.ConnectedServerVersion()
+	var major, minor int
+	if _, err := fmt.Sscanf(v, "%d.%d", &major, &minor); err != nil {
+		return fmt.Errorf("nats server version %q: not understood", v)
+	}
+	if major < 2 || (major == 2 && minor < 10) {
+		return fmt.Errorf("nats server %s runs NATS %s; Troupe needs NATS 2.10 or newer with JetStream", config.RedactDSN(nc.ConnectedUrl()), v)
+	}
+	if !nc.HeadersSupported() {
+		return fmt.Errorf("nats server %s does not support headers", config.RedactDSN(nc.ConnectedUrl()))
+	}
+	return nil
+}

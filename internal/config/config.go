@@ -372,7 +372,10 @@ func Parse(data []byte) (Config, error) {
 		return q[1 : len(q)-1]
 	})
 	if len(missing) > 0 {
-		return Config{}, fmt.Errorf("environment variable %s is not set", strings.Join(missing, ", "))
+		if len(missing) == 1 {
+			return Config{}, fmt.Errorf("environment variable %s is not set", missing[0])
+		}
+		return Config{}, fmt.Errorf("environment variables %s are not set", strings.Join(missing, ", "))
 	}
 	dec := json.NewDecoder(bytes.NewReader(expanded))
 	dec.DisallowUnknownFields()
