@@ -310,3 +310,50 @@ func TestSIGTERMWorker(t *testing.T) {
 }
 
 var _ = json.Marshal
+
+// TestSweeperCatchesCrashLoop: a task that kills its worker process on
+// every delivery is never settled; after MaxDeliver deliveries the sweeper
+// (following the MAX_DELIVERIES advisory) dead-letters it and removes it
+// from TROUPE_TASKS, and the next worker serves other tasks.
+func TestSweeperCatchesCrashLoop(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := writeConfig(t, `{"roles": {"developer": {"maxDeliver": 2}}, "reliability": {"ackWait": "1s"}}`)
+	d := startDevIn(t, dir, nil, "--config", cfg, "--roles", "pm,architect,tester,writer,devops")
+	events := d.events("*.*")
+	db := filepath.Join(dir, "data", "troupe.db")
+	env := []string{"TROUPE_FAULT_EXIT_ON=CRASH"}
+	args := []string{"worker", "--role", "developer", "--nats-url", d.URL, "--database-url", db, "--config", cfg, "--ops-addr", ""}
+
+	deadly := call[schemas.Job](d, "jobs.submit", schemas.Submission{Title: "Deadly", Tasks: []schemas.PlanTask{
+		{Key: "impl", Role: "developer", Instructions: "This one CRASHes the worker."},
+	}})
+	// A supervisor that restarts the worker each time it dies, as
+	// Kubernetes would, until the dead letter shows.
+	crashes := 0
+	for {
+		w := startProc(t, env, args...)
+		select {
+		case <-w.done:
+			crashes++
+			require.Contains(t, w.logs.String(), "simulated crash")
+			continue
+		case <-time.After(5 * time.Second):
+		}
+		// Alive for 5s: the poison is gone from its queue.
+		break
+	}
+	failed := d.waitJobEnd(events, deadly.ID)
+	require.Equal(t, schemas.JobFailed, failed.Status)
+	require.Equal(t, 2, crashes, "the worker died on each of MaxDeliver deliveries")
+	list := call[schemas.DeadLetterList](d, "dlq.list", schemas.DeadLetterListRequest{DeadLetterFilter: schemas.DeadLetterFilter{JobID: deadly.ID}})
+	require.Len(t, list.DeadLetters, 1)
+	require.Equal(t, "exhausted", list.DeadLetters[0].Class)
+	require.Contains(t, list.DeadLetters[0].Reason, "without being settled (MaxDeliver)")
+	require.Zero(t, streamMsgs(t, d, "TROUPE_TASKS"))
+
+	// The surviving worker serves the next task.
+	fine := call[schemas.Job](d, "jobs.submit", schemas.Submission{Title: "Fine", Tasks: []schemas.PlanTask{{Key: "impl", Role: "developer"}}})
+	require.Equal(t, schemas.JobDone, d.waitJobEnd(events, fine.ID).Status)
+	reconcile(t, d, []string{deadly.ID, fine.ID})
+}

@@ -79,15 +79,16 @@ func (s *serviceFlags) register(fs *flag.FlagSet, opsAddr, logLevel string) {
 }
 
 // models wraps the offline model as the flags and the fault-injection
-// switch TROUPE_FAULT_PANIC_ON (a task whose instructions contain its value
-// panics the worker on every delivery) ask.
+// switches ask: TROUPE_FAULT_PANIC_ON (a task whose instructions contain
+// its value panics its handler on every delivery) and TROUPE_FAULT_EXIT_ON
+// (such a task kills the worker process on every delivery).
 func (s *serviceFlags) models() func(string) llm.Model {
-	poison := os.Getenv("TROUPE_FAULT_PANIC_ON")
-	if s.latency == 0 && s.jitter == 0 && poison == "" {
+	poison, kill := os.Getenv("TROUPE_FAULT_PANIC_ON"), os.Getenv("TROUPE_FAULT_EXIT_ON")
+	if s.latency == 0 && s.jitter == 0 && poison == "" && kill == "" {
 		return nil
 	}
 	return func(string) llm.Model {
-		return &llm.Simulated{Model: llm.NewOffline(), Latency: s.latency, Jitter: s.jitter, PanicOn: poison}
+		return &llm.Simulated{Model: llm.NewOffline(), Latency: s.latency, Jitter: s.jitter, PanicOn: poison, ExitOn: kill}
 	}
 }
 
