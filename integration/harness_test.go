@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -281,6 +282,9 @@ type proc struct {
 // is killed at the end of the test if still running.
 func startProc(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
+	if len(args) > 0 && (args[0] == "worker" || args[0] == "orchestrator" || args[0] == "review") && !slices.Contains(args, "--ops-addr") {
+		args = append(args, "--ops-addr", "127.0.0.1:0") // parallel tests: never the default port
+	}
 	cmd := exec.Command(troupeBin(t), args...)
 	cmd.Env = append(os.Environ(), "TROUPE_CONFIG=")
 	cmd.Env = append(cmd.Env, env...)

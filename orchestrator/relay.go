@@ -2,10 +2,13 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -35,6 +38,7 @@ type Relay struct {
 	stop  context.CancelFunc
 	done  chan struct{}
 	once  sync.Once
+	owner string
 }
 
 // NewRelay returns a relay; Start runs it.
@@ -45,7 +49,9 @@ func NewRelay(cfg RelayConfig, st store.Store, js jetstream.JetStream) *Relay {
 	if cfg.Batch == 0 {
 		cfg.Batch = 256
 	}
-	return &Relay{cfg: cfg, store: st, js: js, wake: make(chan struct{}, 1), done: make(chan struct{})}
+	host, _ := os.Hostname()
+	owner := fmt.Sprintf("%s/%d/%s", host, os.Getpid(), uuid.NewString()[:8])
+	return &Relay{cfg: cfg, store: st, js: js, wake: make(chan struct{}, 1), done: make(chan struct{}), owner: owner}
 }
 
 // Notify wakes the relay: call it after committing outbox rows.
@@ -80,17 +86,9 @@ func (r *Relay) run(ctx context.Context) {
 	defer close(r.done)
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
-	failures := 0
 	for {
-		n, err := r.Flush(ctx)
-		if err != nil && ctx.Err() == nil {
-			failures++
-			r.cfg.Logger.Warn().Err(err).Int("failures", failures).Msg("outbox relay")
-		} else {
-			failures = 0
-		}
-		if n > 0 && err == nil {
-			continue // there may be more
+		if _, err := r.Flush(ctx); err != nil && ctx.Err() == nil {
+			r.cfg.Logger.Warn().Err(err).Msg("outbox relay; trying again shortly")
 		}
 		select {
 		case <-ctx.Done():
@@ -101,53 +99,81 @@ func (r *Relay) run(ctx context.Context) {
 	}
 }
 
-// Flush publishes every unsent outbox row and reports how many it sent.
+// Flush publishes every due outbox row and reports how many it sent. Rows
+// are claimed first, so relays in other processes do not publish them at
+// the same time; a row that fails is retried later with a growing delay,
+// without holding up the rows behind it.
 func (r *Relay) Flush(ctx context.Context) (int, error) {
 	sent := 0
 	for {
-		msgs, err := r.store.OutboxListUnsent(ctx, r.cfg.Batch)
+		msgs, err := r.store.OutboxClaim(ctx, store.OutboxClaimParams{Owner: r.owner, Limit: r.cfg.Batch, Lease: 30 * time.Second})
 		if err != nil {
-			return sent, fmt.Errorf("reading the outbox: %w", err)
+			return sent, fmt.Errorf("claiming the outbox: %w", err)
 		}
 		if len(msgs) == 0 {
 			return sent, nil
 		}
-		futures := make([]jetstream.PubAckFuture, len(msgs))
-		for i, m := range msgs {
-			f, err := r.js.PublishMsgAsync(bus.NewMsg(m.Subject, m.MsgID, m.Payload, m.Headers))
-			if err != nil {
-				return sent, fmt.Errorf("publishing %s: %w", m.Subject, err)
-			}
-			futures[i] = f
-		}
-		var ok []int64
-		var firstErr error
-		timeout := time.After(10 * time.Second)
-	wait:
-		for i, f := range futures {
-			select {
-			case <-f.Ok():
-				ok = append(ok, msgs[i].Seq)
-			case err := <-f.Err():
-				if firstErr == nil {
-					firstErr = fmt.Errorf("publishing %s: %w", msgs[i].Subject, err)
-				}
-			case <-timeout:
-				firstErr = fmt.Errorf("publishing the outbox: no ack within 10s")
-				break wait
-			case <-ctx.Done():
-				firstErr = ctx.Err()
-				break wait
-			}
-		}
+		ok, failed := r.publish(ctx, msgs)
 		if len(ok) > 0 {
 			if err := r.store.OutboxMarkSent(context.WithoutCancel(ctx), ok); err != nil {
 				return sent, fmt.Errorf("marking the outbox sent: %w", err)
 			}
 			sent += len(ok)
 		}
-		if firstErr != nil {
-			return sent, firstErr
+		var firstErr error
+		for _, f := range failed {
+			delay := min(time.Second<<min(f.msg.Attempts, 6), time.Minute)
+			attempts, err := r.store.OutboxMarkFailed(context.WithoutCancel(ctx), f.msg.Seq, f.err.Error(), time.Now().Add(delay))
+			if err != nil {
+				return sent, fmt.Errorf("recording an outbox failure: %w", err)
+			}
+			log := r.cfg.Logger.Warn()
+			if attempts >= 10 {
+				log = r.cfg.Logger.Error()
+			}
+			log.Err(f.err).Str("subject", f.msg.Subject).Int64("seq", f.msg.Seq).Int("attempts", attempts).Dur("retry_in", delay).Msg("outbox publish failed")
+			if firstErr == nil {
+				firstErr = f.err
+			}
+		}
+		if len(ok) == 0 && firstErr != nil {
+			return sent, firstErr // nothing went through: wait before trying again
 		}
 	}
+}
+
+type failedPublish struct {
+	msg store.OutboxMessage
+	err error
+}
+
+// publish publishes msgs asynchronously and waits for every ack.
+func (r *Relay) publish(ctx context.Context, msgs []store.OutboxMessage) (ok []int64, failed []failedPublish) {
+	futures := make([]jetstream.PubAckFuture, len(msgs))
+	for i, m := range msgs {
+		f, err := r.js.PublishMsgAsync(bus.NewMsg(m.Subject, m.MsgID, m.Payload, m.Headers))
+		if err != nil {
+			failed = append(failed, failedPublish{m, err})
+			continue
+		}
+		futures[i] = f
+	}
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	for i, f := range futures {
+		if f == nil {
+			continue
+		}
+		select {
+		case <-f.Ok():
+			ok = append(ok, msgs[i].Seq)
+		case err := <-f.Err():
+			failed = append(failed, failedPublish{msgs[i], err})
+		case <-timeout.C:
+			failed = append(failed, failedPublish{msgs[i], errors.New("no ack from JetStream within 10s")})
+		case <-ctx.Done():
+			failed = append(failed, failedPublish{msgs[i], ctx.Err()})
+		}
+	}
+	return ok, failed
 }

@@ -124,6 +124,17 @@ type Querier interface {
 	OutboxListUnsent(ctx context.Context, limit int) ([]OutboxMessage, error)
 	// OutboxMarkSent marks messages sent.
 	OutboxMarkSent(ctx context.Context, seqs []int64) error
+	// OutboxClaim claims up to p.Limit unsent messages, in Seq order, that
+	// are due (NextAttemptAt not after now) and not claimed by another
+	// relay (or whose claim expired): it sets ClaimedBy = p.Owner and
+	// ClaimedUntil = now + p.Lease and returns them. Concurrent relays
+	// never get the same message while its claim holds (PostgreSQL: FOR
+	// UPDATE SKIP LOCKED).
+	OutboxClaim(ctx context.Context, p OutboxClaimParams) ([]OutboxMessage, error)
+	// OutboxMarkFailed records a failed publish of one message: Attempts
+	// goes up by one, LastError and NextAttemptAt are set, and the claim is
+	// released. It returns the new attempt count.
+	OutboxMarkFailed(ctx context.Context, seq int64, lastError string, nextAttempt time.Time) (int, error)
 
 	// DeadLetterInsert records a dead letter, with Status "open" when empty.
 	// It is idempotent by id: when a dead letter with d.ID exists, nothing is
@@ -251,6 +262,18 @@ type OutboxMessage struct {
 	Payload   []byte
 	Headers   map[string]string
 	CreatedAt time.Time
+	// Attempts counts failed publishes; LastError is the latest failure.
+	Attempts  int
+	LastError string
+	// NextAttemptAt is when a relay may try again (zero: at once).
+	NextAttemptAt time.Time
+}
+
+// OutboxClaimParams are the arguments of OutboxClaim.
+type OutboxClaimParams struct {
+	Owner string        // the claiming relay, unique per process
+	Limit int           // defaults to 100
+	Lease time.Duration // how long the claim holds; defaults to 30s
 }
 
 // JobCreateParams are the arguments of JobCreate.

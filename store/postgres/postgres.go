@@ -89,6 +89,8 @@ func (dialect) IsRetryable(err error) bool {
 	return errors.As(err, &e) && (e.Code == "40P01" || e.Code == "40001")
 }
 
+func (dialect) SkipLocked() string { return " FOR UPDATE SKIP LOCKED" }
+
 func (dialect) IsForeignKeyViolation(err error) bool {
 	var e *pgconn.PgError
 	return errors.As(err, &e) && e.Code == "23503"

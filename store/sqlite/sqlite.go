@@ -107,3 +107,7 @@ func (dialect) IsForeignKeyViolation(err error) bool {
 // IsRetryable: SQLite serialises writers (one connection, BEGIN
 // IMMEDIATE, busy_timeout), so nothing aborts for another transaction's sake.
 func (dialect) IsRetryable(error) bool { return false }
+
+// SkipLocked: SQLite has no row locks; every statement and transaction
+// that writes holds the database's one write lock.
+func (dialect) SkipLocked() string { return "" }

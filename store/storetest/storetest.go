@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
@@ -1348,6 +1350,249 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			none, err := s.OutboxListUnsent(ctx, 10)
 			require.NoError(t, err)
 			require.Empty(t, none)
+		})
+
+		// insert adds n messages and returns them as OutboxListUnsent does.
+		insert := func(t *testing.T, ctx context.Context, s store.Store, n int) []store.OutboxMessage {
+			t.Helper()
+			var msgs []store.OutboxMessage
+			for i := range n {
+				msgs = append(msgs, store.OutboxMessage{Subject: fmt.Sprintf("s.%d", i), MsgID: fmt.Sprintf("m%d", i),
+					Payload: []byte{byte(i)}, Headers: map[string]string{"N": fmt.Sprint(i)}, CreatedAt: at(i)})
+			}
+			require.NoError(t, s.OutboxInsert(ctx, msgs))
+			got, err := s.OutboxListUnsent(ctx, n+1)
+			require.NoError(t, err)
+			require.Len(t, got, n)
+			return got
+		}
+		claim := func(t *testing.T, ctx context.Context, s store.Store, p store.OutboxClaimParams) []store.OutboxMessage {
+			t.Helper()
+			got, err := s.OutboxClaim(ctx, p)
+			require.NoError(t, err)
+			return got
+		}
+		seqs := func(msgs []store.OutboxMessage) []int64 {
+			out := []int64{}
+			for _, m := range msgs {
+				out = append(out, m.Seq)
+			}
+			return out
+		}
+		// lease is short enough to wait out, long enough that a claim made
+		// right after another still falls inside it.
+		const lease = 300 * time.Millisecond
+
+		t.Run("ClaimInOrderUpToLimit", func(t *testing.T) {
+			s, ctx := setup(t)
+			all := insert(t, ctx, s, 5)
+
+			first := claim(t, ctx, s, store.OutboxClaimParams{Owner: "a", Limit: 3})
+			require.Equal(t, all[:3], first) // every field, in seq order
+			// Claimed rows are not claimed again, not even by their owner.
+			rest := claim(t, ctx, s, store.OutboxClaimParams{Owner: "a"})
+			require.Equal(t, all[3:], rest)
+			require.Empty(t, claim(t, ctx, s, store.OutboxClaimParams{Owner: "b"}))
+
+			// Listing shows every unsent row, claimed or not.
+			listed, err := s.OutboxListUnsent(ctx, 0)
+			require.NoError(t, err)
+			require.Equal(t, all, listed)
+
+			_, err = s.OutboxClaim(ctx, store.OutboxClaimParams{})
+			require.Error(t, err, "a claim needs an owner")
+		})
+
+		t.Run("ClaimLimitDefaultsTo100", func(t *testing.T) {
+			s, ctx := setup(t)
+			insert(t, ctx, s, 120)
+			require.Len(t, claim(t, ctx, s, store.OutboxClaimParams{Owner: "a"}), 100)
+			require.Len(t, claim(t, ctx, s, store.OutboxClaimParams{Owner: "a", Limit: -1}), 20)
+		})
+
+		t.Run("ClaimHoldsForTheLease", func(t *testing.T) {
+			s, ctx := setup(t)
+			all := insert(t, ctx, s, 2)
+			require.Equal(t, seqs(all[:1]), seqs(claim(t, ctx, s, store.OutboxClaimParams{Owner: "a", Limit: 1}))) // default lease, 30s
+			start := time.Now()
+			require.Equal(t, seqs(all[1:]), seqs(claim(t, ctx, s, store.OutboxClaimParams{Owner: "a", Lease: lease})))
+
+			got := claim(t, ctx, s, store.OutboxClaimParams{Owner: "b"})
+			if time.Since(start) < lease {
+				require.Empty(t, got, "claimed while a's lease holds")
+			}
+			// Once the short lease ran out, b gets that row, and only it.
+			time.Sleep(time.Until(start.Add(lease)))
+			require.Eventually(t, func() bool {
+				got = claim(t, ctx, s, store.OutboxClaimParams{Owner: "b"})
+				return len(got) > 0
+			}, 5*time.Second, 10*time.Millisecond)
+			require.Equal(t, seqs(all[1:]), seqs(got))
+			require.Empty(t, claim(t, ctx, s, store.OutboxClaimParams{Owner: "c"}))
+		})
+
+		t.Run("ConcurrentClaimersNeverShareARow", func(t *testing.T) {
+			s, ctx := setup(t)
+			const rows, claimers = 200, 8
+			var batch []store.OutboxMessage
+			for i := range rows {
+				batch = append(batch, store.OutboxMessage{Subject: "s", Payload: []byte(fmt.Sprint(i))})
+			}
+			require.NoError(t, s.OutboxInsert(ctx, batch))
+
+			got := make([][]int64, claimers)
+			errs := make([]error, claimers)
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for i := range claimers {
+				wg.Go(func() {
+					<-start
+					for {
+						msgs, err := s.OutboxClaim(ctx, store.OutboxClaimParams{Owner: fmt.Sprint("relay-", i), Limit: 7})
+						if err != nil {
+							errs[i] = err
+							return
+						}
+						if len(msgs) == 0 {
+							return
+						}
+						for j, m := range msgs {
+							if j > 0 && m.Seq <= msgs[j-1].Seq {
+								errs[i] = fmt.Errorf("claim out of order: %v", seqs(msgs))
+								return
+							}
+						}
+						got[i] = append(got[i], seqs(msgs)...)
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			seen := map[int64]int{}
+			for i := range claimers {
+				require.NoError(t, errs[i])
+				for _, seq := range got[i] {
+					seen[seq]++
+				}
+			}
+			require.Len(t, seen, rows)
+			for seq, n := range seen {
+				require.Equal(t, 1, n, "seq %d claimed %d times", seq, n)
+			}
+		})
+
+		t.Run("RowsNotDueAreSkippedUntilDue", func(t *testing.T) {
+			s, ctx := setup(t)
+			all := insert(t, ctx, s, 3)
+			require.Len(t, claim(t, ctx, s, store.OutboxClaimParams{Owner: "a"}), 3)
+
+			due := time.Now().Add(lease)
+			n, err := s.OutboxMarkFailed(ctx, all[0].Seq, "boom", due)
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+			n, err = s.OutboxMarkFailed(ctx, all[1].Seq, "bang", time.Time{}) // at once
+			require.NoError(t, err)
+			require.Equal(t, 1, n)
+
+			// The failing first row does not hold up the second; the third
+			// is still a's.
+			got := claim(t, ctx, s, store.OutboxClaimParams{Owner: "b"})
+			if time.Now().Before(due) {
+				require.Equal(t, seqs(all[1:2]), seqs(got))
+			}
+			want := all[1]
+			want.Attempts, want.LastError = 1, "bang"
+			require.Equal(t, want, got[0])
+			require.True(t, got[0].NextAttemptAt.IsZero())
+
+			time.Sleep(time.Until(due))
+			require.Eventually(t, func() bool {
+				got = claim(t, ctx, s, store.OutboxClaimParams{Owner: "b"})
+				return len(got) > 0
+			}, 5*time.Second, 10*time.Millisecond)
+			require.Len(t, got, 1)
+			want = all[0]
+			want.Attempts, want.LastError, want.NextAttemptAt = 1, "boom", due.UTC().Truncate(time.Microsecond)
+			require.Equal(t, want, got[0])
+		})
+
+		t.Run("MarkFailedCountsAndReleases", func(t *testing.T) {
+			s, ctx := setup(t)
+			all := insert(t, ctx, s, 1)
+			seq := all[0].Seq
+			for i := 1; i <= 3; i++ {
+				got := claim(t, ctx, s, store.OutboxClaimParams{Owner: fmt.Sprint("relay-", i)})
+				require.Equal(t, []int64{seq}, seqs(got), "released by the failure before")
+				require.Equal(t, i-1, got[0].Attempts)
+				n, err := s.OutboxMarkFailed(ctx, seq, fmt.Sprint("failure ", i), time.Time{})
+				require.NoError(t, err)
+				require.Equal(t, i, n)
+			}
+			listed, err := s.OutboxListUnsent(ctx, 0)
+			require.NoError(t, err)
+			require.Len(t, listed, 1)
+			require.Equal(t, 3, listed[0].Attempts)
+			require.Equal(t, "failure 3", listed[0].LastError)
+
+			// A long error is cut to 2000 bytes, between characters.
+			long := "x" + strings.Repeat("é", 1500)
+			_, err = s.OutboxMarkFailed(ctx, seq, long, time.Time{})
+			require.NoError(t, err)
+			listed, err = s.OutboxListUnsent(ctx, 0)
+			require.NoError(t, err)
+			require.LessOrEqual(t, len(listed[0].LastError), 2000)
+			require.GreaterOrEqual(t, len(listed[0].LastError), 1998)
+			require.True(t, utf8.ValidString(listed[0].LastError))
+			require.True(t, strings.HasPrefix(long, listed[0].LastError))
+			require.Equal(t, 4, listed[0].Attempts)
+
+			// What no TEXT column takes is made to fit.
+			_, err = s.OutboxMarkFailed(ctx, seq, "bad \xff\x00 bytes", time.Time{})
+			require.NoError(t, err)
+			listed, err = s.OutboxListUnsent(ctx, 0)
+			require.NoError(t, err)
+			require.True(t, utf8.ValidString(listed[0].LastError))
+			require.Contains(t, listed[0].LastError, "bad ")
+			require.Contains(t, listed[0].LastError, " bytes")
+		})
+
+		t.Run("MarkSentRemovesFromClaims", func(t *testing.T) {
+			s, ctx := setup(t)
+			all := insert(t, ctx, s, 4)
+			require.Len(t, claim(t, ctx, s, store.OutboxClaimParams{Owner: "a", Limit: 2, Lease: time.Millisecond}), 2)
+			// Sent: one claimed, one never claimed.
+			require.NoError(t, s.OutboxMarkSent(ctx, []int64{all[0].Seq, all[2].Seq}))
+			time.Sleep(5 * time.Millisecond) // the lease is over
+			got := claim(t, ctx, s, store.OutboxClaimParams{Owner: "b"})
+			require.Equal(t, []int64{all[1].Seq, all[3].Seq}, seqs(got))
+			require.NoError(t, s.OutboxMarkSent(ctx, seqs(got)))
+			require.Empty(t, claim(t, ctx, s, store.OutboxClaimParams{Owner: "c"}))
+			listed, err := s.OutboxListUnsent(ctx, 0)
+			require.NoError(t, err)
+			require.Empty(t, listed)
+		})
+
+		t.Run("MarkFailedUnknownIsNotFound", func(t *testing.T) {
+			s, ctx := setup(t)
+			_, err := s.OutboxMarkFailed(ctx, 1<<40, "boom", time.Time{})
+			require.ErrorIs(t, err, store.ErrNotFound)
+		})
+
+		t.Run("ClaimInTx", func(t *testing.T) {
+			s, ctx := setup(t)
+			all := insert(t, ctx, s, 2)
+			rollback := errors.New("roll back")
+			require.ErrorIs(t, s.InTx(ctx, func(q store.Querier) error {
+				got, err := q.OutboxClaim(ctx, store.OutboxClaimParams{Owner: "a", Limit: 1})
+				require.NoError(t, err)
+				require.Equal(t, all[:1], got)
+				n, err := q.OutboxMarkFailed(ctx, got[0].Seq, "boom", time.Now().Add(time.Hour))
+				require.NoError(t, err)
+				require.Equal(t, 1, n)
+				return rollback
+			}), rollback)
+			// The claim and the failure went with the transaction.
+			require.Equal(t, all, claim(t, ctx, s, store.OutboxClaimParams{Owner: "b"}))
 		})
 	})
 

@@ -30,6 +30,11 @@ type Dialect interface {
 	// IsRetryable reports whether err aborted a transaction that succeeds
 	// when run again (a deadlock, a serialization failure).
 	IsRetryable(err error) bool
+	// SkipLocked is the clause, with a leading space, that ends a SELECT
+	// to lock the rows it returns and pass over rows another transaction
+	// has locked: " FOR UPDATE SKIP LOCKED" where writers run side by
+	// side, "" where they are serialised anyway.
+	SkipLocked() string
 }
 
 // RebindDollar rewrites ? placeholders as $1, $2, … for PostgreSQL. A ?

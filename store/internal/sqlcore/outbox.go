@@ -1,25 +1,40 @@
 package sqlcore
 
 import (
+	"cmp"
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode/utf8"
 
 	"github.com/troupe-dev/troupe/store"
 )
 
+// outboxColumns are what scanOutboxMessage reads.
+const outboxColumns = `seq, subject, msg_id, payload, headers, created_at, attempts, last_error, next_attempt_at`
+
 func scanOutboxMessage(s scanner) (store.OutboxMessage, error) {
 	var (
-		m         store.OutboxMessage
-		headers   string
-		createdAt int64
+		m             store.OutboxMessage
+		headers       string
+		createdAt     int64
+		nextAttemptAt int64
 	)
-	if err := s.Scan(&m.Seq, &m.Subject, &m.MsgID, &m.Payload, &headers, &createdAt); err != nil {
+	if err := s.Scan(&m.Seq, &m.Subject, &m.MsgID, &m.Payload, &headers, &createdAt,
+		&m.Attempts, &m.LastError, &nextAttemptAt); err != nil {
 		return m, err
 	}
 	if err := fromJSON(headers, &m.Headers); err != nil {
 		return m, fmt.Errorf("outbox message %d headers: %w", m.Seq, err)
 	}
 	m.CreatedAt = fromMicros(createdAt)
+	if nextAttemptAt != 0 {
+		m.NextAttemptAt = fromMicros(nextAttemptAt)
+	}
 	return m, nil
 }
 
@@ -57,7 +72,7 @@ func (q *Queries) OutboxInsert(ctx context.Context, msgs []store.OutboxMessage) 
 // messages in Seq order.
 func (q *Queries) OutboxListUnsent(ctx context.Context, limit int) ([]store.OutboxMessage, error) {
 	msgs, err := queryAll(ctx, q, scanOutboxMessage,
-		`SELECT seq, subject, msg_id, payload, headers, created_at FROM outbox
+		`SELECT `+outboxColumns+` FROM outbox
 		WHERE sent_at IS NULL ORDER BY seq LIMIT ?`, limitOr(limit, 100))
 	if err != nil {
 		return nil, fmt.Errorf("listing unsent outbox messages: %w", err)
@@ -65,19 +80,98 @@ func (q *Queries) OutboxListUnsent(ctx context.Context, limit int) ([]store.Outb
 	return msgs, nil
 }
 
-// OutboxMarkSent marks messages sent. Seqs that do not exist or are
-// already sent are ignored.
+// OutboxMarkSent marks messages sent and releases their claims. Seqs that
+// do not exist or are already sent are ignored.
 func (q *Queries) OutboxMarkSent(ctx context.Context, seqs []int64) error {
 	const batch = 500 // well under every driver's limit on parameters
 	sentAt := toMicros(now())
 	for len(seqs) > 0 {
 		n := min(len(seqs), batch)
 		args := append([]any{sentAt}, anys(seqs[:n])...)
-		if _, err := q.exec(ctx, `UPDATE outbox SET sent_at = ? WHERE sent_at IS NULL AND seq IN (`+placeholders(n)+`)`,
+		if _, err := q.exec(ctx, `UPDATE outbox SET sent_at = ?, claimed_by = '', claimed_until = 0
+			WHERE sent_at IS NULL AND seq IN (`+placeholders(n)+`)`,
 			args...); err != nil {
 			return fmt.Errorf("marking outbox messages sent: %w", err)
 		}
 		seqs = seqs[n:]
 	}
 	return nil
+}
+
+// OutboxClaim claims up to p.Limit (100 when not positive) due, unclaimed
+// messages in Seq order for p.Owner, for p.Lease (30s when not positive).
+//
+// It is one statement. The rows are picked in a materialised CTE, so they
+// are picked once: PostgreSQL may otherwise run an IN (subquery … LIMIT)
+// again for each row it updates, and a subquery that skips locked rows
+// need not give the same rows twice. On PostgreSQL the pick locks the rows
+// and skips those another relay is claiming (SKIP LOCKED); a row whose
+// claim was committed meanwhile is checked again and dropped. On SQLite the
+// statement holds the write lock throughout.
+func (q *Queries) OutboxClaim(ctx context.Context, p store.OutboxClaimParams) ([]store.OutboxMessage, error) {
+	if p.Owner == "" {
+		return nil, errors.New("claiming outbox messages: no owner")
+	}
+	lease := p.Lease
+	if lease <= 0 {
+		lease = 30 * time.Second
+	}
+	t := now()
+	msgs, err := queryAll(ctx, q, scanOutboxMessage,
+		`WITH due AS MATERIALIZED (
+			SELECT seq FROM outbox
+			WHERE sent_at IS NULL AND next_attempt_at <= ? AND claimed_until < ?
+			ORDER BY seq LIMIT ?`+q.dialect.SkipLocked()+`
+		)
+		UPDATE outbox SET claimed_by = ?, claimed_until = ?
+		WHERE seq IN (SELECT seq FROM due)
+		RETURNING `+outboxColumns,
+		toMicros(t), toMicros(t), limitOr(p.Limit, 100), p.Owner, toMicros(t.Add(lease)))
+	if err != nil {
+		return nil, fmt.Errorf("claiming outbox messages: %w", err)
+	}
+	// RETURNING follows no ORDER BY.
+	slices.SortFunc(msgs, func(a, b store.OutboxMessage) int { return cmp.Compare(a.Seq, b.Seq) })
+	return msgs, nil
+}
+
+// maxLastError bounds OutboxMessage.LastError, in bytes.
+const maxLastError = 2000
+
+// OutboxMarkFailed records a failed publish of message seq: attempts goes
+// up by one, last_error (cut to 2000 bytes) and next_attempt_at (zero: at
+// once) are set, and the claim is released. It returns the new attempt
+// count, or ErrNotFound when there is no such message.
+func (q *Queries) OutboxMarkFailed(ctx context.Context, seq int64, lastError string, nextAttempt time.Time) (int, error) {
+	var next int64
+	if !nextAttempt.IsZero() {
+		next = toMicros(nextAttempt)
+	}
+	var attempts int
+	err := q.queryRow(ctx, `UPDATE outbox
+		SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, claimed_by = '', claimed_until = 0
+		WHERE seq = ? RETURNING attempts`,
+		cleanError(lastError), next, seq).Scan(&attempts)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, fmt.Errorf("marking outbox message %d failed: %w", seq, store.ErrNotFound)
+	}
+	if err != nil {
+		return 0, fmt.Errorf("marking outbox message %d failed: %w", seq, err)
+	}
+	return attempts, nil
+}
+
+// cleanError makes an error message fit a TEXT column: valid UTF-8 without
+// NUL (PostgreSQL refuses both), at most maxLastError bytes, cut between
+// characters.
+func cleanError(s string) string {
+	s = strings.ReplaceAll(strings.ToValidUTF8(s, "\uFFFD"), "\x00", "")
+	if len(s) <= maxLastError {
+		return s
+	}
+	i := maxLastError
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i]
 }

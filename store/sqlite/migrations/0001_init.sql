@@ -115,15 +115,24 @@ CREATE TABLE events (
 CREATE INDEX events_job_id ON events (job_id, occurred_at, seq);
 
 CREATE TABLE outbox (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-    subject    TEXT NOT NULL,
-    msg_id     TEXT NOT NULL,
-    payload    BLOB NOT NULL,
-    headers    TEXT NOT NULL DEFAULT 'null',
-    created_at INTEGER NOT NULL,
-    sent_at    INTEGER
+    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+    subject         TEXT NOT NULL,
+    msg_id          TEXT NOT NULL,
+    payload         BLOB NOT NULL,
+    headers         TEXT NOT NULL DEFAULT 'null',
+    created_at      INTEGER NOT NULL,
+    sent_at         INTEGER,
+    -- Failed publishes, the latest failure, and when to try again (0: at once).
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT NOT NULL DEFAULT '',
+    next_attempt_at INTEGER NOT NULL DEFAULT 0,
+    -- The relay that claimed the row, until when ('' and 0: unclaimed).
+    claimed_by      TEXT NOT NULL DEFAULT '',
+    claimed_until   INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX outbox_unsent ON outbox (seq) WHERE sent_at IS NULL;
+-- Serves OutboxListUnsent and OutboxClaim: unsent rows in seq order, with
+-- next_attempt_at at hand to skip rows not yet due without reading them.
+CREATE INDEX outbox_unsent ON outbox (seq, next_attempt_at) WHERE sent_at IS NULL;
 
 CREATE TABLE dead_letters (
     id          TEXT PRIMARY KEY,
