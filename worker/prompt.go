@@ -2,7 +2,9 @@ package worker
 
 import (
 	"fmt"
+	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/troupe-dev/troupe/internal/llm"
 	"github.com/troupe-dev/troupe/schemas"
@@ -53,3 +55,38 @@ func renderPrompt(tc llm.TaskContext) string {
 }
 
 func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+
+// fitInputs trims the task's inputs so the rendered prompt stays within
+// budget bytes (no limit when 0): the largest inputs are cut first, and
+// each cut says what was left out, so the model knows it works from a part.
+func fitInputs(tc llm.TaskContext, budget int) llm.TaskContext {
+	if budget <= 0 {
+		return tc
+	}
+	over := len(renderPrompt(tc)) - budget
+	if over <= 0 {
+		return tc
+	}
+	inputs := slices.Clone(tc.Inputs)
+	order := make([]int, len(inputs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return len(inputs[b].Content) - len(inputs[a].Content) })
+	for _, i := range order {
+		if over <= 0 {
+			break
+		}
+		in := &inputs[i]
+		cut := min(over+200, len(in.Content))
+		keep := len(in.Content) - cut
+		for keep > 0 && !utf8.RuneStart(in.Content[keep]) {
+			keep--
+		}
+		left := len(in.Content) - keep
+		in.Content = in.Content[:keep] + fmt.Sprintf("\n[... %d bytes of %s left out to fit the model's context window]\n", left, in.Path)
+		over -= left - 100
+	}
+	tc.Inputs = inputs
+	return tc
+}

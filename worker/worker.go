@@ -263,8 +263,11 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	resp, err := w.generate(ctx, msg, req)
 	if err != nil {
 		var retry *llm.RetryError
-		if errors.As(err, &retry) {
+		switch {
+		case errors.As(err, &retry):
 			return bus.RetryAfter(err, retry.RetryAfter)
+		case errors.Is(err, llm.ErrRejected):
+			return bus.Permanent(err)
 		}
 		return fmt.Errorf("model %s: %w", w.model.Name(), err)
 	}
@@ -335,7 +338,20 @@ func (w *Worker) request(ctx context.Context, task store.Task) (llm.Request, err
 		lessons[i] = l.Schema()
 	}
 	tc.Lessons = review.SelectLessons(lessons, task.Role, job.Title+" "+task.Instructions, w.cfg.LessonBytes)
-	return llm.Request{Role: task.Role, System: renderSystem(w.system, tc.Lessons), Prompt: renderPrompt(tc), Task: tc}, nil
+	system := renderSystem(w.system, tc.Lessons)
+	return llm.Request{Role: task.Role, System: system, Prompt: renderPrompt(fitInputs(tc, w.promptBudget(len(system)))), Task: tc}, nil
+}
+
+// promptBudget is how many bytes of prompt the model's context window
+// leaves after the system prompt and the answer (about 3 bytes a token, to
+// be safe); 0 means no limit.
+func (w *Worker) promptBudget(systemBytes int) int {
+	s, ok := w.model.(interface{ Spec() llm.Spec })
+	if !ok || s.Spec().ContextWindow == 0 {
+		return 0
+	}
+	spec := s.Spec()
+	return max((spec.ContextWindow-spec.MaxTokens)*3-systemBytes, 4096)
 }
 
 // errTaskMoved rolls back a stage whose task is no longer running.

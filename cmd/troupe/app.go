@@ -160,6 +160,11 @@ func (a *App) Start(ctx context.Context) error {
 	a.stopping = append(a.stopping, func(context.Context) error { return st.Close() })
 
 	warnUnbuilt(a.Log, cfg)
+	models, err := llm.ForRoles(cfg, a.Roles)
+	if err != nil {
+		a.Stop(ctx)
+		return err
+	}
 	roles := a.Roles
 	if a.Orchestrator || a.Embedded {
 		roles = schemas.Roles
@@ -220,7 +225,7 @@ func (a *App) Start(ctx context.Context) error {
 			Role: role, Concurrency: rc.Concurrency, Prefix: cfg.NATS.Prefix, Notify: a.relay.Notify, Logger: a.Log,
 			RecordDeadLetter: deadLetters.Record, MaxDeliver: topo.MaxDeliverOf(role), Backoff: rc.Backoffs(),
 			Heartbeat: heartbeat(topo.WithDefaults().AckWait),
-		}, st, js, a.model(role))
+		}, st, js, a.model(role, models))
 		if err != nil {
 			a.Stop(ctx)
 			return err
@@ -290,14 +295,8 @@ func drain(ctx context.Context, nc *nats.Conn) error {
 // warnUnbuilt says which settings are read but not acted on yet, rather
 // than ignoring them silently.
 func warnUnbuilt(log zerolog.Logger, cfg config.Config) {
-	if len(cfg.Models.Providers) > 0 || cfg.Models.Default != "" {
-		log.Warn().Msg("models: calling configured models is not built yet; every role runs on the offline model")
-	}
-	for _, role := range schemas.Roles {
-		rc := cfg.Roles[role]
-		if rc.Model != "" || len(rc.Fallbacks) > 0 || rc.Temperature != nil {
-			log.Warn().Str("role", role).Msg("roles.<role>.model, fallbacks and temperature are not built yet; the role runs on the offline model")
-		}
+	if len(cfg.Models.Providers) == 0 {
+		log.Info().Msg("no model configured: every role runs on the built-in offline model")
 	}
 	if cfg.Budgets.MaxTokensPerJob > 0 {
 		log.Warn().Msg("budgets.maxTokensPerJob is not enforced yet")
@@ -310,19 +309,18 @@ func heartbeat(ackWait time.Duration) time.Duration {
 	return min(5*time.Second, ackWait/3)
 }
 
-// model is the model a role's worker calls. Models is a test seam: the
-// fault-injection tests set TROUPE_TEST_POISON to make a role panic.
-func (a *App) model(role string) llm.Model {
+// model is the model a role's worker calls: from the configuration, or
+// the offline model wrapped as the simulation flags and fault-injection
+// switches ask (Models).
+func (a *App) model(role string, configured map[string]llm.Model) llm.Model {
 	if a.Models != nil {
 		if m := a.Models(role); m != nil {
 			return m
 		}
 	}
-	return llm.NewOffline()
+	return configured[role]
 }
 
-// openStore opens PostgreSQL for a postgres:// URL or a key=value DSN,
-// and SQLite for a file path (optionally sqlite://path).
 func openStore(ctx context.Context, url string) (store.Store, error) {
 	if strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") || strings.Contains(url, "=") {
 		return postgres.Open(ctx, url)

@@ -152,7 +152,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	if a.OpsAddr != "" {
 		fmt.Fprintf(e.stdout, "  ops:      http://%s/healthz and /readyz\n", a.OpsAddr)
 	}
-	fmt.Fprintf(e.stdout, "  model:    offline (built-in; deterministic drafts, no API key needed)\n")
+	fmt.Fprintf(e.stdout, "  models:   %s\n", describeModels(a.Config, roles))
 	fmt.Fprintf(e.stdout, "  config:   %s\n", cfgNote)
 	fmt.Fprintf(e.stdout, "  submit:   troupe submit --title 'Hello' --wait    or    nats --server %s req troupe.api.jobs.submit '{\"title\":\"Hello\"}'\n", a.NATSURL)
 	if *demo {
@@ -228,6 +228,25 @@ func runWorker(ctx context.Context, e *env, args []string) error {
 		fs.StringVar(&role, "role", "", "the role to serve: "+strings.Join(schemas.Roles, ", ")+" (several, comma-separated)")
 		fs.IntVar(&concurrency, "concurrency", 0, "tasks run at once (default roles.<role>.concurrency, else 4)")
 	})
+}
+
+// describeModels says which model each role calls.
+func describeModels(cfg config.Config, roles []string) string {
+	if len(cfg.Models.Providers) == 0 {
+		return "offline (built-in; deterministic drafts, no API key needed)"
+	}
+	var parts []string
+	for _, r := range roles {
+		m := cfg.Roles[r].Model
+		if m == "" {
+			m = cfg.Models.Default
+		}
+		if m == "" {
+			m = "offline"
+		}
+		parts = append(parts, r+"="+m)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // parseRoles reads a comma-separated list of roles.

@@ -111,6 +111,9 @@ type Provider struct {
 	APIKey  string  `json:"apiKey,omitempty"`
 	API     string  `json:"api,omitempty"`
 	Models  []Model `json:"models"`
+	// MaxConcurrency bounds the calls in flight to the provider from one
+	// process, across every role. Defaults to 8.
+	MaxConcurrency int `json:"maxConcurrency,omitempty"`
 }
 
 // Model is one model of a provider.
@@ -177,6 +180,12 @@ func (c Config) WithDefaults() Config {
 	if c.NATS.Replicas == 0 {
 		c.NATS.Replicas = 1
 	}
+	for name, p := range c.Models.Providers {
+		if p.MaxConcurrency == 0 {
+			p.MaxConcurrency = 8
+			c.Models.Providers[name] = p
+		}
+	}
 	if c.Review.MaxRevisions == nil {
 		two := 2
 		c.Review.MaxRevisions = &two
@@ -231,6 +240,9 @@ func (c Config) Validate() error {
 		}
 		if len(p.Models) == 0 {
 			bad(field+".models", "names no model")
+		}
+		if p.MaxConcurrency < 0 {
+			bad(field+".maxConcurrency", "must not be negative")
 		}
 		for i, m := range p.Models {
 			mf := fmt.Sprintf("%s.models[%d]", field, i)

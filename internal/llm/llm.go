@@ -42,8 +42,11 @@ type TaskContext struct {
 	Inputs       []Input          // promoted outputs of upstream tasks, read-only
 	Lessons      []schemas.Lesson // MEMORY lessons relevant to the task, most relevant first
 	Feedback     string           // the reviewer's feedback on the previous revision
-	Attachments  []schemas.Attachment
+	Attachments  []Attachment
 }
+
+// Attachment is a file given with a job, such as an image.
+type Attachment = schemas.Attachment
 
 // Input is one upstream artifact given to a task.
 type Input struct {
@@ -61,6 +64,9 @@ type Response struct {
 	PromptTokens     int64
 	CompletionTokens int64
 	Latency          time.Duration
+	// ParseError says why the answer could not be read as files; Files is
+	// then empty and Content holds the answer, for review to reject.
+	ParseError string
 }
 
 // ErrRetryable marks an error worth retrying later (rate limit, 5xx,

@@ -1,0 +1,104 @@
+package llm
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/troupe-dev/troupe/internal/config"
+)
+
+// ForRoles builds every role's model from the configuration: the role's
+// model (else models.default) with its fallbacks after it, or the offline
+// model when none is configured. Calls to one provider share one limit on
+// calls in flight (models.providers.<name>.maxConcurrency), whatever the role.
+func ForRoles(cfg config.Config, roles []string) (map[string]Model, error) {
+	limiters := map[string]chan struct{}{}
+	for name, p := range cfg.Models.Providers {
+		limiters[name] = make(chan struct{}, max(p.MaxConcurrency, 1))
+	}
+	out := map[string]Model{}
+	for _, role := range roles {
+		rc := cfg.Roles[role]
+		primary := cmp(rc.Model, cfg.Models.Default)
+		if primary == "" || primary == "offline" {
+			out[role] = NewOffline()
+			continue
+		}
+		var chain []Model
+		for _, ref := range append([]string{primary}, rc.Fallbacks...) {
+			spec, err := specOf(cfg, ref)
+			if err != nil {
+				return nil, fmt.Errorf("roles.%s: %w", role, err)
+			}
+			spec.Temperature = rc.Temperature
+			provider, _, _ := strings.Cut(ref, "/")
+			chain = append(chain, NewOpenAI(spec, limiters[provider]))
+		}
+		if len(chain) == 1 {
+			out[role] = chain[0]
+		} else {
+			out[role] = &Fallbacks{Models: chain}
+		}
+	}
+	return out, nil
+}
+
+func cmp(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func specOf(cfg config.Config, ref string) (Spec, error) {
+	provider, id, ok := strings.Cut(ref, "/")
+	p, found := cfg.Models.Providers[provider]
+	if !ok || !found {
+		return Spec{}, fmt.Errorf("model %q: no provider %q in models.providers", ref, provider)
+	}
+	for _, m := range p.Models {
+		if m.ID == id {
+			return Spec{
+				Ref: ref, ID: m.ID, BaseURL: p.BaseURL, APIKey: p.APIKey,
+				Images: slices.Contains(m.Input, "image"), ContextWindow: m.ContextWindow, MaxTokens: m.MaxTokens,
+			}, nil
+		}
+	}
+	return Spec{}, fmt.Errorf("model %q: provider %q has no model %q", ref, provider, id)
+}
+
+// Fallbacks tries its models in order: the next one when a call fails in a
+// way another model may not (a rate limit, an outage, no image input).
+type Fallbacks struct{ Models []Model }
+
+// Name is the first model's.
+func (f *Fallbacks) Name() string { return f.Models[0].Name() }
+
+// Spec is the first model's, when it has one.
+func (f *Fallbacks) Spec() Spec {
+	if s, ok := f.Models[0].(interface{ Spec() Spec }); ok {
+		return s.Spec()
+	}
+	return Spec{}
+}
+
+// Generate returns the first model's answer that comes, or the first
+// model's error when none does.
+func (f *Fallbacks) Generate(ctx context.Context, req Request) (Response, error) {
+	var first error
+	for _, m := range f.Models {
+		resp, err := m.Generate(ctx, req)
+		if err == nil {
+			return resp, nil
+		}
+		if ctx.Err() != nil {
+			return Response{}, err
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	return Response{}, first
+}
