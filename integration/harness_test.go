@@ -58,7 +58,7 @@ type dev struct {
 	NC    *nats.Conn
 	cmd   *exec.Cmd
 	Ready time.Duration
-	logs  *bytes.Buffer
+	logs  *lockedWriter
 }
 
 // startDev starts troupe dev on a fresh directory and a free port, and
@@ -79,8 +79,8 @@ func startDevIn(t *testing.T, dir string, env []string, args ...string) *dev {
 	cmd.Env = append(cmd.Env, env...)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
-	logs := &bytes.Buffer{}
-	cmd.Stderr = &lockedWriter{w: logs}
+	logs := &lockedWriter{w: &bytes.Buffer{}}
+	cmd.Stderr = logs
 	start := time.Now()
 	require.NoError(t, cmd.Start())
 	d := &dev{t: t, Dir: dir, cmd: cmd, logs: logs}
@@ -237,6 +237,13 @@ func (d *dev) events(filter string) *eventLog {
 	return l
 }
 
+// all returns every event seen so far.
+func (l *eventLog) all() []schemas.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.events)
+}
+
 // waitEvent waits, up to two minutes, for an event that matches, among all
 // the events seen so far and those to come.
 func waitEvent(t *testing.T, l *eventLog, match func(schemas.Event) bool) schemas.Event {
@@ -263,7 +270,8 @@ func waitEvent(t *testing.T, l *eventLog, match func(schemas.Event) bool) schema
 func (d *dev) waitJobEnd(l *eventLog, id string) schemas.Job {
 	d.t.Helper()
 	waitEvent(d.t, l, func(ev schemas.Event) bool {
-		return ev.JobID == id && (ev.Kind == schemas.EventJobDone || ev.Kind == schemas.EventJobFailed || ev.Kind == schemas.EventJobCancelled)
+		return ev.JobID == id && (ev.Kind == schemas.EventJobDone || ev.Kind == schemas.EventJobFailed ||
+			ev.Kind == schemas.EventJobCancelled || ev.Kind == schemas.EventJobBudgetExceeded)
 	})
 	return call[schemas.Job](d, "jobs.get", schemas.IDRequest{ID: id})
 }

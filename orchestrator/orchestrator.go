@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/internal/config"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
 )
@@ -37,6 +38,12 @@ type Config struct {
 	// Notify is called after a transaction wrote outbox rows (the relay's
 	// Notify). Optional.
 	Notify func()
+	// Prices are the prices per million tokens by model reference, for
+	// the cost in job totals.
+	Prices map[string]config.Price
+	// DefaultBudget is the token budget of a job that names none; 0 is
+	// unlimited.
+	DefaultBudget int64
 	// OnDeadLetter is what a dead-lettered task does to its job:
 	// OnDeadLetterFail (the default) or OnDeadLetterWait.
 	OnDeadLetter string
@@ -228,6 +235,7 @@ func (s *Service) Submit(ctx context.Context, sub schemas.Submission) (any, erro
 		ID: uuid.NewString(), Title: sub.Title, Brief: sub.Brief, IdempotencyKey: sub.IdempotencyKey,
 		Status: schemas.JobRunning, Attachments: sub.Attachments, CreatedAt: now, UpdatedAt: now,
 	}
+	job.BudgetTokens = s.cfg.DefaultBudget
 	if sub.Budget != nil {
 		job.BudgetTokens = sub.Budget.MaxTokens
 	}
@@ -328,9 +336,10 @@ func (s *Service) jobView(ctx context.Context, id string, full bool) (schemas.Jo
 		if err != nil {
 			return schemas.Job{}, err
 		}
+		if err := s.addCallTotals(ctx, totals, job); err != nil {
+			return schemas.Job{}, err
+		}
 		for _, o := range outputs {
-			totals.PromptTokens += o.PromptTokens
-			totals.CompletionTokens += o.CompletionTokens
 			if t := byTask[o.TaskID]; t != nil {
 				// Contents are large: troupe.api.reviews.get and
 				// artifacts.get give them one at a time.
@@ -356,11 +365,39 @@ func (s *Service) jobView(ctx context.Context, id string, full bool) (schemas.Jo
 	return view, nil
 }
 
+// addCallTotals adds a job's model calls to its totals: tokens, calls and
+// cost, overall and by role and model.
+func (s *Service) addCallTotals(ctx context.Context, totals *schemas.Totals, job store.Job) error {
+	rows, err := s.store.ModelCallTotals(ctx, job.ID)
+	if err != nil {
+		return err
+	}
+	totals.BudgetTokens = job.BudgetTokens
+	var cost float64
+	priced := false
+	for _, r := range rows {
+		mt := schemas.ModelTotal{Role: r.Role, Model: r.Model, Calls: r.Calls, Failed: r.Failed,
+			PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, LatencyMS: r.LatencyMS}
+		if p, ok := s.cfg.Prices[r.Model]; ok {
+			c := (float64(r.PromptTokens)*p.Input + float64(r.CompletionTokens)*p.Output) / 1e6
+			mt.Cost, cost, priced = &c, cost+c, true
+		}
+		totals.ByModel = append(totals.ByModel, mt)
+		totals.Calls += r.Calls
+		totals.PromptTokens += r.PromptTokens
+		totals.CompletionTokens += r.CompletionTokens
+	}
+	if priced {
+		totals.Cost = &cost
+	}
+	return nil
+}
+
 func (s *Service) listJobs(ctx context.Context, req schemas.ListRequest) (any, error) {
 	switch req.Status {
-	case "", schemas.JobPlanning, schemas.JobRunning, schemas.JobDone, schemas.JobFailed, schemas.JobCancelled:
+	case "", schemas.JobPlanning, schemas.JobRunning, schemas.JobDone, schemas.JobFailed, schemas.JobCancelled, schemas.JobBudgetExceeded:
 	default:
-		return nil, bus.BadRequest("invalid_request", "status: %q is not a job status; use planning, running, done, failed or cancelled", req.Status)
+		return nil, bus.BadRequest("invalid_request", "status: %q is not a job status; use planning, running, done, failed, cancelled or budget_exceeded", req.Status)
 	}
 	p := store.JobListParams{Status: req.Status, Query: req.Query, Limit: clampLimit(req.Limit, 50, 200)}
 	if req.Cursor != "" {
@@ -414,7 +451,7 @@ func (s *Service) cancelJob(ctx context.Context, req schemas.IDRequest) (any, er
 		if !moved {
 			return bus.Conflict("job %s is %s already; only a planning or running job can be cancelled", job.ID, job.Status)
 		}
-		if err := s.closeOpenTasks(ctx, q, job.ID, schemas.TaskCancelled, "job cancelled"); err != nil {
+		if err := closeOpenTasks(ctx, q, job.ID, schemas.TaskCancelled, "job cancelled"); err != nil {
 			return err
 		}
 		return bus.Emit(ctx, q, s.subj, schemas.Event{JobID: job.ID, Kind: schemas.EventJobCancelled, Message: "cancelled on request"})
@@ -428,7 +465,7 @@ func (s *Service) cancelJob(ctx context.Context, req schemas.IDRequest) (any, er
 
 // closeOpenTasks ends every task of a job that has not ended, and takes its
 // undecided outputs out of the review queue.
-func (s *Service) closeOpenTasks(ctx context.Context, q store.Querier, jobID, status, reason string) error {
+func closeOpenTasks(ctx context.Context, q store.Querier, jobID, status, reason string) error {
 	tasks, err := q.TaskListByJob(ctx, jobID)
 	if err != nil {
 		return err
@@ -491,6 +528,10 @@ func (s *Service) advance(ctx context.Context, jobID string) error {
 		}
 		if job.Status != schemas.JobRunning {
 			return nil
+		}
+		if stopped, err := stopIfSpent(ctx, q, s.subj, job); err != nil || stopped {
+			wrote = stopped
+			return err
 		}
 		tasks, err := q.TaskListByJob(ctx, jobID)
 		if err != nil {
@@ -594,7 +635,7 @@ func (s *Service) revise(ctx context.Context, ev schemas.Event) error {
 		if _, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: t.JobID, From: []string{schemas.JobRunning}, To: schemas.JobFailed, Reason: jobReason}); err != nil {
 			return err
 		}
-		if err := s.closeOpenTasks(ctx, q, t.JobID, schemas.TaskCancelled, "job failed: "+jobReason); err != nil {
+		if err := closeOpenTasks(ctx, q, t.JobID, schemas.TaskCancelled, "job failed: "+jobReason); err != nil {
 			return err
 		}
 		wrote = true

@@ -181,6 +181,7 @@ const (
 	EventJobDone              = "job_done"
 	EventJobFailed            = "job_failed"
 	EventJobCancelled         = "job_cancelled"
+	EventJobBudgetExceeded    = "job_budget_exceeded"
 )
 
 // DeadLetter is a message that could not be processed, with the reason.
@@ -219,6 +220,9 @@ const (
 	JobDone      = "done"
 	JobFailed    = "failed"
 	JobCancelled = "cancelled"
+	// JobBudgetExceeded is a job that spent its token budget: no further
+	// task of it is dispatched.
+	JobBudgetExceeded = "budget_exceeded"
 )
 
 // Task statuses. A task is pending until its upstream tasks are promoted,
@@ -270,10 +274,26 @@ type Job struct {
 
 // Totals sums a job's model usage.
 type Totals struct {
-	Tasks            int   `json:"tasks"`
-	Promoted         int   `json:"promoted"`
-	PromptTokens     int64 `json:"prompt_tokens"`
-	CompletionTokens int64 `json:"completion_tokens"`
+	Tasks            int          `json:"tasks"`
+	Promoted         int          `json:"promoted"`
+	PromptTokens     int64        `json:"prompt_tokens"`
+	CompletionTokens int64        `json:"completion_tokens"`
+	Calls            int          `json:"calls,omitempty"`
+	BudgetTokens     int64        `json:"budget_tokens,omitempty"`
+	Cost             *float64     `json:"cost,omitempty"`
+	ByModel          []ModelTotal `json:"by_model,omitempty"`
+}
+
+// ModelTotal sums a job's calls of one role to one model.
+type ModelTotal struct {
+	Role             string   `json:"role"`
+	Model            string   `json:"model"`
+	Calls            int      `json:"calls"`
+	Failed           int      `json:"failed"`
+	PromptTokens     int64    `json:"prompt_tokens"`
+	CompletionTokens int64    `json:"completion_tokens"`
+	LatencyMS        int64    `json:"latency_ms"`
+	Cost             *float64 `json:"cost,omitempty"`
 }
 
 // Task is a task as the API returns it.

@@ -149,6 +149,15 @@ type Querier interface {
 	// and reports whether it moved. ErrNotFound when it does not exist.
 	DeadLetterResolve(ctx context.Context, id, status, by string) (bool, error)
 
+	// ModelCallInsert records model calls: one row per call, failed ones too.
+	ModelCallInsert(ctx context.Context, calls []ModelCall) error
+	// ModelCallTotals sums a job's model calls by role and model, ordered
+	// by role then model.
+	ModelCallTotals(ctx context.Context, jobID string) ([]ModelCallTotal, error)
+	// ModelCallTokens is the total of prompt and completion tokens of a
+	// job's model calls.
+	ModelCallTokens(ctx context.Context, jobID string) (int64, error)
+
 	// TaskListStale returns tasks whose status is one of p.Statuses and
 	// whose UpdatedAt is before p.UpdatedBefore, least recently updated
 	// first, for the reconciler.
@@ -267,6 +276,33 @@ type OutboxMessage struct {
 	LastError string
 	// NextAttemptAt is when a relay may try again (zero: at once).
 	NextAttemptAt time.Time
+}
+
+// ModelCall is a row of model_calls: one call to a model, for cost and audit.
+type ModelCall struct {
+	ID               string
+	JobID            string
+	TaskID           string
+	Role             string
+	Revision         int
+	Model            string
+	PromptTokens     int64
+	CompletionTokens int64
+	LatencyMS        int64
+	Outcome          string // ok | retry | rejected | error
+	Error            string // why, when not ok; never holds a secret
+	CreatedAt        time.Time
+}
+
+// ModelCallTotal sums the calls of one role and model.
+type ModelCallTotal struct {
+	Role             string
+	Model            string
+	Calls            int
+	Failed           int // calls whose outcome is not ok
+	PromptTokens     int64
+	CompletionTokens int64
+	LatencyMS        int64
 }
 
 // OutboxClaimParams are the arguments of OutboxClaim.

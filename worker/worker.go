@@ -50,7 +50,11 @@ type Config struct {
 	// Backoff are the delays before retrying a failed task, by delivery.
 	// Defaults to 1s doubling up to a minute.
 	Backoff []time.Duration
-	Logger  zerolog.Logger
+	// BudgetSpent, when set, is asked before each model call whether the
+	// task's job has spent its token budget (and stops the job if so);
+	// the task is then not run.
+	BudgetSpent func(ctx context.Context, jobID string) (bool, error)
+	Logger      zerolog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -254,14 +258,29 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 		log.Debug().Msg("task moved on meanwhile; skipped")
 		return nil
 	}
+	if w.cfg.BudgetSpent != nil {
+		spent, err := w.cfg.BudgetSpent(ctx, task.JobID)
+		if err != nil {
+			return fmt.Errorf("checking the job's budget: %w", err)
+		}
+		if spent {
+			log.Info().Msg("job's token budget spent; task not run")
+			return nil
+		}
+	}
 	req, err := w.request(ctx, task)
 	if err != nil {
 		return err
 	}
+	var calls callLog
+	req.Record = calls.add
 	log.Info().Msg("task started")
 	start := time.Now()
 	resp, err := w.generate(ctx, msg, req)
 	if err != nil {
+		if rerr := w.store.ModelCallInsert(context.WithoutCancel(ctx), calls.rows(task)); rerr != nil {
+			log.Warn().Err(rerr).Msg("recording failed model calls")
+		}
 		var retry *llm.RetryError
 		switch {
 		case errors.As(err, &retry):
@@ -274,7 +293,35 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	if resp.Latency == 0 {
 		resp.Latency = time.Since(start)
 	}
-	return w.stage(ctx, log, task, req, resp)
+	return w.stage(ctx, log, task, req, resp, calls.rows(task))
+}
+
+// callLog collects the model calls made for one task run.
+type callLog struct {
+	mu    sync.Mutex
+	calls []llm.Call
+}
+
+func (l *callLog) add(c llm.Call) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.calls = append(l.calls, c)
+}
+
+// rows are the calls as store rows, taken out of the log.
+func (l *callLog) rows(t store.Task) []store.ModelCall {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]store.ModelCall, len(l.calls))
+	for i, c := range l.calls {
+		out[i] = store.ModelCall{
+			ID: uuid.NewString(), JobID: t.JobID, TaskID: t.ID, Role: t.Role, Revision: t.Revision, Model: c.Model,
+			PromptTokens: c.PromptTokens, CompletionTokens: c.CompletionTokens, LatencyMS: c.Latency.Milliseconds(),
+			Outcome: c.Outcome, Error: bus.Clip(c.Err, 2000),
+		}
+	}
+	l.calls = nil
+	return out
 }
 
 // generate calls the model, telling JetStream the task is alive while it works.
@@ -359,7 +406,7 @@ var errTaskMoved = errors.New("task moved on")
 
 // stage stores the output of this revision once, with the review request in
 // the same transaction.
-func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task, req llm.Request, resp llm.Response) error {
+func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task, req llm.Request, resp llm.Response, calls []store.ModelCall) error {
 	out := store.Output{
 		ID: uuid.NewString(), TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: task.Revision,
 		Status: schemas.OutputStaged, Content: resp.Content, Files: resp.Files, Model: resp.Model,
@@ -373,7 +420,11 @@ func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task,
 	err := w.store.InTx(ctx, func(q store.Querier) error {
 		var err error
 		out, created, err = q.OutputStage(ctx, out)
-		if err != nil || !created {
+		if err != nil {
+			return err
+		}
+		// The calls were made and paid for, even by a duplicate run.
+		if err := q.ModelCallInsert(ctx, calls); err != nil || !created {
 			return err
 		}
 		staged, rev := schemas.TaskStaged, task.Revision
@@ -400,7 +451,7 @@ func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task,
 	})
 	if errors.Is(err, errTaskMoved) {
 		log.Info().Msg("task moved on while the model worked; output dropped")
-		return nil
+		return w.store.ModelCallInsert(ctx, calls)
 	}
 	if err != nil {
 		return fmt.Errorf("staging output: %w", err)

@@ -190,6 +190,7 @@ func (a *App) Start(ctx context.Context) error {
 	a.relay = orchestrator.NewRelay(orchestrator.RelayConfig{Logger: a.Log.With().Str("service", "relay").Logger()}, st, js)
 	a.relay.Start(ctx)
 	a.stopping = append(a.stopping, func(ctx context.Context) error { a.relay.Stop(ctx); return nil })
+	budgets := &orchestrator.Budgets{Store: st, Subjects: bus.Subjects{Prefix: topo.WithDefaults().Prefix}, Notify: a.relay.Notify}
 	deadLetters := &orchestrator.DeadLetters{
 		Store: st, Subjects: bus.Subjects{Prefix: topo.WithDefaults().Prefix}, OnDeadLetter: cfg.Reliability.OnDeadLetter,
 		Notify: a.relay.Notify, Log: a.Log,
@@ -199,6 +200,7 @@ func (a *App) Start(ctx context.Context) error {
 		a.orch = orchestrator.New(orchestrator.Config{
 			Prefix: cfg.NATS.Prefix, MaxRevisions: cfg.MaxRevisions(), NoRevisions: cfg.MaxRevisions() == 0,
 			Notify: a.relay.Notify, OnDeadLetter: cfg.Reliability.OnDeadLetter, Logger: a.Log,
+			Prices: cfg.Prices(), DefaultBudget: cfg.Budgets.MaxTokensPerJob,
 			Reconcile: orchestrator.ReconcileConfig{Interval: reconcile, StaleAfter: staleAfter},
 		}, st, nc, js)
 		if err := a.orch.Start(ctx); err != nil {
@@ -224,7 +226,7 @@ func (a *App) Start(ctx context.Context) error {
 		w, err := worker.New(worker.Config{
 			Role: role, Concurrency: rc.Concurrency, Prefix: cfg.NATS.Prefix, Notify: a.relay.Notify, Logger: a.Log,
 			RecordDeadLetter: deadLetters.Record, MaxDeliver: topo.MaxDeliverOf(role), Backoff: rc.Backoffs(),
-			Heartbeat: heartbeat(topo.WithDefaults().AckWait),
+			Heartbeat: heartbeat(topo.WithDefaults().AckWait), BudgetSpent: budgets.Spent,
 		}, st, js, a.model(role, models))
 		if err != nil {
 			a.Stop(ctx)
@@ -297,9 +299,6 @@ func drain(ctx context.Context, nc *nats.Conn) error {
 func warnUnbuilt(log zerolog.Logger, cfg config.Config) {
 	if len(cfg.Models.Providers) == 0 {
 		log.Info().Msg("no model configured: every role runs on the built-in offline model")
-	}
-	if cfg.Budgets.MaxTokensPerJob > 0 {
-		log.Warn().Msg("budgets.maxTokensPerJob is not enforced yet")
 	}
 }
 

@@ -257,7 +257,7 @@ func follow(ctx context.Context, e *env, c *client, job schemas.Job, events <-ch
 				printEvent(e.stdout, ev, keys)
 			}
 			switch ev.Kind {
-			case schemas.EventJobDone, schemas.EventJobFailed, schemas.EventJobCancelled:
+			case schemas.EventJobDone, schemas.EventJobFailed, schemas.EventJobCancelled, schemas.EventJobBudgetExceeded:
 			default:
 				continue
 			}
@@ -269,7 +269,7 @@ func follow(ctx context.Context, e *env, c *client, job schemas.Job, events <-ch
 		}
 		job = cur
 		switch job.Status {
-		case schemas.JobDone, schemas.JobFailed, schemas.JobCancelled:
+		case schemas.JobDone, schemas.JobFailed, schemas.JobCancelled, schemas.JobBudgetExceeded:
 			if !quiet {
 				fmt.Fprintf(e.stdout, "job %s %s", job.ID, job.Status)
 				if job.Reason != "" {
@@ -389,9 +389,27 @@ func printJob(w io.Writer, j schemas.Job) {
 	if j.Reason != "" {
 		fmt.Fprintf(w, "  reason:  %s\n", j.Reason)
 	}
-	if j.Totals != nil {
-		fmt.Fprintf(w, "  tasks:   %d/%d promoted; tokens %d prompt + %d completion\n",
-			j.Totals.Promoted, j.Totals.Tasks, j.Totals.PromptTokens, j.Totals.CompletionTokens)
+	if t := j.Totals; t != nil {
+		fmt.Fprintf(w, "  tasks:   %d/%d promoted\n  tokens:  %d prompt + %d completion in %d model call(s)",
+			t.Promoted, t.Tasks, t.PromptTokens, t.CompletionTokens, t.Calls)
+		if t.BudgetTokens > 0 {
+			fmt.Fprintf(w, " (budget %d)", t.BudgetTokens)
+		}
+		if t.Cost != nil {
+			fmt.Fprintf(w, ", cost %.4f", *t.Cost)
+		}
+		fmt.Fprintln(w)
+		for _, m := range t.ByModel {
+			line := fmt.Sprintf("    %-10s %-28s %3d call(s)", m.Role, m.Model, m.Calls)
+			if m.Failed > 0 {
+				line += fmt.Sprintf(" (%d failed)", m.Failed)
+			}
+			line += fmt.Sprintf("  %d+%d tokens  %s", m.PromptTokens, m.CompletionTokens, time.Duration(m.LatencyMS)*time.Millisecond)
+			if m.Cost != nil {
+				line += fmt.Sprintf("  cost %.4f", *m.Cost)
+			}
+			fmt.Fprintln(w, line)
+		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "\nKEY\tROLE\tSTATUS\tREV\tDEPENDS ON\tOUTPUTS")

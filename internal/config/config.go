@@ -123,6 +123,27 @@ type Model struct {
 	Input         []string `json:"input,omitempty"`
 	ContextWindow int      `json:"contextWindow,omitempty"`
 	MaxTokens     int      `json:"maxTokens,omitempty"`
+	// Cost is the price per million tokens, for the cost in job totals.
+	Cost *Price `json:"cost,omitempty"`
+}
+
+// Price is what a million tokens cost, in any currency.
+type Price struct {
+	Input  float64 `json:"input"`
+	Output float64 `json:"output"`
+}
+
+// Prices returns the price of every model that has one, by reference.
+func (c Config) Prices() map[string]Price {
+	out := map[string]Price{}
+	for name, p := range c.Models.Providers {
+		for _, m := range p.Models {
+			if m.Cost != nil {
+				out[name+"/"+m.ID] = *m.Cost
+			}
+		}
+	}
+	return out
 }
 
 // Role configures one role.
@@ -267,6 +288,9 @@ func (c Config) Validate() error {
 			}
 			if m.MaxTokens < 0 {
 				bad(mf+".maxTokens", "must not be negative")
+			}
+			if m.Cost != nil && (m.Cost.Input < 0 || m.Cost.Output < 0) {
+				bad(mf+".cost", "prices must not be negative")
 			}
 			refs[pname+"/"+m.ID] = true
 		}

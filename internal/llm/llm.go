@@ -28,6 +28,26 @@ type Request struct {
 	System string // the role's prompt and the lessons that apply
 	Prompt string // the task, its inputs and feedback, rendered
 	Task   TaskContext
+	// Record, when set, is told of every call made for the request
+	// (repairs, fallbacks and failures too), for cost and audit.
+	Record func(Call)
+}
+
+// Call is one call to a model.
+type Call struct {
+	Model            string
+	PromptTokens     int64
+	CompletionTokens int64
+	Latency          time.Duration
+	Outcome          string // ok | retry | rejected | error
+	Err              string // why, when not ok; never holds the API key
+}
+
+// record tells req.Record of a call, when it listens.
+func (req Request) record(c Call) {
+	if req.Record != nil {
+		req.Record(c)
+	}
 }
 
 // TaskContext is what a worker knows about the task it runs.

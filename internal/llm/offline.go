@@ -60,13 +60,15 @@ func (*Offline) Generate(ctx context.Context, req Request) (Response, error) {
 		// Called with the structured context only: estimate from that.
 		prompt = d.promptEstimateText()
 	}
-	return Response{
+	resp := Response{
 		Content:          summary,
 		Files:            files,
 		Model:            offlineName,
 		PromptTokens:     tokenEstimate(len(prompt)),
 		CompletionTokens: tokenEstimate(completion),
-	}, nil
+	}
+	req.record(Call{Model: offlineName, PromptTokens: resp.PromptTokens, CompletionTokens: resp.CompletionTokens, Outcome: "ok"})
+	return resp, nil
 }
 
 // tokenEstimate is the usual four-bytes-a-token estimate, at least 1.

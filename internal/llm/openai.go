@@ -80,7 +80,7 @@ func (m *OpenAI) Generate(ctx context.Context, req Request) (Response, error) {
 	}
 	msgs := []openai.ChatCompletionMessage{{Role: openai.ChatMessageRoleSystem, Content: req.System}, user}
 	start := time.Now()
-	answer, usage, err := m.complete(ctx, msgs)
+	answer, usage, err := m.complete(ctx, req, msgs)
 	if err != nil {
 		return Response{}, err
 	}
@@ -92,7 +92,7 @@ func (m *OpenAI) Generate(ctx context.Context, req Request) (Response, error) {
 			openai.ChatCompletionMessage{Role: openai.ChatMessageRoleAssistant, Content: answer},
 			openai.ChatCompletionMessage{Role: openai.ChatMessageRoleUser, Content: "Your answer could not be read: " + perr.Error() +
 				". Answer again with the same content, every file as a block from a line \"=== FILE: <relative/path> ===\" to a line \"=== END FILE ===\"."})
-		again, u2, err := m.complete(ctx, msgs)
+		again, u2, err := m.complete(ctx, req, msgs)
 		if err != nil {
 			return Response{}, err
 		}
@@ -111,7 +111,26 @@ func (m *OpenAI) Generate(ctx context.Context, req Request) (Response, error) {
 	return resp, nil
 }
 
-func (m *OpenAI) complete(ctx context.Context, msgs []openai.ChatCompletionMessage) (string, openai.Usage, error) {
+// complete makes one call and records it.
+func (m *OpenAI) complete(ctx context.Context, req Request, msgs []openai.ChatCompletionMessage) (string, openai.Usage, error) {
+	start := time.Now()
+	answer, usage, err := m.call(ctx, msgs)
+	c := Call{Model: m.spec.Ref, PromptTokens: int64(usage.PromptTokens), CompletionTokens: int64(usage.CompletionTokens), Latency: time.Since(start), Outcome: "ok"}
+	var retry *RetryError
+	switch {
+	case err == nil:
+	case errors.As(err, &retry):
+		c.Outcome, c.Err = "retry", err.Error()
+	case errors.Is(err, ErrRejected):
+		c.Outcome, c.Err = "rejected", err.Error()
+	default:
+		c.Outcome, c.Err = "error", err.Error()
+	}
+	req.record(c)
+	return answer, usage, err
+}
+
+func (m *OpenAI) call(ctx context.Context, msgs []openai.ChatCompletionMessage) (string, openai.Usage, error) {
 	if m.limiter != nil {
 		select {
 		case m.limiter <- struct{}{}:
@@ -124,11 +143,11 @@ func (m *OpenAI) complete(ctx context.Context, msgs []openai.ChatCompletionMessa
 	defer cancel()
 	holder := &retryAfter{}
 	ctx = context.WithValue(ctx, retryAfterKey{}, holder)
-	req := openai.ChatCompletionRequest{Model: m.spec.ID, Messages: msgs, MaxTokens: m.spec.MaxTokens}
+	creq := openai.ChatCompletionRequest{Model: m.spec.ID, Messages: msgs, MaxTokens: m.spec.MaxTokens}
 	if m.spec.Temperature != nil {
-		req.Temperature = float32(*m.spec.Temperature)
+		creq.Temperature = float32(*m.spec.Temperature)
 	}
-	out, err := m.client.CreateChatCompletion(ctx, req)
+	out, err := m.client.CreateChatCompletion(ctx, creq)
 	if err != nil {
 		return "", openai.Usage{}, m.classify(err, holder.d)
 	}

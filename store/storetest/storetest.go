@@ -1953,6 +1953,126 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 		})
 	})
 
+	t.Run("ModelCall", func(t *testing.T) {
+		t.Parallel()
+
+		t.Run("TotalsByRoleAndModel", func(t *testing.T) {
+			s, ctx := setup(t)
+			job, other := uuid.NewString(), uuid.NewString()
+			calls := []store.ModelCall{
+				{ID: uuid.NewString(), JobID: job, TaskID: "t1", Role: "developer", Revision: 1, Model: "gpt-b",
+					PromptTokens: 10, CompletionTokens: 5, LatencyMS: 100, Outcome: "ok", CreatedAt: at(1)},
+				{JobID: job, TaskID: "t1", Role: "developer", Revision: 1, Model: "gpt-a",
+					PromptTokens: 1, CompletionTokens: 2, LatencyMS: 3, Outcome: "ok"},
+				{JobID: job, TaskID: "t1", Role: "developer", Revision: 2, Model: "gpt-b",
+					PromptTokens: 7, LatencyMS: 50, Outcome: "error", Error: "timeout"},
+				{JobID: job, TaskID: "t2", Role: "architect", Model: "gpt-b", LatencyMS: 20, Outcome: "retry", Error: "429"},
+				{JobID: job, TaskID: "t1", Role: "developer", Revision: 3, Model: "gpt-b",
+					PromptTokens: 3, CompletionTokens: 4, LatencyMS: 10, Outcome: "rejected", Error: "bad json"},
+				// Bytewise order: upper case before lower case.
+				{JobID: job, TaskID: "t1", Role: "developer", Model: "Zeta",
+					PromptTokens: 3_000_000_000, CompletionTokens: 2_000_000_000, LatencyMS: 1, Outcome: "ok"},
+				{JobID: other, Role: "developer", Model: "gpt-b", PromptTokens: 1000, Outcome: "ok"},
+			}
+			require.NoError(t, s.ModelCallInsert(ctx, calls[:2]))
+			require.NoError(t, s.ModelCallInsert(ctx, calls[2:]))
+			require.NoError(t, s.ModelCallInsert(ctx, nil))
+
+			totals, err := s.ModelCallTotals(ctx, job)
+			require.NoError(t, err)
+			require.Equal(t, []store.ModelCallTotal{
+				{Role: "architect", Model: "gpt-b", Calls: 1, Failed: 1, LatencyMS: 20},
+				{Role: "developer", Model: "Zeta", Calls: 1, PromptTokens: 3_000_000_000, CompletionTokens: 2_000_000_000, LatencyMS: 1},
+				{Role: "developer", Model: "gpt-a", Calls: 1, PromptTokens: 1, CompletionTokens: 2, LatencyMS: 3},
+				{Role: "developer", Model: "gpt-b", Calls: 3, Failed: 2, PromptTokens: 20, CompletionTokens: 9, LatencyMS: 160},
+			}, totals)
+
+			tokens, err := s.ModelCallTokens(ctx, job)
+			require.NoError(t, err)
+			require.Equal(t, int64(10+5+1+2+7+3+4+5_000_000_000), tokens)
+			tokens, err = s.ModelCallTokens(ctx, other)
+			require.NoError(t, err)
+			require.Equal(t, int64(1000), tokens)
+		})
+
+		t.Run("FillsIDsAndIsAllOrNone", func(t *testing.T) {
+			s, ctx := setup(t)
+			job := uuid.NewString()
+			// Calls without an ID each get their own.
+			require.NoError(t, s.ModelCallInsert(ctx, []store.ModelCall{
+				{JobID: job, Role: "pm", Model: "m", PromptTokens: 1, Outcome: "ok"},
+				{JobID: job, Role: "pm", Model: "m", PromptTokens: 1, Outcome: "ok"},
+			}))
+			id := uuid.NewString()
+			require.NoError(t, s.ModelCallInsert(ctx, []store.ModelCall{
+				{ID: id, JobID: job, Role: "pm", Model: "m", PromptTokens: 1, Outcome: "ok"},
+			}))
+
+			// A batch with a duplicate ID writes nothing.
+			err := s.ModelCallInsert(ctx, []store.ModelCall{
+				{JobID: job, Role: "pm", Model: "m", PromptTokens: 100, Outcome: "ok"},
+				{ID: id, JobID: job, Role: "pm", Model: "m", PromptTokens: 100, Outcome: "ok"},
+			})
+			require.Error(t, err)
+
+			totals, err := s.ModelCallTotals(ctx, job)
+			require.NoError(t, err)
+			require.Equal(t, []store.ModelCallTotal{{Role: "pm", Model: "m", Calls: 3, PromptTokens: 3}}, totals)
+			tokens, err := s.ModelCallTokens(ctx, job)
+			require.NoError(t, err)
+			require.Equal(t, int64(3), tokens)
+		})
+
+		t.Run("EmptyJob", func(t *testing.T) {
+			s, ctx := setup(t)
+			require.NoError(t, s.ModelCallInsert(ctx, []store.ModelCall{{JobID: uuid.NewString(), Role: "pm", Model: "m",
+				PromptTokens: 5, Outcome: "ok"}}))
+			totals, err := s.ModelCallTotals(ctx, uuid.NewString())
+			require.NoError(t, err)
+			require.NotNil(t, totals)
+			require.Empty(t, totals)
+			tokens, err := s.ModelCallTokens(ctx, uuid.NewString())
+			require.NoError(t, err)
+			require.Zero(t, tokens)
+		})
+
+		t.Run("InTx", func(t *testing.T) {
+			s, ctx := setup(t)
+			job := uuid.NewString()
+			call := store.ModelCall{JobID: job, Role: "developer", Model: "m", PromptTokens: 4, CompletionTokens: 6,
+				LatencyMS: 7, Outcome: "error", Error: "boom"}
+			errBoom := errors.New("boom")
+
+			// Rolled back: the transaction sees its calls, nobody after it does.
+			err := s.InTx(ctx, func(q store.Querier) error {
+				require.NoError(t, q.ModelCallInsert(ctx, []store.ModelCall{call, call}))
+				tokens, err := q.ModelCallTokens(ctx, job)
+				require.NoError(t, err)
+				require.Equal(t, int64(20), tokens)
+				totals, err := q.ModelCallTotals(ctx, job)
+				require.NoError(t, err)
+				require.Equal(t, []store.ModelCallTotal{{Role: "developer", Model: "m", Calls: 2, Failed: 2,
+					PromptTokens: 8, CompletionTokens: 12, LatencyMS: 14}}, totals)
+				return errBoom
+			})
+			require.ErrorIs(t, err, errBoom)
+			totals, err := s.ModelCallTotals(ctx, job)
+			require.NoError(t, err)
+			require.Empty(t, totals)
+			tokens, err := s.ModelCallTokens(ctx, job)
+			require.NoError(t, err)
+			require.Zero(t, tokens)
+
+			// Committed.
+			require.NoError(t, s.InTx(ctx, func(q store.Querier) error {
+				return q.ModelCallInsert(ctx, []store.ModelCall{call})
+			}))
+			tokens, err = s.ModelCallTokens(ctx, job)
+			require.NoError(t, err)
+			require.Equal(t, int64(10), tokens)
+		})
+	})
+
 	t.Run("InTx", func(t *testing.T) {
 		t.Parallel()
 
@@ -1980,6 +2100,8 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			require.NoError(t, q.LessonInsert(ctx, []store.Lesson{{Text: "l", Scope: "all", JobID: job.ID}}))
 			require.NoError(t, q.EventInsert(ctx, []store.Event{{JobID: job.ID, Kind: schemas.EventJobSubmitted}}))
 			require.NoError(t, q.OutboxInsert(ctx, []store.OutboxMessage{{Subject: "s", Payload: []byte("p")}}))
+			require.NoError(t, q.ModelCallInsert(ctx, []store.ModelCall{{JobID: job.ID, Role: "pm", Model: "m",
+				PromptTokens: 2, CompletionTokens: 3, Outcome: "ok"}}))
 			created, err = q.DeadLetterInsert(ctx, store.DeadLetter{Source: "tx", JobID: job.ID})
 			require.NoError(t, err)
 			require.True(t, created)
@@ -1995,6 +2117,9 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			require.NoError(t, err)
 			require.False(t, created)
 			require.Equal(t, job.ID, again.ID)
+			tokens, err := q.ModelCallTokens(ctx, job.ID)
+			require.NoError(t, err)
+			require.Equal(t, int64(5), tokens)
 		}
 
 		// requireEmpty checks no table has a row.
@@ -2036,6 +2161,9 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			reviews, err := s.ReviewListByJob(ctx, jobs[0].ID)
 			require.NoError(t, err)
 			require.Len(t, reviews, 1)
+			tokens, err := s.ModelCallTokens(ctx, jobs[0].ID)
+			require.NoError(t, err)
+			require.Equal(t, int64(5), tokens)
 			a, err := s.ArtifactGet(ctx, "tx.md", 0)
 			require.NoError(t, err)
 			require.Equal(t, 2, a.Version)
@@ -2060,6 +2188,9 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			tasks, err := s.TaskListByJob(ctx, jobID)
 			require.NoError(t, err)
 			require.Empty(t, tasks)
+			calls, err := s.ModelCallTotals(ctx, jobID)
+			require.NoError(t, err)
+			require.Empty(t, calls)
 
 			// The store still works, and the key is free again.
 			_, created, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "after", IdempotencyKey: "tx"}})

@@ -159,3 +159,21 @@ CREATE INDEX dead_letters_created_at ON dead_letters (created_at, id);
 CREATE INDEX dead_letters_status_created_at ON dead_letters (status, created_at, id);
 CREATE INDEX dead_letters_source_created_at ON dead_letters (source, created_at, id);
 CREATE INDEX dead_letters_job_id_created_at ON dead_letters (job_id, created_at, id);
+
+-- One row per call to a model, failed ones too: for cost and audit. Roles
+-- and models sort bytewise, as in SQLite, so totals come in the same order.
+CREATE TABLE model_calls (
+    id                TEXT COLLATE "C" PRIMARY KEY,
+    job_id            TEXT NOT NULL,
+    task_id           TEXT NOT NULL DEFAULT '',
+    role              TEXT COLLATE "C" NOT NULL DEFAULT '',
+    revision          BIGINT NOT NULL DEFAULT 0,
+    model             TEXT COLLATE "C" NOT NULL DEFAULT '',
+    prompt_tokens     BIGINT NOT NULL DEFAULT 0,
+    completion_tokens BIGINT NOT NULL DEFAULT 0,
+    latency_ms        BIGINT NOT NULL DEFAULT 0,
+    outcome           TEXT NOT NULL DEFAULT '',
+    error             TEXT NOT NULL DEFAULT '',
+    created_at        BIGINT NOT NULL
+);
+CREATE INDEX model_calls_job_id ON model_calls (job_id);

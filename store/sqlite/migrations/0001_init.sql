@@ -157,3 +157,20 @@ CREATE INDEX dead_letters_created_at ON dead_letters (created_at, id);
 CREATE INDEX dead_letters_status_created_at ON dead_letters (status, created_at, id);
 CREATE INDEX dead_letters_source_created_at ON dead_letters (source, created_at, id);
 CREATE INDEX dead_letters_job_id_created_at ON dead_letters (job_id, created_at, id);
+
+-- One row per call to a model, failed ones too: for cost and audit.
+CREATE TABLE model_calls (
+    id                TEXT PRIMARY KEY,
+    job_id            TEXT NOT NULL,
+    task_id           TEXT NOT NULL DEFAULT '',
+    role              TEXT NOT NULL DEFAULT '',
+    revision          INTEGER NOT NULL DEFAULT 0,
+    model             TEXT NOT NULL DEFAULT '',
+    prompt_tokens     INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0,
+    latency_ms        INTEGER NOT NULL DEFAULT 0,
+    outcome           TEXT NOT NULL DEFAULT '',
+    error             TEXT NOT NULL DEFAULT '',
+    created_at        INTEGER NOT NULL
+);
+CREATE INDEX model_calls_job_id ON model_calls (job_id);

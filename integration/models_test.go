@@ -1,0 +1,192 @@
+package integration
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"image"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/internal/llm/llmtest"
+	"github.com/troupe-dev/troupe/review"
+	"github.com/troupe-dev/troupe/schemas"
+)
+
+const fakeKey = "sk-troupe-test-5f1d0c9a7b3e42d8a6c1e0f9b2d4a7c3"
+
+// roleAnswer answers a chat request as the role whose prompt it is would:
+// its main file with the required headings (and a code file for the
+// developer), in the documented file format.
+func roleAnswer(r llmtest.Request) llmtest.Reply {
+	system := r.Messages[0].Text
+	role := "pm" // the shared format text names PRD.md as an example: check it last
+	for _, c := range []struct{ file, role string }{
+		{"ARCHITECTURE.md", "architect"}, {"NOTES.md", "developer"},
+		{"TEST_PLAN.md", "tester"}, {"RUNBOOK.md", "devops"}, {"`README.md`", "writer"},
+	} {
+		if strings.Contains(system, c.file) {
+			role = c.role
+			break
+		}
+	}
+	file, headings := review.RequiredSections(role)
+	var b strings.Builder
+	fmt.Fprintf(&b, "Wrote %s.\n=== FILE: %s ===\n# %s by the fake model\n\n", file, file, role)
+	for _, h := range headings {
+		fmt.Fprintf(&b, "%s\nSomething about it.\n\n", h)
+	}
+	b.WriteString("=== END FILE ===\n")
+	if role == "developer" {
+		b.WriteString("=== FILE: main.go ===\npackage main\n\nfunc main() {}\n=== END FILE ===\n")
+	}
+	return llmtest.Reply{Content: b.String(), PromptTokens: 300, CompletionTokens: 70}
+}
+
+func modelConfig(t *testing.T, srv *llmtest.Server, defaultModel string, extra string) string {
+	return writeConfig(t, fmt.Sprintf(`{
+  "models": {
+    "default": %q,
+    "providers": {
+      "fake": {
+        "baseUrl": %q, "apiKey": "${FAKE_API_KEY}", "api": "openai-completions",
+        "models": [
+          {"id": "vision", "name": "Vision", "input": ["text", "image"], "contextWindow": 65536, "maxTokens": 2048, "cost": {"input": 2, "output": 8}},
+          {"id": "text", "name": "Text", "input": ["text"], "contextWindow": 32768, "maxTokens": 2048}
+        ]
+      }
+    }
+  }%s
+}`, defaultModel, srv.URL(), extra))
+}
+
+func pngBase64(t *testing.T) string {
+	t.Helper()
+	var buf bytes.Buffer
+	require.NoError(t, png.Encode(&buf, image.NewRGBA(image.Rect(0, 0, 16, 9))))
+	return base64.StdEncoding.EncodeToString(buf.Bytes())
+}
+
+// TestRealModelPipeline: a whole job on an OpenAI-compatible model (a fake
+// server that checks every request as the API would): every role's output
+// comes from the model and is promoted; the image attachment reaches it as
+// an image part; the tokens recorded equal the usage the server returned;
+// and the API key appears in no log, event, reply, stored row or export.
+func TestRealModelPipeline(t *testing.T) {
+	t.Parallel()
+	srv := llmtest.New(t, fakeKey, llmtest.Model{ID: "vision", Images: true, MaxTokens: 2048}, llmtest.Model{ID: "text", MaxTokens: 2048})
+	srv.SetDefault(roleAnswer)
+	dir := t.TempDir()
+	d := startDevIn(t, dir, []string{"FAKE_API_KEY=" + fakeKey}, "--config", modelConfig(t, srv, "fake/vision", ""), "--log-level", "debug")
+	events := d.events("*.*")
+
+	job := call[schemas.Job](d, "jobs.submit", schemas.Submission{
+		Title: "Rate limits with a diagram", Brief: "Add per-key limits.",
+		Attachments: []schemas.Attachment{{Name: "arch.png", MediaType: "image/png", Data: pngBase64(t)}},
+	})
+	done := d.waitJobEnd(events, job.ID)
+	require.Equal(t, schemas.JobDone, done.Status, done.Reason)
+
+	reqs := srv.Requests()
+	require.Len(t, reqs, 6, "one call per role")
+	for _, r := range reqs {
+		require.Equal(t, "vision", r.Model)
+		require.Equal(t, 2048, r.MaxTokens)
+		require.Len(t, r.Images, 1, "the attachment goes to the image-capable model")
+		require.Equal(t, 16, r.Images[0].Width)
+	}
+	prompt, completion := srv.Usage()
+	require.EqualValues(t, prompt, done.Totals.PromptTokens)
+	require.EqualValues(t, completion, done.Totals.CompletionTokens)
+	require.Equal(t, 6, done.Totals.Calls)
+	require.NotNil(t, done.Totals.Cost)
+	require.InDelta(t, (float64(prompt)*2+float64(completion)*8)/1e6, *done.Totals.Cost, 1e-9)
+	for _, task := range done.Tasks {
+		require.Equal(t, "fake/vision", task.Outputs[0].Model)
+	}
+
+	// The key is nowhere: logs, events, replies, the database, exports.
+	out := filepath.Join(t.TempDir(), "export")
+	_, stderr, code := d.cli("workspace", "export", out)
+	require.Equal(t, 0, code, stderr)
+	stdout, _, _ := d.cli("jobs", "show", job.ID, "--json")
+	cfgOut, _, _ := d.cli("config", "check", "--config", modelConfig(t, srv, "fake/vision", ""))
+	var everything bytes.Buffer
+	everything.WriteString(d.logs.String() + stdout + cfgOut)
+	for _, ev := range events.all() {
+		b, _ := json.Marshal(ev)
+		everything.Write(b)
+	}
+	for _, task := range done.Tasks {
+		for _, o := range task.Outputs {
+			item := call[schemas.ReviewItem](d, "reviews.get", schemas.IDRequest{ID: o.ID})
+			require.NotEmpty(t, item.Output.Prompt)
+			b, _ := json.Marshal(item)
+			everything.Write(b)
+		}
+	}
+	require.NoError(t, filepath.Walk(filepath.Join(dir, "data"), func(path string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() && info.Name() != "LOCK" {
+			b, rerr := os.ReadFile(path)
+			require.NoError(t, rerr)
+			everything.Write(b)
+		}
+		return nil
+	}))
+	require.NoError(t, filepath.Walk(out, func(path string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			b, _ := os.ReadFile(path)
+			everything.Write(b)
+		}
+		return nil
+	}))
+	require.Greater(t, everything.Len(), 10000)
+	require.NotContains(t, everything.String(), fakeKey)
+	require.NotContains(t, everything.String(), fakeKey[len(fakeKey)-12:], "not even a part of it")
+}
+
+// TestImagesNeedAnImageModel: with only a text model, a job with an image
+// fails with a clear error and no call is made.
+func TestImagesNeedAnImageModel(t *testing.T) {
+	t.Parallel()
+	srv := llmtest.New(t, fakeKey, llmtest.Model{ID: "vision", Images: true, MaxTokens: 2048}, llmtest.Model{ID: "text", MaxTokens: 2048})
+	srv.SetDefault(roleAnswer)
+	d := startDevIn(t, t.TempDir(), []string{"FAKE_API_KEY=" + fakeKey}, "--config", modelConfig(t, srv, "fake/text", ""))
+	events := d.events("*.*")
+	job := call[schemas.Job](d, "jobs.submit", schemas.Submission{
+		Title: "Diagram", Tasks: []schemas.PlanTask{{Key: "prd", Role: "pm"}},
+		Attachments: []schemas.Attachment{{Name: "arch.png", MediaType: "image/png", Data: pngBase64(t)}},
+	})
+	failed := d.waitJobEnd(events, job.ID)
+	require.Equal(t, schemas.JobFailed, failed.Status)
+	require.Contains(t, failed.Reason, `fake/text cannot read the task's 1 image attachment(s) (its input is ["text"])`)
+	require.Empty(t, srv.Requests(), "no call was made")
+}
+
+// TestBudgetStopsJob: a job whose token budget is spent dispatches no
+// further task and ends budget_exceeded with its totals, within one call
+// of its limit.
+func TestBudgetStopsJob(t *testing.T) {
+	t.Parallel()
+	srv := llmtest.New(t, fakeKey, llmtest.Model{ID: "vision", Images: true, MaxTokens: 2048}, llmtest.Model{ID: "text", MaxTokens: 2048})
+	srv.SetDefault(roleAnswer) // 370 tokens a call
+	d := startDevIn(t, t.TempDir(), []string{"FAKE_API_KEY=" + fakeKey}, "--config", modelConfig(t, srv, "fake/text", ""))
+	events := d.events("*.*")
+	job := call[schemas.Job](d, "jobs.submit", schemas.Submission{Title: "Frugal", Budget: &schemas.Budget{MaxTokens: 800}})
+	ended := d.waitJobEnd(events, job.ID)
+	require.Equal(t, schemas.JobBudgetExceeded, ended.Status)
+	require.Contains(t, ended.Reason, "token budget spent")
+	require.Equal(t, 3, ended.Totals.Calls, "pm, architect and developer ran; the third went over; nothing after")
+	require.Len(t, srv.Requests(), 3)
+	require.EqualValues(t, 800, ended.Totals.BudgetTokens)
+	stdout, _, code := d.cli("jobs", "show", job.ID)
+	require.Equal(t, 0, code)
+	require.Contains(t, stdout, "budget_exceeded")
+	require.Contains(t, stdout, "900 prompt + 210 completion in 3 model call(s) (budget 800)")
+}
