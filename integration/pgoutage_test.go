@@ -1,9 +1,11 @@
 package integration
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -93,7 +95,14 @@ func TestPostgresOutage(t *testing.T) {
 
 	node := newNATSNodes(t, 1)[0]
 	node.start()
-	s := startServices(t, node.url(), viaProxy.String(), writeConfig(t, clusterConfig), "--offline-latency", "50ms")
+	// Retries would be spent in a fraction of the outage: messages are held
+	// while the store is away, not retried, so none is dead-lettered.
+	var roles []string
+	for _, r := range schemas.Roles {
+		roles = append(roles, fmt.Sprintf(`%q: {"maxDeliver": 2, "backoff": ["100ms"]}`, r))
+	}
+	cfg := writeConfig(t, `{"roles": {`+strings.Join(roles, ", ")+`}, "reliability": {"reconcileInterval": "1s", "staleAfter": "10s", "ackWait": "10s"}}`)
+	s := startServices(t, node.url(), viaProxy.String(), cfg, "--offline-latency", "50ms")
 	d := client(t, node.url())
 	ids := submitMany(t, d, 200)
 	require.Eventually(t, func() bool {
@@ -105,12 +114,14 @@ func TestPostgresOutage(t *testing.T) {
 	for _, name := range []string{"orchestrator", "review", "worker"} {
 		require.Eventually(t, func() bool { return s.ready(name) == 503 }, 15*time.Second, 50*time.Millisecond, "%s reports not ready while the store is away", name)
 	}
-	time.Sleep(3 * time.Second) // an outage, with work failing and backing off meanwhile
+	time.Sleep(5 * time.Second) // an outage far longer than maxDeliver × backoff
 	proxy.restore()
 
 	waitAllEnded(t, d, len(ids), 3*time.Minute)
 	ends := reconcile(t, d, ids)
 	require.Equal(t, len(ids), ends[schemas.JobDone])
+	dead := call[schemas.DeadLetterList](d, "dlq.list", schemas.DeadLetterListRequest{})
+	require.Empty(t, dead.DeadLetters, "the outage dead-lettered nothing")
 	for _, name := range []string{"orchestrator", "review", "worker"} {
 		require.Eventually(t, func() bool { return s.ready(name) == 200 }, 15*time.Second, 50*time.Millisecond, "%s ready again", name)
 	}

@@ -43,9 +43,12 @@ type DeadLetters struct {
 
 // Record stores d once (by id) and marks its task dead-lettered.
 func (b *DeadLetters) Record(ctx context.Context, d schemas.DeadLetter) error {
-	d.TaskID, d.JobID = b.identify(ctx, d)
+	var err error
+	if d.TaskID, d.JobID, err = b.identify(ctx, d); err != nil {
+		return err
+	}
 	var wrote bool
-	err := b.Store.InTx(ctx, func(q store.Querier) error {
+	err = b.Store.InTx(ctx, func(q store.Querier) error {
 		created, err := q.DeadLetterInsert(ctx, d)
 		if err != nil || !created || d.TaskID == "" {
 			return err
@@ -54,12 +57,17 @@ func (b *DeadLetters) Record(ctx context.Context, d schemas.DeadLetter) error {
 		if err != nil {
 			return err
 		}
-		if terminalTask(t.Status) || t.Status == schemas.TaskDeadLettered {
+		// Only a message the task still waits for stops it: a stale
+		// duplicate, an old revision or a message whose work got done
+		// meanwhile is kept as a record and changes nothing.
+		from, ok := waitsFor(t, d)
+		if !ok {
 			return nil
 		}
-		status := schemas.TaskDeadLettered
+		status, rev := schemas.TaskDeadLettered, t.Revision
 		reason := fmt.Sprintf("dead-lettered by %s (%s): %s; replay with: troupe dlq replay %s", d.Source, d.Class, bus.Clip(d.Reason, 2000), d.ID)
-		if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, Status: &status, Reason: &reason}); err != nil {
+		moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: from, Revision: &rev, Status: &status, Reason: &reason})
+		if err != nil || !moved {
 			return err
 		}
 		wrote = true
@@ -86,24 +94,44 @@ func (b *DeadLetters) Record(ctx context.Context, d schemas.DeadLetter) error {
 	return nil
 }
 
+// waitsFor reports whether task t still waits for the dead-lettered
+// message, and from which statuses it may be stopped: a task message of
+// its current revision while it is queued or running, or a review request
+// of its current revision while it is staged.
+func waitsFor(t store.Task, d schemas.DeadLetter) ([]string, bool) {
+	var m struct {
+		Revision *int `json:"revision"`
+	}
+	if json.Unmarshal([]byte(d.Payload), &m) != nil || m.Revision == nil || *m.Revision != t.Revision {
+		return nil, false
+	}
+	if strings.Contains(d.Subject, ".review.") {
+		return []string{schemas.TaskStaged}, t.Status == schemas.TaskStaged
+	}
+	return []string{schemas.TaskQueued, schemas.TaskRunning}, t.Status == schemas.TaskQueued || t.Status == schemas.TaskRunning
+}
+
 // identify reads which task and job a dead-lettered message concerns, when
 // its payload says and the task exists.
-func (b *DeadLetters) identify(ctx context.Context, d schemas.DeadLetter) (taskID, jobID string) {
+func (b *DeadLetters) identify(ctx context.Context, d schemas.DeadLetter) (taskID, jobID string, err error) {
 	if !strings.Contains(d.Subject, ".tasks.") && !strings.Contains(d.Subject, ".review.") {
-		return "", "" // an event's task is not waiting for it
+		return "", "", nil // an event's task is not waiting for it
 	}
 	var ids struct {
 		TaskID string `json:"task_id"`
 		JobID  string `json:"job_id"`
 	}
 	if json.Unmarshal([]byte(d.Payload), &ids) != nil || ids.TaskID == "" {
-		return "", ids.JobID
+		return "", ids.JobID, nil
 	}
 	t, err := b.Store.TaskGetByID(ctx, ids.TaskID)
-	if err != nil {
-		return "", ""
+	if errors.Is(err, store.ErrNotFound) {
+		return "", "", nil
 	}
-	return t.ID, t.JobID
+	if err != nil {
+		return "", "", err // retried: the record must say which task it stopped
+	}
+	return t.ID, t.JobID, nil
 }
 
 // Replay republishes a dead letter's message with a fresh message id and
@@ -125,20 +153,15 @@ func (b *DeadLetters) Replay(ctx context.Context, id, by string) (schemas.DeadLe
 		if !moved {
 			return bus.Conflict("dead letter %s is %s already", id, d.Status)
 		}
-		headers := map[string]string{}
+		msg := store.OutboxMessage{Subject: d.Subject, MsgID: "replay." + uuid.NewString(), Payload: []byte(d.Payload), Headers: map[string]string{}}
 		for k, v := range d.Headers {
 			if k != jetstream.MsgIDHeader && !strings.HasPrefix(k, "Troupe-") && !strings.HasPrefix(k, "Nats-") {
-				headers[k] = v
+				msg.Headers[k] = v
 			}
 		}
-		headers[bus.HeaderReplayOf] = d.ID
-		if err := q.OutboxInsert(ctx, []store.OutboxMessage{{
-			Subject: d.Subject, MsgID: "replay." + uuid.NewString(), Payload: []byte(d.Payload), Headers: headers,
-		}}); err != nil {
-			return err
-		}
+		msg.Headers[bus.HeaderReplayOf] = d.ID
 		if d.TaskID == "" {
-			return nil
+			return q.OutboxInsert(ctx, []store.OutboxMessage{msg})
 		}
 		t, err := q.TaskGetByID(ctx, d.TaskID)
 		if err != nil {
@@ -149,15 +172,24 @@ func (b *DeadLetters) Replay(ctx context.Context, id, by string) (schemas.DeadLe
 			back = schemas.TaskStaged
 		}
 		reason := ""
-		if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: []string{schemas.TaskDeadLettered}, Status: &back, Reason: &reason}); err != nil {
-			return err
-		}
-		job, err := q.JobGetByID(ctx, t.JobID)
+		moved, err = q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: []string{schemas.TaskDeadLettered}, Status: &back, Reason: &reason})
 		if err != nil {
 			return err
 		}
-		if job.Status == schemas.JobFailed && strings.HasPrefix(job.Reason, deadLetteredPrefix) {
-			if _, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: job.ID, From: []string{schemas.JobFailed}, To: schemas.JobRunning}); err != nil {
+		if moved && back == schemas.TaskQueued {
+			// Send the task as it is now, not as the old message said.
+			t.Status = back
+			fresh, err := bus.OutboxJSON(d.Subject, msg.MsgID, schemas.TaskMessage{TaskID: t.ID, JobID: t.JobID, Key: t.Key, Role: t.Role, Revision: t.Revision})
+			if err != nil {
+				return err
+			}
+			msg.Payload = fresh.Payload
+		}
+		if err := q.OutboxInsert(ctx, []store.OutboxMessage{msg}); err != nil {
+			return err
+		}
+		if moved {
+			if err := reviveJob(ctx, q, t.JobID); err != nil {
 				return err
 			}
 		}
@@ -175,20 +207,71 @@ func (b *DeadLetters) Replay(ctx context.Context, id, by string) (schemas.DeadLe
 	return b.Store.DeadLetterGetByID(ctx, id)
 }
 
-// Discard closes a dead letter without replaying it; the record stays.
+// Discard closes a dead letter without replaying it; the record stays. A
+// task that waited for it fails, and so does its job, in the same
+// transaction: nothing is left waiting for a replay that will not come.
 func (b *DeadLetters) Discard(ctx context.Context, id, by string) (schemas.DeadLetter, error) {
-	d, err := b.Store.DeadLetterGetByID(ctx, id)
+	err := b.Store.InTx(ctx, func(q store.Querier) error {
+		d, err := q.DeadLetterGetByID(ctx, id)
+		if err != nil {
+			return err
+		}
+		moved, err := q.DeadLetterResolve(ctx, id, schemas.DeadLetterDiscarded, by)
+		if err != nil {
+			return err
+		}
+		if !moved {
+			return bus.Conflict("dead letter %s is %s already", id, d.Status)
+		}
+		if d.TaskID == "" {
+			return nil
+		}
+		t, err := q.TaskGetByID(ctx, d.TaskID)
+		if err != nil {
+			return err
+		}
+		failed, reason := schemas.TaskFailed, fmt.Sprintf("dead letter %s discarded by %s: %s", d.ID, by, bus.Clip(d.Reason, 1000))
+		if ok, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: []string{schemas.TaskDeadLettered}, Status: &failed, Reason: &reason}); err != nil || !ok {
+			return err
+		}
+		jobReason := fmt.Sprintf("task %s (%s) failed: %s", t.Key, t.Role, reason)
+		if _, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: t.JobID, From: []string{schemas.JobRunning, schemas.JobFailed}, To: schemas.JobFailed, Reason: jobReason}); err != nil {
+			return err
+		}
+		if err := closeOpenTasks(ctx, q, t.JobID, schemas.TaskCancelled, "job failed: "+jobReason); err != nil {
+			return err
+		}
+		return bus.Emit(ctx, q, b.Subjects,
+			schemas.Event{JobID: t.JobID, TaskID: t.ID, Kind: schemas.EventTaskFailed, Role: t.Role, Revision: t.Revision, Message: reason},
+			schemas.Event{JobID: t.JobID, Kind: schemas.EventJobFailed, Message: jobReason})
+	})
 	if err != nil {
 		return schemas.DeadLetter{}, err
 	}
-	moved, err := b.Store.DeadLetterResolve(ctx, id, schemas.DeadLetterDiscarded, by)
-	if err != nil {
-		return schemas.DeadLetter{}, err
-	}
-	if !moved {
-		return schemas.DeadLetter{}, bus.Conflict("dead letter %s is %s already", id, d.Status)
+	if b.Notify != nil {
+		b.Notify()
 	}
 	return b.Store.DeadLetterGetByID(ctx, id)
+}
+
+// reviveJob puts a job a dead letter failed back to running, once none of
+// its tasks waits for a replay any more.
+func reviveJob(ctx context.Context, q store.Querier, jobID string) error {
+	job, err := q.JobGetByID(ctx, jobID)
+	if err != nil || job.Status != schemas.JobFailed || !strings.HasPrefix(job.Reason, deadLetteredPrefix) {
+		return err
+	}
+	tasks, err := q.TaskListByJob(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		if t.Status == schemas.TaskDeadLettered {
+			return nil // still waiting for another replay
+		}
+	}
+	_, err = q.JobSetStatus(ctx, store.JobSetStatusParams{ID: jobID, From: []string{schemas.JobFailed}, To: schemas.JobRunning})
+	return err
 }
 
 // errNoDeadLetter is the API's not-found error for a dead letter.

@@ -154,7 +154,7 @@ func (s *Service) Start(ctx context.Context) error {
 			return fmt.Errorf("binding consumer %s: %w", c.consumer, err)
 		}
 		settler := &bus.Settler{JS: s.js, Subjects: s.subj, Source: c.consumer, Log: s.log, Record: s.dl.Record,
-			MaxDeliver: cons.CachedInfo().Config.MaxDeliver}
+			MaxDeliver: cons.CachedInfo().Config.MaxDeliver, Available: s.available}
 		handle := c.handle
 		cc, err := cons.Consume(func(msg jetstream.Msg) {
 			s.wg.Add(1)
@@ -213,6 +213,13 @@ func (s *Service) stopConsumers(ctx context.Context) {
 		}
 	}
 	s.ccs = nil
+}
+
+// available reports whether the store answers, within two seconds.
+func (s *Service) available(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return s.store.Ping(ctx)
 }
 
 // DeadLetters is the orchestrator's dead-letter book.

@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -215,6 +216,10 @@ func (r *reconciler) reviews(ctx context.Context, before time.Time) error {
 			continue
 		}
 		out, err := r.s.store.OutputGetByTaskRevision(ctx, t.ID, t.Revision)
+		if errors.Is(err, store.ErrNotFound) {
+			r.s.log.Error().Str("job_id", t.JobID).Str("task_id", t.ID).Int("revision", t.Revision).Msg("task is staged without an output; left for an operator")
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -255,6 +260,27 @@ func (r *reconciler) decisions(ctx context.Context, before time.Time) error {
 		return err
 	}
 	advanced := map[string]bool{}
+	// A running job whose last promotion event was lost has nothing left
+	// that would move it: advance every running job not changed lately.
+	p := store.JobListParams{Status: schemas.JobRunning, Limit: 100}
+	for page := 0; page < 5; page++ {
+		jobs, err := r.s.store.JobList(ctx, p)
+		if err != nil {
+			return err
+		}
+		for _, j := range jobs {
+			if j.UpdatedAt.Before(before) && !advanced[j.ID] {
+				advanced[j.ID] = true
+				if err := r.s.advance(ctx, j.ID); err != nil {
+					return err
+				}
+			}
+		}
+		if len(jobs) < p.Limit {
+			break
+		}
+		p.Before, p.BeforeID = jobs[len(jobs)-1].CreatedAt, jobs[len(jobs)-1].ID
+	}
 	for _, t := range stale {
 		if t.Status == schemas.TaskRejected {
 			if err := r.s.revise(ctx, schemas.Event{JobID: t.JobID, TaskID: t.ID, Revision: t.Revision}); err != nil {

@@ -158,8 +158,8 @@ func (r *Relay) publish(ctx context.Context, msgs []store.OutboxMessage) (ok []i
 		}
 		futures[i] = f
 	}
-	timeout := time.NewTimer(10 * time.Second)
-	defer timeout.Stop()
+	wait, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
 	for i, f := range futures {
 		if f == nil {
 			continue
@@ -169,10 +169,8 @@ func (r *Relay) publish(ctx context.Context, msgs []store.OutboxMessage) (ok []i
 			ok = append(ok, msgs[i].Seq)
 		case err := <-f.Err():
 			failed = append(failed, failedPublish{msgs[i], err})
-		case <-timeout.C:
+		case <-wait.Done():
 			failed = append(failed, failedPublish{msgs[i], errors.New("no ack from JetStream within 10s")})
-		case <-ctx.Done():
-			failed = append(failed, failedPublish{msgs[i], ctx.Err()})
 		}
 	}
 	return ok, failed

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -28,6 +29,9 @@ func (s *Service) sweep(ctx context.Context, msg jetstream.Msg) error {
 	var adv maxDeliveriesAdvisory
 	if err := json.Unmarshal(msg.Data(), &adv); err != nil || adv.Stream == "" || adv.StreamSeq == 0 {
 		return bus.Permanent(fmt.Errorf("not a max deliveries advisory: %s", msg.Data()))
+	}
+	if !strings.HasPrefix(adv.Consumer, "workers-") && adv.Consumer != bus.ConsumerReview && adv.Consumer != bus.ConsumerOrchestrator {
+		return nil // not one of Troupe's consumers: its owner decides
 	}
 	stream, err := s.js.Stream(ctx, adv.Stream)
 	if err != nil {

@@ -41,7 +41,10 @@ type Config struct {
 	// RecordDeadLetter records a dead letter (and what it means for its
 	// task). Defaults to inserting it into the store.
 	RecordDeadLetter func(ctx context.Context, d schemas.DeadLetter) error
-	Logger           zerolog.Logger
+	// Available, when set, reports whether the store answers; while it
+	// does not, review requests are held rather than nacked.
+	Available func(ctx context.Context) error
+	Logger    zerolog.Logger
 }
 
 // Service reviews staged outputs: rule checks first, then promotion,
@@ -129,7 +132,7 @@ func (s *Service) Start(ctx context.Context) error {
 		}
 	}
 	settler := &bus.Settler{JS: s.js, Subjects: s.subj, Source: bus.ConsumerReview, Log: s.log, Record: record,
-		MaxDeliver: cons.CachedInfo().Config.MaxDeliver}
+		MaxDeliver: cons.CachedInfo().Config.MaxDeliver, Available: s.cfg.Available}
 	s.cc, err = cons.Consume(func(msg jetstream.Msg) {
 		s.wg.Add(1)
 		defer s.wg.Done()

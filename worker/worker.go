@@ -44,12 +44,12 @@ type Config struct {
 	// RecordDeadLetter records a dead letter (and what it means for its
 	// task). Defaults to inserting it into the store.
 	RecordDeadLetter func(ctx context.Context, d schemas.DeadLetter) error
-	// MaxDeliver is the consumer's MaxDeliver; a task that fails on its
-	// last delivery is dead-lettered with its error.
-	MaxDeliver int
 	// Backoff are the delays before retrying a failed task, by delivery.
 	// Defaults to 1s doubling up to a minute.
 	Backoff []time.Duration
+	// Available, when set, reports whether the store answers: while it
+	// does not, the worker fetches nothing and holds what it runs.
+	Available func(ctx context.Context) error
 	// BudgetSpent, when set, is asked before each model call whether the
 	// task's job has spent its token budget (and stops the job if so);
 	// the task is then not run.
@@ -121,7 +121,7 @@ func New(cfg Config, st store.Store, js jetstream.JetStream, model llm.Model) (*
 	}
 	w.settler = &bus.Settler{
 		JS: js, Subjects: w.subj, Source: bus.WorkerConsumer(cfg.Role), Log: log, Record: record,
-		MaxDeliver: cfg.MaxDeliver, Backoff: cfg.Backoff,
+		Backoff: cfg.Backoff, Available: cfg.Available,
 	}
 	return w, nil
 }
@@ -133,6 +133,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("binding consumer %s: %w", bus.WorkerConsumer(w.cfg.Role), err)
 	}
+	// The consumer's MaxDeliver, not this process's configuration, says
+	// which delivery is the last: a task failing on it is dead-lettered.
+	w.settler.MaxDeliver = cons.CachedInfo().Config.MaxDeliver
 	var fetchCtx, runCtx context.Context
 	fetchCtx, w.fetchCancel = context.WithCancel(base)
 	runCtx, w.runCancel = context.WithCancel(base)
@@ -148,6 +151,15 @@ func (w *Worker) Start(ctx context.Context) error {
 func (w *Worker) fetch(ctx, runCtx context.Context, cons jetstream.Consumer) {
 	defer close(w.fetched)
 	for {
+		if w.cfg.Available != nil && w.cfg.Available(ctx) != nil {
+			// The store is away: take no work that would fail.
+			select {
+			case <-time.After(time.Second):
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
 		select {
 		case w.sem <- struct{}{}:
 		case <-ctx.Done():
@@ -241,9 +253,10 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 		log.Debug().Str("status", task.Status).Int("current_revision", task.Revision).Msg("stale task message; skipped")
 		return nil
 	}
-	if _, err := w.store.OutputGetByTaskRevision(ctx, task.ID, task.Revision); err == nil {
-		log.Debug().Msg("output already staged; skipped")
-		return nil
+	if out, err := w.store.OutputGetByTaskRevision(ctx, task.ID, task.Revision); err == nil {
+		// Staged before, but the task was not moved on (it was put back by
+		// a replay, or the stage raced a dead letter): finish the stage.
+		return w.finishStage(ctx, log, task, out)
 	} else if !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("reading output: %w", err)
 	}
@@ -276,7 +289,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	req.Record = calls.add
 	log.Info().Msg("task started")
 	start := time.Now()
-	resp, err := w.generate(ctx, msg, req)
+	resp, err := w.generate(ctx, msg, task, req)
 	if err != nil {
 		if rerr := w.store.ModelCallInsert(context.WithoutCancel(ctx), calls.rows(task)); rerr != nil {
 			log.Warn().Err(rerr).Msg("recording failed model calls")
@@ -324,19 +337,25 @@ func (l *callLog) rows(t store.Task) []store.ModelCall {
 	return out
 }
 
-// generate calls the model, telling JetStream the task is alive while it works.
-func (w *Worker) generate(ctx context.Context, msg jetstream.Msg, req llm.Request) (llm.Response, error) {
+// generate calls the model, telling JetStream the task is alive while it
+// works, and the store every tenth heartbeat, so the reconciler never takes
+// a long call for a lost task.
+func (w *Worker) generate(ctx context.Context, msg jetstream.Msg, task store.Task, req llm.Request) (llm.Response, error) {
 	done := make(chan struct{})
 	defer close(done)
 	go func() {
 		t := time.NewTicker(w.cfg.Heartbeat)
 		defer t.Stop()
-		for {
+		for beats := 1; ; beats++ {
 			select {
 			case <-done:
 				return
 			case <-t.C:
 				_ = msg.InProgress()
+				if beats%10 == 0 {
+					rev := task.Revision
+					_, _ = w.store.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskRunning}, Revision: &rev})
+				}
 			}
 		}
 	}()
@@ -399,6 +418,37 @@ func (w *Worker) promptBudget(systemBytes int) int {
 	}
 	spec := s.Spec()
 	return max((spec.ContextWindow-spec.MaxTokens)*3-systemBytes, 4096)
+}
+
+// finishStage moves a task whose output of this revision exists to staged
+// and, while the output waits for review, asks for it again.
+func (w *Worker) finishStage(ctx context.Context, log zerolog.Logger, task store.Task, out store.Output) error {
+	var moved bool
+	err := w.store.InTx(ctx, func(q store.Querier) error {
+		staged, rev := schemas.TaskStaged, task.Revision
+		var err error
+		moved, err = q.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskQueued, schemas.TaskRunning}, Revision: &rev, Status: &staged})
+		if err != nil || !moved || out.Status != schemas.OutputStaged {
+			return err
+		}
+		m, err := bus.OutboxJSON(w.subj.Review(task.Role), fmt.Sprintf("review.%s.again.%d", out.ID, time.Now().UnixNano()), schemas.ReviewRequest{
+			OutputID: out.ID, TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: task.Revision,
+		})
+		if err != nil {
+			return err
+		}
+		return q.OutboxInsert(ctx, []store.OutboxMessage{m})
+	})
+	if err != nil {
+		return fmt.Errorf("finishing an earlier stage: %w", err)
+	}
+	if moved {
+		w.cfg.Notify()
+		log.Info().Str("output_id", out.ID).Msg("output staged earlier; sent for review again")
+	} else {
+		log.Debug().Msg("output already staged; skipped")
+	}
+	return nil
 }
 
 // errTaskMoved rolls back a stage whose task is no longer running.

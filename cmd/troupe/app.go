@@ -178,18 +178,15 @@ func (a *App) Start(ctx context.Context) error {
 		a.Stop(ctx)
 		return err
 	}
-	a.Ops.SetCheck("nats", func(context.Context) error {
-		if !nc.IsConnected() {
-			return fmt.Errorf("not connected (%s)", nc.Status())
-		}
-		return nil
-	})
-	a.Ops.SetCheck("store", st.Ping)
-	a.Ops.SetCheck("streams", func(ctx context.Context) error { return topo.Check(ctx, js) })
 
 	a.relay = orchestrator.NewRelay(orchestrator.RelayConfig{Logger: a.Log.With().Str("service", "relay").Logger()}, st, js)
 	a.relay.Start(ctx)
 	a.stopping = append(a.stopping, func(ctx context.Context) error { a.relay.Stop(ctx); return nil })
+	available := func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		defer cancel()
+		return st.Ping(ctx)
+	}
 	budgets := &orchestrator.Budgets{Store: st, Subjects: bus.Subjects{Prefix: topo.WithDefaults().Prefix}, Notify: a.relay.Notify}
 	deadLetters := &orchestrator.DeadLetters{
 		Store: st, Subjects: bus.Subjects{Prefix: topo.WithDefaults().Prefix}, OnDeadLetter: cfg.Reliability.OnDeadLetter,
@@ -212,8 +209,8 @@ func (a *App) Start(ctx context.Context) error {
 	if a.Review {
 		a.rev = review.NewService(review.Config{
 			Prefix: cfg.NATS.Prefix, Policies: cfg.Policies(), Notify: a.relay.Notify, Logger: a.Log,
-			RecordDeadLetter: deadLetters.Record,
-			Limits:           review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes},
+			RecordDeadLetter: deadLetters.Record, Available: available,
+			Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes},
 		}, st, nc, js)
 		if err := a.rev.Start(ctx); err != nil {
 			a.Stop(ctx)
@@ -225,8 +222,8 @@ func (a *App) Start(ctx context.Context) error {
 		rc := cfg.Roles[role]
 		w, err := worker.New(worker.Config{
 			Role: role, Concurrency: rc.Concurrency, Prefix: cfg.NATS.Prefix, Notify: a.relay.Notify, Logger: a.Log,
-			RecordDeadLetter: deadLetters.Record, MaxDeliver: topo.MaxDeliverOf(role), Backoff: rc.Backoffs(),
-			Heartbeat: heartbeat(topo.WithDefaults().AckWait), BudgetSpent: budgets.Spent,
+			RecordDeadLetter: deadLetters.Record, Backoff: rc.Backoffs(),
+			Heartbeat: heartbeat(topo.WithDefaults().AckWait), BudgetSpent: budgets.Spent, Available: available,
 		}, st, js, a.model(role, models))
 		if err != nil {
 			a.Stop(ctx)
@@ -239,6 +236,15 @@ func (a *App) Start(ctx context.Context) error {
 		a.workers = append(a.workers, w)
 		a.stopping = append(a.stopping, w.Stop)
 	}
+	// Ready once every service runs, and while its dependencies answer.
+	a.Ops.SetCheck("nats", func(context.Context) error {
+		if !nc.IsConnected() {
+			return fmt.Errorf("not connected (%s)", nc.Status())
+		}
+		return nil
+	})
+	a.Ops.SetCheck("store", st.Ping)
+	a.Ops.SetCheck("streams", func(ctx context.Context) error { return topo.Check(ctx, js) })
 	return nil
 }
 

@@ -75,7 +75,7 @@ func Connect(natsURL, name string, log zerolog.Logger, opts ...nats.Option) (*na
 	if err != nil {
 		return nil, nil, fmt.Errorf("connecting to nats at %s: %w", config.RedactDSN(natsURL), err)
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(15*time.Second))
 	if err != nil {
 		nc.Close()
 		return nil, nil, fmt.Errorf("jetstream: %w", err)

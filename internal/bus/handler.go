@@ -71,6 +71,11 @@ type Settler struct {
 	// delivery dead-letters the message with its error rather than leaving
 	// it to the sweeper. 0 leaves every exhausted message to the sweeper.
 	MaxDeliver int
+	// Available, when set, reports whether what handlers depend on (the
+	// store) answers. While it does not, a failed message is held (kept
+	// alive with InProgress) and tried again once it does, rather than
+	// nacked: an outage spends no delivery, so it cannot exhaust MaxDeliver.
+	Available func(ctx context.Context) error
 }
 
 // HeaderReplayOf names the dead letter a replayed message came from.
@@ -79,13 +84,16 @@ const HeaderReplayOf = "Troupe-Replay-Of"
 // Handle runs h on msg, recovering a panic as a failed delivery, and settles msg.
 func (s *Settler) Handle(ctx context.Context, msg jetstream.Msg, h MsgHandler) {
 	err := s.run(ctx, msg, h)
+	var perm *PermanentError
+	for err != nil && !errors.As(err, &perm) && s.hold(ctx, msg, err) {
+		err = s.run(ctx, msg, h)
+	}
 	meta, _ := msg.Metadata()
 	var delivered uint64 = 1
 	if meta != nil {
 		delivered = meta.NumDelivered
 	}
 	log := s.Log.With().Str("subject", msg.Subject()).Uint64("attempt", delivered).Logger()
-	var perm *PermanentError
 	var retry *RetryError
 	switch {
 	case err == nil:
@@ -119,6 +127,29 @@ func (s *Settler) Handle(ctx context.Context, msg jetstream.Msg, h MsgHandler) {
 		}
 		log.Warn().Err(err).Dur("retry_in", d).Msg("handling failed; retrying")
 		_ = msg.NakWithDelay(d)
+	}
+}
+
+// hold keeps msg while s.Available fails, telling JetStream it is alive,
+// and reports true when the dependency is back (handle it again) or false
+// when there is nothing to wait for (settle the failure now).
+func (s *Settler) hold(ctx context.Context, msg jetstream.Msg, cause error) bool {
+	if s.Available == nil || ctx.Err() != nil || s.Available(ctx) == nil {
+		return false
+	}
+	s.Log.Warn().Err(cause).Str("subject", msg.Subject()).Msg("a dependency is unavailable; holding the message until it is back")
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
+		if err := s.Available(ctx); err == nil {
+			return true
+		}
+		_ = msg.InProgress()
 	}
 }
 
