@@ -69,7 +69,7 @@ func modelConfig(t *testing.T, srv *llmtest.Server, defaultModel string, extra s
 func pngBase64(t *testing.T) string {
 	t.Helper()
 	var buf bytes.Buffer
-	require.NoError(t, png.Encode(&buf, image.NewRGBA(image.Rect(0, 0, 16, 9))))
+	require.NoError(t, png.Encode(&buf, image.NewRGBA(image.Rect(0, 0, 3200, 1800))))
 	return base64.StdEncoding.EncodeToString(buf.Bytes())
 }
 
@@ -99,7 +99,8 @@ func TestRealModelPipeline(t *testing.T) {
 		require.Equal(t, "vision", r.Model)
 		require.Equal(t, 2048, r.MaxTokens)
 		require.Len(t, r.Images, 1, "the attachment goes to the image-capable model")
-		require.Equal(t, 16, r.Images[0].Width)
+		require.Equal(t, 1568, r.Images[0].Width, "scaled down from 3200×1800")
+		require.Equal(t, 882, r.Images[0].Height)
 	}
 	prompt, completion := srv.Usage()
 	require.EqualValues(t, prompt, done.Totals.PromptTokens)

@@ -103,6 +103,9 @@ type Models struct {
 	// Default model reference, "<provider>/<model id>".
 	Default   string              `json:"default,omitempty"`
 	Providers map[string]Provider `json:"providers,omitempty"`
+	// MaxImageSide is the longest side, in pixels, an image attachment is
+	// sent with; larger ones are scaled down first. Defaults to 1568.
+	MaxImageSide int `json:"maxImageSide,omitempty"`
 }
 
 // Provider is an OpenAI-compatible endpoint.

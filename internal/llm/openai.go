@@ -32,6 +32,10 @@ type Spec struct {
 	ContextWindow int  // tokens; 0 if unknown
 	MaxTokens     int  // the answer's limit; 0 for the provider's default
 	Temperature   *float64
+	// MaxImageSide is the longest side an image is sent with; larger ones
+	// are scaled down. Defaults to DefaultMaxImageSide; negative sends
+	// images as they are.
+	MaxImageSide int
 }
 
 // OpenAI calls a chat-completions endpoint: OpenAI, DashScope/Qwen, Kimi,
@@ -71,7 +75,15 @@ func (m *OpenAI) Generate(ctx context.Context, req Request) (Response, error) {
 	if len(images) > 0 {
 		user.Content = ""
 		user.MultiContent = []openai.ChatMessagePart{{Type: openai.ChatMessagePartTypeText, Text: req.Prompt}}
+		side := m.spec.MaxImageSide
+		if side == 0 {
+			side = DefaultMaxImageSide
+		}
 		for _, a := range images {
+			a, err := fitImage(a, side)
+			if err != nil {
+				return Response{}, fmt.Errorf("%w: %w", ErrRejected, err)
+			}
 			user.MultiContent = append(user.MultiContent, openai.ChatMessagePart{
 				Type:     openai.ChatMessagePartTypeImageURL,
 				ImageURL: &openai.ChatMessageImageURL{URL: "data:" + a.MediaType + ";base64," + a.Data},

@@ -101,7 +101,18 @@ func TestImagesGoOnlyToImageModels(t *testing.T) {
 	imgs := srv.Requests()[0].Messages[1].Images
 	require.Len(t, imgs, 1)
 	require.Equal(t, "image/png", imgs[0].MediaType)
-	require.Equal(t, 7, imgs[0].Width)
+	require.Equal(t, 7, imgs[0].Width, "a small image is sent as it is")
+
+	// A large image is scaled down to the longest side allowed, keeping
+	// its proportions.
+	req.Task.Attachments = []schemas.Attachment{{Name: "big.png", MediaType: "image/png", Data: pngData(t, 3000, 1500)}}
+	srv.Enqueue(llmtest.Reply{Content: goodAnswer})
+	m := llm.NewOpenAI(llm.Spec{Ref: "fake/vision-model", ID: "vision-model", BaseURL: srv.URL(), APIKey: key, Images: true, MaxImageSide: 1000}, nil)
+	_, err = m.Generate(context.Background(), req)
+	require.NoError(t, err)
+	imgs = srv.Requests()[1].Messages[1].Images
+	require.Equal(t, 1000, imgs[0].Width)
+	require.Equal(t, 500, imgs[0].Height)
 }
 
 func TestFailuresAreClassified(t *testing.T) {

@@ -33,6 +33,7 @@ func ForRoles(cfg config.Config, roles []string) (map[string]Model, error) {
 				return nil, fmt.Errorf("roles.%s: %w", role, err)
 			}
 			spec.Temperature = rc.Temperature
+			spec.MaxImageSide = cfg.Models.MaxImageSide
 			provider, _, _ := strings.Cut(ref, "/")
 			chain = append(chain, NewOpenAI(spec, limiters[provider]))
 		}
