@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -190,4 +191,75 @@ func TestBudgetStopsJob(t *testing.T) {
 	require.Equal(t, 0, code)
 	require.Contains(t, stdout, "budget_exceeded")
 	require.Contains(t, stdout, "900 prompt + 210 completion in 3 model call(s) (budget 800)")
+}
+
+// TestModelReviewPolicy: under the "model" policy a model reviews after the
+// rules: its rejection with feedback leads to a revision that gets the
+// feedback; its lessons reach MEMORY and later prompts; the skill document
+// it proposes is promoted to skills/<name>/SKILL.md.
+func TestModelReviewPolicy(t *testing.T) {
+	t.Parallel()
+	srv := llmtest.New(t, fakeKey, llmtest.Model{ID: "vision", Images: true, MaxTokens: 2048}, llmtest.Model{ID: "text", MaxTokens: 2048})
+	var reviews int
+	var mu sync.Mutex
+	srv.SetDefault(func(r llmtest.Request) llmtest.Reply {
+		if !strings.HasPrefix(r.Messages[0].Text, "You are the reviewer") {
+			return roleAnswer(r)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		reviews++
+		if reviews == 1 {
+			return llmtest.Reply{Content: "```json\n" + `{"decision": "reject", "quality": "Misses bursts.", "errors": ["no burst handling"],
+				"feedback": "Handle bursts explicitly.", "lessons": [{"text": "Always document burst limits.", "scope": "developer"}]}` + "\n```"}
+		}
+		return llmtest.Reply{Content: `{"decision": "promote", "quality": "Good now.", "lessons": [{"text": "Name every limit in the API docs.", "scope": "all"}],
+			"skill": {"name": "rate-limits", "content": "# Rate limits\n\nToken buckets per key."},
+			"impact": [{"role": "tester", "note": "Test the burst path."}]}`}
+	})
+	cfg := modelConfig(t, srv, "fake/text", `, "roles": {"developer": {"review": "model"}}`)
+	d := startDevIn(t, t.TempDir(), []string{"FAKE_API_KEY=" + fakeKey}, "--config", cfg)
+	events := d.events("*.*")
+	job := call[schemas.Job](d, "jobs.submit", schemas.Submission{Title: "Limiter", Tasks: []schemas.PlanTask{
+		{Key: "prd", Role: "pm"}, {Key: "impl", Role: "developer", Instructions: "Build the limiter.", DependsOn: []string{"prd"}},
+	}})
+	done := d.waitJobEnd(events, job.ID)
+	require.Equal(t, schemas.JobDone, done.Status, done.Reason)
+	impl := done.Tasks[1]
+	require.Equal(t, 1, impl.Revision)
+	require.Len(t, impl.Reviews, 2)
+	require.Equal(t, "reject", impl.Reviews[0].Decision)
+	require.Equal(t, "model:fake/text", impl.Reviews[0].Reviewer)
+	require.Equal(t, "Handle bursts explicitly.", impl.Reviews[0].Feedback)
+	require.Equal(t, "promote", impl.Reviews[1].Decision)
+
+	// The revision's prompt carried the feedback.
+	var devPrompts []string
+	for _, r := range srv.Requests() {
+		if strings.Contains(r.Messages[0].Text, "NOTES.md") && len(r.Messages) > 1 {
+			devPrompts = append(devPrompts, r.Messages[1].Text)
+		}
+	}
+	require.Len(t, devPrompts, 2)
+	require.NotContains(t, devPrompts[0], "Handle bursts explicitly.")
+	require.Contains(t, devPrompts[1], "Handle bursts explicitly.")
+
+	stdout, _, code := d.cli("memory", "ls")
+	require.Equal(t, 0, code)
+	require.Contains(t, stdout, "Always document burst limits.")
+	require.Contains(t, stdout, "Name every limit in the API docs.")
+	skill := call[schemas.Artifact](d, "artifacts.get", schemas.ArtifactGetRequest{Path: "skills/rate-limits/SKILL.md"})
+	require.Contains(t, skill.Content, "Token buckets per key.")
+
+	// A later developer task has the lessons in its prompt.
+	later := call[schemas.Job](d, "jobs.submit", schemas.Submission{Title: "Second limiter", Tasks: []schemas.PlanTask{{Key: "impl", Role: "developer", Instructions: "Build a limiter for bursts."}}})
+	require.Equal(t, schemas.JobDone, d.waitJobEnd(events, later.ID).Status)
+	reqs := srv.Requests()
+	var last llmtest.Request
+	for _, r := range reqs {
+		if strings.Contains(r.Messages[0].Text, "NOTES.md") {
+			last = r
+		}
+	}
+	require.Contains(t, last.Messages[0].Text, "Always document burst limits.")
 }

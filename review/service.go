@@ -16,6 +16,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/internal/llm"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
 )
@@ -44,7 +45,10 @@ type Config struct {
 	// Available, when set, reports whether the store answers; while it
 	// does not, review requests are held rather than nacked.
 	Available func(ctx context.Context) error
-	Logger    zerolog.Logger
+	// Reviewer is the model of the "model" policy; without one, outputs
+	// of such roles wait for a person.
+	Reviewer llm.Completer
+	Logger   zerolog.Logger
 }
 
 // Service reviews staged outputs: rule checks first, then promotion,
@@ -206,6 +210,11 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) error {
 	switch s.Policy(out.Role) {
 	case PolicyHuman:
 		return s.park(ctx, out)
+	case PolicyModel:
+		if s.cfg.Reviewer == nil {
+			return s.park(ctx, out)
+		}
+		return s.modelReview(ctx, msg, out, checks)
 	default:
 		_, err := s.decide(ctx, out, staged, schemas.ReviewDecision{OutputID: out.ID, Decision: "promote", Reviewer: PolicyRules}, checks)
 		return ignoreDecided(err)
@@ -280,6 +289,12 @@ func (s *Service) Decide(ctx context.Context, d schemas.ReviewDecision) (schemas
 // decide promotes or rejects an output in one transaction: output status,
 // artifacts, lessons, the review, task status and the events.
 func (s *Service) decide(ctx context.Context, out store.Output, from []string, d schemas.ReviewDecision, checks []schemas.Check) (schemas.Review, error) {
+	return s.decideWith(ctx, out, from, d, checks, nil)
+}
+
+// decideWith decides, and with a promotion also promotes a skill document
+// to skills/<name>/SKILL.md.
+func (s *Service) decideWith(ctx context.Context, out store.Output, from []string, d schemas.ReviewDecision, checks []schemas.Check, skill *schemas.Skill) (schemas.Review, error) {
 	if d.Decision == "reject" && strings.TrimSpace(d.Feedback) == "" {
 		return schemas.Review{}, bus.BadRequest("invalid_request", "feedback: is required to reject")
 	}
@@ -345,6 +360,14 @@ func (s *Service) decide(ctx context.Context, out store.Output, from []string, d
 				ID: uuid.NewString(), Path: fmt.Sprintf("projects/%s/%s/%s", out.JobID, out.Role, f.Path),
 				JobID: out.JobID, TaskID: out.TaskID, OutputID: out.ID, Role: out.Role,
 				Content: f.Content, Size: len(f.Content), CreatedAt: now,
+			}); err != nil {
+				return err
+			}
+		}
+		if skill != nil {
+			if _, err := q.ArtifactInsert(ctx, store.Artifact{
+				ID: uuid.NewString(), Path: "skills/" + skill.Name + "/SKILL.md", JobID: out.JobID, TaskID: out.TaskID,
+				OutputID: out.ID, Role: out.Role, Content: skill.Content, Size: len(skill.Content), CreatedAt: now,
 			}); err != nil {
 				return err
 			}

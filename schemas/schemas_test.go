@@ -39,6 +39,7 @@ var decoders = map[string]func([]byte) (any, error){
 	SchemaDeadLetterList:        decodeAs[DeadLetterList](SchemaDeadLetterList),
 	SchemaDeadLetterAction:      decodeAs[DeadLetterAction](SchemaDeadLetterAction),
 	SchemaDeadLetterActionReply: decodeAs[DeadLetterActionReply](SchemaDeadLetterActionReply),
+	SchemaModelReview:           decodeAs[ModelReview](SchemaModelReview),
 }
 
 func decodeAs[T any](schema string) func([]byte) (any, error) {
@@ -201,6 +202,9 @@ func TestGoValuesValidate(t *testing.T) {
 		{"dead letter action by filter", SchemaDeadLetterAction, DeadLetterAction{Filter: &DeadLetterFilter{Source: "workers-developer", Query: "429"}}},
 		{"dead letter action reply", SchemaDeadLetterActionReply, DeadLetterActionReply{DeadLetters: []DeadLetter{}, Count: 0}},
 		{"dead letter filter", SchemaDeadLetterFilter, DeadLetterFilter{}},
+		{"model review", SchemaModelReview, ModelReview{Decision: "promote", Quality: "good", Errors: []string{"typo"}, Lessons: []Lesson{{Text: "l", Scope: "all"}},
+			Skill: &Skill{Name: "rate-limits", Content: "# Rate limits"}, Impact: []RoleNote{{Role: "tester", Note: "test bursts"}}}},
+		{"model review reject", SchemaModelReview, ModelReview{Decision: "reject", Quality: "weak", Feedback: "add X"}},
 	}
 	seen := map[string]bool{}
 	for _, tt := range tests {

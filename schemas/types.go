@@ -436,3 +436,26 @@ type DeadLetterActionReply struct {
 	DeadLetters []DeadLetter `json:"dead_letters"`
 	Count       int          `json:"count"`
 }
+
+// ModelReview is what a model reviewer answers: the checklist and the decision.
+type ModelReview struct {
+	Decision string     `json:"decision"`
+	Quality  string     `json:"quality"`
+	Errors   []string   `json:"errors,omitempty"`
+	Feedback string     `json:"feedback,omitempty"`
+	Lessons  []Lesson   `json:"lessons,omitempty"`
+	Skill    *Skill     `json:"skill,omitempty"`
+	Impact   []RoleNote `json:"impact,omitempty"`
+}
+
+// Skill is a skill document a reviewer proposes for skills/<name>/SKILL.md.
+type Skill struct {
+	Name    string `json:"name"`
+	Content string `json:"content"`
+}
+
+// RoleNote is what one role should know.
+type RoleNote struct {
+	Role string `json:"role"`
+	Note string `json:"note"`
+}

@@ -42,6 +42,7 @@ const (
 	SchemaDeadLetterList        = "dead_letter_list"         // DeadLetterList
 	SchemaDeadLetterAction      = "dead_letter_action"       // DeadLetterAction, on troupe.api.dlq.replay and discard
 	SchemaDeadLetterActionReply = "dead_letter_action_reply" // DeadLetterActionReply
+	SchemaModelReview           = "model_review"             // ModelReview, a model reviewer's answer
 )
 
 // commonName is the file of definitions the documents share. Schema returns
@@ -64,7 +65,7 @@ var files embed.FS
 var names = []string{
 	SchemaArtifact, SchemaArtifactGetRequest, SchemaArtifactList, SchemaArtifactListRequest, SchemaDeadLetter, SchemaDeadLetterAction, SchemaDeadLetterActionReply, SchemaDeadLetterFilter, SchemaDeadLetterList, SchemaDeadLetterListRequest, SchemaErrorReply,
 	SchemaEvent, SchemaIDRequest, SchemaJob, SchemaJobList, SchemaLessonList,
-	SchemaListRequest, SchemaOutput, SchemaReview, SchemaReviewDecision,
+	SchemaListRequest, SchemaModelReview, SchemaOutput, SchemaReview, SchemaReviewDecision,
 	SchemaReviewList, SchemaReviewRequest, SchemaSubmission, SchemaTask,
 }
 

@@ -207,8 +207,14 @@ func (a *App) Start(ctx context.Context) error {
 		a.stopping = append(a.stopping, a.orch.Stop)
 	}
 	if a.Review {
+		reviewer, err := llm.Reviewer(cfg, models)
+		if err != nil {
+			a.Stop(ctx)
+			return err
+		}
 		a.rev = review.NewService(review.Config{
-			Prefix: cfg.NATS.Prefix, Policies: cfg.Policies(), Notify: a.relay.Notify, Logger: a.Log,
+			Reviewer: reviewer,
+			Prefix:   cfg.NATS.Prefix, Policies: cfg.Policies(), Notify: a.relay.Notify, Logger: a.Log,
 			RecordDeadLetter: deadLetters.Record, Available: available,
 			Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes},
 		}, st, nc, js)

@@ -175,6 +175,9 @@ type Review struct {
 	MaxOutputBytes int `json:"maxOutputBytes,omitempty"`
 	// MaxFileBytes bounds one file of an output. Defaults to 512 KiB.
 	MaxFileBytes int `json:"maxFileBytes,omitempty"`
+	// Model reviews for the roles whose policy is "model". Defaults to
+	// models.default.
+	Model string `json:"model,omitempty"`
 }
 
 // Budgets bound spending.
@@ -304,6 +307,7 @@ func (c Config) Validate() error {
 		}
 	}
 	checkRef("models.default", c.Models.Default)
+	checkRef("review.model", c.Review.Model)
 	for _, name := range sortedKeys(c.Roles) {
 		r := c.Roles[name]
 		field := "roles." + name
@@ -321,7 +325,9 @@ func (c Config) Validate() error {
 		switch r.Review {
 		case "", PolicyRules, PolicyHuman:
 		case PolicyModel:
-			bad(field+".review", "%q (a model as reviewer) is not built yet; use \"rules\" or \"human\"", r.Review)
+			if c.Review.Model == "" && c.Models.Default == "" {
+				bad(field+".review", "\"model\" needs a model to review with: set review.model or models.default")
+			}
 		default:
 			bad(field+".review", "%q is not a policy; use \"rules\", \"human\" or \"model\"", r.Review)
 		}

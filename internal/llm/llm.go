@@ -20,6 +20,13 @@ type Model interface {
 	Generate(ctx context.Context, req Request) (Response, error)
 }
 
+// Completer answers a plain question with text: the model reviewer and
+// the planner ask for JSON this way.
+type Completer interface {
+	Name() string
+	Complete(ctx context.Context, system, user string, record func(Call)) (string, error)
+}
+
 // Request is one call: the rendered prompt for models that read text, and
 // the same context as structured fields for models (such as the offline one)
 // that build their answer from it.

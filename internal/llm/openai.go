@@ -124,6 +124,16 @@ func (m *OpenAI) Generate(ctx context.Context, req Request) (Response, error) {
 }
 
 // complete makes one call and records it.
+// Complete asks the model one plain question (a system and a user
+// message) and returns its answer as text, recording the call.
+func (m *OpenAI) Complete(ctx context.Context, system, user string, record func(Call)) (string, error) {
+	answer, _, err := m.complete(ctx, Request{Record: record}, []openai.ChatCompletionMessage{
+		{Role: openai.ChatMessageRoleSystem, Content: system},
+		{Role: openai.ChatMessageRoleUser, Content: user},
+	})
+	return answer, err
+}
+
 func (m *OpenAI) complete(ctx context.Context, req Request, msgs []openai.ChatCompletionMessage) (string, openai.Usage, error) {
 	start := time.Now()
 	answer, usage, err := m.call(ctx, msgs)

@@ -103,3 +103,51 @@ func (f *Fallbacks) Generate(ctx context.Context, req Request) (Response, error)
 	}
 	return Response{}, first
 }
+
+// Complete asks the models in order, like Generate.
+func (f *Fallbacks) Complete(ctx context.Context, system, user string, record func(Call)) (string, error) {
+	var first error
+	for _, m := range f.Models {
+		c, ok := m.(Completer)
+		if !ok {
+			continue
+		}
+		answer, err := c.Complete(ctx, system, user, record)
+		if err == nil {
+			return answer, nil
+		}
+		if ctx.Err() != nil {
+			return "", err
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		first = fmt.Errorf("%s cannot answer plain questions", f.Name())
+	}
+	return "", first
+}
+
+// Reviewer is the model that reviews for roles under the "model" policy:
+// review.model, else models.default. It is nil when neither is set.
+func Reviewer(cfg config.Config, roles map[string]Model) (Completer, error) {
+	ref := cmp(cfg.Review.Model, cfg.Models.Default)
+	if ref == "" || ref == "offline" {
+		return nil, nil
+	}
+	spec, err := specOf(cfg, ref)
+	if err != nil {
+		return nil, fmt.Errorf("review.model: %w", err)
+	}
+	provider, _, _ := strings.Cut(ref, "/")
+	limiter := make(chan struct{}, max(cfg.Models.Providers[provider].MaxConcurrency, 1))
+	// Share the provider's limit with the roles' models when one uses it.
+	for _, m := range roles {
+		if o, ok := m.(*OpenAI); ok && strings.HasPrefix(o.spec.Ref, provider+"/") {
+			limiter = o.limiter
+			break
+		}
+	}
+	return NewOpenAI(spec, limiter), nil
+}
