@@ -20,6 +20,15 @@ import (
 	"github.com/troupe-dev/troupe/schemas"
 )
 
+// defaultPlanJSON is a planner's answer: the six roles in the usual order.
+const defaultPlanJSON = `{"tasks": [
+  {"key": "prd", "role": "pm", "instructions": "Write the PRD."},
+  {"key": "architecture", "role": "architect", "instructions": "Design it.", "depends_on": ["prd"]},
+  {"key": "implementation", "role": "developer", "instructions": "Build it.", "depends_on": ["architecture"]},
+  {"key": "tests", "role": "tester", "instructions": "Test it.", "depends_on": ["implementation"]},
+  {"key": "docs", "role": "writer", "instructions": "Document it.", "depends_on": ["implementation"]},
+  {"key": "deploy", "role": "devops", "instructions": "Ship it.", "depends_on": ["implementation"]}]}`
+
 const fakeKey = "sk-troupe-test-5f1d0c9a7b3e42d8a6c1e0f9b2d4a7c3"
 
 // roleAnswer answers a chat request as the role whose prompt it is would:
@@ -27,6 +36,9 @@ const fakeKey = "sk-troupe-test-5f1d0c9a7b3e42d8a6c1e0f9b2d4a7c3"
 // developer), in the documented file format.
 func roleAnswer(r llmtest.Request) llmtest.Reply {
 	system := r.Messages[0].Text
+	if strings.HasPrefix(system, "You are the planner") {
+		return llmtest.Reply{Content: defaultPlanJSON, PromptTokens: 100, CompletionTokens: 20}
+	}
 	role := "pm" // the shared format text names PRD.md as an example: check it last
 	for _, c := range []struct{ file, role string }{
 		{"ARCHITECTURE.md", "architect"}, {"NOTES.md", "developer"},
@@ -95,8 +107,9 @@ func TestRealModelPipeline(t *testing.T) {
 	require.Equal(t, schemas.JobDone, done.Status, done.Reason)
 
 	reqs := srv.Requests()
-	require.Len(t, reqs, 6, "one call per role")
-	for _, r := range reqs {
+	require.Len(t, reqs, 7, "the planner, then one call per role")
+	require.Contains(t, reqs[0].Messages[0].Text, "You are the planner")
+	for _, r := range reqs[1:] {
 		require.Equal(t, "vision", r.Model)
 		require.Equal(t, 2048, r.MaxTokens)
 		require.Len(t, r.Images, 1, "the attachment goes to the image-capable model")
@@ -106,7 +119,7 @@ func TestRealModelPipeline(t *testing.T) {
 	prompt, completion := srv.Usage()
 	require.EqualValues(t, prompt, done.Totals.PromptTokens)
 	require.EqualValues(t, completion, done.Totals.CompletionTokens)
-	require.Equal(t, 6, done.Totals.Calls)
+	require.Equal(t, 7, done.Totals.Calls)
 	require.NotNil(t, done.Totals.Cost)
 	require.InDelta(t, (float64(prompt)*2+float64(completion)*8)/1e6, *done.Totals.Cost, 1e-9)
 	for _, task := range done.Tasks {
@@ -184,13 +197,13 @@ func TestBudgetStopsJob(t *testing.T) {
 	ended := d.waitJobEnd(events, job.ID)
 	require.Equal(t, schemas.JobBudgetExceeded, ended.Status)
 	require.Contains(t, ended.Reason, "token budget spent")
-	require.Equal(t, 3, ended.Totals.Calls, "pm, architect and developer ran; the third went over; nothing after")
+	require.Equal(t, 3, ended.Totals.Calls, "the planner, pm and architect ran; the architect went over; nothing after")
 	require.Len(t, srv.Requests(), 3)
 	require.EqualValues(t, 800, ended.Totals.BudgetTokens)
 	stdout, _, code := d.cli("jobs", "show", job.ID)
 	require.Equal(t, 0, code)
 	require.Contains(t, stdout, "budget_exceeded")
-	require.Contains(t, stdout, "900 prompt + 210 completion in 3 model call(s) (budget 800)")
+	require.Contains(t, stdout, "700 prompt + 160 completion in 3 model call(s) (budget 800)")
 }
 
 // TestModelReviewPolicy: under the "model" policy a model reviews after the
@@ -262,4 +275,54 @@ func TestModelReviewPolicy(t *testing.T) {
 		}
 	}
 	require.Contains(t, last.Messages[0].Text, "Always document burst limits.")
+}
+
+// TestPlanner: a job without tasks is planned by the model into a DAG that
+// runs; a plan that is invalid twice falls back to the default plan, and
+// the job's timeline says why.
+func TestPlanner(t *testing.T) {
+	t.Parallel()
+	srv := llmtest.New(t, fakeKey, llmtest.Model{ID: "vision", Images: true, MaxTokens: 2048}, llmtest.Model{ID: "text", MaxTokens: 2048})
+	var mu sync.Mutex
+	plans := []string{
+		`{"tasks": [{"key": "spec", "role": "pm", "instructions": "Specify the CLI."},
+		            {"key": "code", "role": "developer", "instructions": "Write the CLI.", "depends_on": ["spec"]}]}`,
+		`{"tasks": [{"key": "a", "role": "pm", "depends_on": ["b"]}, {"key": "b", "role": "pm", "depends_on": ["a"]}]}`,
+		`Sure! Here is the plan: first the PM, then...`,
+	}
+	srv.SetDefault(func(r llmtest.Request) llmtest.Reply {
+		if !strings.HasPrefix(r.Messages[0].Text, "You are the planner") {
+			return roleAnswer(r)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		p := plans[0]
+		plans = plans[1:]
+		return llmtest.Reply{Content: p}
+	})
+	d := startDevIn(t, t.TempDir(), []string{"FAKE_API_KEY=" + fakeKey}, "--config", modelConfig(t, srv, "fake/text", ""))
+	events := d.events("*.*")
+
+	planned := call[schemas.Job](d, "jobs.submit", schemas.Submission{Title: "A CLI", Brief: "A small CLI."})
+	require.Equal(t, schemas.JobPlanning, planned.Status)
+	done := d.waitJobEnd(events, planned.ID)
+	require.Equal(t, schemas.JobDone, done.Status, done.Reason)
+	var keys []string
+	for _, task := range done.Tasks {
+		keys = append(keys, task.Key+":"+task.Role)
+	}
+	require.Equal(t, []string{"spec:pm", "code:developer"}, keys)
+
+	fallback := call[schemas.Job](d, "jobs.submit", schemas.Submission{Title: "Another", Brief: "Anything."})
+	done = d.waitJobEnd(events, fallback.ID)
+	require.Equal(t, schemas.JobDone, done.Status, done.Reason)
+	require.Len(t, done.Tasks, 6, "the default plan")
+	var why string
+	for _, ev := range done.Events {
+		if ev.Kind == schemas.EventJobPlanned {
+			why = ev.Message
+		}
+	}
+	require.Contains(t, why, "the default plan: the planner's plan could not be used twice")
+	require.Contains(t, why, "no JSON object")
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/internal/config"
+	"github.com/troupe-dev/troupe/internal/llm"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
 )
@@ -41,6 +42,9 @@ type Config struct {
 	// Prices are the prices per million tokens by model reference, for
 	// the cost in job totals.
 	Prices map[string]config.Price
+	// Planner, when set, plans jobs that name no tasks; without one they
+	// get the default plan.
+	Planner llm.Completer
 	// DefaultBudget is the token budget of a job that names none; 0 is
 	// unlimited.
 	DefaultBudget int64
@@ -78,13 +82,14 @@ type Service struct {
 	subj  bus.Subjects
 	dl    *DeadLetters
 
-	mu    sync.Mutex
-	svc   micro.Service
-	ccs   []jetstream.ConsumeContext
-	wg    sync.WaitGroup // event and advisory handlers in flight
-	api   sync.WaitGroup // API requests in flight
-	stop  context.CancelFunc
-	recon *reconciler
+	mu     sync.Mutex
+	svc    micro.Service
+	ccs    []jetstream.ConsumeContext
+	wg     sync.WaitGroup // event and advisory handlers in flight
+	api    sync.WaitGroup // API requests in flight
+	stop   context.CancelFunc
+	runCtx context.Context
+	recon  *reconciler
 }
 
 // New returns an orchestrator; Start runs it.
@@ -102,6 +107,7 @@ func New(cfg Config, st store.Store, nc *nats.Conn, js jetstream.JetStream) *Ser
 // orchestrator schedules on. The topology must exist (bus.Topology.Ensure).
 func (s *Service) Start(ctx context.Context) error {
 	ctx, s.stop = context.WithCancel(context.WithoutCancel(ctx))
+	s.runCtx = ctx
 	svc, err := micro.AddService(s.nc, micro.Config{
 		Name:        "troupe",
 		Version:     "0.1.0",
@@ -231,7 +237,8 @@ func (s *Service) DeadLetters() *DeadLetters { return s.dl }
 // was seen returns the existing job.
 func (s *Service) Submit(ctx context.Context, sub schemas.Submission) (any, error) {
 	plan := sub.Tasks
-	if len(plan) == 0 {
+	planning := len(plan) == 0 && s.cfg.Planner != nil
+	if len(plan) == 0 && !planning {
 		plan = DefaultPlan()
 	}
 	if err := ValidatePlan(plan); err != nil {
@@ -242,25 +249,18 @@ func (s *Service) Submit(ctx context.Context, sub schemas.Submission) (any, erro
 		ID: uuid.NewString(), Title: sub.Title, Brief: sub.Brief, IdempotencyKey: sub.IdempotencyKey,
 		Status: schemas.JobRunning, Attachments: sub.Attachments, CreatedAt: now, UpdatedAt: now,
 	}
+	if planning {
+		job.Status = schemas.JobPlanning
+	}
 	job.BudgetTokens = s.cfg.DefaultBudget
 	if sub.Budget != nil {
 		job.BudgetTokens = sub.Budget.MaxTokens
 	}
-	tasks := make([]store.Task, len(plan))
-	for i, p := range plan {
-		status := schemas.TaskPending
-		if len(p.DependsOn) == 0 {
-			status = schemas.TaskQueued
-		}
-		tasks[i] = store.Task{
-			ID: uuid.NewString(), JobID: job.ID, Key: p.Key, Role: p.Role, Instructions: p.Instructions,
-			DependsOn: p.DependsOn, Status: status, CreatedAt: now, UpdatedAt: now,
-		}
-	}
+	tasks := newTasks(job.ID, plan, now)
 	var created bool
 	err := s.store.InTx(ctx, func(q store.Querier) error {
-		var err error
 		want := job
+		var err error
 		job, created, err = q.JobCreate(ctx, store.JobCreateParams{Job: job, Tasks: tasks})
 		if err != nil {
 			return err
@@ -271,32 +271,72 @@ func (s *Service) Submit(ctx context.Context, sub schemas.Submission) (any, erro
 			}
 			return nil
 		}
-		events := []schemas.Event{{JobID: job.ID, Kind: schemas.EventJobSubmitted, Message: job.Title}}
-		var msgs []store.OutboxMessage
-		for _, t := range tasks {
-			if t.Status != schemas.TaskQueued {
-				continue
-			}
-			m, err := s.taskMessage(t)
-			if err != nil {
-				return err
-			}
-			msgs = append(msgs, m)
-			events = append(events, queuedEvent(t))
-		}
-		if err := q.OutboxInsert(ctx, msgs); err != nil {
-			return err
-		}
-		return bus.Emit(ctx, q, s.subj, events...)
+		return s.queueReady(ctx, q, tasks, schemas.Event{JobID: job.ID, Kind: schemas.EventJobSubmitted, Message: job.Title})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the job: %w", err)
 	}
 	if created {
 		s.cfg.Notify()
-		s.log.Info().Str("job_id", job.ID).Int("tasks", len(tasks)).Msg("job submitted")
+		s.log.Info().Str("job_id", job.ID).Int("tasks", len(tasks)).Bool("planning", planning).Msg("job submitted")
+		if planning {
+			s.planAsync(job.ID)
+		}
 	}
 	return s.jobView(ctx, job.ID, false)
+}
+
+// planAsync plans a job in the background; a plan that fails (or a
+// process that stops meanwhile) is taken up again by the reconciler.
+func (s *Service) planAsync(jobID string) {
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.runCtx, 10*time.Minute)
+		defer cancel()
+		if err := s.plan(ctx, jobID); err != nil {
+			s.log.Warn().Err(err).Str("job_id", jobID).Msg("planning failed; the reconciler tries again")
+		}
+	}()
+}
+
+// newTasks makes the rows of a plan: tasks that depend on nothing are
+// queued, the others pending.
+func newTasks(jobID string, plan []schemas.PlanTask, now time.Time) []store.Task {
+	tasks := make([]store.Task, len(plan))
+	for i, p := range plan {
+		status := schemas.TaskPending
+		if len(p.DependsOn) == 0 {
+			status = schemas.TaskQueued
+		}
+		tasks[i] = store.Task{
+			ID: uuid.NewString(), JobID: jobID, Key: p.Key, Role: p.Role, Instructions: p.Instructions,
+			DependsOn: p.DependsOn, Status: status, CreatedAt: now, UpdatedAt: now,
+		}
+	}
+	return tasks
+}
+
+// queueReady publishes (through the outbox) the queued tasks, with ev and
+// a task_queued event each.
+func (s *Service) queueReady(ctx context.Context, q store.Querier, tasks []store.Task, ev schemas.Event) error {
+	events := []schemas.Event{ev}
+	var msgs []store.OutboxMessage
+	for _, t := range tasks {
+		if t.Status != schemas.TaskQueued {
+			continue
+		}
+		m, err := s.taskMessage(t)
+		if err != nil {
+			return err
+		}
+		msgs = append(msgs, m)
+		events = append(events, queuedEvent(t))
+	}
+	if err := q.OutboxInsert(ctx, msgs); err != nil {
+		return err
+	}
+	return bus.Emit(ctx, q, s.subj, events...)
 }
 
 func (s *Service) taskMessage(t store.Task) (store.OutboxMessage, error) {

@@ -259,6 +259,20 @@ func (r *reconciler) decisions(ctx context.Context, before time.Time) error {
 	if err != nil {
 		return err
 	}
+	if s := r.s; s.cfg.Planner != nil {
+		// A job whose planning failed or was cut short by a restart.
+		planning, err := s.store.JobList(ctx, store.JobListParams{Status: schemas.JobPlanning, Limit: r.cfg.Batch})
+		if err != nil {
+			return err
+		}
+		for _, j := range planning {
+			if j.UpdatedAt.Before(before) {
+				if err := s.plan(ctx, j.ID); err != nil {
+					s.log.Warn().Err(err).Str("job_id", j.ID).Msg("planning again failed")
+				}
+			}
+		}
+	}
 	advanced := map[string]bool{}
 	// A running job whose last promotion event was lost has nothing left
 	// that would move it: advance every running job not changed lately.

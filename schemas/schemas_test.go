@@ -266,7 +266,7 @@ var wants = map[string]string{
 	"review_decision/lesson-empty-text":        "lessons[0].text: must not be empty",
 	"review_decision/lesson-bad-scope":         `lessons[0].scope: "everyone" is not one of all, pm,`,
 	"review_decision/lesson-missing-text":      "lessons[0].text: is required",
-	"event/unknown-kind":                       `kind: "job_exploded" is not one of job_submitted, task_queued,`,
+	"event/unknown-kind":                       `kind: "job_exploded" is not one of job_submitted, job_planned, task_queued,`,
 	"event/bad-time":                           `time: "yesterday" is not a date-time`,
 	"output/file-missing-path":                 "files[0].path: is required",
 	"dead_letter/bad-class":                    `class: "fatal" is not one of permanent, transient, exhausted`,

@@ -168,6 +168,7 @@ type Event struct {
 // Event kinds. Each is one subject token.
 const (
 	EventJobSubmitted         = "job_submitted"
+	EventJobPlanned           = "job_planned"
 	EventTaskQueued           = "task_queued"
 	EventTaskStarted          = "task_started"
 	EventOutputStaged         = "output_staged"

@@ -56,6 +56,9 @@ type Querier interface {
 	// whether it moved; ErrNotFound when there is no such job.
 	JobSetStatus(ctx context.Context, p JobSetStatusParams) (bool, error)
 
+	// TaskInsert adds tasks to an existing job (a job planned after it was
+	// created), after its other tasks.
+	TaskInsert(ctx context.Context, jobID string, tasks []Task) error
 	// TaskGetByID returns one task, or ErrNotFound.
 	TaskGetByID(ctx context.Context, id string) (Task, error)
 	// TaskListByJob returns a job's tasks in creation order.

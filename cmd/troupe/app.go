@@ -194,8 +194,14 @@ func (a *App) Start(ctx context.Context) error {
 	}
 
 	if a.Orchestrator {
+		planner, err := llm.Planner(cfg, models)
+		if err != nil {
+			a.Stop(ctx)
+			return err
+		}
 		a.orch = orchestrator.New(orchestrator.Config{
-			Prefix: cfg.NATS.Prefix, MaxRevisions: cfg.MaxRevisions(), NoRevisions: cfg.MaxRevisions() == 0,
+			Planner: planner,
+			Prefix:  cfg.NATS.Prefix, MaxRevisions: cfg.MaxRevisions(), NoRevisions: cfg.MaxRevisions() == 0,
 			Notify: a.relay.Notify, OnDeadLetter: cfg.Reliability.OnDeadLetter, Logger: a.Log,
 			Prices: cfg.Prices(), DefaultBudget: cfg.Budgets.MaxTokensPerJob,
 			Reconcile: orchestrator.ReconcileConfig{Interval: reconcile, StaleAfter: staleAfter},

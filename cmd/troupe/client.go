@@ -447,7 +447,7 @@ func printJob(w io.Writer, j schemas.Job) {
 	}
 	for _, ev := range j.Events {
 		switch ev.Kind {
-		case schemas.EventTaskDeadLettered, schemas.EventDeadLetterReplayed, schemas.EventTaskRedispatched:
+		case schemas.EventJobPlanned, schemas.EventTaskDeadLettered, schemas.EventDeadLetterReplayed, schemas.EventTaskRedispatched:
 			fmt.Fprintf(w, "  %s %s %s: %s\n", ev.Time.Local().Format(time.TimeOnly), keys[ev.TaskID], ev.Kind, ev.Message)
 		}
 	}

@@ -132,21 +132,44 @@ func (f *Fallbacks) Complete(ctx context.Context, system, user string, record fu
 // Reviewer is the model that reviews for roles under the "model" policy:
 // review.model, else models.default. It is nil when neither is set.
 func Reviewer(cfg config.Config, roles map[string]Model) (Completer, error) {
-	ref := cmp(cfg.Review.Model, cfg.Models.Default)
+	c, err := CompleterFor(cfg, cmp(cfg.Review.Model, cfg.Models.Default), roles)
+	if err != nil {
+		return nil, fmt.Errorf("review.model: %w", err)
+	}
+	return c, nil
+}
+
+// Planner is the model that plans jobs without tasks: models.default. It
+// is nil when none is set.
+func Planner(cfg config.Config, roles map[string]Model) (Completer, error) {
+	c, err := CompleterFor(cfg, cfg.Models.Default, roles)
+	if err != nil {
+		return nil, fmt.Errorf("models.default: %w", err)
+	}
+	return c, nil
+}
+
+// CompleterFor returns the model ref names for plain questions, sharing
+// its provider's limit with the roles' models; nil for none or "offline".
+func CompleterFor(cfg config.Config, ref string, roles map[string]Model) (Completer, error) {
 	if ref == "" || ref == "offline" {
 		return nil, nil
 	}
 	spec, err := specOf(cfg, ref)
 	if err != nil {
-		return nil, fmt.Errorf("review.model: %w", err)
+		return nil, err
 	}
 	provider, _, _ := strings.Cut(ref, "/")
 	limiter := make(chan struct{}, max(cfg.Models.Providers[provider].MaxConcurrency, 1))
-	// Share the provider's limit with the roles' models when one uses it.
 	for _, m := range roles {
-		if o, ok := m.(*OpenAI); ok && strings.HasPrefix(o.spec.Ref, provider+"/") {
-			limiter = o.limiter
-			break
+		models := []Model{m}
+		if f, ok := m.(*Fallbacks); ok {
+			models = f.Models
+		}
+		for _, m := range models {
+			if o, ok := m.(*OpenAI); ok && strings.HasPrefix(o.spec.Ref, provider+"/") {
+				limiter = o.limiter
+			}
 		}
 	}
 	return NewOpenAI(spec, limiter), nil

@@ -40,6 +40,31 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 		return newStore(t), context.Background()
 	}
 
+	t.Run("TaskInsert", func(t *testing.T) {
+		st, ctx := setup(t)
+		job := store.Job{ID: uuid.NewString(), Title: "planned later", Status: schemas.JobPlanning}
+		_, _, err := st.JobCreate(ctx, store.JobCreateParams{Job: job})
+		require.NoError(t, err)
+		require.NoError(t, st.TaskInsert(ctx, job.ID, []store.Task{
+			{ID: uuid.NewString(), Key: "b", Role: "pm", Status: schemas.TaskQueued},
+			{ID: uuid.NewString(), Key: "a", Role: "developer", Status: schemas.TaskPending, DependsOn: []string{"b"}},
+		}))
+		require.NoError(t, st.TaskInsert(ctx, job.ID, []store.Task{{ID: uuid.NewString(), Key: "c", Role: "writer", Status: schemas.TaskPending}}))
+		tasks, err := st.TaskListByJob(ctx, job.ID)
+		require.NoError(t, err)
+		var keys []string
+		for _, task := range tasks {
+			keys = append(keys, task.Key)
+			require.Equal(t, job.ID, task.JobID)
+		}
+		require.Equal(t, []string{"b", "a", "c"}, keys, "in the order they were added")
+		require.Equal(t, []string{"b"}, tasks[1].DependsOn)
+		err = st.TaskInsert(ctx, "no-such-job", []store.Task{{ID: uuid.NewString(), Key: "x", Role: "pm", Status: schemas.TaskQueued}})
+		require.ErrorIs(t, err, store.ErrNotFound)
+		err = st.TaskInsert(ctx, job.ID, []store.Task{{ID: uuid.NewString(), Key: "b", Role: "pm", Status: schemas.TaskQueued}})
+		require.Error(t, err, "keys stay unique per job")
+	})
+
 	t.Run("Lifecycle", func(t *testing.T) {
 		t.Parallel()
 		t.Run("PingAnswers", func(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/troupe-dev/troupe/store"
 )
@@ -149,4 +150,24 @@ func (q *Queries) TaskCount(ctx context.Context, role string, statuses []string)
 		return 0, fmt.Errorf("counting tasks: %w", err)
 	}
 	return n, nil
+}
+
+// TaskInsert adds tasks to an existing job, after its other tasks.
+func (q *Queries) TaskInsert(ctx context.Context, jobID string, tasks []store.Task) error {
+	return q.inTx(ctx, func(q *Queries) error {
+		var next int
+		if err := q.queryRow(ctx, `SELECT COALESCE(MAX(ord) + 1, 0) FROM tasks WHERE job_id = ?`, jobID).Scan(&next); err != nil {
+			return fmt.Errorf("adding tasks to job %s: %w", jobID, err)
+		}
+		job := store.Job{ID: jobID, CreatedAt: time.Now()}
+		for i, t := range tasks {
+			if err := q.taskInsert(ctx, job, next+i, t); err != nil {
+				if q.dialect.IsForeignKeyViolation(err) {
+					return fmt.Errorf("adding tasks to job %s: %w", jobID, store.ErrNotFound)
+				}
+				return err
+			}
+		}
+		return nil
+	})
 }
