@@ -326,3 +326,26 @@ func TestPlanner(t *testing.T) {
 	require.Contains(t, why, "the default plan: the planner's plan could not be used twice")
 	require.Contains(t, why, "no JSON object")
 }
+
+// TestUnreadableAnswerIsRejectedWithTheReason: an answer that is not in
+// the file format, twice (the repair request too), is staged with the
+// parse error; review rejects it with that reason and the revision's
+// prompt carries it.
+func TestUnreadableAnswerIsRejectedWithTheReason(t *testing.T) {
+	t.Parallel()
+	srv := llmtest.New(t, fakeKey, llmtest.Model{ID: "vision", Images: true, MaxTokens: 2048}, llmtest.Model{ID: "text", MaxTokens: 2048})
+	srv.Enqueue(llmtest.Reply{Content: "Here is my PRD, in prose."}, llmtest.Reply{Content: "Sorry, still prose."})
+	srv.SetDefault(roleAnswer)
+	d := startDevIn(t, t.TempDir(), []string{"FAKE_API_KEY=" + fakeKey}, "--config", modelConfig(t, srv, "fake/text", ""))
+	events := d.events("*.*")
+	job := call[schemas.Job](d, "jobs.submit", schemas.Submission{Title: "Prose", Tasks: []schemas.PlanTask{{Key: "prd", Role: "pm"}}})
+	done := d.waitJobEnd(events, job.ID)
+	require.Equal(t, schemas.JobDone, done.Status, done.Reason)
+	prd := done.Tasks[0]
+	require.Equal(t, 1, prd.Revision)
+	require.Equal(t, "reject", prd.Reviews[0].Decision)
+	require.Contains(t, prd.Reviews[0].Feedback, "answer_format: the answer holds no file")
+	reqs := srv.Requests()
+	require.Len(t, reqs, 3, "the call, its repair, the revision")
+	require.Contains(t, reqs[2].Messages[1].Text, "answer_format: the answer holds no file")
+}

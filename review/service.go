@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -200,7 +201,8 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) error {
 	if out.Status != schemas.OutputStaged {
 		return nil // decided already: a redelivery
 	}
-	checks := CheckRules(out.Role, out.Content, out.Files, s.cfg.Limits)
+	// Checks made at staging (the answer's format) come first.
+	checks := append(slices.Clone(out.Checks), CheckRules(out.Role, out.Content, out.Files, s.cfg.Limits)...)
 	if !Passed(checks) {
 		_, err := s.decide(ctx, out, staged, schemas.ReviewDecision{
 			OutputID: out.ID, Decision: "reject", Reviewer: PolicyRules, Feedback: Feedback(checks),

@@ -466,6 +466,10 @@ func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task,
 	if out.Model == "" {
 		out.Model = w.model.Name()
 	}
+	if resp.ParseError != "" {
+		// Review rejects it with this reason, for the next revision.
+		out.Checks = []schemas.Check{{Name: "answer_format", Passed: false, Detail: bus.Clip(resp.ParseError, 2000)}}
+	}
 	var created bool
 	err := w.store.InTx(ctx, func(q store.Querier) error {
 		var err error

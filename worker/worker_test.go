@@ -2,6 +2,8 @@ package worker
 
 import (
 	"context"
+	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -238,4 +240,55 @@ func TestStopAbortsAfterGrace(t *testing.T) {
 	startWorker(t, f, Config{Concurrency: 1}, fast)
 	f.waitStaged(t, ids)
 	require.EqualValues(t, 1, fast.calls.Load())
+}
+
+// rateLimited answers like the offline model, except that the first call
+// for a task whose instructions say "limited" is refused with Retry-After.
+type rateLimited struct {
+	llm.Offline
+	mu    sync.Mutex
+	once  bool
+	order []string
+}
+
+func (m *rateLimited) Generate(ctx context.Context, req llm.Request) (llm.Response, error) {
+	m.mu.Lock()
+	m.order = append(m.order, req.Task.Instructions)
+	first := !m.once && req.Task.Instructions == "limited"
+	if first {
+		m.once = true
+	}
+	m.mu.Unlock()
+	if first {
+		return llm.Response{}, &llm.RetryError{Err: errors.New("429 too many requests"), RetryAfter: 300 * time.Millisecond}
+	}
+	return m.Offline.Generate(ctx, req)
+}
+
+// TestRetryAfterFreesTheSlot: a 429 goes back to JetStream with its
+// Retry-After as the NAK delay: the worker's only slot serves the next
+// task meanwhile, and the limited task runs again afterwards.
+func TestRetryAfterFreesTheSlot(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 30*time.Second)
+	m := &rateLimited{}
+	startWorker(t, f, Config{Concurrency: 1}, m)
+	ctx := context.Background()
+	var ids []string
+	for _, instr := range []string{"limited", "fine"} {
+		job := store.Job{ID: uuid.NewString(), Title: "J", Status: schemas.JobRunning}
+		task := store.Task{ID: uuid.NewString(), JobID: job.ID, Key: "impl", Role: "developer", Instructions: instr, Status: schemas.TaskQueued}
+		_, _, err := f.store.JobCreate(ctx, store.JobCreateParams{Job: job, Tasks: []store.Task{task}})
+		require.NoError(t, err)
+		msg := []byte(`{"task_id":"` + task.ID + `","job_id":"` + job.ID + `","key":"impl","role":"developer","revision":0}`)
+		require.NoError(t, bus.Publish(ctx, f.js, "troupe.tasks.developer", "task."+task.ID+".0", msg, nil))
+		ids = append(ids, task.ID)
+	}
+	f.waitStaged(t, ids)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	require.Equal(t, []string{"limited", "fine", "limited"}, m.order, "the slot served the next task while the first waited")
+	limited, err := f.store.TaskGetByID(ctx, ids[0])
+	require.NoError(t, err)
+	require.Equal(t, 2, limited.Attempts)
 }

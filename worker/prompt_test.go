@@ -1,0 +1,29 @@
+package worker
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/internal/llm"
+)
+
+// TestFitInputs: inputs too large for the context window are cut, largest
+// first, and the prompt says what was left out.
+func TestFitInputs(t *testing.T) {
+	t.Parallel()
+	tc := llm.TaskContext{JobTitle: "J", Key: "impl", Instructions: "Build it.", Inputs: []llm.Input{
+		{Path: "projects/j/pm/PRD.md", Role: "pm", TaskKey: "prd", Content: strings.Repeat("requirement ", 200)},
+		{Path: "projects/j/architect/ARCHITECTURE.md", Role: "architect", TaskKey: "arch", Content: strings.Repeat("component ", 5000)},
+	}}
+	require.Equal(t, tc, fitInputs(tc, 0), "no budget: untouched")
+	require.Equal(t, tc, fitInputs(tc, 1<<20), "within budget: untouched")
+
+	fitted := fitInputs(tc, 10000)
+	prompt := renderPrompt(fitted)
+	require.LessOrEqual(t, len(prompt), 10000)
+	require.Contains(t, prompt, "bytes of projects/j/architect/ARCHITECTURE.md left out to fit the model's context window")
+	require.Equal(t, tc.Inputs[0].Content, fitted.Inputs[0].Content, "the smaller input is kept whole")
+	require.Len(t, tc.Inputs[1].Content, 50000, "the caller's inputs are not changed")
+}
