@@ -194,12 +194,7 @@ func (s *Service) Stop(ctx context.Context) error {
 		s.recon = nil
 	}
 	s.stopConsumers(ctx)
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); s.api.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
+	bus.Wait(ctx, &s.wg, &s.api)
 	if s.stop != nil {
 		s.stop()
 	}
@@ -208,16 +203,7 @@ func (s *Service) Stop(ctx context.Context) error {
 
 // stopConsumers drains the consumers, waiting within ctx.
 func (s *Service) stopConsumers(ctx context.Context) {
-	for _, cc := range s.ccs {
-		cc.Drain()
-	}
-	for _, cc := range s.ccs {
-		select {
-		case <-cc.Closed():
-		case <-ctx.Done():
-			cc.Stop()
-		}
-	}
+	bus.Drain(ctx, s.ccs...)
 	s.ccs = nil
 }
 

@@ -160,20 +160,10 @@ func (s *Service) Stop(ctx context.Context) error {
 		s.svc = nil
 	}
 	if s.cc != nil {
-		s.cc.Drain()
-		select {
-		case <-s.cc.Closed():
-		case <-ctx.Done():
-			s.cc.Stop()
-		}
+		bus.Drain(ctx, s.cc)
 		s.cc = nil
 	}
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); s.api.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-ctx.Done():
-	}
+	bus.Wait(ctx, &s.wg, &s.api)
 	if s.stop != nil {
 		s.stop()
 	}

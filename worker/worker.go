@@ -216,15 +216,11 @@ func (w *Worker) Stop(ctx context.Context) error {
 	}
 	w.fetchCancel()
 	<-w.fetched
-	done := make(chan struct{})
-	go func() { w.wg.Wait(); close(done) }()
 	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
+	if !bus.Wait(ctx, &w.wg) {
 		err = fmt.Errorf("%s worker: grace period over; running tasks were aborted and will be redelivered", w.cfg.Role)
 		w.runCancel()
-		<-done
+		w.wg.Wait()
 	}
 	w.runCancel()
 	return err

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -254,4 +255,36 @@ func Clip(s string, n int) string {
 		cut--
 	}
 	return s[:cut] + "…"
+}
+
+// Drain drains consumers and waits, within ctx, until they closed; past
+// ctx they are stopped.
+func Drain(ctx context.Context, ccs ...jetstream.ConsumeContext) {
+	for _, cc := range ccs {
+		cc.Drain()
+	}
+	for _, cc := range ccs {
+		select {
+		case <-cc.Closed():
+		case <-ctx.Done():
+			cc.Stop()
+		}
+	}
+}
+
+// Wait waits for the groups, within ctx, and reports whether they finished.
+func Wait(ctx context.Context, groups ...*sync.WaitGroup) bool {
+	done := make(chan struct{})
+	go func() {
+		for _, g := range groups {
+			g.Wait()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
