@@ -259,18 +259,30 @@ func (r *reconciler) decisions(ctx context.Context, before time.Time) error {
 	if err != nil {
 		return err
 	}
-	if s := r.s; s.cfg.Planner != nil {
-		// A job whose planning failed or was cut short by a restart.
-		planning, err := s.store.JobList(ctx, store.JobListParams{Status: schemas.JobPlanning, Limit: r.cfg.Batch})
-		if err != nil {
-			return err
+	// Jobs whose planning failed or was cut short by a restart: plan them
+	// again; without a planner now, or after three rounds of staleness,
+	// they get the default plan, and their timeline says why.
+	planning, err := r.s.store.JobList(ctx, store.JobListParams{Status: schemas.JobPlanning, Limit: r.cfg.Batch})
+	if err != nil {
+		return err
+	}
+	giveUp := time.Now().Add(-3 * r.cfg.StaleAfter)
+	for _, j := range planning {
+		if !j.UpdatedAt.Before(before) {
+			continue
 		}
-		for _, j := range planning {
-			if j.UpdatedAt.Before(before) {
-				if err := s.plan(ctx, j.ID); err != nil {
-					s.log.Warn().Err(err).Str("job_id", j.ID).Msg("planning again failed")
-				}
-			}
+		switch {
+		case r.s.cfg.Planner == nil:
+			err = r.s.startPlanned(ctx, j, DefaultPlan(), "the default plan: no planner is configured any more")
+		case j.CreatedAt.Before(giveUp):
+			err = r.s.startPlanned(ctx, j, DefaultPlan(), "the default plan: the planner did not answer in time")
+		default:
+			pctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+			err = r.s.plan(pctx, j.ID)
+			cancel()
+		}
+		if err != nil {
+			r.s.log.Warn().Err(err).Str("job_id", j.ID).Msg("planning again failed")
 		}
 	}
 	advanced := map[string]bool{}

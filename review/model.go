@@ -64,8 +64,14 @@ func (s *Service) modelReview(ctx context.Context, msg jetstream.Msg, out store.
 	}
 	if err != nil {
 		var retry *llm.RetryError
-		if errors.As(err, &retry) {
+		switch {
+		case errors.As(err, &retry):
 			return bus.RetryAfter(err, retry.RetryAfter)
+		case errors.Is(err, llm.ErrRejected):
+			// The reviewer refuses (a rotated key, too long an input): a
+			// person decides instead; the work is not failed for it.
+			s.log.Warn().Err(err).Str("output_id", out.ID).Msg("the reviewer model refused; the output waits for a person")
+			return s.park(ctx, out)
 		}
 		return err
 	}
@@ -125,7 +131,7 @@ func reviewCalls(calls []llm.Call, t store.Task) []store.ModelCall {
 	out := make([]store.ModelCall, len(calls))
 	for i, c := range calls {
 		out[i] = store.ModelCall{
-			ID: uuid.NewString(), JobID: t.JobID, TaskID: t.ID, Role: t.Role, Revision: t.Revision, Model: c.Model,
+			ID: uuid.NewString(), JobID: t.JobID, TaskID: t.ID, Role: "reviewer", Revision: t.Revision, Model: c.Model,
 			PromptTokens: c.PromptTokens, CompletionTokens: c.CompletionTokens, LatencyMS: c.Latency.Milliseconds(),
 			Outcome: c.Outcome, Error: bus.Clip(c.Err, 2000),
 		}

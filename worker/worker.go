@@ -281,15 +281,30 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	if err != nil {
 		return err
 	}
-	var calls callLog
-	req.Record = calls.add
+	// Every call is recorded as soon as it returns, so the budget check
+	// before the next one (a repair, a fallback, another task) sees it.
+	req.Record = func(c llm.Call) {
+		if err := w.store.ModelCallInsert(context.WithoutCancel(ctx), []store.ModelCall{callRow(c, task)}); err != nil {
+			log.Warn().Err(err).Str("model", c.Model).Msg("recording a model call")
+		}
+	}
+	if w.cfg.BudgetSpent != nil {
+		req.Before = func(ctx context.Context) error {
+			spent, err := w.cfg.BudgetSpent(ctx, task.JobID)
+			if err == nil && spent {
+				err = errBudgetSpent
+			}
+			return err
+		}
+	}
 	log.Info().Msg("task started")
 	start := time.Now()
 	resp, err := w.generate(ctx, msg, task, req)
+	if errors.Is(err, errBudgetSpent) {
+		log.Info().Msg("job's token budget spent before the next model call; task stopped")
+		return nil
+	}
 	if err != nil {
-		if rerr := w.store.ModelCallInsert(context.WithoutCancel(ctx), calls.rows(task)); rerr != nil {
-			log.Warn().Err(rerr).Msg("recording failed model calls")
-		}
 		var retry *llm.RetryError
 		switch {
 		case errors.As(err, &retry):
@@ -302,35 +317,19 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	if resp.Latency == 0 {
 		resp.Latency = time.Since(start)
 	}
-	return w.stage(ctx, log, task, req, resp, calls.rows(task))
+	return w.stage(ctx, log, task, req, resp)
 }
 
-// callLog collects the model calls made for one task run.
-type callLog struct {
-	mu    sync.Mutex
-	calls []llm.Call
-}
+// errBudgetSpent stops a task whose job spent its token budget.
+var errBudgetSpent = errors.New("the job's token budget is spent")
 
-func (l *callLog) add(c llm.Call) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.calls = append(l.calls, c)
-}
-
-// rows are the calls as store rows, taken out of the log.
-func (l *callLog) rows(t store.Task) []store.ModelCall {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := make([]store.ModelCall, len(l.calls))
-	for i, c := range l.calls {
-		out[i] = store.ModelCall{
-			ID: uuid.NewString(), JobID: t.JobID, TaskID: t.ID, Role: t.Role, Revision: t.Revision, Model: c.Model,
-			PromptTokens: c.PromptTokens, CompletionTokens: c.CompletionTokens, LatencyMS: c.Latency.Milliseconds(),
-			Outcome: c.Outcome, Error: bus.Clip(c.Err, 2000),
-		}
+// callRow is a model call as a store row.
+func callRow(c llm.Call, t store.Task) store.ModelCall {
+	return store.ModelCall{
+		ID: uuid.NewString(), JobID: t.JobID, TaskID: t.ID, Role: t.Role, Revision: t.Revision, Model: c.Model,
+		PromptTokens: c.PromptTokens, CompletionTokens: c.CompletionTokens, LatencyMS: c.Latency.Milliseconds(),
+		Outcome: c.Outcome, Error: bus.Clip(c.Err, 2000),
 	}
-	l.calls = nil
-	return out
 }
 
 // generate calls the model, telling JetStream the task is alive while it
@@ -452,7 +451,7 @@ var errTaskMoved = errors.New("task moved on")
 
 // stage stores the output of this revision once, with the review request in
 // the same transaction.
-func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task, req llm.Request, resp llm.Response, calls []store.ModelCall) error {
+func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task, req llm.Request, resp llm.Response) error {
 	out := store.Output{
 		ID: uuid.NewString(), TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: task.Revision,
 		Status: schemas.OutputStaged, Content: resp.Content, Files: resp.Files, Model: resp.Model,
@@ -470,11 +469,7 @@ func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task,
 	err := w.store.InTx(ctx, func(q store.Querier) error {
 		var err error
 		out, created, err = q.OutputStage(ctx, out)
-		if err != nil {
-			return err
-		}
-		// The calls were made and paid for, even by a duplicate run.
-		if err := q.ModelCallInsert(ctx, calls); err != nil || !created {
+		if err != nil || !created {
 			return err
 		}
 		staged, rev := schemas.TaskStaged, task.Revision
@@ -501,7 +496,7 @@ func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task,
 	})
 	if errors.Is(err, errTaskMoved) {
 		log.Info().Msg("task moved on while the model worked; output dropped")
-		return w.store.ModelCallInsert(ctx, calls)
+		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("staging output: %w", err)

@@ -50,13 +50,25 @@ func ParseFiles(answer string) (summary string, files []schemas.File, err error)
 			body = body[:end[0]]
 		}
 		body = strings.TrimPrefix(body, "\n")
-		// A block the model wrapped in a code fence.
-		if loc := fence.FindStringIndex(body); loc != nil {
-			if trimmed := strings.TrimRight(body, " \t\n"); strings.HasSuffix(trimmed, "```") {
+		// A block the model wrapped whole in one code fence: exactly two
+		// fence lines, the first and the last. A file that has fenced
+		// blocks of its own (a README) is left as it is.
+		if loc := fence.FindStringIndex(body); loc != nil && fenceLines(body) == 2 {
+			if trimmed := strings.TrimRight(body, " \t\n"); strings.HasSuffix(trimmed, "\n```") {
 				body = strings.TrimSuffix(trimmed, "```")[loc[1]:]
 			}
 		}
 		files = append(files, schemas.File{Path: path, Content: strings.TrimRight(body, " \t\n") + "\n"})
 	}
 	return summary, files, nil
+}
+
+func fenceLines(body string) int {
+	n := 0
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "```") {
+			n++
+		}
+	}
+	return n
 }

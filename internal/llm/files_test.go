@@ -31,6 +31,11 @@ func TestParseFiles(t *testing.T) {
 			answer:  "==== file: `docs/x.md` ====\n```markdown\n# X\n```\n== end file ==\n",
 			summary: "", paths: []string{"docs/x.md"}, first: "# X\n",
 		},
+		{
+			name:    "a file with fenced blocks of its own",
+			answer:  "=== FILE: README.md ===\n```bash\nmake build\n```\n\nThen run:\n\n```bash\n./app\n```\n=== END FILE ===\n",
+			summary: "", paths: []string{"README.md"}, first: "```bash\nmake build\n```\n\nThen run:\n\n```bash\n./app\n```\n",
+		},
 		{name: "no block", answer: "Here is the PRD: # PRD ...", err: "holds no file"},
 		{name: "twice", answer: "=== FILE: a ===\n1\n=== END FILE ===\n=== FILE: a ===\n2\n", err: `file "a" is written twice`},
 	}

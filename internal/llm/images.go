@@ -19,6 +19,10 @@ import (
 // and which keeps requests small.
 const DefaultMaxImageSide = 1568
 
+// maxImagePixels bounds what fitImage decodes: a small file can claim a
+// huge canvas, and decoding it would exhaust memory.
+const maxImagePixels = 40_000_000
+
 // fitImage returns a with its image scaled down so its longest side is at
 // most maxSide pixels (keeping its proportions), re-encoded as PNG (JPEG
 // stays JPEG). An image that fits, or that cannot be decoded, is returned
@@ -32,7 +36,13 @@ func fitImage(a Attachment, maxSide int) (Attachment, error) {
 		return a, fmt.Errorf("attachment %s: not base64: %w", a.Name, err)
 	}
 	cfg, _, err := image.DecodeConfig(bytes.NewReader(raw))
-	if err != nil || max(cfg.Width, cfg.Height) <= maxSide {
+	if err != nil {
+		return a, nil
+	}
+	if cfg.Width*cfg.Height > maxImagePixels {
+		return a, fmt.Errorf("attachment %s: %dx%d pixels is more than the %d an image may have", a.Name, cfg.Width, cfg.Height, maxImagePixels)
+	}
+	if max(cfg.Width, cfg.Height) <= maxSide {
 		return a, nil
 	}
 	src, _, err := image.Decode(bytes.NewReader(raw))

@@ -38,6 +38,9 @@ type Request struct {
 	// Record, when set, is told of every call made for the request
 	// (repairs, fallbacks and failures too), for cost and audit.
 	Record func(Call)
+	// Before, when set, runs before every call (repairs and fallbacks
+	// too); its error stops the request: the job's budget is spent.
+	Before func(ctx context.Context) error
 }
 
 // Call is one call to a model.

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/troupe-dev/troupe/schemas"
 )
 
 // ErrRejected marks a model call the provider refused for a reason no retry
@@ -93,11 +95,19 @@ func (m *OpenAI) Generate(ctx context.Context, req Request) (Response, error) {
 	msgs := []openai.ChatCompletionMessage{{Role: openai.ChatMessageRoleSystem, Content: req.System}, user}
 	start := time.Now()
 	answer, usage, err := m.complete(ctx, req, msgs)
+	var perr error
+	if errors.Is(err, errTruncated) {
+		err, perr = nil, errTruncated
+	}
 	if err != nil {
 		return Response{}, err
 	}
 	resp := Response{Model: m.spec.Ref, PromptTokens: int64(usage.PromptTokens), CompletionTokens: int64(usage.CompletionTokens)}
-	summary, files, perr := ParseFiles(answer)
+	var summary string
+	var files []schemas.File
+	if perr == nil {
+		summary, files, perr = ParseFiles(answer)
+	}
 	if perr != nil {
 		// One repair request: show the model its answer and what is wrong.
 		msgs = append(msgs,
@@ -105,13 +115,17 @@ func (m *OpenAI) Generate(ctx context.Context, req Request) (Response, error) {
 			openai.ChatCompletionMessage{Role: openai.ChatMessageRoleUser, Content: "Your answer could not be read: " + perr.Error() +
 				". Answer again with the same content, every file as a block from a line \"=== FILE: <relative/path> ===\" to a line \"=== END FILE ===\"."})
 		again, u2, err := m.complete(ctx, req, msgs)
+		if errors.Is(err, errTruncated) {
+			err, perr = nil, errTruncated
+		} else if err == nil {
+			summary, files, perr = ParseFiles(again)
+		}
 		if err != nil {
 			return Response{}, err
 		}
 		resp.PromptTokens += int64(u2.PromptTokens)
 		resp.CompletionTokens += int64(u2.CompletionTokens)
 		answer = again
-		summary, files, perr = ParseFiles(again)
 	}
 	resp.Latency = time.Since(start)
 	if perr != nil {
@@ -135,8 +149,17 @@ func (m *OpenAI) Complete(ctx context.Context, system, user string, record func(
 }
 
 func (m *OpenAI) complete(ctx context.Context, req Request, msgs []openai.ChatCompletionMessage) (string, openai.Usage, error) {
+	if req.Before != nil {
+		if err := req.Before(ctx); err != nil {
+			return "", openai.Usage{}, err
+		}
+	}
 	start := time.Now()
 	answer, usage, err := m.call(ctx, msgs)
+	truncated := errors.Is(err, errTruncated)
+	if truncated {
+		err = nil
+	}
 	c := Call{Model: m.spec.Ref, PromptTokens: int64(usage.PromptTokens), CompletionTokens: int64(usage.CompletionTokens), Latency: time.Since(start), Outcome: "ok"}
 	var retry *RetryError
 	switch {
@@ -149,8 +172,14 @@ func (m *OpenAI) complete(ctx context.Context, req Request, msgs []openai.ChatCo
 		c.Outcome, c.Err = "error", err.Error()
 	}
 	req.record(c)
+	if truncated {
+		return answer, usage, errTruncated
+	}
 	return answer, usage, err
 }
+
+// errTruncated is an answer cut off at maxTokens: never taken as complete.
+var errTruncated = errors.New("the answer was cut off at the model's maxTokens; answer more briefly, or split the work")
 
 func (m *OpenAI) call(ctx context.Context, msgs []openai.ChatCompletionMessage) (string, openai.Usage, error) {
 	if m.limiter != nil {
@@ -175,6 +204,9 @@ func (m *OpenAI) call(ctx context.Context, msgs []openai.ChatCompletionMessage) 
 	}
 	if len(out.Choices) == 0 {
 		return "", out.Usage, &RetryError{Err: fmt.Errorf("%s answered with no choice", m.spec.Ref)}
+	}
+	if out.Choices[0].FinishReason == openai.FinishReasonLength {
+		return out.Choices[0].Message.Content, out.Usage, errTruncated
 	}
 	return out.Choices[0].Message.Content, out.Usage, nil
 }

@@ -248,3 +248,54 @@ func TestProviderLimitIsShared(t *testing.T) {
 	wg.Wait()
 	require.Equal(t, 2, peak, "two models of one provider share its limit")
 }
+
+// TestHugeImageIsRefused: a small file that claims a huge canvas is
+// refused before it is decoded (it would exhaust memory).
+func TestHugeImageIsRefused(t *testing.T) {
+	t.Parallel()
+	srv := setup(t)
+	var buf bytes.Buffer
+	require.NoError(t, png.Encode(&buf, image.NewGray(image.Rect(0, 0, 8000, 8000))))
+	req := request(&recorder{})
+	req.Task.Attachments = []schemas.Attachment{{Name: "bomb.png", MediaType: "image/png", Data: base64.StdEncoding.EncodeToString(buf.Bytes())}}
+	_, err := model(srv, "vision-model", true).Generate(context.Background(), req)
+	require.ErrorIs(t, err, llm.ErrRejected)
+	require.ErrorContains(t, err, "8000x8000 pixels")
+	require.Empty(t, srv.Requests())
+}
+
+// TestFallbackRetryBeatsRefusal: when the primary refuses and the
+// fallback is rate limited, the task is retried, not failed.
+func TestFallbackRetryBeatsRefusal(t *testing.T) {
+	t.Parallel()
+	srv := setup(t)
+	srv.Enqueue(llmtest.Reply{Status: 429, RetryAfter: "7"})
+	req := request(&recorder{})
+	req.Task.Attachments = []schemas.Attachment{{Name: "a.png", MediaType: "image/png", Data: pngData(t, 4, 4)}}
+	f := &llm.Fallbacks{Models: []llm.Model{model(srv, "text-model", false), model(srv, "vision-model", true)}}
+	_, err := f.Generate(context.Background(), req)
+	var retry *llm.RetryError
+	require.ErrorAs(t, err, &retry)
+	require.Equal(t, 7*time.Second, retry.RetryAfter)
+}
+
+// TestBeforeStopsEveryCall: the budget hook runs before each call, the
+// repair included.
+func TestBeforeStopsEveryCall(t *testing.T) {
+	t.Parallel()
+	srv := setup(t)
+	srv.Enqueue(llmtest.Reply{Content: "prose, no files"})
+	spent := errors.New("budget spent")
+	calls := 0
+	req := request(&recorder{})
+	req.Before = func(context.Context) error {
+		calls++
+		if calls > 1 {
+			return spent
+		}
+		return nil
+	}
+	_, err := model(srv, "text-model", false).Generate(context.Background(), req)
+	require.ErrorIs(t, err, spent)
+	require.Len(t, srv.Requests(), 1, "the repair was not sent")
+}

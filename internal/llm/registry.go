@@ -2,6 +2,7 @@ package llm
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -85,10 +86,12 @@ func (f *Fallbacks) Spec() Spec {
 	return Spec{}
 }
 
-// Generate returns the first model's answer that comes, or the first
-// model's error when none does.
+// Generate returns the first model's answer that comes. When none does,
+// a transient failure wins over a refusal (the task is retried, with the
+// shortest Retry-After), so one model's refusal does not fail a task
+// another model could still take.
 func (f *Fallbacks) Generate(ctx context.Context, req Request) (Response, error) {
-	var first error
+	var errs []error
 	for _, m := range f.Models {
 		resp, err := m.Generate(ctx, req)
 		if err == nil {
@@ -97,11 +100,25 @@ func (f *Fallbacks) Generate(ctx context.Context, req Request) (Response, error)
 		if ctx.Err() != nil {
 			return Response{}, err
 		}
-		if first == nil {
-			first = err
+		errs = append(errs, err)
+	}
+	return Response{}, pickError(errs)
+}
+
+// pickError is the error to report when every model failed: the transient
+// one with the shortest Retry-After, else the first.
+func pickError(errs []error) error {
+	var best *RetryError
+	for _, err := range errs {
+		var r *RetryError
+		if errors.As(err, &r) && (best == nil || r.RetryAfter < best.RetryAfter) {
+			best = r
 		}
 	}
-	return Response{}, first
+	if best != nil {
+		return best
+	}
+	return errs[0]
 }
 
 // Complete asks the models in order, like Generate.
