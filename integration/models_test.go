@@ -289,6 +289,7 @@ func TestPlanner(t *testing.T) {
 		            {"key": "code", "role": "developer", "instructions": "Write the CLI.", "depends_on": ["spec"]}]}`,
 		`{"tasks": [{"key": "a", "role": "pm", "depends_on": ["b"]}, {"key": "b", "role": "pm", "depends_on": ["a"]}]}`,
 		`Sure! Here is the plan: first the PM, then...`,
+		"503",
 	}
 	srv.SetDefault(func(r llmtest.Request) llmtest.Reply {
 		if !strings.HasPrefix(r.Messages[0].Text, "You are the planner") {
@@ -298,6 +299,9 @@ func TestPlanner(t *testing.T) {
 		defer mu.Unlock()
 		p := plans[0]
 		plans = plans[1:]
+		if p == "503" {
+			return llmtest.Reply{Status: 503}
+		}
 		return llmtest.Reply{Content: p}
 	})
 	d := startDevIn(t, t.TempDir(), []string{"FAKE_API_KEY=" + fakeKey}, "--config", modelConfig(t, srv, "fake/text", ""))
@@ -325,6 +329,14 @@ func TestPlanner(t *testing.T) {
 	}
 	require.Contains(t, why, "the default plan: the planner's plan could not be used twice")
 	require.Contains(t, why, "no JSON object")
+
+	// A planner that cannot be reached: the default plan at once, saying so.
+	away := call[schemas.Job](d, "jobs.submit", schemas.Submission{Title: "While the planner is away"})
+	done = d.waitJobEnd(events, away.ID)
+	require.Equal(t, schemas.JobDone, done.Status, done.Reason)
+	stdout, _, code := d.cli("jobs", "show", away.ID)
+	require.Equal(t, 0, code)
+	require.Contains(t, stdout, "job_planned: the default plan: the planner could not be reached")
 }
 
 // TestUnreadableAnswerIsRejectedWithTheReason: an answer that is not in

@@ -32,7 +32,7 @@ func jobWith(t *testing.T, st store.Store, statuses ...string) (store.Job, []sto
 
 func taskLetter(task store.Task, revision int) schemas.DeadLetter {
 	payload, _ := json.Marshal(schemas.TaskMessage{TaskID: task.ID, JobID: task.JobID, Key: task.Key, Role: task.Role, Revision: revision})
-	return bus.NewDeadLetter("workers-developer", "TROUPE_TASKS", uint64(time.Now().UnixNano()), "troupe.tasks.developer", payload, nil, "boom", bus.ClassExhausted, 3)
+	return bus.NewDeadLetter("workers-developer", "TROUPE_TASKS", uint64(time.Now().UnixNano()), time.Now(), "troupe.tasks.developer", payload, nil, "boom", bus.ClassExhausted, 3)
 }
 
 func book(t *testing.T) (*DeadLetters, store.Store) {

@@ -40,12 +40,13 @@ func (s *Service) plan(ctx context.Context, jobID string) error {
 		tasks, perr = s.askPlan(ctx, user+"\n\nYour previous plan could not be used: "+perr.Error()+"\nAnswer again with one valid JSON plan.", record)
 	}
 	note := fmt.Sprintf("planned by %s: %d tasks", s.cfg.Planner.Name(), len(tasks))
-	if perr != nil {
-		var retry *llm.RetryError
-		if errors.As(perr, &retry) {
-			s.recordCalls(ctx, job.ID, calls)
-			return bus.RetryAfter(perr, retry.RetryAfter) // the planner is away: plan later
-		}
+	switch {
+	case errors.Is(perr, errRetryPlan):
+		// The planner is away: the job goes on with the default plan, and
+		// says why, rather than wait for it.
+		tasks = DefaultPlan()
+		note = "the default plan: the planner could not be reached: " + bus.Clip(perr.Error(), 1000)
+	case perr != nil:
 		tasks = DefaultPlan()
 		note = "the default plan: the planner's plan could not be used twice: " + bus.Clip(perr.Error(), 1000)
 	}

@@ -49,7 +49,7 @@ func (s *Service) sweep(ctx context.Context, msg jetstream.Msg) error {
 		headers[k] = raw.Header.Get(k)
 	}
 	reason := fmt.Sprintf("delivered %d times to %s without being settled (MaxDeliver); the handler may crash on it", adv.Deliveries, adv.Consumer)
-	d := bus.NewDeadLetter(adv.Consumer, adv.Stream, adv.StreamSeq, raw.Subject, raw.Data, headers, reason, bus.ClassExhausted, int(adv.Deliveries))
+	d := bus.NewDeadLetter(adv.Consumer, adv.Stream, adv.StreamSeq, raw.Time, raw.Subject, raw.Data, headers, reason, bus.ClassExhausted, int(adv.Deliveries))
 	if err := bus.PublishDeadLetter(ctx, s.js, s.subj, d, s.dl.Record); err != nil {
 		return err
 	}

@@ -305,6 +305,11 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 		return nil
 	}
 	if err != nil {
+		// The task says what went wrong while it waits for the retry.
+		reason, rev := fmt.Sprintf("attempt %d failed: %s", task.Attempts+1, bus.Clip(err.Error(), 1000)), task.Revision
+		if _, uerr := w.store.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskRunning}, Revision: &rev, Reason: &reason}); uerr != nil {
+			log.Warn().Err(uerr).Msg("recording the failure on the task")
+		}
 		var retry *llm.RetryError
 		switch {
 		case errors.As(err, &retry):
@@ -472,8 +477,8 @@ func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task,
 		if err != nil || !created {
 			return err
 		}
-		staged, rev := schemas.TaskStaged, task.Revision
-		moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskQueued, schemas.TaskRunning}, Revision: &rev, Status: &staged})
+		staged, rev, noReason := schemas.TaskStaged, task.Revision, ""
+		moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskQueued, schemas.TaskRunning}, Revision: &rev, Status: &staged, Reason: &noReason})
 		if err != nil {
 			return err
 		}

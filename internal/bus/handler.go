@@ -187,25 +187,28 @@ func (s *Settler) delay(delivered uint64) time.Duration {
 func (s *Settler) DeadLetter(ctx context.Context, msg jetstream.Msg, reason, class string) error {
 	meta, _ := msg.Metadata()
 	var seq uint64
+	var stored time.Time
 	attempts, stream := 1, ""
 	if meta != nil {
-		seq, attempts, stream = meta.Sequence.Stream, int(meta.NumDelivered), meta.Stream
+		seq, attempts, stream, stored = meta.Sequence.Stream, int(meta.NumDelivered), meta.Stream, meta.Timestamp
 	}
 	headers := map[string]string{}
 	for k := range msg.Headers() {
 		headers[k] = msg.Headers().Get(k)
 	}
-	d := NewDeadLetter(s.Source, stream, seq, msg.Subject(), msg.Data(), headers, reason, class, attempts)
+	d := NewDeadLetter(s.Source, stream, seq, stored, msg.Subject(), msg.Data(), headers, reason, class, attempts)
 	return PublishDeadLetter(ctx, s.JS, s.Subjects, d, s.Record)
 }
 
 // NewDeadLetter builds the dead letter of a message. Its id is derived from
-// the stream and sequence, so dead-lettering the same message twice (a
-// crash between the publish and the terminate) records it once.
-func NewDeadLetter(source, stream string, seq uint64, subject string, data []byte, headers map[string]string, reason, class string, attempts int) schemas.DeadLetter {
+// the stream, the sequence and the time the stream stored the message, so
+// dead-lettering the same message twice (a crash between the publish and
+// the terminate) records it once, while a new stream that counts from 1
+// again (another NATS, a recreated stream) never collides with it.
+func NewDeadLetter(source, stream string, seq uint64, stored time.Time, subject string, data []byte, headers map[string]string, reason, class string, attempts int) schemas.DeadLetter {
 	id := uuid.NewString()
-	if stream != "" && seq > 0 {
-		id = uuid.NewSHA1(deadLetterNS, []byte(stream+"/"+strconv.FormatUint(seq, 10))).String()
+	if stream != "" && seq > 0 && !stored.IsZero() {
+		id = uuid.NewSHA1(deadLetterNS, []byte(stream+"/"+strconv.FormatUint(seq, 10)+"/"+strconv.FormatInt(stored.UnixNano(), 10))).String()
 	}
 	if headers == nil {
 		headers = map[string]string{}
