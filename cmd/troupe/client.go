@@ -297,39 +297,31 @@ func printEvent(w io.Writer, ev schemas.Event, keys map[string]string) {
 func runJobs(ctx context.Context, e *env, args []string) error {
 	return sub(ctx, e, "jobs", args, map[string]func(context.Context, *env, []string) error{
 		"ls": func(ctx context.Context, e *env, args []string) error {
-			fs := newFlags(e, "jobs ls", "jobs ls [--status S] [--query Q] [--limit N] [--cursor C]")
-			var cf clientFlags
-			cf.register(fs)
 			var req schemas.ListRequest
-			fs.StringVar(&req.Status, "status", "", "only jobs with this status")
-			fs.StringVar(&req.Query, "query", "", "only jobs whose title contains this")
-			fs.IntVar(&req.Limit, "limit", 20, "jobs per page")
-			fs.StringVar(&req.Cursor, "cursor", "", "the next page's cursor")
-			if _, err := parse(fs, args); err != nil {
-				return err
-			}
-			c, err := cf.connect()
-			if err != nil {
-				return err
-			}
-			defer c.nc.Close()
-			var list schemas.JobList
-			if err := c.call(ctx, "jobs.list", req, &list); err != nil {
-				return err
-			}
-			if cf.json {
-				return printJSON(e.stdout, list)
-			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSTATUS\tCREATED\tTITLE")
-			for _, j := range list.Jobs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", j.ID, j.Status, j.CreatedAt.Local().Format(time.DateTime), j.Title)
-			}
-			tw.Flush()
-			if list.NextCursor != "" {
-				fmt.Fprintf(e.stdout, "more: --cursor %s\n", list.NextCursor)
-			}
-			return nil
+			return clientCommand(e, "jobs ls", "jobs ls [--status S] [--query Q] [--limit N] [--cursor C]", args, func(fs *flag.FlagSet) {
+				fs.StringVar(&req.Status, "status", "", "only jobs with this status")
+				fs.StringVar(&req.Query, "query", "", "only jobs whose title contains this")
+				fs.IntVar(&req.Limit, "limit", 20, "jobs per page")
+				fs.StringVar(&req.Cursor, "cursor", "", "the next page's cursor")
+			}, func(c *client, cf clientFlags, _ []string) error {
+				var list schemas.JobList
+				if err := c.call(ctx, "jobs.list", req, &list); err != nil {
+					return err
+				}
+				if cf.json {
+					return printJSON(e.stdout, list)
+				}
+				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tSTATUS\tCREATED\tTITLE")
+				for _, j := range list.Jobs {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", j.ID, j.Status, j.CreatedAt.Local().Format(time.DateTime), j.Title)
+				}
+				tw.Flush()
+				if list.NextCursor != "" {
+					fmt.Fprintf(e.stdout, "more: --cursor %s\n", list.NextCursor)
+				}
+				return nil
+			})
 		},
 		"show": func(ctx context.Context, e *env, args []string) error {
 			return withID(ctx, e, "jobs show", args, func(c *client, cf clientFlags, id string) error {
@@ -360,25 +352,37 @@ func runJobs(ctx context.Context, e *env, args []string) error {
 	})
 }
 
-// withID runs a client command that takes one id.
-func withID(ctx context.Context, e *env, name string, args []string, fn func(c *client, cf clientFlags, id string) error) error {
-	fs := newFlags(e, name, name+" ID")
+// clientCommand parses a client command's flags (the common ones and
+// those flags adds), connects, and hands over: the one place where client
+// commands start.
+func clientCommand(e *env, name, synopsis string, args []string, flags func(fs *flag.FlagSet), run func(c *client, cf clientFlags, pos []string) error) error {
+	fs := newFlags(e, name, synopsis)
 	var cf clientFlags
 	cf.register(fs)
+	if flags != nil {
+		flags(fs)
+	}
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
-	}
-	if len(pos) != 1 {
-		fmt.Fprintf(e.stderr, "troupe %s: want exactly one ID\n", name)
-		return errUsage
 	}
 	c, err := cf.connect()
 	if err != nil {
 		return err
 	}
 	defer c.nc.Close()
-	return fn(c, cf, pos[0])
+	return run(c, cf, pos)
+}
+
+// withID runs a client command that takes one id.
+func withID(_ context.Context, e *env, name string, args []string, fn func(c *client, cf clientFlags, id string) error) error {
+	return clientCommand(e, name, name+" ID", args, nil, func(c *client, cf clientFlags, pos []string) error {
+		if len(pos) != 1 {
+			fmt.Fprintf(e.stderr, "troupe %s: want exactly one ID\n", name)
+			return errUsage
+		}
+		return fn(c, cf, pos[0])
+	})
 }
 
 func printJob(w io.Writer, j schemas.Job) {
@@ -523,44 +527,36 @@ func runReviews(ctx context.Context, e *env, args []string) error {
 	}
 	return sub(ctx, e, "reviews", args, map[string]func(context.Context, *env, []string) error{
 		"ls": func(ctx context.Context, e *env, args []string) error {
-			fs := newFlags(e, "reviews ls", "reviews ls [--role R] [--job ID]")
-			var cf clientFlags
-			cf.register(fs)
 			var req schemas.ListRequest
-			fs.StringVar(&req.Role, "role", "", "only outputs of this role")
-			fs.StringVar(&req.JobID, "job", "", "only outputs of this job")
-			fs.IntVar(&req.Limit, "limit", 50, "outputs per page")
-			fs.StringVar(&req.Cursor, "cursor", "", "the next page's cursor")
-			if _, err := parse(fs, args); err != nil {
-				return err
-			}
-			c, err := cf.connect()
-			if err != nil {
-				return err
-			}
-			defer c.nc.Close()
-			var list schemas.ReviewList
-			if err := c.call(ctx, "reviews.list", req, &list); err != nil {
-				return err
-			}
-			if cf.json {
-				return printJSON(e.stdout, list)
-			}
-			if len(list.Items) == 0 {
-				fmt.Fprintln(e.stdout, "no output waits for review")
+			return clientCommand(e, "reviews ls", "reviews ls [--role R] [--job ID] [--limit N] [--cursor C]", args, func(fs *flag.FlagSet) {
+				fs.StringVar(&req.Role, "role", "", "only outputs of this role")
+				fs.StringVar(&req.JobID, "job", "", "only outputs of this job")
+				fs.IntVar(&req.Limit, "limit", 50, "outputs per page")
+				fs.StringVar(&req.Cursor, "cursor", "", "the next page's cursor")
+			}, func(c *client, cf clientFlags, _ []string) error {
+				var list schemas.ReviewList
+				if err := c.call(ctx, "reviews.list", req, &list); err != nil {
+					return err
+				}
+				if cf.json {
+					return printJSON(e.stdout, list)
+				}
+				if len(list.Items) == 0 {
+					fmt.Fprintln(e.stdout, "no output waits for review")
+					return nil
+				}
+				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "OUTPUT\tROLE\tTASK\tREV\tWAITING\tJOB")
+				for _, it := range list.Items {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", it.Output.ID, it.Output.Role, it.Task.Key, it.Output.Revision,
+						time.Since(it.Output.CreatedAt).Round(time.Second), it.JobTitle)
+				}
+				tw.Flush()
+				if list.NextCursor != "" {
+					fmt.Fprintf(e.stdout, "more: --cursor %s\n", list.NextCursor)
+				}
 				return nil
-			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "OUTPUT\tROLE\tTASK\tREV\tWAITING\tJOB")
-			for _, it := range list.Items {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", it.Output.ID, it.Output.Role, it.Task.Key, it.Output.Revision,
-					time.Since(it.Output.CreatedAt).Round(time.Second), it.JobTitle)
-			}
-			tw.Flush()
-			if list.NextCursor != "" {
-				fmt.Fprintf(e.stdout, "more: --cursor %s\n", list.NextCursor)
-			}
-			return nil
+			})
 		},
 		"show": func(ctx context.Context, e *env, args []string) error {
 			return withID(ctx, e, "reviews show", args, func(c *client, cf clientFlags, id string) error {

@@ -67,43 +67,35 @@ func runDLQ(ctx context.Context, e *env, args []string) error {
 	}
 	return sub(ctx, e, "dlq", args, map[string]func(context.Context, *env, []string) error{
 		"ls": func(ctx context.Context, e *env, args []string) error {
-			fs := newFlags(e, "dlq ls", "dlq ls [filter flags]")
-			var cf clientFlags
-			cf.register(fs)
 			var req schemas.DeadLetterListRequest
-			filterFlags(fs, &req.DeadLetterFilter)
-			fs.IntVar(&req.Limit, "limit", 50, "dead letters per page")
-			fs.StringVar(&req.Cursor, "cursor", "", "the next page's cursor")
-			if _, err := parse(fs, args); err != nil {
-				return err
-			}
-			c, err := cf.connect()
-			if err != nil {
-				return err
-			}
-			defer c.nc.Close()
-			var list schemas.DeadLetterList
-			if err := c.call(ctx, "dlq.list", req, &list); err != nil {
-				return err
-			}
-			if cf.json {
-				return printJSON(e.stdout, list)
-			}
-			if len(list.DeadLetters) == 0 {
-				fmt.Fprintln(e.stdout, "no dead letters")
+			return clientCommand(e, "dlq ls", "dlq ls [filter flags]", args, func(fs *flag.FlagSet) {
+				filterFlags(fs, &req.DeadLetterFilter)
+				fs.IntVar(&req.Limit, "limit", 50, "dead letters per page")
+				fs.StringVar(&req.Cursor, "cursor", "", "the next page's cursor")
+			}, func(c *client, cf clientFlags, _ []string) error {
+				var list schemas.DeadLetterList
+				if err := c.call(ctx, "dlq.list", req, &list); err != nil {
+					return err
+				}
+				if cf.json {
+					return printJSON(e.stdout, list)
+				}
+				if len(list.DeadLetters) == 0 {
+					fmt.Fprintln(e.stdout, "no dead letters")
+					return nil
+				}
+				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tSTATUS\tCLASS\tSOURCE\tWHEN\tREASON")
+				for _, d := range list.DeadLetters {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Status, d.Class, d.Source,
+						d.CreatedAt.Local().Format(time.DateTime), short(d.Reason, 80))
+				}
+				tw.Flush()
+				if list.NextCursor != "" {
+					fmt.Fprintf(e.stdout, "more: --cursor %s\n", list.NextCursor)
+				}
 				return nil
-			}
-			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSTATUS\tCLASS\tSOURCE\tWHEN\tREASON")
-			for _, d := range list.DeadLetters {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Status, d.Class, d.Source,
-					d.CreatedAt.Local().Format(time.DateTime), short(d.Reason, 80))
-			}
-			tw.Flush()
-			if list.NextCursor != "" {
-				fmt.Fprintf(e.stdout, "more: --cursor %s\n", list.NextCursor)
-			}
-			return nil
+			})
 		},
 		"show": func(ctx context.Context, e *env, args []string) error {
 			return withID(ctx, e, "dlq show", args, func(c *client, cf clientFlags, id string) error {
