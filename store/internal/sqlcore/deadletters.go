@@ -109,14 +109,7 @@ func (q *Queries) DeadLetterList(ctx context.Context, p store.DeadLetterListPara
 	if p.Query != "" {
 		w.add(`lower(reason) LIKE ? ESCAPE '\'`, likeContains(p.Query))
 	}
-	if !p.Before.IsZero() {
-		before := toMicros(p.Before)
-		if p.BeforeID != "" {
-			w.add(`(created_at < ? OR (created_at = ? AND id < ?))`, before, before, p.BeforeID)
-		} else {
-			w.add(`created_at < ?`, before)
-		}
-	}
+	w.before(p.Before, p.BeforeID)
 	args := append(w.args, limitOr(p.Limit, 100))
 	dls, err := queryAll(ctx, q, scanDeadLetter,
 		`SELECT `+deadLetterColumns+` FROM dead_letters`+w.String()+` ORDER BY created_at DESC, id DESC LIMIT ?`, args...)

@@ -99,14 +99,7 @@ func (q *Queries) JobList(ctx context.Context, p store.JobListParams) ([]store.J
 	if p.Query != "" {
 		w.add(`lower(title) LIKE ? ESCAPE '\'`, likeContains(p.Query))
 	}
-	if !p.Before.IsZero() {
-		before := toMicros(p.Before)
-		if p.BeforeID != "" {
-			w.add(`(created_at < ? OR (created_at = ? AND id < ?))`, before, before, p.BeforeID)
-		} else {
-			w.add(`created_at < ?`, before)
-		}
-	}
+	w.before(p.Before, p.BeforeID)
 	args := append(w.args, limitOr(p.Limit, 50))
 	jobs, err := queryAll(ctx, q, scanJob,
 		`SELECT `+jobColumns+` FROM jobs`+w.String()+` ORDER BY created_at DESC, id DESC LIMIT ?`, args...)

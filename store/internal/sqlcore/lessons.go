@@ -54,14 +54,7 @@ func (q *Queries) LessonList(ctx context.Context, p store.LessonListParams) ([]s
 	if p.Query != "" {
 		w.add(`lower(text) LIKE ? ESCAPE '\'`, likeContains(p.Query))
 	}
-	if !p.Before.IsZero() {
-		before := toMicros(p.Before)
-		if p.BeforeID != "" {
-			w.add(`(created_at < ? OR (created_at = ? AND id < ?))`, before, before, p.BeforeID)
-		} else {
-			w.add(`created_at < ?`, before)
-		}
-	}
+	w.before(p.Before, p.BeforeID)
 	args := append(w.args, limitOr(p.Limit, 100))
 	lessons, err := queryAll(ctx, q, scanLesson,
 		`SELECT `+lessonColumns+` FROM lessons`+w.String()+` ORDER BY created_at DESC, id DESC LIMIT ?`, args...)

@@ -261,6 +261,20 @@ func (w *where) add(cond string, args ...any) {
 	w.args = append(w.args, args...)
 }
 
+// before adds the keyset condition of a newest-first page: rows created
+// before t, or at t with a smaller id than afterID.
+func (w *where) before(t time.Time, id string) {
+	if t.IsZero() {
+		return
+	}
+	at := toMicros(t)
+	if id != "" {
+		w.add(`(created_at < ? OR (created_at = ? AND id < ?))`, at, at, id)
+	} else {
+		w.add(`created_at < ?`, at)
+	}
+}
+
 // String returns " WHERE c1 AND c2 …", or "" with no conditions.
 func (w *where) String() string {
 	if len(w.conds) == 0 {
