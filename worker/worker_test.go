@@ -226,7 +226,8 @@ func TestStopWaitsForRunningTasks(t *testing.T) {
 // aborted and their messages go back for another worker.
 func TestStopAbortsAfterGrace(t *testing.T) {
 	t.Parallel()
-	f := setup(t, 30*time.Second)
+	// AckWait longer than waitStaged waits: only the nak brings it back in time.
+	f := setup(t, 2*time.Minute)
 	m := &slowModel{delay: time.Minute}
 	w := startWorker(t, f, Config{Concurrency: 1}, m)
 	ids := f.queue(t, 1)
