@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -197,6 +198,11 @@ func (m *OpenAI) call(ctx context.Context, msgs []openai.ChatCompletionMessage) 
 	creq := openai.ChatCompletionRequest{Model: m.spec.ID, Messages: msgs, MaxTokens: m.spec.MaxTokens}
 	if m.spec.Temperature != nil {
 		creq.Temperature = float32(*m.spec.Temperature)
+		if creq.Temperature == 0 {
+			// go-openai leaves a zero out of the request (omitempty), and
+			// the provider's default is not 0: ask for the next best thing.
+			creq.Temperature = math.SmallestNonzeroFloat32
+		}
 	}
 	out, err := m.client.CreateChatCompletion(ctx, creq)
 	if err != nil {
