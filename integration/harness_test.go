@@ -59,6 +59,8 @@ type dev struct {
 	cmd   *exec.Cmd
 	Ready time.Duration
 	logs  *lockedWriter
+	// banner is what troupe dev printed on standard output at start.
+	banner string
 }
 
 // startDev starts troupe dev on a fresh directory and a free port, and
@@ -94,7 +96,7 @@ func startDevIn(t *testing.T, dir string, env []string, args ...string) *dev {
 		close(lines)
 	}()
 	timeout := time.After(60 * time.Second)
-	for d.URL == "" {
+	for d.URL == "" || !strings.Contains(d.banner, "submit:") {
 		select {
 		case line, ok := <-lines:
 			if !ok {
@@ -103,6 +105,7 @@ func startDevIn(t *testing.T, dir string, env []string, args ...string) *dev {
 			if strings.HasPrefix(line, "troupe dev ready") {
 				d.Ready = time.Since(start)
 			}
+			d.banner += line + "\n"
 			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "NATS:"); ok {
 				d.URL = strings.Fields(rest)[0]
 			}

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/internal/telemetry"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
 )
@@ -38,7 +39,9 @@ type DeadLetters struct {
 	OnDeadLetter string
 	// Notify wakes the outbox relay. Optional.
 	Notify func()
-	Log    zerolog.Logger
+	// Metrics, when set, count dead letters.
+	Metrics *telemetry.Metrics
+	Log     zerolog.Logger
 }
 
 // Record stores d once (by id) and marks its task dead-lettered.
@@ -47,11 +50,15 @@ func (b *DeadLetters) Record(ctx context.Context, d schemas.DeadLetter) error {
 	if d.TaskID, d.JobID, err = b.identify(ctx, d); err != nil {
 		return err
 	}
-	var wrote bool
+	var wrote, counted bool
 	err = b.Store.InTx(ctx, func(q store.Querier) error {
 		created, err := q.DeadLetterInsert(ctx, d)
-		if err != nil || !created || d.TaskID == "" {
+		if err != nil || !created {
 			return err
+		}
+		counted = true
+		if d.TaskID == "" {
+			return nil
 		}
 		t, err := q.TaskGetByID(ctx, d.TaskID)
 		if err != nil {
@@ -87,6 +94,9 @@ func (b *DeadLetters) Record(ctx context.Context, d schemas.DeadLetter) error {
 	})
 	if err != nil {
 		return err
+	}
+	if counted {
+		b.Metrics.DeadLetter(d.Source, d.Class)
 	}
 	if wrote && b.Notify != nil {
 		b.Notify()

@@ -21,6 +21,7 @@ import (
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/internal/config"
 	"github.com/troupe-dev/troupe/internal/llm"
+	"github.com/troupe-dev/troupe/internal/telemetry"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
 )
@@ -51,6 +52,8 @@ type Config struct {
 	// OnDeadLetter is what a dead-lettered task does to its job:
 	// OnDeadLetterFail (the default) or OnDeadLetterWait.
 	OnDeadLetter string
+	// Metrics, when set, count dead letters and the planner's calls.
+	Metrics *telemetry.Metrics
 	// Reconcile configures the reconciler.
 	Reconcile ReconcileConfig
 	Logger    zerolog.Logger
@@ -99,7 +102,7 @@ func New(cfg Config, st store.Store, nc *nats.Conn, js jetstream.JetStream) *Ser
 	subj := bus.Subjects{Prefix: cfg.Prefix}
 	return &Service{
 		cfg: cfg, log: log, store: st, nc: nc, js: js, subj: subj,
-		dl: &DeadLetters{Store: st, Subjects: subj, OnDeadLetter: cfg.OnDeadLetter, Notify: cfg.Notify, Log: log},
+		dl: &DeadLetters{Store: st, Subjects: subj, OnDeadLetter: cfg.OnDeadLetter, Notify: cfg.Notify, Metrics: cfg.Metrics, Log: log},
 	}
 }
 

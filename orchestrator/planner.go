@@ -30,7 +30,10 @@ func (s *Service) plan(ctx context.Context, jobID string) error {
 		return err
 	}
 	var calls []llm.Call
-	record := func(c llm.Call) { calls = append(calls, c) }
+	record := func(c llm.Call) {
+		calls = append(calls, c)
+		s.cfg.Metrics.ModelCall(c.Model, c.Outcome, c.Latency, c.PromptTokens, c.CompletionTokens)
+	}
 	user := fmt.Sprintf("# Job: %s\n\n%s\n", job.Title, job.Brief)
 	for _, a := range job.Attachments {
 		user += fmt.Sprintf("\nAttachment: %s (%s)\n", a.Name, a.MediaType)

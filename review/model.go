@@ -41,7 +41,10 @@ func (s *Service) modelReview(ctx context.Context, msg jetstream.Msg, out store.
 		return err
 	}
 	var calls []llm.Call
-	record := func(c llm.Call) { calls = append(calls, c) }
+	record := func(c llm.Call) {
+		calls = append(calls, c)
+		s.cfg.Metrics.ModelCall(c.Model, c.Outcome, c.Latency, c.PromptTokens, c.CompletionTokens)
+	}
 	user := reviewRequestText(job, task, out, checks)
 
 	stop := heartbeat(msg, 5*time.Second)

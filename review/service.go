@@ -18,6 +18,7 @@ import (
 
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/internal/llm"
+	"github.com/troupe-dev/troupe/internal/telemetry"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
 )
@@ -49,7 +50,9 @@ type Config struct {
 	// Reviewer is the model of the "model" policy; without one, outputs
 	// of such roles wait for a person.
 	Reviewer llm.Completer
-	Logger   zerolog.Logger
+	// Metrics, when set, count decisions and the reviewer's model calls.
+	Metrics *telemetry.Metrics
+	Logger  zerolog.Logger
 }
 
 // Service reviews staged outputs: rule checks first, then promotion,
@@ -371,6 +374,7 @@ func (s *Service) decideWith(ctx context.Context, out store.Output, from []strin
 		return schemas.Review{}, err
 	}
 	s.cfg.Notify()
+	s.cfg.Metrics.ReviewDecision(out.Role, d.Decision, d.Reviewer)
 	s.log.Info().Str("job_id", out.JobID).Str("task_id", out.TaskID).Str("role", out.Role).
 		Int("revision", out.Revision).Str("decision", d.Decision).Str("reviewer", d.Reviewer).Msg("output decided")
 	return rev.Schema(), nil

@@ -20,6 +20,7 @@ import (
 
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/internal/llm"
+	"github.com/troupe-dev/troupe/internal/telemetry"
 	"github.com/troupe-dev/troupe/review"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
@@ -50,6 +51,8 @@ type Config struct {
 	// Available, when set, reports whether the store answers: while it
 	// does not, the worker fetches nothing and holds what it runs.
 	Available func(ctx context.Context) error
+	// Metrics, when set, count tasks and model calls.
+	Metrics *telemetry.Metrics
 	// BudgetSpent, when set, is asked before each model call whether the
 	// task's job has spent its token budget (and stops the job if so);
 	// the task is then not run.
@@ -187,8 +190,9 @@ func (w *Worker) fetch(ctx, runCtx context.Context, cons jetstream.Consumer) {
 					continue
 				}
 				w.wg.Add(1)
+				w.cfg.Metrics.InFlight(w.cfg.Role, 1)
 				go func() {
-					defer func() { <-w.sem; w.wg.Done() }()
+					defer func() { <-w.sem; w.cfg.Metrics.InFlight(w.cfg.Role, -1); w.wg.Done() }()
 					w.settler.Handle(runCtx, msg, w.handle)
 				}()
 			}
@@ -284,6 +288,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	// Every call is recorded as soon as it returns, so the budget check
 	// before the next one (a repair, a fallback, another task) sees it.
 	req.Record = func(c llm.Call) {
+		w.cfg.Metrics.ModelCall(c.Model, c.Outcome, c.Latency, c.PromptTokens, c.CompletionTokens)
 		if err := w.store.ModelCallInsert(context.WithoutCancel(ctx), []store.ModelCall{callRow(c, task)}); err != nil {
 			log.Warn().Err(err).Str("model", c.Model).Msg("recording a model call")
 		}
@@ -305,6 +310,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 		return nil
 	}
 	if err != nil {
+		w.cfg.Metrics.TaskDone(task.Role, "failed", 0)
 		// The task says what went wrong while it waits for the retry.
 		reason, rev := fmt.Sprintf("attempt %d failed: %s", task.Attempts+1, bus.Clip(err.Error(), 1000)), task.Revision
 		if _, uerr := w.store.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskRunning}, Revision: &rev, Reason: &reason}); uerr != nil {
@@ -322,7 +328,11 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	if resp.Latency == 0 {
 		resp.Latency = time.Since(start)
 	}
-	return w.stage(ctx, log, task, req, resp)
+	if err := w.stage(ctx, log, task, req, resp); err != nil {
+		return err
+	}
+	w.cfg.Metrics.TaskDone(task.Role, "staged", time.Since(start))
+	return nil
 }
 
 // errBudgetSpent stops a task whose job spent its token budget.

@@ -75,6 +75,10 @@ func (a *App) Start(ctx context.Context) error {
 	if a.Ops == nil {
 		a.Ops = telemetry.NewOps()
 	}
+	if a.Ops.Metrics == nil {
+		a.Ops.Metrics = telemetry.NewMetrics()
+	}
+	metrics := a.Ops.Metrics
 	if a.Embedded {
 		if err := os.MkdirAll(a.DataDir, 0o755); err != nil {
 			return fmt.Errorf("creating data directory: %w", err)
@@ -190,8 +194,15 @@ func (a *App) Start(ctx context.Context) error {
 	budgets := &orchestrator.Budgets{Store: st, Subjects: bus.Subjects{Prefix: topo.WithDefaults().Prefix}, Notify: a.relay.Notify}
 	deadLetters := &orchestrator.DeadLetters{
 		Store: st, Subjects: bus.Subjects{Prefix: topo.WithDefaults().Prefix}, OnDeadLetter: cfg.Reliability.OnDeadLetter,
-		Notify: a.relay.Notify, Log: a.Log,
+		Notify: a.relay.Notify, Metrics: metrics, Log: a.Log,
 	}
+	metrics.OutboxLag(func(ctx context.Context) (time.Time, error) {
+		msgs, err := st.OutboxListUnsent(ctx, 1)
+		if err != nil || len(msgs) == 0 {
+			return time.Time{}, err
+		}
+		return msgs[0].CreatedAt, nil
+	})
 
 	if a.Orchestrator {
 		planner, err := llm.Planner(cfg, models)
@@ -200,8 +211,8 @@ func (a *App) Start(ctx context.Context) error {
 			return err
 		}
 		a.orch = orchestrator.New(orchestrator.Config{
-			Planner: planner,
-			Prefix:  cfg.NATS.Prefix, MaxRevisions: cfg.MaxRevisions(), NoRevisions: cfg.MaxRevisions() == 0,
+			Planner: planner, Metrics: metrics,
+			Prefix: cfg.NATS.Prefix, MaxRevisions: cfg.MaxRevisions(), NoRevisions: cfg.MaxRevisions() == 0,
 			Notify: a.relay.Notify, OnDeadLetter: cfg.Reliability.OnDeadLetter, Logger: a.Log,
 			Prices: cfg.Prices(), DefaultBudget: cfg.Budgets.MaxTokensPerJob,
 			Reconcile: orchestrator.ReconcileConfig{Interval: reconcile, StaleAfter: staleAfter},
@@ -219,8 +230,8 @@ func (a *App) Start(ctx context.Context) error {
 			return err
 		}
 		a.rev = review.NewService(review.Config{
-			Reviewer: reviewer,
-			Prefix:   cfg.NATS.Prefix, Policies: cfg.Policies(), Notify: a.relay.Notify, Logger: a.Log,
+			Reviewer: reviewer, Metrics: metrics,
+			Prefix: cfg.NATS.Prefix, Policies: cfg.Policies(), Notify: a.relay.Notify, Logger: a.Log,
 			RecordDeadLetter: deadLetters.Record, Available: available,
 			Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes},
 		}, st, nc, js)
@@ -235,7 +246,7 @@ func (a *App) Start(ctx context.Context) error {
 		w, err := worker.New(worker.Config{
 			Role: role, Concurrency: rc.Concurrency, Prefix: cfg.NATS.Prefix, Notify: a.relay.Notify, Logger: a.Log,
 			RecordDeadLetter: deadLetters.Record, Backoff: rc.Backoffs(),
-			Heartbeat: heartbeat(topo.WithDefaults().AckWait), BudgetSpent: budgets.Spent, Available: available,
+			Heartbeat: heartbeat(topo.WithDefaults().AckWait), BudgetSpent: budgets.Spent, Available: available, Metrics: metrics,
 		}, st, js, a.model(role, models))
 		if err != nil {
 			a.Stop(ctx)

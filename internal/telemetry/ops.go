@@ -27,6 +27,8 @@ type Ops struct {
 	checks map[string]Check
 	srv    *http.Server
 	ln     net.Listener
+	// Metrics, when set, are served on /metrics.
+	Metrics *Metrics
 }
 
 // NewOps returns an ops endpoint with no checks yet: not ready until
@@ -50,6 +52,9 @@ func (o *Ops) Handler() http.Handler {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte("ok\n"))
 	})
+	if o.Metrics != nil {
+		mux.Handle("GET /metrics", o.Metrics.Handler())
+	}
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()

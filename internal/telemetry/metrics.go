@@ -1,0 +1,133 @@
+package telemetry
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics are what a Troupe process exports on /metrics. Every method is
+// safe on a nil *Metrics, so code under test needs none.
+type Metrics struct {
+	reg               *prometheus.Registry
+	tasks             *prometheus.CounterVec
+	taskDuration      *prometheus.HistogramVec
+	inFlight          *prometheus.GaugeVec
+	modelCallDuration *prometheus.HistogramVec
+	modelTokens       *prometheus.CounterVec
+	reviewDecisions   *prometheus.CounterVec
+	deadLetters       *prometheus.CounterVec
+}
+
+// NewMetrics registers Troupe's metrics, and Go's and the process's.
+func NewMetrics() *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		reg: reg,
+		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "troupe_tasks_total", Help: "Task runs by role and outcome (staged, retried, dead_lettered, skipped).",
+		}, []string{"role", "outcome"}),
+		taskDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "troupe_task_duration_seconds", Help: "Time from a worker taking a task to staging its output.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 4, 10),
+		}, []string{"role"}),
+		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "troupe_tasks_in_flight", Help: "Tasks a worker of this process runs now.",
+		}, []string{"role"}),
+		modelCallDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "troupe_model_call_duration_seconds", Help: "Model call latency by model and outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 4, 10),
+		}, []string{"model", "outcome"}),
+		modelTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "troupe_model_tokens_total", Help: "Tokens by model and kind (prompt, completion).",
+		}, []string{"model", "kind"}),
+		reviewDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "troupe_review_decisions_total", Help: "Review decisions by role, decision and reviewer kind (rules, model, human).",
+		}, []string{"role", "decision", "reviewer"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "troupe_dead_letters_total", Help: "Dead letters by source (consumer) and class.",
+		}, []string{"source", "class"}),
+	}
+	reg.MustRegister(m.tasks, m.taskDuration, m.inFlight, m.modelCallDuration, m.modelTokens, m.reviewDecisions, m.deadLetters,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// OutboxLag registers a gauge of the age of the oldest unsent outbox
+// message, read on each scrape by oldest (zero time when none).
+func (m *Metrics) OutboxLag(oldest func(ctx context.Context) (time.Time, error)) {
+	if m == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "troupe_outbox_lag_seconds", Help: "Age of the oldest outbox message not yet published.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		t, err := oldest(ctx)
+		if err != nil || t.IsZero() {
+			return 0
+		}
+		return time.Since(t).Seconds()
+	}))
+}
+
+// TaskDone counts a task run and, when staged, its duration.
+func (m *Metrics) TaskDone(role, outcome string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.tasks.WithLabelValues(role, outcome).Inc()
+	if outcome == "staged" {
+		m.taskDuration.WithLabelValues(role).Observe(d.Seconds())
+	}
+}
+
+// InFlight moves the in-flight gauge of a role by delta.
+func (m *Metrics) InFlight(role string, delta float64) {
+	if m != nil {
+		m.inFlight.WithLabelValues(role).Add(delta)
+	}
+}
+
+// ModelCall records one model call.
+func (m *Metrics) ModelCall(model, outcome string, d time.Duration, prompt, completion int64) {
+	if m == nil {
+		return
+	}
+	m.modelCallDuration.WithLabelValues(model, outcome).Observe(d.Seconds())
+	m.modelTokens.WithLabelValues(model, "prompt").Add(float64(prompt))
+	m.modelTokens.WithLabelValues(model, "completion").Add(float64(completion))
+}
+
+// ReviewDecision counts a decision; reviewer is "rules", "model:<id>" or
+// "human:<name>", counted by its kind.
+func (m *Metrics) ReviewDecision(role, decision, reviewer string) {
+	if m == nil {
+		return
+	}
+	kind := reviewer
+	for i := range reviewer {
+		if reviewer[i] == ':' {
+			kind = reviewer[:i]
+			break
+		}
+	}
+	m.reviewDecisions.WithLabelValues(role, decision, kind).Inc()
+}
+
+// DeadLetter counts a dead letter.
+func (m *Metrics) DeadLetter(source, class string) {
+	if m != nil {
+		m.deadLetters.WithLabelValues(source, class).Inc()
+	}
+}
