@@ -46,6 +46,7 @@ func commands() []command {
 		{"memory", "read MEMORY (ls|export)", runMemory},
 		{"workspace", "copy the shared area and MEMORY to files (export DIR)", runWorkspace},
 		{"config", "check the configuration (check)", runConfig},
+		{"migrate", "apply the store's migrations (--database-url)", runMigrate},
 	}
 }
 

@@ -230,6 +230,36 @@ func runWorker(ctx context.Context, e *env, args []string) error {
 	})
 }
 
+func runMigrate(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "migrate", "migrate [--database-url URL]")
+	var c common
+	c.register(fs)
+	dbURL := fs.String("database-url", "", "postgres:// URL or SQLite file (default $TROUPE_DATABASE_URL, else the configuration's database.url)")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, _, err := c.load()
+	if err != nil {
+		return err
+	}
+	if *dbURL != "" {
+		cfg.Database.URL = *dbURL
+	}
+	if cfg.Database.URL == "" {
+		return errors.New("no database: set --database-url, TROUPE_DATABASE_URL or database.url")
+	}
+	st, err := openStore(ctx, cfg.Database.URL)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.Migrate(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "%s is migrated\n", config.RedactDSN(cfg.Database.URL))
+	return nil
+}
+
 // describeModels says which model each role calls.
 func describeModels(cfg config.Config, roles []string) string {
 	if len(cfg.Models.Providers) == 0 {
