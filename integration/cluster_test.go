@@ -185,7 +185,7 @@ func startServices(t *testing.T, natsURL, dbURL, config string, workerArgs ...st
 	s.start("review", "review")
 	s.start("worker", append([]string{"worker", "--role", strings.Join(schemas.Roles, ","), "--concurrency", "16"}, workerArgs...)...)
 	for _, name := range []string{"orchestrator", "review", "worker"} {
-		require.Eventually(t, func() bool { return s.ready(name) == 200 }, time.Minute, 50*time.Millisecond, "%s not ready", name)
+		require.Eventually(t, func() bool { return s.ready(name) == 200 }, 2*time.Minute, 50*time.Millisecond, "%s not ready", name)
 	}
 	return s
 }
@@ -306,12 +306,15 @@ func TestClusterNodeKilled(t *testing.T) {
 	d := client(t, urls)
 	js, err := jetstream.New(d.NC)
 	require.NoError(t, err)
+	// Ready means an R3 stream can be placed: every peer is known.
 	require.Eventually(t, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_, err := js.AccountInfo(ctx)
-		return err == nil
-	}, time.Minute, 100*time.Millisecond, "the cluster elected no JetStream leader")
+		if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "WARMUP", Subjects: []string{"warmup"}, Replicas: 3}); err != nil {
+			return false
+		}
+		return js.DeleteStream(ctx, "WARMUP") == nil
+	}, 2*time.Minute, 200*time.Millisecond, "the cluster cannot place an R3 stream")
 	s := startServices(t, urls, dbURL, cfg)
 
 	ids := submitMany(t, d, 300)

@@ -205,13 +205,15 @@ func (t Topology) OrchestratorConsumerConfig() jetstream.ConsumerConfig {
 // running it again with the same topology changes nothing.
 func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	t = t.WithDefaults()
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-	}
+	// Each call gets its own time: on a busy cluster creating one R3
+	// stream can take seconds, and a deadline for them all would never
+	// let the last ones through.
+	step := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 15*time.Second) }
 	for _, sc := range t.Streams() {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		sctx, cancel := step()
+		_, err := js.CreateOrUpdateStream(sctx, sc)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("creating stream %s: %w", sc.Name, err)
 		}
 	}
@@ -230,7 +232,10 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 		}{StreamTasks, t.WorkerConsumerConfig(role)})
 	}
 	for _, c := range consumers {
-		if _, err := js.CreateOrUpdateConsumer(ctx, c.stream, c.cfg); err != nil {
+		cctx, cancel := step()
+		_, err := js.CreateOrUpdateConsumer(cctx, c.stream, c.cfg)
+		cancel()
+		if err != nil {
 			return fmt.Errorf("creating consumer %s on %s: %w", c.cfg.Durable, c.stream, err)
 		}
 	}
