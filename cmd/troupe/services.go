@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -257,6 +258,34 @@ func runMigrate(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%s is migrated\n", config.RedactDSN(cfg.Database.URL))
+	return nil
+}
+
+// runHealthcheck exits 0 when url answers 200 within the timeout: a
+// container healthcheck for images without curl or wget.
+func runHealthcheck(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "healthcheck", "healthcheck [--url http://127.0.0.1:9090/readyz]")
+	url := fs.String("url", "http://127.0.0.1:9090/readyz", "the ops endpoint to probe: /healthz (alive) or /readyz (ready)")
+	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for the answer")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	if err != nil {
+		return fmt.Errorf("--url: %w", err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %d: %s", *url, resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprintf(e.stdout, "%s", body)
 	return nil
 }
 

@@ -1,0 +1,112 @@
+package integration
+
+import (
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/troupe-dev/troupe/schemas"
+)
+
+type composeFile struct {
+	Services map[string]struct {
+		Image       string            `yaml:"image"`
+		Command     []string          `yaml:"command"`
+		Environment map[string]string `yaml:"environment"`
+		Ports       []string          `yaml:"ports"`
+		Volumes     []string          `yaml:"volumes"`
+		Healthcheck *struct {
+			Test []string `yaml:"test"`
+		} `yaml:"healthcheck"`
+		DependsOn map[string]struct {
+			Condition string `yaml:"condition"`
+		} `yaml:"depends_on"`
+	} `yaml:"services"`
+	Volumes map[string]any `yaml:"volumes"`
+}
+
+// TestComposeAgreesWithTheBinary: the compose file parses; it has NATS,
+// PostgreSQL, a one-shot migration, the orchestrator, review and a worker
+// per role; every Troupe service runs a command the binary has, with a
+// healthcheck on a path and port the binary serves; the data is on volumes.
+func TestComposeAgreesWithTheBinary(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile("../docker-compose.yml")
+	require.NoError(t, err)
+	var c composeFile
+	require.NoError(t, yaml.Unmarshal(raw, &c))
+
+	want := []string{"nats", "postgres", "migrate", "orchestrator", "review"}
+	for _, r := range schemas.Roles {
+		want = append(want, "worker-"+r)
+	}
+	for _, name := range want {
+		_, ok := c.Services[name]
+		require.True(t, ok, "service %s", name)
+	}
+	require.Contains(t, c.Volumes, "nats-data")
+	require.Contains(t, c.Volumes, "postgres-data")
+	require.Contains(t, c.Services["nats"].Volumes, "nats-data:/data")
+	require.NotNil(t, c.Services["nats"].Healthcheck)
+	require.NotNil(t, c.Services["postgres"].Healthcheck)
+
+	conf, err := os.ReadFile("../deploy/nats/nats.conf")
+	require.NoError(t, err)
+	require.Contains(t, string(conf), "sync_interval: always")
+	require.Contains(t, string(conf), "store_dir: /data")
+
+	d := startDev(t)
+	m := opsAddr.FindStringSubmatch(d.banner)
+	require.NotNil(t, m)
+	for name, s := range c.Services {
+		if s.Image != "troupe:local" {
+			continue
+		}
+		require.NotEmpty(t, s.Command, name)
+		// The binary has the command.
+		out, err := exec.Command(troupeBin(t), s.Command[0], "--help").CombinedOutput()
+		require.NoError(t, err, "%s: troupe %s --help\n%s", name, s.Command[0], out)
+		require.Contains(t, s.Environment["TROUPE_DATABASE_URL"], "@postgres:5432/", name)
+		if name == "migrate" {
+			require.Equal(t, "service_healthy", s.DependsOn["postgres"].Condition)
+			continue
+		}
+		// The healthcheck probes the port the service serves its ops on,
+		// at a path the binary serves.
+		require.NotNil(t, s.Healthcheck, name)
+		test := s.Healthcheck.Test
+		require.Equal(t, []string{"CMD", "/troupe", "healthcheck", "--url"}, test[:4], name)
+		probe, err := url.Parse(test[4])
+		require.NoError(t, err)
+		opsPort := ""
+		for i, a := range s.Command {
+			if a == "--ops-addr" {
+				_, opsPort, err = net.SplitHostPort(s.Command[i+1])
+				require.NoError(t, err)
+			}
+		}
+		require.Equal(t, opsPort, probe.Port(), "%s: healthcheck port", name)
+		require.Contains(t, []string{"/healthz", "/readyz"}, probe.Path, name)
+		stdout, stderr, code := d.cli("healthcheck", "--url", "http://"+m[1]+probe.Path)
+		require.Equal(t, 0, code, "%s: %s %s", name, stdout, stderr)
+		require.Equal(t, "service_healthy", s.DependsOn["nats"].Condition, name)
+		require.Equal(t, "service_healthy", s.DependsOn["postgres"].Condition, name)
+		require.Equal(t, "service_completed_successfully", s.DependsOn["migrate"].Condition, name)
+	}
+	// The healthcheck fails when nothing answers.
+	_, _, code := d.cli("healthcheck", "--url", "http://127.0.0.1:1/readyz")
+	require.NotEqual(t, 0, code)
+
+	docker, err := os.ReadFile("../deploy/Dockerfile")
+	require.NoError(t, err)
+	require.Contains(t, string(docker), "CGO_ENABLED=0")
+	require.Contains(t, string(docker), "distroless/static-debian12:nonroot")
+	require.Contains(t, string(docker), `ENTRYPOINT ["/troupe"]`)
+	require.True(t, strings.Contains(string(docker), "USER nonroot"))
+}
