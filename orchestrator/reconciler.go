@@ -114,6 +114,28 @@ func (r *reconciler) inStream(ctx context.Context, stream, filter string) (map[s
 	return info.State.Subjects, nil
 }
 
+// missing says, for each role of the stale tasks, how many more tasks the
+// store has in statuses than the stream holds messages on the role's
+// subject: how many messages were lost.
+func (r *reconciler) missing(ctx context.Context, stale []store.Task, statuses []string, stream string, subject func(role string) string) (map[string]int, error) {
+	counts, err := r.inStream(ctx, stream, subject("*"))
+	if err != nil {
+		return nil, err
+	}
+	missing := map[string]int{}
+	for _, t := range stale {
+		if _, seen := missing[t.Role]; seen {
+			continue
+		}
+		n, err := r.s.store.TaskCount(ctx, t.Role, statuses)
+		if err != nil {
+			return nil, err
+		}
+		missing[t.Role] = n - int(counts[subject(t.Role)])
+	}
+	return missing, nil
+}
+
 // tasks re-dispatches stale queued or running tasks of a role when the
 // stream holds fewer of the role's messages than the store has open tasks:
 // then some messages were lost, and the stalest tasks are the ones.
@@ -123,20 +145,9 @@ func (r *reconciler) tasks(ctx context.Context, before time.Time) error {
 	if err != nil || len(stale) == 0 {
 		return err
 	}
-	counts, err := r.inStream(ctx, bus.StreamTasks, r.s.subj.Task("*"))
+	missing, err := r.missing(ctx, stale, open, bus.StreamTasks, r.s.subj.Task)
 	if err != nil {
 		return err
-	}
-	missing := map[string]int{}
-	for _, t := range stale {
-		if _, seen := missing[t.Role]; seen {
-			continue
-		}
-		n, err := r.s.store.TaskCount(ctx, t.Role, open)
-		if err != nil {
-			return err
-		}
-		missing[t.Role] = n - int(counts[r.s.subj.Task(t.Role)])
 	}
 	sent := 0
 	for _, t := range stale {
@@ -196,20 +207,9 @@ func (r *reconciler) reviews(ctx context.Context, before time.Time) error {
 	if err != nil || len(stale) == 0 {
 		return err
 	}
-	counts, err := r.inStream(ctx, bus.StreamReview, r.s.subj.Review("*"))
+	missing, err := r.missing(ctx, stale, []string{schemas.TaskStaged}, bus.StreamReview, r.s.subj.Review)
 	if err != nil {
 		return err
-	}
-	missing := map[string]int{}
-	for _, t := range stale {
-		if _, seen := missing[t.Role]; seen {
-			continue
-		}
-		n, err := r.s.store.TaskCount(ctx, t.Role, []string{schemas.TaskStaged})
-		if err != nil {
-			return err
-		}
-		missing[t.Role] = n - int(counts[r.s.subj.Review(t.Role)])
 	}
 	for _, t := range stale {
 		if missing[t.Role] <= 0 {
