@@ -160,6 +160,8 @@ type Querier interface {
 	// ModelCallTokens is the total of prompt and completion tokens of a
 	// job's model calls.
 	ModelCallTokens(ctx context.Context, jobID string) (int64, error)
+	// ModelCallListByJob returns a job's model calls, oldest first.
+	ModelCallListByJob(ctx context.Context, jobID string) ([]ModelCall, error)
 
 	// TaskListStale returns tasks whose status is one of p.Statuses and
 	// whose UpdatedAt is before p.UpdatedBefore, least recently updated
@@ -168,7 +170,33 @@ type Querier interface {
 	// TaskCount counts the tasks of a role (every role when role is empty)
 	// whose status is one of statuses.
 	TaskCount(ctx context.Context, role string, statuses []string) (int, error)
+
+	// JobCountByStatus counts jobs per status. A status without jobs is
+	// absent from the map.
+	JobCountByStatus(ctx context.Context) (map[string]int, error)
+	// TaskCountByRoleStatus counts tasks per role and status, ordered by
+	// role then status (bytewise). Pairs without tasks are absent.
+	TaskCountByRoleStatus(ctx context.Context) ([]RoleStatusCount, error)
+	// OutputCount counts outputs with a status ("" any), of a role ("" any).
+	OutputCount(ctx context.Context, status, role string) (int, error)
+	// DeadLetterCount counts dead letters with a status ("" any).
+	DeadLetterCount(ctx context.Context, status string) (int, error)
+	// RoleStats summarises each role that has tasks, ordered by role
+	// (bytewise); lessons are counted from lessonsSince.
+	RoleStats(ctx context.Context, lessonsSince time.Time) ([]RoleStat, error)
+	// JobsFinished counts jobs that finished (status done, failed or
+	// cancelled, by UpdatedAt) from since to now, in buckets of width
+	// bucket, oldest first; every bucket is present, empty ones with zero
+	// counts. The first bucket starts at since, the last is the one that
+	// holds now; none when since is after now. bucket is truncated to the
+	// microsecond and must stay positive, and there may be at most
+	// MaxJobBuckets buckets.
+	JobsFinished(ctx context.Context, since time.Time, bucket time.Duration) ([]JobBucket, error)
 }
+
+// MaxJobBuckets is the most buckets JobsFinished returns; asking for more
+// is an error rather than a slice nobody can draw.
+const MaxJobBuckets = 10_000
 
 // Job is a row of jobs.
 type Job struct {
@@ -308,6 +336,37 @@ type ModelCallTotal struct {
 	LatencyMS        int64
 }
 
+// RoleStatusCount is the number of tasks of one role in one status.
+type RoleStatusCount struct {
+	Role   string
+	Status string
+	Count  int
+}
+
+// RoleStat summarises the work of one role.
+type RoleStat struct {
+	Role      string
+	Tasks     int // every task of the role
+	Done      int // tasks promoted
+	Failed    int // tasks failed
+	Cancelled int // tasks cancelled
+	Promoted  int // promoted outputs of the role
+	FirstPass int // promoted outputs with Revision 0 (promoted without a revision)
+	// MeanOutputMS is the mean LatencyMS of the role's outputs, whatever
+	// their status (the time a worker spent producing one); 0 when none.
+	MeanOutputMS float64
+	Lessons      int // lessons scoped to this role created at or after lessonsSince
+}
+
+// JobBucket counts the jobs that finished in [Start, Start+bucket), by
+// final status.
+type JobBucket struct {
+	Start     time.Time
+	Done      int
+	Failed    int
+	Cancelled int
+}
+
 // OutboxClaimParams are the arguments of OutboxClaim.
 type OutboxClaimParams struct {
 	Owner string        // the claiming relay, unique per process
@@ -327,6 +386,7 @@ type JobCreateParams struct {
 type JobListParams struct {
 	Status   string
 	Query    string // substring of the title, case-insensitive
+	Role     string // jobs with a task of this role
 	Before   time.Time
 	BeforeID string
 	Limit    int // defaults to 50

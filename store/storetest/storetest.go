@@ -361,6 +361,62 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 				require.Equal(t, tt.want, jobTitles(jobs), tt.name)
 			}
 		})
+
+		t.Run("FiltersByRole", func(t *testing.T) {
+			s, ctx := setup(t)
+			ids := map[string]string{}
+			for i, j := range []struct {
+				title, status string
+				roles         []string
+			}{
+				{"plan only", schemas.JobDone, []string{"pm"}},
+				{"full team", schemas.JobRunning, []string{"pm", "developer", "developer", "tester"}},
+				{"dev finished", schemas.JobDone, []string{"developer"}},
+				{"not planned", schemas.JobPlanning, nil},
+				{"Build with dev", schemas.JobRunning, []string{"developer", "writer"}},
+			} {
+				var tasks []store.Task
+				for k, role := range j.roles {
+					tasks = append(tasks, store.Task{Key: fmt.Sprint(k), Role: role, Status: schemas.TaskQueued})
+				}
+				job, _, err := s.JobCreate(ctx, store.JobCreateParams{
+					Job: store.Job{Title: j.title, Status: j.status, CreatedAt: at(i)}, Tasks: tasks,
+				})
+				require.NoError(t, err)
+				ids[j.title] = job.ID
+			}
+			for _, tt := range []struct {
+				name string
+				p    store.JobListParams
+				want []string
+			}{
+				{"NoRoleListsAll", store.JobListParams{},
+					[]string{"Build with dev", "not planned", "dev finished", "full team", "plan only"}},
+				{"OnceWithManyTasksOfTheRole", store.JobListParams{Role: "developer"},
+					[]string{"Build with dev", "dev finished", "full team"}},
+				{"OtherRole", store.JobListParams{Role: "pm"}, []string{"full team", "plan only"}},
+				{"RoleAndStatus", store.JobListParams{Role: "developer", Status: schemas.JobRunning},
+					[]string{"Build with dev", "full team"}},
+				{"RoleAndQuery", store.JobListParams{Role: "developer", Query: "DEV"},
+					[]string{"Build with dev", "dev finished"}},
+				{"RoleAndBefore", store.JobListParams{Role: "developer", Before: at(4)}, []string{"dev finished", "full team"}},
+				{"RoleAndBeforeID", store.JobListParams{Role: "developer", Before: at(4), BeforeID: ids["Build with dev"] + "z"},
+					[]string{"Build with dev", "dev finished", "full team"}},
+				{"RoleAndLimit", store.JobListParams{Role: "developer", Limit: 1}, []string{"Build with dev"}},
+				{"RoleIsExact", store.JobListParams{Role: "Developer"}, nil},
+				{"RoleWithoutTasks", store.JobListParams{Role: "devops"}, nil},
+			} {
+				jobs, err := s.JobList(ctx, tt.p)
+				require.NoError(t, err, tt.name)
+				require.Equal(t, tt.want, jobTitles(jobs), tt.name)
+			}
+
+			// A task added to a job later counts too.
+			require.NoError(t, s.TaskInsert(ctx, ids["not planned"], []store.Task{{Key: "w", Role: "writer", Status: schemas.TaskPending}}))
+			jobs, err := s.JobList(ctx, store.JobListParams{Role: "writer"})
+			require.NoError(t, err)
+			require.Equal(t, []string{"Build with dev", "not planned"}, jobTitles(jobs))
+		})
 	})
 
 	t.Run("JobSetStatus", func(t *testing.T) {
@@ -2048,10 +2104,51 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			require.Equal(t, int64(3), tokens)
 		})
 
+		t.Run("ListByJobOldestFirst", func(t *testing.T) {
+			s, ctx := setup(t)
+			job, other := uuid.NewString(), uuid.NewString()
+			first := store.ModelCall{ID: "c-1", JobID: job, TaskID: "t1", Role: "developer", Revision: 2, Model: "gpt-b",
+				PromptTokens: 3_000_000_000, CompletionTokens: 5, LatencyMS: 100, Outcome: "ok", CreatedAt: at(1)}
+			// Two calls of one instant come in id order.
+			tieB := store.ModelCall{ID: "c-3b", JobID: job, TaskID: "t2", Role: "tester", Model: "m",
+				LatencyMS: 20, Outcome: "error", Error: "timeout", CreatedAt: at(2)}
+			tieA := store.ModelCall{ID: "c-3a", JobID: job, TaskID: "t2", Role: "tester", Model: "m",
+				LatencyMS: 7, Outcome: "retry", Error: "429", CreatedAt: at(2)}
+			last := store.ModelCall{ID: "c-0", JobID: job, Role: "pm", Model: "m", Outcome: "rejected", Error: "bad json",
+				CreatedAt: at(3).Add(time.Microsecond)}
+			require.NoError(t, s.ModelCallInsert(ctx, []store.ModelCall{last, tieB}))
+			require.NoError(t, s.ModelCallInsert(ctx, []store.ModelCall{
+				first, tieA, {JobID: other, Role: "pm", Model: "m", Outcome: "ok", CreatedAt: at(0)},
+			}))
+
+			calls, err := s.ModelCallListByJob(ctx, job)
+			require.NoError(t, err)
+			require.Equal(t, []store.ModelCall{first, tieA, tieB, last}, calls)
+
+			calls, err = s.ModelCallListByJob(ctx, other)
+			require.NoError(t, err)
+			require.Len(t, calls, 1)
+			require.NotEmpty(t, calls[0].ID)
+
+			// Inside a transaction, its own calls are listed.
+			require.NoError(t, s.InTx(ctx, func(q store.Querier) error {
+				require.NoError(t, q.ModelCallInsert(ctx, []store.ModelCall{{ID: "c-9", JobID: job, Model: "m", Outcome: "ok", CreatedAt: at(9)}}))
+				calls, err := q.ModelCallListByJob(ctx, job)
+				require.NoError(t, err)
+				require.Len(t, calls, 5)
+				require.Equal(t, "c-9", calls[4].ID)
+				return nil
+			}))
+		})
+
 		t.Run("EmptyJob", func(t *testing.T) {
 			s, ctx := setup(t)
 			require.NoError(t, s.ModelCallInsert(ctx, []store.ModelCall{{JobID: uuid.NewString(), Role: "pm", Model: "m",
 				PromptTokens: 5, Outcome: "ok"}}))
+			calls, err := s.ModelCallListByJob(ctx, uuid.NewString())
+			require.NoError(t, err)
+			require.NotNil(t, calls)
+			require.Empty(t, calls)
 			totals, err := s.ModelCallTotals(ctx, uuid.NewString())
 			require.NoError(t, err)
 			require.NotNil(t, totals)
@@ -2097,6 +2194,8 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			require.Equal(t, int64(10), tokens)
 		})
 	})
+
+	exerciseDashboard(t, setup)
 
 	t.Run("InTx", func(t *testing.T) {
 		t.Parallel()

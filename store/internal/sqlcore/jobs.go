@@ -90,7 +90,9 @@ func (q *Queries) JobGetByID(ctx context.Context, id string) (store.Job, error) 
 	return j, nil
 }
 
-// JobList returns jobs newest first, filtered, one page at a time.
+// JobList returns jobs newest first, filtered, one page at a time. The
+// role filter is a semi-join, so a job with many tasks of the role comes
+// once.
 func (q *Queries) JobList(ctx context.Context, p store.JobListParams) ([]store.Job, error) {
 	var w where
 	if p.Status != "" {
@@ -98,6 +100,9 @@ func (q *Queries) JobList(ctx context.Context, p store.JobListParams) ([]store.J
 	}
 	if p.Query != "" {
 		w.add(`lower(title) LIKE ? ESCAPE '\'`, likeContains(p.Query))
+	}
+	if p.Role != "" {
+		w.add(`EXISTS (SELECT 1 FROM tasks WHERE tasks.job_id = jobs.id AND tasks.role = ?)`, p.Role)
 	}
 	w.before(p.Before, p.BeforeID)
 	args := append(w.args, limitOr(p.Limit, 50))

@@ -70,3 +70,30 @@ func (q *Queries) ModelCallTokens(ctx context.Context, jobID string) (int64, err
 	}
 	return n, nil
 }
+
+func scanModelCall(s scanner) (store.ModelCall, error) {
+	var (
+		c         store.ModelCall
+		createdAt int64
+	)
+	if err := s.Scan(&c.ID, &c.JobID, &c.TaskID, &c.Role, &c.Revision, &c.Model, &c.PromptTokens,
+		&c.CompletionTokens, &c.LatencyMS, &c.Outcome, &c.Error, &createdAt); err != nil {
+		return c, err
+	}
+	c.CreatedAt = fromMicros(createdAt)
+	return c, nil
+}
+
+// ModelCallListByJob returns a job's model calls, oldest first (by id among
+// calls of one instant); a job without calls has an empty, non-nil slice.
+func (q *Queries) ModelCallListByJob(ctx context.Context, jobID string) ([]store.ModelCall, error) {
+	calls, err := queryAll(ctx, q, scanModelCall,
+		`SELECT `+modelCallColumns+` FROM model_calls WHERE job_id = ? ORDER BY created_at, id`, jobID)
+	if err != nil {
+		return nil, fmt.Errorf("listing model calls of job %s: %w", jobID, err)
+	}
+	if calls == nil {
+		calls = []store.ModelCall{}
+	}
+	return calls, nil
+}
