@@ -415,7 +415,7 @@ func (s *Service) addCallTotals(ctx context.Context, totals *schemas.Totals, job
 		mt := schemas.ModelTotal{Role: r.Role, Model: r.Model, Calls: r.Calls, Failed: r.Failed,
 			PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, LatencyMS: r.LatencyMS}
 		if p, ok := s.cfg.Prices[r.Model]; ok {
-			c := (float64(r.PromptTokens)*p.Input + float64(r.CompletionTokens)*p.Output) / 1e6
+			c := p.Cost(r.PromptTokens, r.CompletionTokens)
 			mt.Cost, cost, priced = &c, cost+c, true
 		}
 		totals.ByModel = append(totals.ByModel, mt)

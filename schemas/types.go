@@ -226,6 +226,9 @@ const (
 	JobBudgetExceeded = "budget_exceeded"
 )
 
+// JobStatuses lists every job status, from first to last.
+var JobStatuses = []string{JobPlanning, JobRunning, JobDone, JobFailed, JobCancelled, JobBudgetExceeded}
+
 // Task statuses. A task is pending until its upstream tasks are promoted,
 // queued when published, running while a worker has it, staged when its
 // output waits for review, awaiting_review when a person must decide,
@@ -459,4 +462,17 @@ type Skill struct {
 type RoleNote struct {
 	Role string `json:"role"`
 	Note string `json:"note"`
+}
+
+// WorkerInfo is what a running worker answers on <prefix>.workers.ping:
+// who it is and how busy.
+type WorkerInfo struct {
+	ID          string    `json:"id"`
+	Role        string    `json:"role"`
+	Host        string    `json:"host"`
+	PID         int       `json:"pid"`
+	Model       string    `json:"model"`
+	Concurrency int       `json:"concurrency"`
+	InFlight    int       `json:"in_flight"`
+	StartedAt   time.Time `json:"started_at"`
 }

@@ -6,8 +6,10 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -97,6 +99,10 @@ type Worker struct {
 	// messages are nacked and redelivered) when the grace period is over.
 	fetchCancel, runCancel context.CancelFunc
 	fetched                chan struct{} // closed when the fetch loop has returned
+
+	// info is what the worker answers on the workers ping subject.
+	info schemas.WorkerInfo
+	ping *nats.Subscription
 }
 
 // New returns a worker; Start runs it.
@@ -143,6 +149,9 @@ func (w *Worker) Start(ctx context.Context) error {
 	fetchCtx, w.fetchCancel = context.WithCancel(base)
 	runCtx, w.runCancel = context.WithCancel(base)
 	w.fetched = make(chan struct{})
+	if err := w.answerPings(); err != nil {
+		return err
+	}
 	go w.fetch(fetchCtx, runCtx, cons)
 	w.log.Info().Int("concurrency", w.cfg.Concurrency).Str("model", w.model.Name()).Msg("worker started")
 	return nil
@@ -218,6 +227,9 @@ func (w *Worker) Stop(ctx context.Context) error {
 	if w.fetchCancel == nil {
 		return nil
 	}
+	if w.ping != nil {
+		_ = w.ping.Unsubscribe()
+	}
 	w.fetchCancel()
 	<-w.fetched
 	var err error
@@ -228,6 +240,27 @@ func (w *Worker) Stop(ctx context.Context) error {
 	}
 	w.runCancel()
 	return err
+}
+
+// answerPings answers <prefix>.workers.ping with who this worker is and
+// how many tasks it runs, so the dashboard can list connected workers.
+func (w *Worker) answerPings() error {
+	host, _ := os.Hostname()
+	w.info = schemas.WorkerInfo{
+		ID: uuid.NewString(), Role: w.cfg.Role, Host: host, PID: os.Getpid(),
+		Model: w.model.Name(), Concurrency: w.cfg.Concurrency, StartedAt: time.Now().UTC(),
+	}
+	sub, err := w.js.Conn().Subscribe(w.subj.WorkersPing(), func(m *nats.Msg) {
+		info := w.info
+		info.InFlight = len(w.sem)
+		data, _ := json.Marshal(info)
+		_ = m.Respond(data)
+	})
+	if err != nil {
+		return fmt.Errorf("answering worker pings: %w", err)
+	}
+	w.ping = sub
+	return nil
 }
 
 func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {

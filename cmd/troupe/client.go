@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/micro"
 
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/internal/config"
@@ -57,50 +56,20 @@ func (c *clientFlags) connect() (*client, error) {
 	return &client{nc: nc, url: config.RedactDSN(cfg.NATS.URL), subj: bus.Subjects{Prefix: cfg.NATS.Prefix}, timeout: c.timeout}, nil
 }
 
-// apiError is an error reply of the API.
-type apiError struct {
-	Code    string
-	Message string
-}
-
-func (e *apiError) Error() string { return e.Message }
-
 // call sends req to the endpoint and decodes the reply into out.
 func (c *client) call(ctx context.Context, endpoint string, req any, out any) error {
-	var data []byte
-	switch r := req.(type) {
-	case []byte:
-		data = r
-	default:
-		var err error
-		if data, err = json.Marshal(req); err != nil {
-			return err
-		}
-	}
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	msg, err := c.nc.RequestWithContext(ctx, c.subj.API(endpoint), data)
-	if errors.Is(err, nats.ErrNoResponders) {
+	err := bus.Request(ctx, c.nc, c.subj.API(endpoint), req, out)
+	var apiErr *bus.APIError
+	switch {
+	case err == nil || errors.As(err, &apiErr):
+		return err
+	case bus.IsNoResponders(err):
 		return fmt.Errorf("nothing answers %s on %s: is Troupe running on this NATS server? (set --nats-url or TROUPE_NATS_URL to the URL troupe dev printed)", c.subj.API(endpoint), c.url)
-	}
-	if err != nil {
+	default:
 		return fmt.Errorf("%s: %w", endpoint, err)
 	}
-	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
-		var er schemas.ErrorReply
-		if json.Unmarshal(msg.Data, &er) == nil && er.Error != "" {
-			return &apiError{Code: er.Code, Message: er.Error}
-		}
-		return &apiError{Code: code, Message: msg.Header.Get(micro.ErrorHeader)}
-	}
-	if out == nil {
-		return nil
-	}
-	if raw, ok := out.(*json.RawMessage); ok {
-		*raw = append((*raw)[:0], msg.Data...)
-		return nil
-	}
-	return json.Unmarshal(msg.Data, out)
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -49,6 +49,10 @@ func (s Subjects) Event(jobID, kind string) string {
 	return s.Prefix + ".events." + jobID + "." + kind
 }
 
+// WorkersPing is the subject every running worker answers with its
+// schemas.WorkerInfo.
+func (s Subjects) WorkersPing() string { return s.Prefix + ".workers.ping" }
+
 // DLQ is the dead-letter subject of a source (a consumer's name).
 func (s Subjects) DLQ(source string) string { return s.Prefix + ".dlq." + source }
 

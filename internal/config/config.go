@@ -136,6 +136,11 @@ type Price struct {
 	Output float64 `json:"output"`
 }
 
+// Cost is what the tokens cost at this price (per million tokens).
+func (p Price) Cost(promptTokens, completionTokens int64) float64 {
+	return (float64(promptTokens)*p.Input + float64(completionTokens)*p.Output) / 1e6
+}
+
 // Prices returns the price of every model that has one, by reference.
 func (c Config) Prices() map[string]Price {
 	out := map[string]Price{}
