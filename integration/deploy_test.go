@@ -99,8 +99,18 @@ func TestComposeAgreesWithTheBinary(t *testing.T) {
 		require.Equal(t, "service_healthy", s.DependsOn["postgres"].Condition, name)
 		require.Equal(t, "service_completed_successfully", s.DependsOn["migrate"].Condition, name)
 	}
+	// Review publishes the dashboard, with a token: beyond loopback the
+	// binary refuses to serve it without one.
+	review := c.Services["review"]
+	require.Contains(t, review.Ports, "8080:8080")
+	require.Contains(t, strings.Join(review.Command, " "), "--http :8080")
+	require.Contains(t, review.Environment["TROUPE_DASHBOARD_TOKEN"], "${TROUPE_DASHBOARD_TOKEN:?")
+	_, stderr, code := d.cli("review", "--http", ":8080", "--ops-addr", "")
+	require.NotEqual(t, 0, code)
+	require.Contains(t, stderr, "TROUPE_DASHBOARD_TOKEN")
+
 	// The healthcheck fails when nothing answers.
-	_, _, code := d.cli("healthcheck", "--url", "http://127.0.0.1:1/readyz")
+	_, _, code = d.cli("healthcheck", "--url", "http://127.0.0.1:1/readyz")
 	require.NotEqual(t, 0, code)
 
 	docker, err := os.ReadFile("../deploy/Dockerfile")

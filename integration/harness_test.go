@@ -58,7 +58,9 @@ type dev struct {
 	NC    *nats.Conn
 	cmd   *exec.Cmd
 	Ready time.Duration
-	logs  *lockedWriter
+	// Web is the dashboard's base URL, without a trailing slash.
+	Web  string
+	logs *lockedWriter
 	// banner is what troupe dev printed on standard output at start.
 	banner string
 }
@@ -75,7 +77,7 @@ func startDev(t *testing.T, args ...string) *dev {
 func startDevIn(t *testing.T, dir string, env []string, args ...string) *dev {
 	t.Helper()
 	bin := troupeBin(t)
-	cmd := exec.Command(bin, append([]string{"dev", "--data", filepath.Join(dir, "data"), "--log-level", "info", "--nats-port", "0"}, args...)...)
+	cmd := exec.Command(bin, append([]string{"dev", "--data", filepath.Join(dir, "data"), "--log-level", "info", "--nats-port", "0", "--http", "127.0.0.1:0"}, args...)...)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "TROUPE_CONFIG=", "TROUPE_NATS_URL=", "TROUPE_DATABASE_URL=")
 	cmd.Env = append(cmd.Env, env...)
@@ -108,6 +110,9 @@ func startDevIn(t *testing.T, dir string, env []string, args ...string) *dev {
 			d.banner += line + "\n"
 			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "NATS:"); ok {
 				d.URL = strings.Fields(rest)[0]
+			}
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "dashboard:"); ok {
+				d.Web = strings.TrimSuffix(strings.Fields(rest)[0], "/")
 			}
 		case <-timeout:
 			t.Fatalf("troupe dev not ready after 60s:\n%s", logs.String())

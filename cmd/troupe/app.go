@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/troupe-dev/troupe/dashboard"
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/internal/config"
 	"github.com/troupe-dev/troupe/internal/llm"
@@ -49,6 +50,14 @@ type App struct {
 	// sets OpsAddr to the address it listens on.
 	Ops     *telemetry.Ops
 	OpsAddr string
+
+	// HTTPAddr is where the review service serves the dashboard (none when
+	// empty); Start sets it to the address it listens on. With
+	// HTTPFallback, a taken port gives way to any free one (troupe dev).
+	HTTPAddr     string
+	HTTPFallback bool
+	// Dashboard holds the dashboard's credentials and reviewer name.
+	Dashboard dashboardAuth
 
 	// NATSURL is the URL of the server in use, set by Start.
 	NATSURL string
@@ -240,6 +249,12 @@ func (a *App) Start(ctx context.Context) error {
 			return err
 		}
 		a.stopping = append(a.stopping, a.rev.Stop)
+		if a.HTTPAddr != "" {
+			if err := a.startDashboard(cfg, st, nc, js); err != nil {
+				a.Stop(ctx)
+				return err
+			}
+		}
 	}
 	for _, role := range a.Roles {
 		rc := cfg.Roles[role]
@@ -268,6 +283,30 @@ func (a *App) Start(ctx context.Context) error {
 	})
 	a.Ops.SetCheck("store", st.Ping)
 	a.Ops.SetCheck("streams", func(ctx context.Context) error { return topo.Check(ctx, js) })
+	return nil
+}
+
+// startDashboard serves the dashboard beside the review service.
+func (a *App) startDashboard(cfg config.Config, st store.Store, nc *nats.Conn, js jetstream.JetStream) error {
+	d, err := dashboard.New(dashboard.Config{
+		Prefix: cfg.NATS.Prefix, Roles: schemas.Roles, Token: a.Dashboard.Token, Users: a.Dashboard.Users,
+		Reviewer: a.Dashboard.Reviewer, Prices: cfg.Prices(), Logger: a.Log,
+		Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes},
+	}, st, nc, js)
+	if err != nil {
+		return err
+	}
+	addr, err := d.Listen(a.HTTPAddr)
+	if err != nil && a.HTTPFallback && isAddrInUse(err) {
+		host, _, _ := net.SplitHostPort(a.HTTPAddr)
+		addr, err = d.Listen(net.JoinHostPort(host, "0"))
+	}
+	if err != nil {
+		return err
+	}
+	a.HTTPAddr = addr
+	a.stopping = append(a.stopping, d.Close)
+	a.Log.Info().Str("addr", addr).Msg("dashboard listening")
 	return nil
 }
 

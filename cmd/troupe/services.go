@@ -116,7 +116,13 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	demo := fs.Bool("demo", false, "submit a sample job and follow it")
 	rolesFlag := fs.String("roles", strings.Join(schemas.Roles, ","), "the roles whose workers run in this process (others can run as troupe worker)")
 	natsPort := fs.Int("nats-port", 4222, "port of the embedded NATS server; when taken, a free one is used (0: any free port)")
+	var df dashboardFlags
+	df.register(fs)
 	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	dauth, err := df.auth()
+	if err != nil {
 		return err
 	}
 	if sf.natsURL != "" {
@@ -133,6 +139,7 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	}
 	a.DataDir, a.Embedded, a.Orchestrator, a.Review, a.Roles = *data, true, true, true, roles
 	a.NATSPort = *natsPort
+	a.HTTPAddr, a.HTTPFallback, a.Dashboard = df.addr, true, dauth
 	if err := a.Start(ctx); err != nil {
 		return err
 	}
@@ -147,6 +154,9 @@ func runDev(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "troupe dev ready in %s\n", time.Since(start).Round(time.Millisecond))
 	if a.PortFallback {
 		fmt.Fprintf(e.stdout, "  port %d is taken; NATS listens on a free port instead\n", *natsPort)
+	}
+	if a.HTTPAddr != "" {
+		fmt.Fprintf(e.stdout, "  dashboard: http://%s/\n", a.HTTPAddr)
 	}
 	fmt.Fprintf(e.stdout, "  NATS:     %s   (export TROUPE_NATS_URL=%s)\n", a.NATSURL, a.NATSURL)
 	fmt.Fprintf(e.stdout, "  store:    %s\n", config.RedactDSN(db))
@@ -199,10 +209,15 @@ func runOrchestrator(ctx context.Context, e *env, args []string) error {
 }
 
 func runReview(ctx context.Context, e *env, args []string) error {
+	var df dashboardFlags
 	return runService(ctx, e, args, "review", func(a *App, _ *flag.FlagSet) error {
-		a.Review = true
+		dauth, err := df.auth()
+		if err != nil {
+			return err
+		}
+		a.Review, a.HTTPAddr, a.Dashboard = true, df.addr, dauth
 		return nil
-	}, nil)
+	}, df.register)
 }
 
 func runWorker(ctx context.Context, e *env, args []string) error {
