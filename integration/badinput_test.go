@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 
@@ -95,4 +96,63 @@ func streamSeqs(t *testing.T, js jetstream.JetStream) map[string]uint64 {
 		out[name] = info.State.LastSeq
 	}
 	return out
+}
+
+// TestSubmitBatch: a batch is all or nothing: one invalid job means no job
+// is stored or published, and the error names every wrong job by its
+// index (by its line, from the CLI); a valid batch creates every job, each
+// runs to the end, and resubmitting it creates only the jobs without an
+// idempotency key.
+func TestSubmitBatch(t *testing.T) {
+	t.Parallel()
+	d := startDev(t)
+	js, err := jetstream.New(d.NC)
+	require.NoError(t, err)
+
+	before := streamSeqs(t, js)
+	_, er := d.request("jobs.submit_batch", []byte(`{"jobs": [
+		{"title": "fine", "tasks": [{"key": "a", "role": "pm"}]},
+		{"brief": "no title"},
+		{"title": "cycle", "tasks": [{"key": "a", "role": "pm", "depends_on": ["a"]}]}]}`))
+	require.NotNil(t, er)
+	require.Equal(t, "invalid_request", er.Code)
+	require.Contains(t, er.Error, "2 of 3 jobs are invalid, so none was submitted")
+	require.Len(t, er.Jobs, 2)
+	require.Equal(t, 1, er.Jobs[0].Index)
+	require.Contains(t, er.Jobs[0].Error, "title: is required")
+	require.Equal(t, 2, er.Jobs[1].Index)
+	require.Contains(t, er.Jobs[1].Error, `task "a" depends on itself`)
+	require.Empty(t, call[schemas.JobList](d, "jobs.list", schemas.ListRequest{}).Jobs, "no job was stored")
+	require.Equal(t, before, streamSeqs(t, js), "nothing was published")
+
+	// The CLI names the lines.
+	bad := d.Dir + "/bad.jsonl"
+	require.NoError(t, writeString(bad, "{\"title\": \"ok\"}\n\n{\"titel\": \"typo\"}\n"))
+	_, stderr, code := d.cli("submit", "--batch", bad)
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "bad.jsonl:3: titel: is not a known field (did you mean title?)")
+
+	// A valid batch: every job is created and runs to the end.
+	events := d.events("*.*")
+	good := d.Dir + "/good.jsonl"
+	var lines []string
+	for i := range 20 {
+		lines = append(lines, `{"title": "batch job `+string(rune('a'+i))+`", "tasks": [{"key": "prd", "role": "pm"}]}`)
+	}
+	lines = append(lines, `{"title": "keyed", "idempotency_key": "batch-1", "tasks": [{"key": "prd", "role": "pm"}]}`)
+	require.NoError(t, writeString(good, strings.Join(lines, "\n")+"\n"))
+	stdout, stderr, code := d.cli("submit", "--batch", good, "--json")
+	require.Equal(t, 0, code, stderr)
+	var reply schemas.SubmissionBatchReply
+	require.NoError(t, json.Unmarshal([]byte(stdout), &reply))
+	require.Equal(t, 21, reply.Created)
+	require.Len(t, reply.Jobs, 21)
+	for _, j := range reply.Jobs {
+		require.True(t, j.Created)
+		require.Equal(t, schemas.JobDone, d.waitJobEnd(events, j.ID).Status, j.Title)
+	}
+	stdout, stderr, code = d.cli("submit", "--batch", good)
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stdout, "21 job(s) submitted, 20 created")
+	require.Contains(t, stdout, reply.Jobs[20].ID+" done: keyed (existing: same idempotency key)")
 }

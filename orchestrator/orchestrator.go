@@ -132,6 +132,7 @@ func (s *Service) Start(ctx context.Context) error {
 		h    micro.Handler
 	}{
 		{jobs, "submit", bus.Endpoint(ep, schemas.SchemaSubmission, s.Submit)},
+		{jobs, "submit_batch", bus.Endpoint(long, schemas.SchemaSubmissionBatch, s.SubmitBatch)},
 		{jobs, "get", bus.Endpoint(ep, schemas.SchemaIDRequest, s.getJob)},
 		{jobs, "list", bus.Endpoint(ep, schemas.SchemaListRequest, s.listJobs)},
 		{jobs, "cancel", bus.Endpoint(ep, schemas.SchemaIDRequest, s.cancelJob)},
@@ -225,13 +226,92 @@ func (s *Service) DeadLetters() *DeadLetters { return s.dl }
 // depend on nothing, in one transaction. A submission whose idempotency key
 // was seen returns the existing job.
 func (s *Service) Submit(ctx context.Context, sub schemas.Submission) (any, error) {
+	p, err := s.prepare(sub)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.InTx(ctx, func(q store.Querier) error { return s.create(ctx, q, &p) }); err != nil {
+		return nil, fmt.Errorf("creating the job: %w", err)
+	}
+	s.created(p)
+	return s.jobView(ctx, p.job.ID, false)
+}
+
+// maxBatch is the most jobs one submit_batch takes.
+const maxBatch = 1000
+
+// SubmitBatch creates many jobs at once: every job is validated on its
+// own and, when any is invalid, none is created and the error names each
+// wrong job by its index. Valid batches are created in one transaction.
+func (s *Service) SubmitBatch(ctx context.Context, b schemas.SubmissionBatch) (any, error) {
+	preps := make([]prepared, len(b.Jobs))
+	var errs []schemas.JobError
+	keys := map[string]int{}
+	for i, raw := range b.Jobs {
+		sub, err := schemas.Decode[schemas.Submission](schemas.SchemaSubmission, raw)
+		if err == nil {
+			preps[i], err = s.prepare(sub)
+		}
+		if err == nil && sub.IdempotencyKey != "" {
+			if first, dup := keys[sub.IdempotencyKey]; dup {
+				err = fmt.Errorf("idempotency_key: %q is also the key of job %d of this batch", sub.IdempotencyKey, first)
+			}
+			keys[sub.IdempotencyKey] = i
+		}
+		if err != nil {
+			errs = append(errs, schemas.JobError{Index: i, Error: err.Error()})
+		}
+	}
+	if len(errs) > 0 {
+		first := errs[0]
+		return nil, &bus.APIError{Status: 400, Code: "invalid_request", Jobs: errs, Message: fmt.Sprintf(
+			"%d of %d jobs are invalid, so none was submitted; the first: jobs[%d]: %s", len(errs), len(b.Jobs), first.Index, first.Error)}
+	}
+	err := s.store.InTx(ctx, func(q store.Querier) error {
+		for i := range preps {
+			if err := s.create(ctx, q, &preps[i]); err != nil {
+				var apiErr *bus.APIError
+				if errors.As(err, &apiErr) {
+					return &bus.APIError{Status: apiErr.Status, Code: apiErr.Code, Message: fmt.Sprintf("jobs[%d]: %s", i, apiErr.Message),
+						Jobs: []schemas.JobError{{Index: i, Error: apiErr.Message}}}
+				}
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the jobs: %w", err)
+	}
+	reply := schemas.SubmissionBatchReply{Jobs: make([]schemas.BatchJob, len(preps))}
+	for i, p := range preps {
+		s.created(p)
+		reply.Jobs[i] = schemas.BatchJob{ID: p.job.ID, Title: p.job.Title, Status: p.job.Status, Created: p.isNew}
+		if p.isNew {
+			reply.Created++
+		}
+	}
+	return reply, nil
+}
+
+// prepared is a submission made into a job and its tasks, not yet stored.
+type prepared struct {
+	job      store.Job
+	tasks    []store.Task
+	planning bool
+	isNew    bool // set by create: false when the idempotency key named an existing job
+}
+
+// prepare validates a submission's plan (or takes the default one) and
+// makes the job and its tasks.
+func (s *Service) prepare(sub schemas.Submission) (prepared, error) {
 	plan := sub.Tasks
 	planning := len(plan) == 0 && s.cfg.Planner != nil
 	if len(plan) == 0 && !planning {
 		plan = DefaultPlan()
 	}
 	if err := ValidatePlan(plan); err != nil {
-		return nil, err
+		return prepared{}, err
 	}
 	now := time.Now().UTC()
 	job := store.Job{
@@ -245,34 +325,38 @@ func (s *Service) Submit(ctx context.Context, sub schemas.Submission) (any, erro
 	if sub.Budget != nil {
 		job.BudgetTokens = sub.Budget.MaxTokens
 	}
-	tasks := newTasks(job.ID, plan, now)
-	var created bool
-	err := s.store.InTx(ctx, func(q store.Querier) error {
-		want := job
-		var err error
-		job, created, err = q.JobCreate(ctx, store.JobCreateParams{Job: job, Tasks: tasks})
-		if err != nil {
-			return err
-		}
-		if !created {
-			if job.Title != want.Title || job.Brief != want.Brief {
-				return bus.Conflict("idempotency_key: %q was used for job %s (%q), a different submission; use a new key", want.IdempotencyKey, job.ID, job.Title)
-			}
-			return nil
-		}
-		return s.queueReady(ctx, q, tasks, schemas.Event{JobID: job.ID, Kind: schemas.EventJobSubmitted, Message: job.Title})
-	})
+	return prepared{job: job, tasks: newTasks(job.ID, plan, now), planning: planning}, nil
+}
+
+// create stores a prepared job and queues its ready tasks, within q's
+// transaction. With an idempotency key already used, p.job becomes the
+// existing job (an error when the submissions differ).
+func (s *Service) create(ctx context.Context, q store.Querier, p *prepared) error {
+	want := p.job
+	job, created, err := q.JobCreate(ctx, store.JobCreateParams{Job: p.job, Tasks: p.tasks})
 	if err != nil {
-		return nil, fmt.Errorf("creating the job: %w", err)
+		return err
 	}
-	if created {
-		s.cfg.Notify()
-		s.log.Info().Str("job_id", job.ID).Int("tasks", len(tasks)).Bool("planning", planning).Msg("job submitted")
-		if planning {
-			s.planAsync(job.ID)
+	p.job, p.isNew = job, created
+	if !created {
+		if job.Title != want.Title || job.Brief != want.Brief {
+			return bus.Conflict("idempotency_key: %q was used for job %s (%q), a different submission; use a new key", want.IdempotencyKey, job.ID, job.Title)
 		}
+		return nil
 	}
-	return s.jobView(ctx, job.ID, false)
+	return s.queueReady(ctx, q, p.tasks, schemas.Event{JobID: job.ID, Kind: schemas.EventJobSubmitted, Message: job.Title})
+}
+
+// created tells the relay and starts planning once a job is committed.
+func (s *Service) created(p prepared) {
+	if !p.isNew {
+		return
+	}
+	s.cfg.Notify()
+	s.log.Info().Str("job_id", p.job.ID).Int("tasks", len(p.tasks)).Bool("planning", p.planning).Msg("job submitted")
+	if p.planning {
+		s.planAsync(p.job.ID)
+	}
 }
 
 // planAsync plans a job in the background; a plan that fails (or a

@@ -40,6 +40,8 @@ var decoders = map[string]func([]byte) (any, error){
 	SchemaDeadLetterAction:      decodeAs[DeadLetterAction](SchemaDeadLetterAction),
 	SchemaDeadLetterActionReply: decodeAs[DeadLetterActionReply](SchemaDeadLetterActionReply),
 	SchemaModelReview:           decodeAs[ModelReview](SchemaModelReview),
+	SchemaSubmissionBatch:       decodeAs[SubmissionBatch](SchemaSubmissionBatch),
+	SchemaSubmissionBatchReply:  decodeAs[SubmissionBatchReply](SchemaSubmissionBatchReply),
 }
 
 func decodeAs[T any](schema string) func([]byte) (any, error) {
@@ -201,6 +203,9 @@ func TestGoValuesValidate(t *testing.T) {
 		{"dead letter action by id", SchemaDeadLetterAction, DeadLetterAction{ID: "d", By: "ada"}},
 		{"dead letter action by filter", SchemaDeadLetterAction, DeadLetterAction{Filter: &DeadLetterFilter{Source: "workers-developer", Query: "429"}}},
 		{"dead letter action reply", SchemaDeadLetterActionReply, DeadLetterActionReply{DeadLetters: []DeadLetter{}, Count: 0}},
+		{"batch error reply", SchemaErrorReply, ErrorReply{Error: "1 of 2 jobs is invalid", Code: "invalid_request", Jobs: []JobError{{Index: 1, Error: "title: is required"}}}},
+		{"submission batch", SchemaSubmissionBatch, SubmissionBatch{Jobs: []json.RawMessage{json.RawMessage(`{"title":"A"}`), json.RawMessage(`{"title":"B","brief":"b"}`)}}},
+		{"submission batch reply", SchemaSubmissionBatchReply, SubmissionBatchReply{Created: 1, Jobs: []BatchJob{{ID: "0b9f6a52-8a60-4fd1-9a4e-3a2d1c1f6b11", Title: "A", Status: "running", Created: true}}}},
 		{"dead letter filter", SchemaDeadLetterFilter, DeadLetterFilter{}},
 		{"model review", SchemaModelReview, ModelReview{Decision: "promote", Quality: "good", Errors: []string{"typo"}, Lessons: []Lesson{{Text: "l", Scope: "all"}},
 			Skill: &Skill{Name: "rate-limits", Content: "# Rate limits"}, Impact: []RoleNote{{Role: "tester", Note: "test bursts"}}}},

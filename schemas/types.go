@@ -4,7 +4,10 @@
 // before it trusts a payload.
 package schemas
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Roles are the six role names, in the order of the default plan.
 var Roles = []string{"pm", "architect", "developer", "tester", "writer", "devops"}
@@ -336,8 +339,35 @@ type Artifact struct {
 
 // ErrorReply is the body of every API error reply.
 type ErrorReply struct {
+	Error string     `json:"error"`
+	Code  string     `json:"code"`
+	Jobs  []JobError `json:"jobs,omitempty"`
+}
+
+// JobError is what is wrong with one job of a batch.
+type JobError struct {
+	Index int    `json:"index"`
 	Error string `json:"error"`
-	Code  string `json:"code"`
+}
+
+// SubmissionBatch is the request of troupe.api.jobs.submit_batch. Each job
+// is a Submission, validated on its own.
+type SubmissionBatch struct {
+	Jobs []json.RawMessage `json:"jobs"`
+}
+
+// SubmissionBatchReply is the reply of troupe.api.jobs.submit_batch.
+type SubmissionBatchReply struct {
+	Jobs    []BatchJob `json:"jobs"`
+	Created int        `json:"created"`
+}
+
+// BatchJob is one job of a batch as submitted.
+type BatchJob struct {
+	ID      string `json:"id"`
+	Title   string `json:"title"`
+	Status  string `json:"status"`
+	Created bool   `json:"created"`
 }
 
 // IDRequest is the request of every API call that names one thing by id.

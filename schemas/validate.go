@@ -43,6 +43,8 @@ const (
 	SchemaDeadLetterAction      = "dead_letter_action"       // DeadLetterAction, on troupe.api.dlq.replay and discard
 	SchemaDeadLetterActionReply = "dead_letter_action_reply" // DeadLetterActionReply
 	SchemaModelReview           = "model_review"             // ModelReview, a model reviewer's answer
+	SchemaSubmissionBatch       = "submission_batch"         // SubmissionBatch, on troupe.api.jobs.submit_batch
+	SchemaSubmissionBatchReply  = "submission_batch_reply"   // SubmissionBatchReply
 )
 
 // commonName is the file of definitions the documents share. Schema returns
@@ -66,7 +68,7 @@ var names = []string{
 	SchemaArtifact, SchemaArtifactGetRequest, SchemaArtifactList, SchemaArtifactListRequest, SchemaDeadLetter, SchemaDeadLetterAction, SchemaDeadLetterActionReply, SchemaDeadLetterFilter, SchemaDeadLetterList, SchemaDeadLetterListRequest, SchemaErrorReply,
 	SchemaEvent, SchemaIDRequest, SchemaJob, SchemaJobList, SchemaLessonList,
 	SchemaListRequest, SchemaModelReview, SchemaOutput, SchemaReview, SchemaReviewDecision,
-	SchemaReviewList, SchemaReviewRequest, SchemaSubmission, SchemaTask,
+	SchemaReviewList, SchemaReviewRequest, SchemaSubmission, SchemaSubmissionBatch, SchemaSubmissionBatchReply, SchemaTask,
 }
 
 // Names returns the name of every schema Validate accepts, sorted.

@@ -113,9 +113,16 @@ func runSubmit(ctx context.Context, e *env, args []string) error {
 	var tasks taskFlag
 	fs.Var(&tasks, "task", "a task of an explicit plan, key:role[:instructions[:dep,dep]] (repeatable); none means the default plan")
 	wait := fs.Bool("wait", false, "follow the job until it ends; exit 1 when it fails or is cancelled")
+	batch := fs.String("batch", "", "submit every job of a JSON Lines file (- for standard input), one submission per line")
 	pos, err := parse(fs, args)
 	if err != nil {
 		return err
+	}
+	if *batch != "" {
+		if len(pos) > 0 || *title != "" || *brief != "" || *idem != "" || *budget > 0 || len(tasks) > 0 || *wait {
+			return errors.New("--batch takes the jobs from its file: no FILE, --title, --brief, --idempotency-key, --max-tokens, --task or --wait beside it")
+		}
+		return submitBatch(ctx, e, cf, *batch)
 	}
 	var body []byte
 	if len(pos) > 0 {

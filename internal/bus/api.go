@@ -22,6 +22,8 @@ type APIError struct {
 	Status  int
 	Code    string
 	Message string
+	// Jobs says what is wrong with each wrong job of a batch.
+	Jobs []schemas.JobError
 }
 
 func (e *APIError) Error() string { return e.Message }
@@ -97,7 +99,7 @@ func Endpoint[Req any](c EndpointConfig, schema string, fn func(ctx context.Cont
 		}
 		if err != nil {
 			e := ToAPIError(err, log)
-			errBody, _ := json.Marshal(schemas.ErrorReply{Error: e.Message, Code: e.Code})
+			errBody, _ := json.Marshal(schemas.ErrorReply{Error: e.Message, Code: e.Code, Jobs: e.Jobs})
 			if rerr := r.Error(strconv.Itoa(e.Status), e.Message, errBody); rerr != nil {
 				log.Warn().Err(rerr).Msg("sending the error reply failed")
 			}

@@ -31,7 +31,7 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, req, out any) e
 	if code := msg.Header.Get(micro.ErrorCodeHeader); code != "" {
 		var er schemas.ErrorReply
 		if json.Unmarshal(msg.Data, &er) == nil && er.Error != "" {
-			return &APIError{Code: er.Code, Message: er.Error}
+			return &APIError{Code: er.Code, Message: er.Error, Jobs: er.Jobs}
 		}
 		return &APIError{Code: code, Message: msg.Header.Get(micro.ErrorHeader)}
 	}
