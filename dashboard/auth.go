@@ -211,8 +211,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	next := safeNext(r.PostFormValue("next"))
 	name := strings.TrimSpace(r.PostFormValue("name"))
 	fail := func(msg string) {
-		w.WriteHeader(http.StatusUnauthorized)
-		s.render(w, r, "login", "Sign in", map[string]any{"NeedToken": s.cfg.Token != "", "Next": next, "Error": msg})
+		s.renderPage(w, r, "login", page{Title: "Sign in", Status: http.StatusUnauthorized,
+			Data: map[string]any{"NeedToken": s.cfg.Token != "", "Next": next, "Error": msg}})
 	}
 	if len(name) > 64 {
 		fail("name: at most 64 characters")
@@ -247,9 +247,10 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
 
-// safeNext keeps a redirect target on this site.
+// safeNext keeps a redirect target on this site: browsers read \ as / and
+// drop tabs and newlines, so neither may turn a path into //host.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\t\r\n") {
 		return "/"
 	}
 	return next

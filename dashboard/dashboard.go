@@ -122,11 +122,11 @@ func CheckExposure(addr, token string, users map[string]string) error {
 	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
 		return nil
 	}
-	shown := host
-	if shown == "" {
-		shown = "every interface"
+	where := addr
+	if host == "" {
+		where += " (every interface)"
 	}
-	return fmt.Errorf("dashboard on %s (%s) is reachable beyond this machine: set TROUPE_DASHBOARD_TOKEN, or TROUPE_DASHBOARD_USERS=name:password[,name:password], or bind it to 127.0.0.1", addr, shown)
+	return fmt.Errorf("dashboard on %s is reachable beyond this machine: set TROUPE_DASHBOARD_TOKEN, or TROUPE_DASHBOARD_USERS=name:password[,name:password], or bind it to 127.0.0.1", where)
 }
 
 // Handler is the dashboard's HTTP handler, with authentication, CSRF

@@ -368,10 +368,7 @@ func (s *Server) showReview(w http.ResponseWriter, r *http.Request, errMsg strin
 	}
 	checks := slices.Clone(out.Checks)
 	checks = append(checks, review.CheckRules(out.Role, out.Content, out.Files, s.cfg.Limits)...)
-	if status != http.StatusOK {
-		w.WriteHeader(status)
-	}
-	s.renderPage(w, r, "review", page{Title: "Review " + task.Key, Nav: "reviews", Error: errMsg, Data: map[string]any{
+	s.renderPage(w, r, "review", page{Title: "Review " + task.Key, Nav: "reviews", Error: errMsg, Status: status, Data: map[string]any{
 		"Output": out, "Task": task, "Job": job, "Previous": prev, "Files": files, "ContentDiff": contentDiff,
 		"History": history, "Checks": checks, "Next": nextID,
 		"Waiting": out.Status == schemas.OutputAwaitingReview,
@@ -582,7 +579,7 @@ func (s *Server) actOnDeadLetters(w http.ResponseWriter, r *http.Request) {
 	}
 	by := "dashboard:" + viewerOf(r).Name
 	back := r.PostFormValue("back")
-	if !strings.HasPrefix(back, "/deadletters") {
+	if !strings.HasPrefix(back, "/deadletters") || safeNext(back) != back {
 		back = "/deadletters"
 	}
 	var reqs []schemas.DeadLetterAction

@@ -20,6 +20,8 @@ type page struct {
 	Flash  string
 	Error  string
 	Data   any
+	// Status is the response's status code; 0 means 200.
+	Status int
 }
 
 type pages map[string]*template.Template
@@ -92,6 +94,9 @@ func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, name string,
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	if p.Status != 0 {
+		w.WriteHeader(p.Status)
+	}
 	_, _ = buf.WriteTo(w)
 }
 
