@@ -72,6 +72,11 @@ func TestMetrics(t *testing.T) {
 	for _, role := range schemas.Roles {
 		require.Equal(t, 1.0, sum("troupe_tasks_total", map[string]string{"role": role, "outcome": "staged"}), role)
 		require.Equal(t, 1.0, sum("troupe_task_duration_seconds", map[string]string{"role": role}), role)
+		dispatched := 1.0
+		if role == "pm" {
+			dispatched = 2 // and the message that is not JSON
+		}
+		require.Equal(t, dispatched, sum("troupe_dispatch_latency_seconds", map[string]string{"role": role}), role)
 		require.Equal(t, 1.0, sum("troupe_review_decisions_total", map[string]string{"role": role, "decision": "promote", "reviewer": "rules"}), role)
 		require.Zero(t, sum("troupe_tasks_in_flight", map[string]string{"role": role}), "nothing runs now")
 	}

@@ -200,6 +200,9 @@ func (w *Worker) fetch(ctx, runCtx context.Context, cons jetstream.Consumer) {
 				}
 				w.wg.Add(1)
 				w.cfg.Metrics.InFlight(w.cfg.Role, 1)
+				if md, err := msg.Metadata(); err == nil {
+					w.cfg.Metrics.Dispatch(w.cfg.Role, time.Since(md.Timestamp))
+				}
 				go func() {
 					defer func() { <-w.sem; w.cfg.Metrics.InFlight(w.cfg.Role, -1); w.wg.Done() }()
 					w.settler.Handle(runCtx, msg, w.handle)

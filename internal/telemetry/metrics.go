@@ -17,6 +17,7 @@ type Metrics struct {
 	tasks             *prometheus.CounterVec
 	taskDuration      *prometheus.HistogramVec
 	inFlight          *prometheus.GaugeVec
+	dispatch          *prometheus.HistogramVec
 	modelCallDuration *prometheus.HistogramVec
 	modelTokens       *prometheus.CounterVec
 	reviewDecisions   *prometheus.CounterVec
@@ -35,6 +36,10 @@ func NewMetrics() *Metrics {
 			Name: "troupe_task_duration_seconds", Help: "Time from a worker taking a task to staging its output.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 4, 10),
 		}, []string{"role"}),
+		dispatch: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "troupe_dispatch_latency_seconds", Help: "Time from a task message being stored in JetStream to a worker starting it (delivery, redeliveries included).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 4, 12),
+		}, []string{"role"}),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "troupe_tasks_in_flight", Help: "Tasks a worker of this process runs now.",
 		}, []string{"role"}),
@@ -52,7 +57,7 @@ func NewMetrics() *Metrics {
 			Name: "troupe_dead_letters_total", Help: "Dead letters by source (consumer) and class.",
 		}, []string{"source", "class"}),
 	}
-	reg.MustRegister(m.tasks, m.taskDuration, m.inFlight, m.modelCallDuration, m.modelTokens, m.reviewDecisions, m.deadLetters,
+	reg.MustRegister(m.tasks, m.taskDuration, m.dispatch, m.inFlight, m.modelCallDuration, m.modelTokens, m.reviewDecisions, m.deadLetters,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -89,6 +94,14 @@ func (m *Metrics) TaskDone(role, outcome string, d time.Duration) {
 	m.tasks.WithLabelValues(role, outcome).Inc()
 	if outcome == "staged" {
 		m.taskDuration.WithLabelValues(role).Observe(d.Seconds())
+	}
+}
+
+// Dispatch records how long a task message waited from JetStream storing
+// it to a worker starting it.
+func (m *Metrics) Dispatch(role string, d time.Duration) {
+	if m != nil {
+		m.dispatch.WithLabelValues(role).Observe(d.Seconds())
 	}
 }
 
