@@ -56,7 +56,10 @@ type Config struct {
 	Metrics *telemetry.Metrics
 	// Reconcile configures the reconciler.
 	Reconcile ReconcileConfig
-	Logger    zerolog.Logger
+	// Concurrency is how many events (and advisories) are handled at
+	// once. Defaults to 16.
+	Concurrency int
+	Logger      zerolog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -71,6 +74,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Notify == nil {
 		c.Notify = func() {}
+	}
+	if c.Concurrency <= 0 {
+		c.Concurrency = 16
 	}
 	return c
 }
@@ -166,11 +172,9 @@ func (s *Service) Start(ctx context.Context) error {
 		settler := &bus.Settler{JS: s.js, Subjects: s.subj, Source: c.consumer, Log: s.log, Record: s.dl.Record,
 			MaxDeliver: cons.CachedInfo().Config.MaxDeliver, Available: s.available}
 		handle := c.handle
-		cc, err := cons.Consume(func(msg jetstream.Msg) {
-			s.wg.Add(1)
-			defer s.wg.Done()
+		cc, err := cons.Consume(bus.Parallel(s.cfg.Concurrency, &s.wg, func(msg jetstream.Msg) {
 			settler.Handle(ctx, msg, handle)
-		}, jetstream.PullMaxMessages(64))
+		}), jetstream.PullMaxMessages(2*s.cfg.Concurrency))
 		if err != nil {
 			s.stopConsumers(ctx)
 			_ = svc.Stop()

@@ -52,7 +52,10 @@ type Config struct {
 	Reviewer llm.Completer
 	// Metrics, when set, count decisions and the reviewer's model calls.
 	Metrics *telemetry.Metrics
-	Logger  zerolog.Logger
+	// Concurrency is how many review requests are handled at once (model
+	// reviews wait on the model). Defaults to 16.
+	Concurrency int
+	Logger      zerolog.Logger
 }
 
 // Service reviews staged outputs: rule checks first, then promotion,
@@ -77,6 +80,9 @@ type Service struct {
 func NewService(cfg Config, st store.Store, nc *nats.Conn, js jetstream.JetStream) *Service {
 	if cfg.Prefix == "" {
 		cfg.Prefix = bus.DefaultPrefix
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 16
 	}
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = 10 * time.Second
@@ -141,11 +147,9 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	settler := &bus.Settler{JS: s.js, Subjects: s.subj, Source: bus.ConsumerReview, Log: s.log, Record: record,
 		MaxDeliver: cons.CachedInfo().Config.MaxDeliver, Available: s.cfg.Available}
-	s.cc, err = cons.Consume(func(msg jetstream.Msg) {
-		s.wg.Add(1)
-		defer s.wg.Done()
+	s.cc, err = cons.Consume(bus.Parallel(s.cfg.Concurrency, &s.wg, func(msg jetstream.Msg) {
 		settler.Handle(ctx, msg, s.handle)
-	}, jetstream.PullMaxMessages(64))
+	}), jetstream.PullMaxMessages(2*s.cfg.Concurrency))
 	if err != nil {
 		_ = svc.Stop()
 		return fmt.Errorf("consuming review requests: %w", err)

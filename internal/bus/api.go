@@ -70,43 +70,64 @@ type EndpointConfig struct {
 	// Track, when set, counts requests in flight so a service's Stop can
 	// wait for them.
 	Track *sync.WaitGroup
+	// Concurrency is how many requests of one endpoint are handled at
+	// once, each on its own goroutine. Defaults to 32.
+	Concurrency int
 }
 
 // Endpoint adapts fn to a micro handler: the request is validated against
 // schema and decoded into Req, fn's result is the JSON reply, and its error
 // becomes a micro error with a JSON body {"error","code"}.
 func Endpoint[Req any](c EndpointConfig, schema string, fn func(ctx context.Context, req Req) (any, error)) micro.Handler {
+	if c.Concurrency <= 0 {
+		c.Concurrency = 32
+	}
+	sem := make(chan struct{}, c.Concurrency)
 	return micro.HandlerFunc(func(r micro.Request) {
+		// The subscription's goroutine only hands the request on, so a
+		// slow request does not hold up the ones behind it.
+		sem <- struct{}{}
 		if c.Track != nil {
 			c.Track.Add(1)
-			defer c.Track.Done()
 		}
-		ctx, cancel := context.WithTimeout(c.Ctx, c.Timeout)
-		defer cancel()
-		log := c.Log.With().Str("endpoint", r.Subject()).Logger()
-		var reply any
-		req, err := schemas.Decode[Req](schema, r.Data())
-		if err == nil {
-			reply, err = fn(ctx, req)
-		}
-		var body []byte
-		if err == nil {
-			body, err = json.Marshal(reply)
-		}
-		if err == nil && c.MaxPayload > 0 && int64(len(body)) > c.MaxPayload {
-			err = &APIError{Status: 413, Code: "too_large", Message: fmt.Sprintf(
-				"the reply would be %d bytes, more than the server's max payload of %d; ask for less (a smaller limit, one item)", len(body), c.MaxPayload)}
-		}
-		if err != nil {
-			e := ToAPIError(err, log)
-			errBody, _ := json.Marshal(schemas.ErrorReply{Error: e.Message, Code: e.Code, Jobs: e.Jobs})
-			if rerr := r.Error(strconv.Itoa(e.Status), e.Message, errBody); rerr != nil {
-				log.Warn().Err(rerr).Msg("sending the error reply failed")
-			}
-			return
-		}
-		if err := r.Respond(body); err != nil {
-			log.Warn().Err(err).Msg("sending the reply failed")
-		}
+		go func() {
+			defer func() {
+				<-sem
+				if c.Track != nil {
+					c.Track.Done()
+				}
+			}()
+			handle(c, schema, fn, r)
+		}()
 	})
+}
+
+func handle[Req any](c EndpointConfig, schema string, fn func(ctx context.Context, req Req) (any, error), r micro.Request) {
+	ctx, cancel := context.WithTimeout(c.Ctx, c.Timeout)
+	defer cancel()
+	log := c.Log.With().Str("endpoint", r.Subject()).Logger()
+	var reply any
+	req, err := schemas.Decode[Req](schema, r.Data())
+	if err == nil {
+		reply, err = fn(ctx, req)
+	}
+	var body []byte
+	if err == nil {
+		body, err = json.Marshal(reply)
+	}
+	if err == nil && c.MaxPayload > 0 && int64(len(body)) > c.MaxPayload {
+		err = &APIError{Status: 413, Code: "too_large", Message: fmt.Sprintf(
+			"the reply would be %d bytes, more than the server's max payload of %d; ask for less (a smaller limit, one item)", len(body), c.MaxPayload)}
+	}
+	if err != nil {
+		e := ToAPIError(err, log)
+		errBody, _ := json.Marshal(schemas.ErrorReply{Error: e.Message, Code: e.Code, Jobs: e.Jobs})
+		if rerr := r.Error(strconv.Itoa(e.Status), e.Message, errBody); rerr != nil {
+			log.Warn().Err(rerr).Msg("sending the error reply failed")
+		}
+		return
+	}
+	if err := r.Respond(body); err != nil {
+		log.Warn().Err(err).Msg("sending the reply failed")
+	}
 }

@@ -22,7 +22,19 @@ type Metrics struct {
 	modelTokens       *prometheus.CounterVec
 	reviewDecisions   *prometheus.CounterVec
 	deadLetters       *prometheus.CounterVec
+
+	hooks Hooks
 }
+
+// Hooks see measurements as they are made, for troupe bench. Set them
+// before the services start; either may be nil.
+type Hooks struct {
+	Dispatch func(role string, d time.Duration)
+	InFlight func(role string, delta float64)
+}
+
+// SetHooks sets the hooks. Call it before any service starts.
+func (m *Metrics) SetHooks(h Hooks) { m.hooks = h }
 
 // NewMetrics registers Troupe's metrics, and Go's and the process's.
 func NewMetrics() *Metrics {
@@ -100,15 +112,23 @@ func (m *Metrics) TaskDone(role, outcome string, d time.Duration) {
 // Dispatch records how long a task message waited from JetStream storing
 // it to a worker starting it.
 func (m *Metrics) Dispatch(role string, d time.Duration) {
-	if m != nil {
-		m.dispatch.WithLabelValues(role).Observe(d.Seconds())
+	if m == nil {
+		return
+	}
+	m.dispatch.WithLabelValues(role).Observe(d.Seconds())
+	if m.hooks.Dispatch != nil {
+		m.hooks.Dispatch(role, d)
 	}
 }
 
 // InFlight moves the in-flight gauge of a role by delta.
 func (m *Metrics) InFlight(role string, delta float64) {
-	if m != nil {
-		m.inFlight.WithLabelValues(role).Add(delta)
+	if m == nil {
+		return
+	}
+	m.inFlight.WithLabelValues(role).Add(delta)
+	if m.hooks.InFlight != nil {
+		m.hooks.InFlight(role, delta)
 	}
 }
 

@@ -1,0 +1,690 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/internal/config"
+	"github.com/troupe-dev/troupe/internal/llm"
+	"github.com/troupe-dev/troupe/internal/telemetry"
+	"github.com/troupe-dev/troupe/schemas"
+	"github.com/troupe-dev/troupe/store"
+)
+
+// benchFlags are troupe bench's settings.
+type benchFlags struct {
+	jobs        int
+	submitters  int
+	batch       int
+	role        string
+	concurrency int
+	latency     time.Duration
+	jitter      time.Duration
+	databaseURL string
+	natsURL     string
+	embedded    bool
+	baseline    int
+	timeout     time.Duration
+	json        bool
+	keep        bool
+}
+
+// benchReport is what troupe bench prints (--json: as JSON).
+type benchReport struct {
+	Mode           string  `json:"mode"`
+	Store          string  `json:"store"`
+	Jobs           int     `json:"jobs"`
+	Role           string  `json:"role"`
+	Concurrency    int     `json:"worker_concurrency"`
+	ModelLatencyMS float64 `json:"model_latency_ms"`
+	ModelJitterMS  float64 `json:"model_jitter_ms"`
+
+	SubmitSeconds float64 `json:"submit_seconds"`
+	SubmitRate    float64 `json:"submit_rate"` // jobs per second
+	TotalSeconds  float64 `json:"total_seconds"`
+	JobsPerSecond float64 `json:"jobs_per_second"` // submitted → promoted, end to end
+
+	Dispatch  *quantiles `json:"dispatch_ms,omitempty"`  // task stored in JetStream → worker start
+	EndToEnd  quantiles  `json:"end_to_end_ms"`          // submit reply → job_done
+	Raw       *quantiles `json:"raw_jetstream_ms,omitempty"`
+	RawRatio  float64    `json:"dispatch_p99_over_raw_p99,omitempty"`
+	InFlight  *inFlight  `json:"in_flight,omitempty"`
+	CPU       float64    `json:"cpu_seconds,omitempty"`
+	PeakRSSMB float64    `json:"peak_rss_mb,omitempty"`
+	Process   string     `json:"process,omitempty"`
+
+	Done, Failed, Other int
+	Promoted            int      `json:"promoted_outputs"`
+	ExactlyOnce         bool     `json:"exactly_once"`
+	Problems            []string `json:"problems,omitempty"`
+}
+
+type quantiles struct {
+	N   int     `json:"n"`
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+	Max float64 `json:"max"`
+}
+
+type inFlight struct {
+	Max  int     `json:"max"`
+	Mean float64 `json:"mean"` // over the samples taken while jobs ran
+}
+
+func quantilesOf(ds []time.Duration) quantiles {
+	if len(ds) == 0 {
+		return quantiles{}
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	at := func(p float64) float64 {
+		i := min(len(s)-1, int(p*float64(len(s))))
+		return float64(s[i]) / float64(time.Millisecond)
+	}
+	return quantiles{N: len(s), P50: at(0.50), P90: at(0.90), P99: at(0.99), Max: float64(s[len(s)-1]) / float64(time.Millisecond)}
+}
+
+func runBench(ctx context.Context, e *env, args []string) error {
+	fs := newFlags(e, "bench", "bench [--jobs N] [--embedded | --nats-url URL] [--database-url URL] [--model-latency D] [--json]")
+	var b benchFlags
+	var c common
+	c.registerLevel(fs, "error")
+	fs.IntVar(&b.jobs, "jobs", 2000, "single-task jobs to submit")
+	fs.IntVar(&b.submitters, "submitters", 8, "concurrent submitters")
+	fs.IntVar(&b.batch, "batch", 1, "jobs per submission (more than 1: troupe.api.jobs.submit_batch)")
+	fs.StringVar(&b.role, "role", "pm", "the role of every job's one task")
+	fs.IntVar(&b.concurrency, "worker-concurrency", 64, "tasks the role's worker runs at once (embedded)")
+	fs.DurationVar(&b.latency, "model-latency", 0, "simulated model latency per call (embedded; 0: the offline model at full speed)")
+	fs.DurationVar(&b.jitter, "model-jitter", 0, "and up to this much more, at random")
+	fs.StringVar(&b.databaseURL, "database-url", "", "the store: postgres://… (default: SQLite in a temporary directory when embedded)")
+	fs.BoolVar(&b.embedded, "embedded", true, "run Troupe in this process on an embedded NATS server; false needs --nats-url of a running Troupe")
+	fs.IntVar(&b.baseline, "baseline", 0, "messages for the raw JetStream baseline (default: as many as jobs, up to 20000; negative: skip)")
+	fs.DurationVar(&b.timeout, "timeout", 10*time.Minute, "give up when the jobs have not ended by then")
+	fs.BoolVar(&b.json, "json", false, "print the report as JSON")
+	fs.BoolVar(&b.keep, "keep", false, "keep the embedded data directory")
+	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	b.natsURL = c.natsURL
+	if b.natsURL != "" {
+		b.embedded = false
+	}
+	if !schemas.IsRole(b.role) {
+		return fmt.Errorf("--role: %q is not a role; the roles are %s", b.role, strings.Join(schemas.Roles, ", "))
+	}
+	if b.jobs <= 0 || b.submitters <= 0 || b.batch <= 0 || b.batch > batchLimit {
+		return fmt.Errorf("--jobs and --submitters must be positive, --batch between 1 and %d", batchLimit)
+	}
+	log, err := c.logger(e.stderr)
+	if err != nil {
+		return err
+	}
+	rep := benchReport{Jobs: b.jobs, Role: b.role, Concurrency: b.concurrency,
+		ModelLatencyMS: ms(b.latency), ModelJitterMS: ms(b.jitter)}
+
+	var (
+		nc       *nats.Conn
+		js       jetstream.JetStream
+		st       store.Store
+		dispatch = &latencies{}
+		flight   = &flightMeter{}
+		stop     = func() {}
+	)
+	if b.embedded {
+		dir, err := os.MkdirTemp("", "troupe-bench-")
+		if err != nil {
+			return err
+		}
+		if !b.keep {
+			defer os.RemoveAll(dir)
+		}
+		cfg, _, err := c.load()
+		if err != nil {
+			return err
+		}
+		cfg.Database.URL = b.databaseURL
+		rc := cfg.Roles[b.role]
+		rc.Concurrency, rc.Review = b.concurrency, "rules"
+		if cfg.Roles == nil {
+			cfg.Roles = map[string]config.Role{}
+		}
+		cfg.Roles[b.role] = rc
+		metrics := telemetry.NewMetrics()
+		metrics.SetHooks(telemetry.Hooks{
+			Dispatch: func(role string, d time.Duration) { dispatch.add(d) },
+			InFlight: func(role string, delta float64) { flight.add(int64(delta)) },
+		})
+		ops := telemetry.NewOps()
+		ops.Metrics = metrics
+		a := &App{Config: cfg, Log: log, DataDir: filepath.Join(dir, "data"), Embedded: true, Orchestrator: true, Review: true,
+			Roles: []string{b.role}, Ops: ops, Models: func(string) llm.Model {
+				if b.latency == 0 && b.jitter == 0 {
+					return nil
+				}
+				return &llm.Simulated{Model: llm.NewOffline(), Latency: b.latency, Jitter: b.jitter}
+			}}
+		if err := a.Start(ctx); err != nil {
+			return err
+		}
+		stop = func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			a.Stop(sctx)
+		}
+		defer func() { stop() }()
+		rep.Mode = "embedded"
+		rep.Store = "SQLite"
+		if b.databaseURL != "" {
+			rep.Store = "PostgreSQL"
+		}
+		if nc, js, err = bus.Connect(a.NATSURL, "troupe-bench", log); err != nil {
+			return err
+		}
+		st = a.store
+	} else {
+		if b.natsURL == "" {
+			return errors.New("--embedded=false needs --nats-url of a running Troupe")
+		}
+		if nc, js, err = bus.Connect(b.natsURL, "troupe-bench", log); err != nil {
+			return err
+		}
+		rep.Mode, rep.Store, rep.Concurrency = "remote "+config.RedactDSN(b.natsURL), "remote", 0
+		if b.databaseURL != "" {
+			if st, err = openStore(ctx, b.databaseURL); err != nil {
+				return err
+			}
+			defer st.Close()
+		}
+	}
+	defer nc.Close()
+	subj := bus.Subjects{Prefix: bus.DefaultPrefix}
+
+	// The baseline first, on an idle server: raw JetStream with the task
+	// stream's settings.
+	if n := b.baselineCount(); n > 0 {
+		q, err := rawJetStream(ctx, js, n)
+		if err != nil {
+			return fmt.Errorf("raw JetStream baseline: %w", err)
+		}
+		rep.Raw = &q
+	}
+
+	// Follow the jobs' ends before submitting.
+	var (
+		mu        sync.Mutex
+		submitted = map[string]time.Time{}
+		ended     = map[string]string{}
+		e2e       []time.Duration
+		early     = map[string]time.Time{} // ends seen before the submit reply
+	)
+	allDone := make(chan struct{})
+	var once sync.Once
+	end := func(id, status string, at time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, seen := ended[id]; seen {
+			return
+		}
+		t0, ok := submitted[id]
+		if !ok {
+			early[id] = at
+			ended[id] = status
+			return
+		}
+		ended[id] = status
+		e2e = append(e2e, at.Sub(t0))
+		if len(ended) == b.jobs && len(submitted) == b.jobs {
+			once.Do(func() { close(allDone) })
+		}
+	}
+	for _, kind := range []string{schemas.EventJobDone, schemas.EventJobFailed, schemas.EventJobCancelled, schemas.EventJobBudgetExceeded} {
+		status := map[string]string{schemas.EventJobDone: schemas.JobDone, schemas.EventJobFailed: schemas.JobFailed,
+			schemas.EventJobCancelled: schemas.JobCancelled, schemas.EventJobBudgetExceeded: schemas.JobBudgetExceeded}[kind]
+		sub, err := nc.Subscribe(subj.Event("*", kind), func(m *nats.Msg) {
+			var ev schemas.Event
+			if json.Unmarshal(m.Data, &ev) == nil {
+				end(ev.JobID, status, time.Now())
+			}
+		})
+		if err != nil {
+			return err
+		}
+		_ = sub.SetPendingLimits(-1, -1)
+		defer sub.Unsubscribe()
+	}
+
+	// The check counts what this run adds to the store.
+	var doneBefore, promotedBefore int
+	if st != nil {
+		counts, err := st.JobCountByStatus(ctx)
+		if err != nil {
+			return err
+		}
+		if doneBefore = counts[schemas.JobDone]; b.embedded && b.databaseURL != "" && len(counts) > 0 {
+			fmt.Fprintf(e.stderr, "troupe bench: the database already holds %d job(s); the check counts only this run's\n", sum(counts))
+		}
+		if promotedBefore, err = st.OutputCount(ctx, schemas.OutputPromoted, b.role); err != nil {
+			return err
+		}
+	}
+
+	progress := newProgress(e.stderr, b.jobs, b.json)
+	sampling := make(chan struct{})
+	go func() {
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-sampling:
+				return
+			case <-t.C:
+				flight.sample()
+				mu.Lock()
+				done := len(ended)
+				mu.Unlock()
+				progress.update(done)
+			}
+		}
+	}()
+
+	cpu0 := cpuSeconds()
+	start := time.Now()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, b.submitters)
+	for range b.submitters {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				first := int(next.Add(int64(b.batch))) - b.batch
+				if first >= b.jobs {
+					return
+				}
+				n := min(b.batch, b.jobs-first)
+				ids, err := submitBenchJobs(ctx, nc, subj, b.role, first, n)
+				if err != nil {
+					errs <- err
+					return
+				}
+				now := time.Now()
+				mu.Lock()
+				for _, id := range ids {
+					submitted[id] = now
+					if at, ok := early[id]; ok {
+						e2e = append(e2e, at.Sub(now))
+						delete(early, id)
+					}
+				}
+				if len(ended) == b.jobs && len(submitted) == b.jobs {
+					once.Do(func() { close(allDone) })
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		close(sampling)
+		return fmt.Errorf("submitting: %w", err)
+	}
+	rep.SubmitSeconds = time.Since(start).Seconds()
+	rep.SubmitRate = float64(b.jobs) / rep.SubmitSeconds
+
+	select {
+	case <-allDone:
+	case <-time.After(b.timeout):
+		rep.Problems = append(rep.Problems, fmt.Sprintf("only %d of %d jobs ended within %s", len(ended), b.jobs, b.timeout))
+	case <-ctx.Done():
+		close(sampling)
+		return ctx.Err()
+	}
+	rep.TotalSeconds = time.Since(start).Seconds()
+	close(sampling)
+	progress.finish()
+	mu.Lock()
+	rep.EndToEnd = quantilesOf(e2e)
+	done := 0
+	for _, s := range ended {
+		switch s {
+		case schemas.JobDone:
+			done++
+		case schemas.JobFailed:
+			rep.Failed++
+		default:
+			rep.Other++
+		}
+	}
+	rep.Done = done
+	mu.Unlock()
+	rep.JobsPerSecond = float64(done) / rep.TotalSeconds
+	if b.embedded {
+		q := quantilesOf(dispatch.all())
+		rep.Dispatch = &q
+		rep.InFlight = &inFlight{Max: int(flight.max.Load()), Mean: flight.mean()}
+		rep.CPU = cpuSeconds() - cpu0
+		rep.PeakRSSMB = peakRSSMB()
+		rep.Process = "one process: Troupe (every service, embedded NATS and store) and the load generator"
+		if rep.Raw != nil && rep.Raw.P99 > 0 {
+			rep.RawRatio = q.P99 / rep.Raw.P99
+		}
+	}
+	// Exactly once: every job done, with exactly one promoted output.
+	if st != nil {
+		counts, err := st.JobCountByStatus(ctx)
+		if err != nil {
+			return err
+		}
+		promoted, err := st.OutputCount(ctx, schemas.OutputPromoted, b.role)
+		if err != nil {
+			return err
+		}
+		rep.Promoted = promoted - promotedBefore
+		newDone := counts[schemas.JobDone] - doneBefore
+		rep.ExactlyOnce = newDone == b.jobs && rep.Promoted == b.jobs && done == b.jobs
+		if !rep.ExactlyOnce {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("jobs done %d, promoted outputs %d, of %d jobs", newDone, rep.Promoted, b.jobs))
+		}
+	}
+	if !b.embedded && st == nil {
+		rep.Problems = append(rep.Problems, "no --database-url: promotions were not counted, only job_done events")
+	}
+	if done != b.jobs {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("%d of %d jobs done (%d failed, %d other)", done, b.jobs, rep.Failed, rep.Other))
+	}
+	if b.json {
+		if err := printJSON(e.stdout, rep); err != nil {
+			return err
+		}
+	} else {
+		printBench(e.stdout, rep)
+	}
+	if len(rep.Problems) > 0 {
+		return exitError{code: 1}
+	}
+	return nil
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func (b benchFlags) baselineCount() int {
+	switch {
+	case b.baseline < 0 || !b.embedded && b.baseline == 0:
+		return 0
+	case b.baseline > 0:
+		return b.baseline
+	default:
+		return min(b.jobs, 20000)
+	}
+}
+
+// submitBenchJobs submits n single-task jobs and returns their ids.
+func submitBenchJobs(ctx context.Context, nc *nats.Conn, subj bus.Subjects, role string, first, n int) ([]string, error) {
+	sub := func(i int) schemas.Submission {
+		return schemas.Submission{Title: fmt.Sprintf("bench job %d", first+i),
+			Tasks: []schemas.PlanTask{{Key: "only", Role: role, Instructions: "Benchmark task."}}}
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if n == 1 {
+		var job schemas.Job
+		if err := bus.Request(ctx, nc, subj.API("jobs.submit"), sub(0), &job); err != nil {
+			return nil, err
+		}
+		return []string{job.ID}, nil
+	}
+	req := schemas.SubmissionBatch{Jobs: make([]json.RawMessage, n)}
+	for i := range n {
+		raw, err := json.Marshal(sub(i))
+		if err != nil {
+			return nil, err
+		}
+		req.Jobs[i] = raw
+	}
+	var reply schemas.SubmissionBatchReply
+	if err := bus.Request(ctx, nc, subj.API("jobs.submit_batch"), req, &reply); err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(reply.Jobs))
+	for i, j := range reply.Jobs {
+		ids[i] = j.ID
+	}
+	return ids, nil
+}
+
+// rawJetStream measures publish → consume → ack on a stream with the task
+// stream's settings on the same server: the floor Troupe's dispatch
+// latency is compared with.
+func rawJetStream(ctx context.Context, js jetstream.JetStream, n int) (quantiles, error) {
+	tasks, err := js.Stream(ctx, bus.StreamTasks)
+	if err != nil {
+		return quantiles{}, err
+	}
+	cfg := tasks.CachedInfo().Config
+	cfg.Name, cfg.Subjects, cfg.Description = "TROUPE_BENCH_RAW", []string{"troupe-bench.raw"}, "troupe bench: the raw JetStream baseline"
+	s, err := js.CreateOrUpdateStream(ctx, cfg)
+	if err != nil {
+		return quantiles{}, err
+	}
+	defer func() { _ = js.DeleteStream(context.WithoutCancel(ctx), cfg.Name) }()
+	cons, err := s.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "raw", AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second})
+	if err != nil {
+		return quantiles{}, err
+	}
+	lat := make([]time.Duration, 0, n)
+	got := make(chan struct{})
+	var mu sync.Mutex
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		md, err := m.Metadata()
+		now := time.Now()
+		_ = m.Ack()
+		if err != nil {
+			return
+		}
+		mu.Lock()
+		lat = append(lat, now.Sub(md.Timestamp))
+		if len(lat) == n {
+			close(got)
+		}
+		mu.Unlock()
+	}, jetstream.PullMaxMessages(64))
+	if err != nil {
+		return quantiles{}, err
+	}
+	defer cc.Stop()
+	// One message at a time, each published and acknowledged by the
+	// server before the next: the latency of the path, not of a queue.
+	payload := make([]byte, 512)
+	for i := range n {
+		if _, err := js.Publish(ctx, "troupe-bench.raw", payload); err != nil {
+			return quantiles{}, fmt.Errorf("publishing %d: %w", i, err)
+		}
+	}
+	select {
+	case <-got:
+	case <-time.After(2 * time.Minute):
+		return quantiles{}, errors.New("the baseline's messages did not all arrive within 2 minutes")
+	case <-ctx.Done():
+		return quantiles{}, ctx.Err()
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return quantilesOf(lat), nil
+}
+
+// latencies collects durations from many goroutines.
+type latencies struct {
+	mu sync.Mutex
+	ds []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.ds = append(l.ds, d)
+	l.mu.Unlock()
+}
+
+func (l *latencies) all() []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.ds)
+}
+
+// flightMeter follows the tasks in flight and samples them.
+type flightMeter struct {
+	now, max      atomic.Int64
+	sum, nSamples atomic.Int64
+}
+
+func (f *flightMeter) add(delta int64) {
+	v := f.now.Add(delta)
+	for {
+		m := f.max.Load()
+		if v <= m || f.max.CompareAndSwap(m, v) {
+			return
+		}
+	}
+}
+
+func (f *flightMeter) sample() {
+	if v := f.now.Load(); v > 0 {
+		f.sum.Add(v)
+		f.nSamples.Add(1)
+	}
+}
+
+func (f *flightMeter) mean() float64 {
+	if n := f.nSamples.Load(); n > 0 {
+		return float64(f.sum.Load()) / float64(n)
+	}
+	return 0
+}
+
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return tv(ru.Utime) + tv(ru.Stime)
+}
+
+func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
+
+// peakRSSMB is the process's peak resident set (Linux reports KiB).
+func peakRSSMB() float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return float64(ru.Maxrss) / 1024
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// progress draws a progress bar on a terminal, and a line every few
+// seconds elsewhere.
+type progress struct {
+	w        io.Writer
+	total    int
+	quiet    bool
+	terminal bool
+	start    time.Time
+	last     time.Time
+}
+
+func newProgress(w io.Writer, total int, quiet bool) *progress {
+	p := &progress{w: w, total: total, quiet: quiet, start: time.Now()}
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			p.terminal = true
+		}
+	}
+	return p
+}
+
+func (p *progress) update(done int) {
+	if p.quiet {
+		return
+	}
+	now := time.Now()
+	every := 100 * time.Millisecond
+	if !p.terminal {
+		every = 5 * time.Second
+	}
+	if now.Sub(p.last) < every {
+		return
+	}
+	p.last = now
+	const width = 30
+	filled := width * done / p.total
+	rate := float64(done) / now.Sub(p.start).Seconds()
+	line := fmt.Sprintf("[%s%s] %d/%d jobs done, %.0f/s", strings.Repeat("=", filled), strings.Repeat(" ", width-filled), done, p.total, rate)
+	if p.terminal {
+		fmt.Fprintf(p.w, "\r%s", line)
+	} else {
+		fmt.Fprintln(p.w, line)
+	}
+}
+
+func (p *progress) finish() {
+	if !p.quiet && p.terminal {
+		fmt.Fprintln(p.w)
+	}
+}
+
+func printBench(w io.Writer, r benchReport) {
+	fmt.Fprintf(w, "troupe bench: %d single-task %s jobs, %s, store %s, worker concurrency %d", r.Jobs, r.Role, r.Mode, r.Store, r.Concurrency)
+	if r.ModelLatencyMS > 0 || r.ModelJitterMS > 0 {
+		fmt.Fprintf(w, ", model latency %.0fms +%.0fms", r.ModelLatencyMS, r.ModelJitterMS)
+	} else {
+		fmt.Fprint(w, ", offline model")
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintf(w, "  submitted        %d jobs in %.2fs: %.0f jobs/s\n", r.Jobs, r.SubmitSeconds, r.SubmitRate)
+	fmt.Fprintf(w, "  end to end       %d done in %.2fs: %.0f jobs/s (submitted → promoted)\n", r.Done, r.TotalSeconds, r.JobsPerSecond)
+	fmt.Fprintf(w, "  e2e latency      p50 %.1fms  p99 %.1fms  max %.1fms\n", r.EndToEnd.P50, r.EndToEnd.P99, r.EndToEnd.Max)
+	if r.Dispatch != nil {
+		fmt.Fprintf(w, "  dispatch         p50 %.2fms  p90 %.2fms  p99 %.2fms  (task stored in JetStream → worker start)\n", r.Dispatch.P50, r.Dispatch.P90, r.Dispatch.P99)
+	}
+	if r.Raw != nil {
+		fmt.Fprintf(w, "  raw JetStream    p50 %.2fms  p90 %.2fms  p99 %.2fms  (%d messages, same stream settings)\n", r.Raw.P50, r.Raw.P90, r.Raw.P99, r.Raw.N)
+		if r.RawRatio > 0 {
+			fmt.Fprintf(w, "  dispatch p99 / raw p99 = %.1f×\n", r.RawRatio)
+		}
+	}
+	if r.InFlight != nil {
+		fmt.Fprintf(w, "  in flight        max %d, mean %.0f per worker (concurrency %d)\n", r.InFlight.Max, r.InFlight.Mean, r.Concurrency)
+	}
+	if r.Process != "" {
+		fmt.Fprintf(w, "  process          %.1f CPU seconds, peak RSS %.0f MB (%s)\n", r.CPU, r.PeakRSSMB, r.Process)
+	}
+	if r.ExactlyOnce {
+		fmt.Fprintf(w, "  check            every job done, %d outputs promoted: each job promoted exactly once\n", r.Promoted)
+	}
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "  PROBLEM          %s\n", p)
+	}
+}

@@ -1,0 +1,72 @@
+package integration
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestBenchCommand: troupe bench runs a load on its own embedded Troupe
+// and reports every figure, and that each job was promoted exactly once;
+// with --batch it submits through submit_batch.
+func TestBenchCommand(t *testing.T) {
+	t.Parallel()
+	for _, args := range [][]string{
+		{"--jobs", "120", "--baseline", "50"},
+		{"--jobs", "120", "--batch", "25", "--baseline", "-1", "--model-latency", "20ms", "--worker-concurrency", "16"},
+	} {
+		cmd := exec.Command(troupeBin(t), append([]string{"bench", "--json"}, args...)...)
+		cmd.Env = append(os.Environ(), "TROUPE_CONFIG=", "TROUPE_NATS_URL=", "TROUPE_DATABASE_URL=")
+		out, err := cmd.Output()
+		var stderr string
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = string(ee.Stderr)
+		}
+		require.NoError(t, err, "troupe bench %v: %s\n%s", args, out, stderr)
+		var r struct {
+			Jobs          int     `json:"jobs"`
+			Done          int     `json:"Done"`
+			ExactlyOnce   bool    `json:"exactly_once"`
+			Promoted      int     `json:"promoted_outputs"`
+			SubmitRate    float64 `json:"submit_rate"`
+			JobsPerSecond float64 `json:"jobs_per_second"`
+			Dispatch      struct {
+				N   int     `json:"n"`
+				P99 float64 `json:"p99"`
+			} `json:"dispatch_ms"`
+			EndToEnd struct {
+				N   int     `json:"n"`
+				P50 float64 `json:"p50"`
+			} `json:"end_to_end_ms"`
+			Raw *struct {
+				N int `json:"n"`
+			} `json:"raw_jetstream_ms"`
+			InFlight struct {
+				Max int `json:"max"`
+			} `json:"in_flight"`
+			CPU       float64 `json:"cpu_seconds"`
+			PeakRSSMB float64 `json:"peak_rss_mb"`
+		}
+		require.NoError(t, json.Unmarshal(out, &r), "%s", out)
+		require.Equal(t, 120, r.Done, args)
+		require.True(t, r.ExactlyOnce, args)
+		require.Equal(t, 120, r.Promoted, args)
+		require.Greater(t, r.SubmitRate, 0.0)
+		require.Greater(t, r.JobsPerSecond, 0.0)
+		require.GreaterOrEqual(t, r.Dispatch.N, 120, "every task's dispatch was measured")
+		require.Greater(t, r.Dispatch.P99, 0.0)
+		require.Equal(t, 120, r.EndToEnd.N)
+		require.Positive(t, r.InFlight.Max)
+		require.Positive(t, r.CPU)
+		require.Positive(t, r.PeakRSSMB)
+		if args[3] == "50" {
+			require.NotNil(t, r.Raw)
+			require.Equal(t, 50, r.Raw.N)
+		} else {
+			require.Nil(t, r.Raw)
+		}
+	}
+}
