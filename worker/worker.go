@@ -87,12 +87,13 @@ type Worker struct {
 	log     zerolog.Logger
 	store   store.Store
 	js      jetstream.JetStream
-	model   llm.Model
+	modelMu sync.RWMutex
+	model   llm.Model // the model now; SetModel swaps it
 	subj    bus.Subjects
 	system  string
 	settler *bus.Settler
 
-	sem chan struct{} // one token per running task
+	sem *slots // one per running task
 	wg  sync.WaitGroup
 
 	// fetchCancel stops fetching; runCancel aborts running tasks (their
@@ -119,7 +120,7 @@ func New(cfg Config, st store.Store, js jetstream.JetStream, model llm.Model) (*
 	w := &Worker{
 		cfg: cfg, log: log, store: st, js: js, model: model,
 		subj: bus.Subjects{Prefix: cfg.Prefix}, system: system,
-		sem: make(chan struct{}, cfg.Concurrency),
+		sem: newSlots(cfg.Concurrency),
 	}
 	record := cfg.RecordDeadLetter
 	if record == nil {
@@ -153,7 +154,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		return err
 	}
 	go w.fetch(fetchCtx, runCtx, cons)
-	w.log.Info().Int("concurrency", w.cfg.Concurrency).Str("model", w.model.Name()).Msg("worker started")
+	w.log.Info().Int("concurrency", w.cfg.Concurrency).Str("model", w.modelNow().Name()).Msg("worker started")
 	return nil
 }
 
@@ -172,20 +173,12 @@ func (w *Worker) fetch(ctx, runCtx context.Context, cons jetstream.Consumer) {
 				return
 			}
 		}
-		select {
-		case w.sem <- struct{}{}:
-		case <-ctx.Done():
+		if !w.sem.acquire(ctx) {
 			return
 		}
 		free := 1
-	reserve:
-		for free < cap(w.sem) {
-			select {
-			case w.sem <- struct{}{}:
-				free++
-			default:
-				break reserve
-			}
+		for w.sem.tryAcquire() {
+			free++
 		}
 		pullCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		batch, err := cons.Fetch(free, jetstream.FetchContext(pullCtx))
@@ -195,7 +188,7 @@ func (w *Worker) fetch(ctx, runCtx context.Context, cons jetstream.Consumer) {
 				got++
 				if ctx.Err() != nil {
 					_ = msg.Nak() // stopping: let another worker have it now
-					<-w.sem
+					w.sem.release()
 					continue
 				}
 				w.wg.Add(1)
@@ -204,7 +197,7 @@ func (w *Worker) fetch(ctx, runCtx context.Context, cons jetstream.Consumer) {
 					w.cfg.Metrics.Dispatch(w.cfg.Role, time.Since(md.Timestamp))
 				}
 				go func() {
-					defer func() { <-w.sem; w.cfg.Metrics.InFlight(w.cfg.Role, -1); w.wg.Done() }()
+					defer func() { w.sem.release(); w.cfg.Metrics.InFlight(w.cfg.Role, -1); w.wg.Done() }()
 					w.settler.Handle(runCtx, msg, w.handle)
 				}()
 			}
@@ -212,7 +205,7 @@ func (w *Worker) fetch(ctx, runCtx context.Context, cons jetstream.Consumer) {
 		}
 		cancel()
 		for range free - got {
-			<-w.sem
+			w.sem.release()
 		}
 		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
 			w.log.Warn().Err(err).Msg("fetching tasks; retrying in 1s")
@@ -245,17 +238,45 @@ func (w *Worker) Stop(ctx context.Context) error {
 	return err
 }
 
+// modelNow is the model the worker calls now.
+func (w *Worker) modelNow() llm.Model {
+	w.modelMu.RLock()
+	defer w.modelMu.RUnlock()
+	return w.model
+}
+
+// SetModel makes later tasks call m (a configuration change); running
+// tasks finish on the model they started with.
+func (w *Worker) SetModel(m llm.Model) {
+	w.modelMu.Lock()
+	w.model = m
+	w.modelMu.Unlock()
+}
+
+// SetConcurrency changes how many tasks the worker runs at once. Running
+// tasks above a lower limit finish; no new ones start until under it.
+func (w *Worker) SetConcurrency(n int) {
+	if n > 0 {
+		w.sem.setLimit(n)
+	}
+}
+
+// Role is the role the worker serves.
+func (w *Worker) Role() string { return w.cfg.Role }
+
 // answerPings answers <prefix>.workers.ping with who this worker is and
 // how many tasks it runs, so the dashboard can list connected workers.
 func (w *Worker) answerPings() error {
 	host, _ := os.Hostname()
 	w.info = schemas.WorkerInfo{
 		ID: uuid.NewString(), Role: w.cfg.Role, Host: host, PID: os.Getpid(),
-		Model: w.model.Name(), Concurrency: w.cfg.Concurrency, StartedAt: time.Now().UTC(),
+		Model: w.modelNow().Name(), Concurrency: w.cfg.Concurrency, StartedAt: time.Now().UTC(),
 	}
 	sub, err := w.js.Conn().Subscribe(w.subj.WorkersPing(), func(m *nats.Msg) {
 		info := w.info
-		info.InFlight = len(w.sem)
+		info.InFlight = w.sem.inUse()
+		info.Concurrency = w.sem.limitNow()
+		info.Model = w.modelNow().Name()
 		data, _ := json.Marshal(info)
 		_ = m.Respond(data)
 	})
@@ -359,7 +380,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 		case errors.Is(err, llm.ErrRejected):
 			return bus.Permanent(err)
 		}
-		return fmt.Errorf("model %s: %w", w.model.Name(), err)
+		return fmt.Errorf("model %s: %w", w.modelNow().Name(), err)
 	}
 	if resp.Latency == 0 {
 		resp.Latency = time.Since(start)
@@ -405,7 +426,7 @@ func (w *Worker) generate(ctx context.Context, msg jetstream.Msg, task store.Tas
 			}
 		}
 	}()
-	return w.model.Generate(ctx, req)
+	return w.modelNow().Generate(ctx, req)
 }
 
 // request gathers what the task reads from the shared area: its job, the
@@ -458,7 +479,7 @@ func (w *Worker) request(ctx context.Context, task store.Task) (llm.Request, err
 // leaves after the system prompt and the answer (about 3 bytes a token, to
 // be safe); 0 means no limit.
 func (w *Worker) promptBudget(systemBytes int) int {
-	s, ok := w.model.(interface{ Spec() llm.Spec })
+	s, ok := w.modelNow().(interface{ Spec() llm.Spec })
 	if !ok || s.Spec().ContextWindow == 0 {
 		return 0
 	}
@@ -510,7 +531,7 @@ func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task,
 		LatencyMS: resp.Latency.Milliseconds(), Prompt: req.System + "\n\n" + req.Prompt,
 	}
 	if out.Model == "" {
-		out.Model = w.model.Name()
+		out.Model = w.modelNow().Name()
 	}
 	if resp.ParseError != "" {
 		// Review rejects it with this reason, for the next revision.

@@ -293,3 +293,32 @@ func TestRetryAfterFreesTheSlot(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2, limited.Attempts)
 }
+
+// TestLiveConcurrencyAndModel: a configuration change raises a running
+// worker's concurrency and swaps its model without a restart; the ping
+// answer shows both.
+func TestLiveConcurrencyAndModel(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 30*time.Second)
+	first := &slowModel{delay: 150 * time.Millisecond}
+	w := startWorker(t, f, Config{Concurrency: 1}, first)
+	ids := f.queue(t, 3)
+	f.waitStaged(t, ids)
+	require.EqualValues(t, 1, first.peak.Load(), "one at a time before the change")
+
+	second := &slowModel{delay: 150 * time.Millisecond}
+	w.SetConcurrency(4)
+	w.SetModel(second)
+	ids = f.queue(t, 8)
+	f.waitStaged(t, ids)
+	require.EqualValues(t, 3, first.calls.Load(), "the old model gets no new task")
+	require.EqualValues(t, 8, second.calls.Load())
+	require.EqualValues(t, 4, second.peak.Load(), "four at a time after the change")
+
+	w.SetConcurrency(2)
+	third := &slowModel{delay: 150 * time.Millisecond}
+	w.SetModel(third)
+	ids = f.queue(t, 6)
+	f.waitStaged(t, ids)
+	require.EqualValues(t, 2, third.peak.Load(), "a lower limit holds too")
+}
