@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -42,6 +43,7 @@ type benchFlags struct {
 	timeout     time.Duration
 	json        bool
 	keep        bool
+	cpuProfile  string
 }
 
 // benchReport is what troupe bench prints (--json: as JSON).
@@ -59,8 +61,8 @@ type benchReport struct {
 	TotalSeconds  float64 `json:"total_seconds"`
 	JobsPerSecond float64 `json:"jobs_per_second"` // submitted → promoted, end to end
 
-	Dispatch  *quantiles `json:"dispatch_ms,omitempty"`  // task stored in JetStream → worker start
-	EndToEnd  quantiles  `json:"end_to_end_ms"`          // submit reply → job_done
+	Dispatch  *quantiles `json:"dispatch_ms,omitempty"` // task stored in JetStream → worker start
+	EndToEnd  quantiles  `json:"end_to_end_ms"`         // submit reply → job_done
 	Raw       *quantiles `json:"raw_jetstream_ms,omitempty"`
 	RawRatio  float64    `json:"dispatch_p99_over_raw_p99,omitempty"`
 	InFlight  *inFlight  `json:"in_flight,omitempty"`
@@ -118,6 +120,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	fs.DurationVar(&b.timeout, "timeout", 10*time.Minute, "give up when the jobs have not ended by then")
 	fs.BoolVar(&b.json, "json", false, "print the report as JSON")
 	fs.BoolVar(&b.keep, "keep", false, "keep the embedded data directory")
+	fs.StringVar(&b.cpuProfile, "cpuprofile", "", "write a CPU profile of the load (after the baseline) to this file")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -303,6 +306,17 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		}
 	}()
 
+	if b.cpuProfile != "" {
+		f, err := os.Create(b.cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	cpu0 := cpuSeconds()
 	start := time.Now()
 	var next atomic.Int64
