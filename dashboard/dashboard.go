@@ -88,6 +88,7 @@ type Server struct {
 	auth  *auth
 	live  *live
 	http  *http.Server
+	stats roleStatsCache
 }
 
 // New returns a dashboard over the store and the NATS connection.
