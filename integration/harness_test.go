@@ -301,6 +301,9 @@ func startProc(t *testing.T, env []string, args ...string) *proc {
 	if len(args) > 0 && (args[0] == "worker" || args[0] == "orchestrator" || args[0] == "review") && !slices.Contains(args, "--ops-addr") {
 		args = append(args, "--ops-addr", "127.0.0.1:0") // parallel tests: never the default port
 	}
+	if len(args) > 0 && args[0] == "review" && !slices.Contains(args, "--http") {
+		args = append(args, "--http", "127.0.0.1:0") // nor the dashboard's
+	}
 	cmd := exec.Command(troupeBin(t), args...)
 	cmd.Env = append(os.Environ(), "TROUPE_CONFIG=")
 	cmd.Env = append(cmd.Env, env...)

@@ -22,8 +22,14 @@ type RelayConfig struct {
 	// catches rows written by other processes. Defaults to 1s.
 	Interval time.Duration
 	// Batch is how many rows one pass publishes at once. Defaults to 256.
-	Batch  int
-	Logger zerolog.Logger
+	Batch int
+	// Subjects, when set, are the NATS subject filters of the rows this
+	// relay claims: those its NATS user may publish (bus.Subjects'
+	// WorkerSubjects, ReviewSubjects). Rows on other subjects are left to
+	// another relay; the orchestrator's claims every row, so each row has a
+	// relay that may publish it. Defaults to every row.
+	Subjects []string
+	Logger   zerolog.Logger
 }
 
 // Relay publishes the outbox: messages written in the same transaction as
@@ -106,7 +112,7 @@ func (r *Relay) run(ctx context.Context) {
 func (r *Relay) Flush(ctx context.Context) (int, error) {
 	sent := 0
 	for {
-		msgs, err := r.store.OutboxClaim(ctx, store.OutboxClaimParams{Owner: r.owner, Limit: r.cfg.Batch, Lease: 30 * time.Second})
+		msgs, err := r.store.OutboxClaim(ctx, store.OutboxClaimParams{Owner: r.owner, Limit: r.cfg.Batch, Lease: 30 * time.Second, Subjects: r.cfg.Subjects})
 		if err != nil {
 			return sent, fmt.Errorf("claiming the outbox: %w", err)
 		}

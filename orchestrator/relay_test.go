@@ -64,3 +64,45 @@ func TestRelayFailingRowDoesNotBlock(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 2, info.State.Msgs, "task.a.0 is in the stream once")
 }
+
+// TestRelayClaimsOnlyItsSubjects: a worker's relay publishes the rows its
+// NATS user may publish and leaves the others; the orchestrator's relay,
+// which claims every row, publishes those, so none is left behind.
+func TestRelayClaimsOnlyItsSubjects(t *testing.T) {
+	t.Parallel()
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1})
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	log := zerolog.New(zerolog.NewTestWriter(t))
+	nc, js, err := bus.Connect(srv.ClientURL(), "test", log)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	ctx := context.Background()
+	require.NoError(t, bus.Topology{Roles: []string{"developer", "tester"}}.Ensure(ctx, js))
+	st := sqlite.NewTestStore(t)
+	subj := bus.Subjects{Prefix: "troupe"}
+
+	require.NoError(t, st.OutboxInsert(ctx, []store.OutboxMessage{
+		{Subject: "troupe.tasks.tester", MsgID: "task.t.0", Payload: []byte(`{}`)},          // the orchestrator's
+		{Subject: "troupe.review.developer", MsgID: "review.o", Payload: []byte(`{}`)},      // the worker's
+		{Subject: "troupe.events.j.output_staged", MsgID: "event.1", Payload: []byte(`{}`)}, // the worker's
+		{Subject: "troupe.events.j.job_done", MsgID: "event.2", Payload: []byte(`{}`)},      // the orchestrator's
+	}))
+	worker := NewRelay(RelayConfig{Logger: log, Subjects: subj.WorkerSubjects("developer")}, st, js)
+	sent, err := worker.Flush(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 2, sent)
+	unsent, err := st.OutboxListUnsent(ctx, 10)
+	require.NoError(t, err)
+	require.Len(t, unsent, 2)
+	require.Equal(t, "troupe.tasks.tester", unsent[0].Subject)
+	require.Equal(t, "troupe.events.j.job_done", unsent[1].Subject)
+	require.Zero(t, unsent[0].Attempts, "left alone, not tried and failed")
+
+	sent, err = NewRelay(RelayConfig{Logger: log}, st, js).Flush(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 2, sent)
+	unsent, err = st.OutboxListUnsent(ctx, 10)
+	require.NoError(t, err)
+	require.Empty(t, unsent)
+}

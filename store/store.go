@@ -132,7 +132,9 @@ type Querier interface {
 	// relay (or whose claim expired): it sets ClaimedBy = p.Owner and
 	// ClaimedUntil = now + p.Lease and returns them. Concurrent relays
 	// never get the same message while its claim holds (PostgreSQL: FOR
-	// UPDATE SKIP LOCKED).
+	// UPDATE SKIP LOCKED). With p.Subjects, only messages whose subject
+	// matches one of them are claimed; a filter it cannot apply exactly is
+	// an error.
 	OutboxClaim(ctx context.Context, p OutboxClaimParams) ([]OutboxMessage, error)
 	// OutboxMarkFailed records a failed publish of one message: Attempts
 	// goes up by one, LastError and NextAttemptAt are set, and the claim is
@@ -372,6 +374,14 @@ type OutboxClaimParams struct {
 	Owner string        // the claiming relay, unique per process
 	Limit int           // defaults to 100
 	Lease time.Duration // how long the claim holds; defaults to 30s
+	// Subjects, when set, are NATS subject filters: only messages whose
+	// subject matches one of them are claimed ("*" is one token, a last
+	// ">" one or more; literal tokens compare exactly, case included). A
+	// relay whose NATS user may publish only some subjects claims only
+	// those, and leaves the rest to a relay that may publish them. A
+	// filter may have literal tokens before and after its wildcards but
+	// not between two of them. Empty claims every subject.
+	Subjects []string
 }
 
 // JobCreateParams are the arguments of JobCreate.

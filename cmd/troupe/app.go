@@ -140,9 +140,14 @@ func (a *App) Start(ctx context.Context) error {
 	// failing over): keep trying, not ready meanwhile, rather than exit.
 	var nc *nats.Conn
 	var js jetstream.JetStream
+	natsOpts, err := bus.ConnectOptions(cfg.NATS)
+	if err != nil {
+		a.Stop(ctx)
+		return err
+	}
 	if err := retry(ctx, a.Log, "connecting to NATS", func() error {
 		var err error
-		nc, js, err = bus.Connect(a.NATSURL, "troupe", a.Log, natsAuth(cfg.NATS)...)
+		nc, js, err = bus.Connect(a.NATSURL, "troupe "+strings.Join(a.services(), ","), a.Log, natsOpts...)
 		return err
 	}); err != nil {
 		a.Stop(ctx)
@@ -187,12 +192,15 @@ func (a *App) Start(ctx context.Context) error {
 	for role, rc := range cfg.Roles {
 		topo.RoleMaxDeliver[role] = rc.MaxDeliver
 	}
-	if err := retry(ctx, a.Log, "creating the streams", func() error { return topo.Ensure(ctx, js) }); err != nil {
+	if err := retry(ctx, a.Log, "creating the streams", a.ensureTopology(ctx, topo, js)); err != nil {
 		a.Stop(ctx)
 		return err
 	}
 
-	a.relay = orchestrator.NewRelay(orchestrator.RelayConfig{Logger: a.Log.With().Str("service", "relay").Logger()}, st, js)
+	a.relay = orchestrator.NewRelay(orchestrator.RelayConfig{
+		Subjects: a.relaySubjects(bus.Subjects{Prefix: topo.WithDefaults().Prefix}),
+		Logger:   a.Log.With().Str("service", "relay").Logger(),
+	}, st, js)
 	a.relay.Start(ctx)
 	a.stopping = append(a.stopping, func(ctx context.Context) error { a.relay.Stop(ctx); return nil })
 	available := func(ctx context.Context) error {
@@ -284,6 +292,77 @@ func (a *App) Start(ctx context.Context) error {
 	a.Ops.SetCheck("store", st.Ping)
 	a.Ops.SetCheck("streams", func(ctx context.Context) error { return topo.Check(ctx, js) })
 	return nil
+}
+
+// services names the services the process runs, as NATS users of a
+// least-privilege deployment name them.
+func (a *App) services() []string {
+	if a.Embedded {
+		return []string{"dev"}
+	}
+	var out []string
+	if a.Orchestrator {
+		out = append(out, bus.UserOrchestrator)
+	}
+	if a.Review {
+		out = append(out, bus.UserReview)
+	}
+	for _, role := range a.Roles {
+		out = append(out, bus.WorkerUser(role))
+	}
+	return out
+}
+
+// ensureTopology creates or updates the streams and consumers. A NATS
+// user that may not (every service's but the orchestrator's, under
+// troupe nats-config) checks instead that the streams and the consumers
+// this process binds exist, and waits until the orchestrator made them.
+func (a *App) ensureTopology(ctx context.Context, topo bus.Topology, js jetstream.JetStream) func() error {
+	var denied error
+	var own []bus.ConsumerRef
+	if a.Orchestrator {
+		own = append(own, bus.ConsumerRef{Stream: bus.StreamEvents, Consumer: bus.ConsumerOrchestrator},
+			bus.ConsumerRef{Stream: bus.StreamAdvisories, Consumer: bus.ConsumerSweeper})
+	}
+	if a.Review {
+		own = append(own, bus.ConsumerRef{Stream: bus.StreamReview, Consumer: bus.ConsumerReview})
+	}
+	for _, role := range a.Roles {
+		own = append(own, bus.ConsumerRef{Stream: bus.StreamTasks, Consumer: bus.WorkerConsumer(role)})
+	}
+	return func() error {
+		if denied == nil {
+			err := topo.Ensure(ctx, js)
+			if !bus.IsDenied(err) {
+				return err
+			}
+			denied = err
+			a.Log.Info().Str("refused", err.Error()).Msg("this NATS user may not create or update streams and consumers: " +
+				"checking that the ones this process uses exist instead (the orchestrator's user creates them)")
+		}
+		if err := topo.CheckConsumers(ctx, js, own...); err != nil {
+			return fmt.Errorf("%w; this NATS user may not create it: the orchestrator does, when it starts", err)
+		}
+		return nil
+	}
+}
+
+// relaySubjects are the subjects of the outbox rows this process's relay
+// claims: those its services write, which their NATS users may publish.
+// The orchestrator's relay claims every row (nil), so a row nobody else
+// may publish still goes out.
+func (a *App) relaySubjects(subj bus.Subjects) []string {
+	if a.Orchestrator || a.Embedded {
+		return nil
+	}
+	var out []string
+	if a.Review {
+		out = append(out, subj.ReviewSubjects()...)
+	}
+	for _, role := range a.Roles {
+		out = append(out, subj.WorkerSubjects(role)...)
+	}
+	return out
 }
 
 // startDashboard serves the dashboard beside the review service.
@@ -402,20 +481,6 @@ func openStore(ctx context.Context, url string) (store.Store, error) {
 		}
 	}
 	return sqlite.Open(ctx, path)
-}
-
-func natsAuth(c config.NATS) []nats.Option {
-	var opts []nats.Option
-	if c.User != "" {
-		opts = append(opts, nats.UserInfo(c.User, c.Password))
-	}
-	if c.Token != "" {
-		opts = append(opts, nats.Token(c.Token))
-	}
-	if c.CredsFile != "" {
-		opts = append(opts, nats.UserCredentials(c.CredsFile))
-	}
-	return opts
 }
 
 // waitStop blocks until ctx ends, then stops a within grace.

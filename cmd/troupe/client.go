@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
 
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/internal/config"
@@ -49,7 +50,13 @@ func (c *clientFlags) connect() (*client, error) {
 	if err != nil {
 		return nil, err
 	}
-	nc, err := nats.Connect(cfg.NATS.URL, append(natsAuth(cfg.NATS), nats.Name("troupe-cli"), nats.Timeout(5*time.Second))...)
+	opts, err := bus.ConnectOptions(cfg.NATS)
+	if err != nil {
+		return nil, err
+	}
+	// Permissions violations end a request at once, with the subject.
+	opts = append(opts, nats.Name("troupe-cli"), nats.Timeout(5*time.Second), nats.ErrorHandler(bus.AsyncErrors(zerolog.Nop())))
+	nc, err := nats.Connect(cfg.NATS.URL, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to NATS at %s: %w (is troupe dev running? set --nats-url or TROUPE_NATS_URL)", config.RedactDSN(cfg.NATS.URL), err)
 	}
@@ -67,6 +74,8 @@ func (c *client) call(ctx context.Context, endpoint string, req any, out any) er
 		return err
 	case bus.IsNoResponders(err):
 		return fmt.Errorf("nothing answers %s on %s: is Troupe running on this NATS server? (set --nats-url or TROUPE_NATS_URL to the URL troupe dev printed)", c.subj.API(endpoint), c.url)
+	case bus.IsDenied(err):
+		return fmt.Errorf("%s: %w: this NATS user may not use it; use credentials that may (troupe nats-config: client reads and submits, reviewer also decides reviews and acts on dead letters)", endpoint, err)
 	default:
 		return fmt.Errorf("%s: %w", endpoint, err)
 	}

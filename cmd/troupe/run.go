@@ -47,6 +47,7 @@ func commands() []command {
 		{"workspace", "copy the shared area and MEMORY to files (export DIR)", runWorkspace},
 		{"config", "check the configuration (check)", runConfig},
 		{"migrate", "apply the store's migrations (--database-url)", runMigrate},
+		{"nats-config", "print a nats-server authorization block with one least-privilege user per service (--env-dir)", runNATSConfig},
 		{"bench", "measure throughput and latency under load (--jobs N, --model-latency D)", runBench},
 		{"healthcheck", "probe a service's ops endpoint, for container healthchecks (--url)", runHealthcheck},
 	}

@@ -46,6 +46,12 @@ func (c *common) load() (config.Config, string, error) {
 	if c.natsURL != "" {
 		cfg.NATS.URL = c.natsURL
 	}
+	// Credentials and TLS: TROUPE_NATS_USER, _PASSWORD, _TOKEN, _CREDS,
+	// _NKEY, _INBOX_PREFIX, _TLS_CA, _TLS_CERT, _TLS_KEY.
+	cfg.NATS = cfg.NATS.WithEnv(os.Getenv)
+	if err := cfg.NATS.Validate(); err != nil {
+		return config.Config{}, path, err
+	}
 	if v := os.Getenv("TROUPE_DATABASE_URL"); v != "" {
 		cfg.Database.URL = v
 	}

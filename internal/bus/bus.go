@@ -6,6 +6,9 @@ package bus
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -60,7 +63,10 @@ func (s Subjects) DLQ(source string) string { return s.Prefix + ".dlq." + source
 func (s Subjects) API(endpoint string) string { return s.Prefix + ".api." + endpoint }
 
 // Connect connects to NATS at url and reconnects for ever; name identifies
-// the client in the server's monitoring.
+// the client in the server's monitoring. opts come after Troupe's own
+// (ConnectOptions gives the credentials, TLS and inbox of a configuration).
+// Errors the server reports asynchronously are logged; a permissions
+// violation says which subject the user may not use.
 func Connect(natsURL, name string, log zerolog.Logger, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, error) {
 	all := append([]nats.Option{
 		nats.Name(name),
@@ -74,6 +80,7 @@ func Connect(natsURL, name string, log zerolog.Logger, opts ...nats.Option) (*na
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats reconnected")
 		}),
+		nats.ErrorHandler(AsyncErrors(log)),
 	}, opts...)
 	nc, err := nats.Connect(natsURL, all...)
 	if err != nil {
@@ -86,6 +93,60 @@ func Connect(natsURL, name string, log zerolog.Logger, opts ...nats.Option) (*na
 	}
 	return nc, js, nil
 }
+
+// ConnectOptions are the options that authenticate as c says (user and
+// password, token, creds file or NKey seed; credentials in the URL need
+// none), set up TLS, and choose the inbox prefix: c.InboxPrefix, else
+// "_INBOX.<user>" for a user named in c or in the URL, so a server can let
+// each user subscribe only to its own replies.
+func ConnectOptions(c config.NATS) ([]nats.Option, error) {
+	var opts []nats.Option
+	switch {
+	case c.User != "":
+		opts = append(opts, nats.UserInfo(c.User, c.Password))
+	case c.Token != "":
+		opts = append(opts, nats.Token(c.Token))
+	case c.CredsFile != "":
+		opts = append(opts, nats.UserCredentials(c.CredsFile))
+	case c.NKeyFile != "":
+		opt, err := nats.NkeyOptionFromSeed(c.NKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats.nkeyFile: %w", err)
+		}
+		opts = append(opts, opt)
+	}
+	if c.TLS.CAFile != "" {
+		opts = append(opts, nats.RootCAs(c.TLS.CAFile))
+	}
+	if c.TLS.CertFile != "" || c.TLS.KeyFile != "" {
+		opts = append(opts, nats.ClientCert(c.TLS.CertFile, c.TLS.KeyFile))
+	}
+	if p := inboxPrefix(c); p != "" {
+		opts = append(opts, nats.CustomInboxPrefix(p))
+	}
+	return opts, nil
+}
+
+// inboxPrefix is the inbox prefix a configuration asks for, or "" for the
+// client's default.
+func inboxPrefix(c config.NATS) string {
+	if c.InboxPrefix != "" {
+		return c.InboxPrefix
+	}
+	user := c.User
+	if user == "" {
+		first, _, _ := strings.Cut(c.URL, ",")
+		if u, err := url.Parse(strings.TrimSpace(first)); err == nil && u.User != nil {
+			user = u.User.Username()
+		}
+	}
+	if user == "" || !userToken.MatchString(user) {
+		return ""
+	}
+	return InboxPrefix(user)
+}
+
+var userToken = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 
 // Publish publishes payload on subject with a Nats-Msg-Id, so a retried
 // publish is deduplicated by the stream, and waits for the stream's ack.

@@ -15,7 +15,9 @@ import (
 // Request sends req (JSON, or raw bytes) to an API subject and decodes the
 // reply into out (nil: ignore it; *json.RawMessage: keep it as it is). An
 // error reply comes back as an *APIError with the service's code and
-// message; ErrNoResponders means no service answers the subject.
+// message; ErrNoResponders means no service answers the subject; an error
+// that IsDenied means the NATS user may not send it (or read its reply),
+// known at once on a connection made by Connect or with AsyncErrors.
 func Request(ctx context.Context, nc *nats.Conn, subject string, req, out any) error {
 	data, ok := req.([]byte)
 	if !ok {
@@ -24,7 +26,27 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, req, out any) e
 			return err
 		}
 	}
+	denied, stop := watchDenials(nc)
+	defer stop()
+	ctx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	go func() {
+		for {
+			select {
+			case err := <-denied:
+				if deniesRequest(nc, err, subject) {
+					abort(err)
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
 	msg, err := nc.RequestWithContext(ctx, subject, data)
+	if cause := context.Cause(ctx); err != nil && IsDenied(cause) {
+		return cause
+	}
 	if err != nil {
 		return err
 	}

@@ -202,54 +202,125 @@ func (t Topology) OrchestratorConsumerConfig() jetstream.ConsumerConfig {
 }
 
 // Ensure creates or updates every stream and consumer. It is idempotent:
-// running it again with the same topology changes nothing.
+// running it again with the same topology changes nothing. A NATS user
+// that may not create or update them gets an error that IsDenied at once,
+// rather than after a timeout: see CheckConsumers.
 func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 	t = t.WithDefaults()
 	// Each call gets its own time: on a busy cluster creating one R3
 	// stream can take seconds, and a deadline for them all would never
 	// let the last ones through.
-	step := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 15*time.Second) }
 	for _, sc := range t.Streams() {
-		sctx, cancel := step()
-		_, err := js.CreateOrUpdateStream(sctx, sc)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("creating stream %s: %w", sc.Name, err)
+		if err := jsCall(ctx, js, 15*time.Second, "creating stream "+sc.Name, func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateStream(ctx, sc)
+			return err
+		}); err != nil {
+			return err
 		}
 	}
-	consumers := []struct {
-		stream string
-		cfg    jetstream.ConsumerConfig
-	}{
-		{StreamReview, t.ReviewConsumerConfig()},
-		{StreamEvents, t.OrchestratorConsumerConfig()},
-		{StreamAdvisories, t.SweeperConsumerConfig()},
-	}
-	for _, role := range t.Roles {
-		consumers = append(consumers, struct {
-			stream string
-			cfg    jetstream.ConsumerConfig
-		}{StreamTasks, t.WorkerConsumerConfig(role)})
-	}
-	for _, c := range consumers {
-		cctx, cancel := step()
-		_, err := js.CreateOrUpdateConsumer(cctx, c.stream, c.cfg)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("creating consumer %s on %s: %w", c.cfg.Durable, c.stream, err)
+	for _, c := range t.consumers() {
+		if err := jsCall(ctx, js, 15*time.Second, fmt.Sprintf("creating consumer %s on %s", c.cfg.Durable, c.stream), func(ctx context.Context) error {
+			_, err := js.CreateOrUpdateConsumer(ctx, c.stream, c.cfg)
+			return err
+		}); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
+// jsCall runs a JetStream API call within timeout, named what in its
+// error. The server refuses a request the user may not make by telling
+// the connection, not by answering it: the call ends at once then, with
+// an error that IsDenied.
+func jsCall(ctx context.Context, js jetstream.JetStream, timeout time.Duration, what string, call func(ctx context.Context) error) error {
+	denied, stop := watchDenials(js.Conn())
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	ctx, abort := context.WithCancelCause(ctx)
+	defer abort(nil)
+	go func() {
+		for {
+			select {
+			case err := <-denied:
+				if isJetStreamDenial(err) {
+					abort(err)
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	err := call(ctx)
+	if err == nil {
+		return nil
+	}
+	if cause := context.Cause(ctx); isJetStreamDenial(cause) {
+		return fmt.Errorf("%s: %w", what, cause)
+	}
+	if last := js.Conn().LastError(); errors.Is(err, context.DeadlineExceeded) && isJetStreamDenial(last) {
+		return fmt.Errorf("%s: %w", what, last) // a connection not made by Connect
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
+type streamConsumer struct {
+	stream string
+	cfg    jetstream.ConsumerConfig
+}
+
+// consumers are every durable consumer of the topology.
+func (t Topology) consumers() []streamConsumer {
+	consumers := []streamConsumer{
+		{StreamReview, t.ReviewConsumerConfig()},
+		{StreamEvents, t.OrchestratorConsumerConfig()},
+		{StreamAdvisories, t.SweeperConsumerConfig()},
+	}
+	for _, role := range t.Roles {
+		consumers = append(consumers, streamConsumer{StreamTasks, t.WorkerConsumerConfig(role)})
+	}
+	return consumers
+}
+
 // Check reports an error unless every stream exists, for readiness.
 func (t Topology) Check(ctx context.Context, js jetstream.JetStream) error {
 	for _, sc := range t.Streams() {
-		if _, err := js.Stream(ctx, sc.Name); err != nil {
-			if errors.Is(err, jetstream.ErrStreamNotFound) {
-				return fmt.Errorf("stream %s does not exist", sc.Name)
-			}
-			return fmt.Errorf("stream %s: %w", sc.Name, err)
+		err := jsCall(ctx, js, 10*time.Second, "stream "+sc.Name, func(ctx context.Context) error {
+			_, err := js.Stream(ctx, sc.Name)
+			return err
+		})
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			return fmt.Errorf("stream %s does not exist", sc.Name)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ConsumerRef names a durable consumer of a stream.
+type ConsumerRef struct{ Stream, Consumer string }
+
+// CheckConsumers reports an error unless every stream exists and so do
+// the consumers named: what a service whose NATS user may not create them
+// needs before it starts. Whoever may (the orchestrator) runs Ensure.
+func (t Topology) CheckConsumers(ctx context.Context, js jetstream.JetStream, consumers ...ConsumerRef) error {
+	if err := t.Check(ctx, js); err != nil {
+		return err
+	}
+	for _, c := range consumers {
+		err := jsCall(ctx, js, 10*time.Second, fmt.Sprintf("consumer %s of stream %s", c.Consumer, c.Stream), func(ctx context.Context) error {
+			_, err := js.Consumer(ctx, c.Stream, c.Consumer)
+			return err
+		})
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("consumer %s of stream %s does not exist", c.Consumer, c.Stream)
+		}
+		if err != nil {
+			return err
 		}
 	}
 	return nil

@@ -83,11 +83,140 @@ type NATS struct {
 	Sync string `json:"sync,omitempty"`
 	// Replicas of every stream. Defaults to 1.
 	Replicas int `json:"replicas,omitempty"`
-	// User, Password, Token and CredsFile authenticate, when set.
+	// User and Password, Token, CredsFile (a .creds file: a user JWT and
+	// its NKey seed) or NKeyFile (an NKey seed file) authenticate; at most
+	// one of them. Credentials in the URL (nats://user:password@host) work
+	// too. Secrets belong in the environment: TROUPE_NATS_USER,
+	// TROUPE_NATS_PASSWORD, TROUPE_NATS_TOKEN, TROUPE_NATS_CREDS and
+	// TROUPE_NATS_NKEY override these fields. Defaults to none.
 	User      string `json:"user,omitempty"`
 	Password  string `json:"password,omitempty"`
 	Token     string `json:"token,omitempty"`
 	CredsFile string `json:"credsFile,omitempty"`
+	NKeyFile  string `json:"nkeyFile,omitempty"`
+	// InboxPrefix starts the subjects replies come back on
+	// (TROUPE_NATS_INBOX_PREFIX). A server can then let each user read only
+	// its own replies. Defaults to "_INBOX.<user>" when a user name is set
+	// (here or in the URL), else "_INBOX".
+	InboxPrefix string `json:"inboxPrefix,omitempty"`
+	// TLS, when set, connects over TLS (TROUPE_NATS_TLS_CA,
+	// TROUPE_NATS_TLS_CERT, TROUPE_NATS_TLS_KEY).
+	TLS TLS `json:"tls,omitzero"`
+}
+
+// TLS are the files of a TLS connection to NATS. The server name checked
+// is the URL's host.
+type TLS struct {
+	// CAFile holds the certificates the server's is checked against.
+	// Defaults to the system's.
+	CAFile string `json:"caFile,omitempty"`
+	// CertFile and KeyFile are the client certificate and its key, for a
+	// server that verifies clients. Both or neither.
+	CertFile string `json:"certFile,omitempty"`
+	KeyFile  string `json:"keyFile,omitempty"`
+}
+
+// NATSEnv maps the environment variables that override the nats section
+// to the fields they set.
+var NATSEnv = []struct {
+	Var   string
+	Field func(*NATS) *string
+}{
+	{"TROUPE_NATS_USER", func(n *NATS) *string { return &n.User }},
+	{"TROUPE_NATS_PASSWORD", func(n *NATS) *string { return &n.Password }},
+	{"TROUPE_NATS_TOKEN", func(n *NATS) *string { return &n.Token }},
+	{"TROUPE_NATS_CREDS", func(n *NATS) *string { return &n.CredsFile }},
+	{"TROUPE_NATS_NKEY", func(n *NATS) *string { return &n.NKeyFile }},
+	{"TROUPE_NATS_INBOX_PREFIX", func(n *NATS) *string { return &n.InboxPrefix }},
+	{"TROUPE_NATS_TLS_CA", func(n *NATS) *string { return &n.TLS.CAFile }},
+	{"TROUPE_NATS_TLS_CERT", func(n *NATS) *string { return &n.TLS.CertFile }},
+	{"TROUPE_NATS_TLS_KEY", func(n *NATS) *string { return &n.TLS.KeyFile }},
+}
+
+// WithEnv returns n with the fields the environment sets (see NATSEnv)
+// replaced. A kind of credential the environment gives replaces the other
+// kinds the file may have, so a password from the environment goes with a
+// file's user, but a token from the environment is never sent beside one.
+func (n NATS) WithEnv(getenv func(string) string) NATS {
+	kinds := []struct {
+		vars  []string
+		clear func(*NATS)
+	}{
+		{[]string{"TROUPE_NATS_USER", "TROUPE_NATS_PASSWORD"}, func(n *NATS) { n.User, n.Password = "", "" }},
+		{[]string{"TROUPE_NATS_TOKEN"}, func(n *NATS) { n.Token = "" }},
+		{[]string{"TROUPE_NATS_CREDS"}, func(n *NATS) { n.CredsFile = "" }},
+		{[]string{"TROUPE_NATS_NKEY"}, func(n *NATS) { n.NKeyFile = "" }},
+	}
+	for i, k := range kinds {
+		if !slices.ContainsFunc(k.vars, func(v string) bool { return getenv(v) != "" }) {
+			continue
+		}
+		for j, other := range kinds {
+			if j != i {
+				other.clear(&n)
+			}
+		}
+	}
+	for _, e := range NATSEnv {
+		if v := getenv(e.Var); v != "" {
+			*e.Field(&n) = v
+		}
+	}
+	return n
+}
+
+var subjectToken = regexp.MustCompile(`^[^.*> \t\r\n]+$`)
+
+// Validate reports every problem of the nats section, each naming its
+// field (and the environment variable that may have set it).
+func (n NATS) Validate() error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	if n.Sync != "" && n.Sync != "always" && n.Sync != "periodic" {
+		bad("nats.sync", "%q is not a sync policy; use \"always\" or \"periodic\"", n.Sync)
+	}
+	if n.Replicas < 0 || n.Replicas > 5 {
+		bad("nats.replicas", "%d is out of range 1..5", n.Replicas)
+	}
+	if !regexp.MustCompile(`^[A-Za-z0-9_-]+$`).MatchString(n.Prefix) && n.Prefix != "" {
+		bad("nats.prefix", "%q must be one subject token (letters, digits, _ and -)", n.Prefix)
+	}
+	var ways []string
+	if n.User != "" || n.Password != "" {
+		ways = append(ways, "user and password")
+	}
+	if n.Token != "" {
+		ways = append(ways, "token")
+	}
+	if n.CredsFile != "" {
+		ways = append(ways, "credsFile")
+	}
+	if n.NKeyFile != "" {
+		ways = append(ways, "nkeyFile")
+	}
+	if len(ways) > 1 {
+		bad("nats", "%s are set; authenticate one way only", strings.Join(ways, ", "))
+	}
+	if n.User != "" && n.Password == "" {
+		bad("nats.password", "is required with nats.user (set TROUPE_NATS_PASSWORD)")
+	}
+	if n.Password != "" && n.User == "" {
+		bad("nats.user", "is required with nats.password (set TROUPE_NATS_USER)")
+	}
+	if (n.TLS.CertFile == "") != (n.TLS.KeyFile == "") {
+		bad("nats.tls", "certFile and keyFile go together (TROUPE_NATS_TLS_CERT, TROUPE_NATS_TLS_KEY)")
+	}
+	if p := n.InboxPrefix; p != "" {
+		for _, tok := range strings.Split(p, ".") {
+			if !subjectToken.MatchString(tok) {
+				bad("nats.inboxPrefix", "%q is not a subject without wildcards, such as _INBOX.worker-developer", p)
+				break
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Database is the store.
@@ -251,14 +380,8 @@ func (c Config) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
 	}
-	if c.NATS.Sync != "" && c.NATS.Sync != "always" && c.NATS.Sync != "periodic" {
-		bad("nats.sync", "%q is not a sync policy; use \"always\" or \"periodic\"", c.NATS.Sync)
-	}
-	if c.NATS.Replicas < 0 || c.NATS.Replicas > 5 {
-		bad("nats.replicas", "%d is out of range 1..5", c.NATS.Replicas)
-	}
-	if !regexp.MustCompile(`^[A-Za-z0-9_-]+$`).MatchString(c.NATS.Prefix) && c.NATS.Prefix != "" {
-		bad("nats.prefix", "%q must be one subject token (letters, digits, _ and -)", c.NATS.Prefix)
+	if err := c.NATS.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	refs := map[string]bool{}
 	for _, pname := range sortedKeys(c.Models.Providers) {

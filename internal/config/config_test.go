@@ -102,3 +102,66 @@ func TestLoad(t *testing.T) {
 	require.Equal(t, "troupe.json", got, "./troupe.json is read when present")
 	require.Equal(t, "acme", c.NATS.Prefix)
 }
+
+func TestNATSFromEnvironment(t *testing.T) {
+	t.Parallel()
+	env := func(vars map[string]string) func(string) string { return func(k string) string { return vars[k] } }
+	file := NATS{User: "from-file", Token: "file-token", TLS: TLS{CAFile: "/file/ca.pem"}}
+
+	n := file.WithEnv(env(map[string]string{
+		"TROUPE_NATS_USER": "worker-developer", "TROUPE_NATS_PASSWORD": "pw", "TROUPE_NATS_INBOX_PREFIX": "_INBOX.worker-developer",
+		"TROUPE_NATS_TLS_CERT": "/c.pem", "TROUPE_NATS_TLS_KEY": "/k.pem",
+	}))
+	require.Equal(t, NATS{User: "worker-developer", Password: "pw", InboxPrefix: "_INBOX.worker-developer",
+		TLS: TLS{CAFile: "/file/ca.pem", CertFile: "/c.pem", KeyFile: "/k.pem"}}, n, "the environment's user replaces the file's token")
+	require.NoError(t, n.Validate())
+
+	// A password from the environment goes with the file's user.
+	n = NATS{User: "review"}.WithEnv(env(map[string]string{"TROUPE_NATS_PASSWORD": "pw"}))
+	require.Equal(t, NATS{User: "review", Password: "pw"}, n)
+
+	n = file.WithEnv(env(map[string]string{"TROUPE_NATS_CREDS": "/run/secrets/troupe.creds"}))
+	require.Equal(t, NATS{CredsFile: "/run/secrets/troupe.creds", TLS: file.TLS}, n)
+	n = NATS{}.WithEnv(env(map[string]string{"TROUPE_NATS_NKEY": "/seed.nk", "TROUPE_NATS_TLS_CA": "/ca.pem"}))
+	require.Equal(t, NATS{NKeyFile: "/seed.nk", TLS: TLS{CAFile: "/ca.pem"}}, n)
+	require.Equal(t, file, file.WithEnv(env(nil)), "nothing set, nothing changed")
+}
+
+func TestNATSValidate(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct {
+		n    NATS
+		want string
+	}{
+		{NATS{User: "u", Token: "t"}, "nats: user and password, token are set; authenticate one way only"},
+		{NATS{CredsFile: "a", NKeyFile: "b"}, "credsFile, nkeyFile are set"},
+		{NATS{User: "u"}, "nats.password: is required with nats.user (set TROUPE_NATS_PASSWORD)"},
+		{NATS{Password: "p"}, "nats.user: is required with nats.password"},
+		{NATS{TLS: TLS{CertFile: "c"}}, "nats.tls: certFile and keyFile go together"},
+		{NATS{InboxPrefix: "_INBOX.>"}, `nats.inboxPrefix: "_INBOX.>" is not a subject without wildcards`},
+		{NATS{InboxPrefix: "_INBOX."}, `nats.inboxPrefix: "_INBOX."`},
+	} {
+		err := tt.n.Validate()
+		require.Error(t, err, "%+v", tt.n)
+		require.Contains(t, err.Error(), tt.want)
+	}
+	require.NoError(t, NATS{User: "u", Password: "p", InboxPrefix: "_INBOX.u", TLS: TLS{CAFile: "ca", CertFile: "c", KeyFile: "k"}}.Validate())
+	_, err := Parse([]byte(`{"nats": {"user": "u", "token": "t"}}`))
+	require.ErrorContains(t, err, "authenticate one way only", "Parse checks the section too")
+}
+
+func TestNATSSecretsRedacted(t *testing.T) {
+	t.Parallel()
+	c := Config{NATS: NATS{URL: "nats://u:url-secret@nats:4222", User: "u", Password: "pw-secret", Token: "tok-secret",
+		CredsFile: "/run/u.creds", TLS: TLS{CAFile: "/ca.pem"}}}
+	shown, err := json.Marshal(c.Redacted())
+	require.NoError(t, err)
+	for _, secret := range []string{"url-secret", "pw-secret", "tok-secret"} {
+		require.NotContains(t, string(shown), secret)
+	}
+	require.Contains(t, string(shown), `"credsFile":"/run/u.creds"`)
+	require.Contains(t, string(shown), `"tls":{"caFile":"/ca.pem"}`)
+	shown, err = json.Marshal(Config{}.Redacted())
+	require.NoError(t, err)
+	require.NotContains(t, string(shown), `"tls"`, "no TLS, no tls object")
+}

@@ -1484,6 +1484,63 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			require.Error(t, err, "a claim needs an owner")
 		})
 
+		t.Run("ClaimBySubject", func(t *testing.T) {
+			s, ctx := setup(t)
+			subjects := []string{
+				"troupe.tasks.developer",                  // 0
+				"troupe.tasks.tester",                     // 1
+				"troupe.review.developer",                 // 2
+				"troupe.events.j1.output_staged",          // 3
+				"troupe.events.j1.output_promoted",        // 4
+				"TROUPE.review.developer",                 // 5: case differs
+				"troupe.events.j1.x.output_staged",        // 6: a token too many
+				"troupe.events.j1.outputXstaged",          // 7: LIKE's _ must not match X
+				"troupe.events.j1.OUTPUT_STAGED",          // 8: case differs
+				"troupe.dlq.workers-developer",            // 9
+				"troupe.tasks",                            // 10: ">" needs a token
+				"troupe.events.j2.output_staged",          // 11
+				"troupe.review.developer.again",           // 12: not the exact subject
+				"other.events.j1.output_staged",           // 13
+				"troupe.events.j1.output_staged.too_deep", // 14
+			}
+			var msgs []store.OutboxMessage
+			for i, subj := range subjects {
+				msgs = append(msgs, store.OutboxMessage{Subject: subj, MsgID: fmt.Sprint("m", i), Payload: []byte{byte(i)}, CreatedAt: at(i)})
+			}
+			require.NoError(t, s.OutboxInsert(ctx, msgs))
+			all, err := s.OutboxListUnsent(ctx, 0)
+			require.NoError(t, err)
+			require.Len(t, all, len(subjects))
+			pick := func(idx ...int) []int64 {
+				var out []store.OutboxMessage
+				for _, i := range idx {
+					out = append(out, all[i])
+				}
+				return seqs(out)
+			}
+
+			// A developer worker's relay: its review requests, the events it
+			// writes, its dead letters; nothing else, in seq order.
+			worker := claim(t, ctx, s, store.OutboxClaimParams{Owner: "worker", Subjects: []string{
+				"troupe.review.developer", "troupe.events.*.output_staged", "troupe.dlq.workers-developer",
+			}})
+			require.Equal(t, pick(2, 3, 9, 11), seqs(worker))
+			require.Equal(t, all[3], worker[1], "every field")
+
+			// ">" takes one or more trailing tokens; "*" at the start works too.
+			require.Equal(t, pick(0, 1), seqs(claim(t, ctx, s, store.OutboxClaimParams{Owner: "tasks", Subjects: []string{"troupe.tasks.>"}})))
+			require.Equal(t, pick(13), seqs(claim(t, ctx, s, store.OutboxClaimParams{Owner: "x", Subjects: []string{"*.events.j1.output_staged"}})))
+			require.Empty(t, claim(t, ctx, s, store.OutboxClaimParams{Owner: "x", Subjects: []string{"troupe.nothing.>"}}))
+
+			// The catch-all relay takes what is left.
+			require.Equal(t, pick(4, 5, 6, 7, 8, 10, 12, 14), seqs(claim(t, ctx, s, store.OutboxClaimParams{Owner: "all"})))
+
+			for _, bad := range []string{"troupe.>.x", "troupe..x", "troupe.*.x.*", ""} {
+				_, err := s.OutboxClaim(ctx, store.OutboxClaimParams{Owner: "bad", Subjects: []string{bad}})
+				require.Error(t, err, "filter %q", bad)
+			}
+		})
+
 		t.Run("ClaimLimitDefaultsTo100", func(t *testing.T) {
 			s, ctx := setup(t)
 			insert(t, ctx, s, 120)

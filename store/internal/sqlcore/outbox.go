@@ -117,22 +117,101 @@ func (q *Queries) OutboxClaim(ctx context.Context, p store.OutboxClaimParams) ([
 		lease = 30 * time.Second
 	}
 	t := now()
+	var w where
+	w.add(`sent_at IS NULL AND next_attempt_at <= ? AND claimed_until < ?`, toMicros(t), toMicros(t))
+	if len(p.Subjects) > 0 {
+		cond, args, err := subjectsMatch(p.Subjects)
+		if err != nil {
+			return nil, fmt.Errorf("claiming outbox messages: %w", err)
+		}
+		w.add(cond, args...)
+	}
+	args := append(w.args, limitOr(p.Limit, 100), p.Owner, toMicros(t.Add(lease)))
 	msgs, err := queryAll(ctx, q, scanOutboxMessage,
 		`WITH due AS MATERIALIZED (
-			SELECT seq FROM outbox
-			WHERE sent_at IS NULL AND next_attempt_at <= ? AND claimed_until < ?
+			SELECT seq FROM outbox`+w.String()+`
 			ORDER BY seq LIMIT ?`+q.dialect.SkipLocked()+`
 		)
 		UPDATE outbox SET claimed_by = ?, claimed_until = ?
 		WHERE seq IN (SELECT seq FROM due)
 		RETURNING `+outboxColumns,
-		toMicros(t), toMicros(t), limitOr(p.Limit, 100), p.Owner, toMicros(t.Add(lease)))
+		args...)
 	if err != nil {
 		return nil, fmt.Errorf("claiming outbox messages: %w", err)
 	}
 	// RETURNING follows no ORDER BY.
 	slices.SortFunc(msgs, func(a, b store.OutboxMessage) int { return cmp.Compare(a.Seq, b.Seq) })
 	return msgs, nil
+}
+
+// subjectsMatch returns the condition that a row's subject matches one of
+// the NATS subject filters, and its arguments.
+//
+// A filter without wildcards is an equality. Otherwise the subject must
+// have as many dots as the filter (at least as many with a last ">"),
+// which pins every wildcard to whole tokens; LIKE, with "_%" for each
+// wildcard, makes those tokens non-empty; and the literal tokens before the
+// first wildcard and after the last are compared with substr, because
+// SQLite's LIKE ignores case and subjects do not.
+func subjectsMatch(filters []string) (string, []any, error) {
+	var conds []string
+	var args []any
+	like := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	for _, f := range filters {
+		tokens := strings.Split(f, ".")
+		first, last := -1, -1
+		for i, tok := range tokens {
+			switch {
+			case tok == "":
+				return "", nil, fmt.Errorf("subject filter %q has an empty token", f)
+			case tok == ">" && i != len(tokens)-1:
+				return "", nil, fmt.Errorf("subject filter %q: \">\" must be the last token", f)
+			case tok == "*" || tok == ">":
+				if first < 0 {
+					first = i
+				}
+				last = i
+			}
+		}
+		if first < 0 {
+			conds = append(conds, `subject = ?`)
+			args = append(args, f)
+			continue
+		}
+		for _, tok := range tokens[first:last] {
+			if tok != "*" {
+				return "", nil, fmt.Errorf("subject filter %q: a literal token between two wildcards is not supported", f)
+			}
+		}
+		pattern := make([]string, len(tokens))
+		for i, tok := range tokens {
+			if tok == "*" || tok == ">" {
+				pattern[i] = "_%"
+			} else {
+				pattern[i] = like.Replace(tok)
+			}
+		}
+		dots := `length(subject) - length(replace(subject, '.', ''))`
+		op := " = ?"
+		if tokens[len(tokens)-1] == ">" {
+			op = " >= ?"
+		}
+		cond := `subject LIKE ? ESCAPE '\' AND ` + dots + op
+		cargs := []any{strings.Join(pattern, "."), len(tokens) - 1}
+		if first > 0 {
+			prefix := strings.Join(tokens[:first], ".") + "."
+			cond += ` AND substr(subject, 1, ?) = ?`
+			cargs = append(cargs, utf8.RuneCountInString(prefix), prefix)
+		}
+		if last < len(tokens)-1 {
+			suffix := "." + strings.Join(tokens[last+1:], ".")
+			cond += ` AND substr(subject, length(subject) - ? + 1) = ?`
+			cargs = append(cargs, utf8.RuneCountInString(suffix), suffix)
+		}
+		conds = append(conds, "("+cond+")")
+		args = append(args, cargs...)
+	}
+	return "(" + strings.Join(conds, " OR ") + ")", args, nil
 }
 
 // maxLastError bounds OutboxMessage.LastError, in bytes.

@@ -1,0 +1,262 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/internal/config"
+	"github.com/troupe-dev/troupe/schemas"
+	"github.com/troupe-dev/troupe/store/postgres"
+	"github.com/troupe-dev/troupe/store/postgres/postgrestest"
+)
+
+// TestLeastPrivilegeNATS: a nats-server configured with what troupe
+// nats-config prints, every service a process of its own under its own
+// user. The workers and the review service, which may not create streams,
+// start first and wait for the orchestrator, which may; a developer
+// worker's user can neither take another role's tasks nor decide a review
+// nor touch the streams; and a job submitted with the client's user runs
+// through every role to done.
+func TestLeastPrivilegeNATS(t *testing.T) {
+	t.Parallel()
+	dbURL := postgrestest.TestURL(t)
+	node := newNATSNodes(t, 1)[0]
+	envDir := filepath.Join(t.TempDir(), "nats-env")
+	gen := exec.Command(troupeBin(t), "nats-config", "--env-dir", envDir)
+	gen.Env = append(os.Environ(), "TROUPE_CONFIG=")
+	var stderr bytes.Buffer
+	gen.Stderr = &stderr
+	auth, err := gen.Output()
+	require.NoError(t, err, stderr.String())
+	require.NoError(t, os.WriteFile(filepath.Join(node.dir, "troupe-auth.conf"), auth, 0o600))
+	conf, err := os.OpenFile(node.conf, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = conf.WriteString("include ./troupe-auth.conf\n")
+	require.NoError(t, err)
+	require.NoError(t, conf.Close())
+	node.start()
+
+	creds := func(user string) map[string]string { return readEnvFile(t, filepath.Join(envDir, user+".env")) }
+	env := func(user string) []string {
+		// A developer task that says POISON panics its handler every time.
+		e := []string{"TROUPE_NATS_URL=" + node.url(), "TROUPE_DATABASE_URL=" + dbURL, "TROUPE_FAULT_PANIC_ON=POISON"}
+		for k, v := range creds(user) {
+			e = append(e, k+"="+v)
+		}
+		return e
+	}
+	cfg := writeConfig(t, `{"roles": {"developer": {"maxDeliver": 2, "backoff": ["50ms"]}},
+		"reliability": {"reconcileInterval": "1s", "staleAfter": "10s", "ackWait": "10s"}}`)
+	type service struct {
+		p   *proc
+		ops string
+	}
+	procs := map[string]service{}
+	start := func(user string, args ...string) {
+		p := startProc(t, env(user), append(args, "--log-level", "info", "--grace", "20s", "--config", cfg)...)
+		require.Eventually(t, func() bool { return opsLine.MatchString(p.logs.String()) }, time.Minute, 20*time.Millisecond, "%s did not start:\n%s", user, p.logs.String())
+		procs[user] = service{p, opsLine.FindStringSubmatch(p.logs.String())[1]}
+	}
+	ready := func(user string) int {
+		resp, err := http.Get("http://" + procs[user].ops + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	// The services whose users may not create streams start first: they
+	// say so and wait, not ready, rather than fail.
+	start("review", "review")
+	for _, role := range schemas.Roles {
+		start("worker-"+role, "worker", "--role", role, "--concurrency", "4")
+	}
+	for user, s := range procs {
+		s.p.waitLog("this NATS user may not create or update streams and consumers")
+		s.p.waitLog("creating the streams failed; retrying")
+		require.Equal(t, 503, ready(user), "%s is not ready before the streams exist", user)
+		select {
+		case err := <-s.p.done:
+			t.Fatalf("%s exited: %v\n%s", user, err, s.p.logs.String())
+		default:
+		}
+	}
+	start("orchestrator", "orchestrator")
+	for user := range procs {
+		require.Eventually(t, func() bool { return ready(user) == 200 }, 2*time.Minute, 50*time.Millisecond, "%s ready once the orchestrator created the streams", user)
+	}
+
+	// (a) What a developer worker's credentials cannot do.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	dev := connectAs(t, node.url(), creds("worker-developer"))
+	devJS, err := jetstream.New(dev)
+	require.NoError(t, err)
+	_, err = devJS.Consumer(ctx, bus.StreamTasks, "workers-developer")
+	require.NoError(t, err, "it binds its own role's consumer")
+	refused := func(nc *nats.Conn, subject string, body any) {
+		t.Helper()
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		err := bus.Request(rctx, nc, subject, body, nil)
+		require.True(t, bus.IsDenied(err), "%s: want a permissions violation, got %v", subject, err)
+		require.ErrorContains(t, err, `Publish to "`+subject+`"`)
+	}
+	refused(dev, "$JS.API.CONSUMER.MSG.NEXT.TROUPE_TASKS.workers-tester", map[string]any{"batch": 1, "expires": int64(time.Second)})
+	refused(dev, "$JS.API.CONSUMER.INFO.TROUPE_TASKS.workers-tester", nil)
+	refused(dev, "troupe.api.reviews.decide", schemas.ReviewDecision{OutputID: "x", Decision: "promote", Reviewer: "human:mallory"})
+	refused(dev, "troupe.events.00000000-0000-0000-0000-000000000000.output_promoted", schemas.Event{Kind: schemas.EventOutputPromoted})
+	refused(dev, "troupe.tasks.tester", schemas.TaskMessage{})
+	refused(dev, "$JS.API.STREAM.CREATE.EVIL", jetstream.StreamConfig{Name: "EVIL", Subjects: []string{"evil.>"}})
+	refused(dev, "$JS.API.STREAM.DELETE.TROUPE_TASKS", nil)
+	refused(dev, "$JS.API.STREAM.PURGE.TROUPE_TASKS", nil)
+	refused(dev, "$JS.API.CONSUMER.DELETE.TROUPE_TASKS.workers-tester", nil)
+	for _, subject := range []string{"troupe.tasks.tester", "troupe.api.reviews.decide", "_INBOX.>", "troupe.review.>"} {
+		sub, err := dev.SubscribeSync(subject)
+		require.NoError(t, err)
+		_, err = sub.NextMsg(10 * time.Second)
+		require.ErrorIs(t, err, nats.ErrPermissionViolation, "subscribing to %s", subject)
+	}
+	topo := bus.Topology{Roles: schemas.Roles}
+	began := time.Now()
+	require.True(t, bus.IsDenied(topo.Ensure(ctx, devJS)), "Ensure is refused")
+	require.Less(t, time.Since(began), 10*time.Second, "at once, not after a timeout")
+	require.NoError(t, topo.Check(ctx, devJS), "and the streams are all still there")
+
+	// The review user (the dashboard's) sees every worker and every queue.
+	rev := connectAs(t, node.url(), creds("review"))
+	workers, err := bus.PingWorkers(ctx, rev, bus.Subjects{Prefix: "troupe"}, 2*time.Second)
+	require.NoError(t, err)
+	require.Len(t, workers, len(schemas.Roles), "every worker answers the dashboard's ping")
+	revJS, err := jetstream.New(rev)
+	require.NoError(t, err)
+	_, err = revJS.Consumer(ctx, bus.StreamTasks, "workers-tester")
+	require.NoError(t, err)
+
+	// (b) A job submitted with the client's user goes through every role.
+	cli := func(user string, args ...string) (string, string, int) {
+		t.Helper()
+		cmd := exec.Command(troupeBin(t), args...)
+		cmd.Env = append(append(os.Environ(), "TROUPE_CONFIG="), env(user)...)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else {
+			require.NoError(t, err)
+		}
+		return out.String(), errb.String(), code
+	}
+	out, errOut, code := cli("client", "submit", "--wait", "--json", "--timeout", "30s", "--title", "Least privilege", "--brief", "Every service its own NATS user.")
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
+	var job schemas.Job
+	require.NoError(t, json.Unmarshal([]byte(out), &job))
+	require.Equal(t, schemas.JobDone, job.Status)
+	require.Len(t, job.Tasks, len(schemas.Roles), "the default plan: one task per role")
+	for _, task := range job.Tasks {
+		require.Equal(t, schemas.TaskPromoted, task.Status, "task %s (%s)", task.Key, task.Role)
+	}
+
+	// The client reads but does not decide; it is told so at once.
+	require.NotEmpty(t, job.Tasks[0].Outputs)
+	_, errOut, code = cli("client", "reviews", "approve", job.Tasks[0].Outputs[0].ID)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "this NATS user may not use it")
+	out, errOut, code = cli("client", "jobs", "show", job.ID)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "6/6 promoted")
+
+	// A task that fails on every delivery: the developer worker dead-letters
+	// it and fails its job; the client sees the dead letter, and only the
+	// reviewer may discard it.
+	out, errOut, code = cli("client", "submit", "--wait", "--json", "--timeout", "30s", "--title", "Poisoned", "--task", "impl:developer:This is POISON.")
+	require.Equal(t, 1, code, "stdout:\n%s\nstderr:\n%s", out, errOut)
+	var poisoned schemas.Job
+	require.NoError(t, json.Unmarshal([]byte(out), &poisoned))
+	require.Equal(t, schemas.JobFailed, poisoned.Status)
+	require.Contains(t, poisoned.Reason, "dead-lettered: task impl (developer)")
+	out, errOut, code = cli("client", "dlq", "ls", "--json", "--job", poisoned.ID)
+	require.Equal(t, 0, code, errOut)
+	var dead schemas.DeadLetterList
+	require.NoError(t, json.Unmarshal([]byte(out), &dead))
+	require.Len(t, dead.DeadLetters, 1)
+	require.Equal(t, "workers-developer", dead.DeadLetters[0].Source)
+	_, errOut, code = cli("client", "dlq", "discard", dead.DeadLetters[0].ID)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "this NATS user may not use it")
+	_, errOut, code = cli("reviewer", "dlq", "discard", dead.DeadLetters[0].ID)
+	require.Equal(t, 0, code, errOut)
+
+	// The orchestrator's sweeper may fetch and delete a message that
+	// exhausted its deliveries (here: one long gone).
+	orch := connectAs(t, node.url(), creds("orchestrator"))
+	orchJS, err := jetstream.New(orch)
+	require.NoError(t, err)
+	tasks, err := orchJS.Stream(ctx, bus.StreamTasks)
+	require.NoError(t, err)
+	_, err = tasks.GetMsg(ctx, 1)
+	require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "JetStream answered")
+	require.ErrorContains(t, tasks.DeleteMsg(ctx, 1), "no message found", "JetStream answered, it did not refuse")
+
+	// Every outbox row went out: each through a relay that may publish it.
+	st, err := postgres.Open(ctx, dbURL)
+	require.NoError(t, err)
+	defer st.Close()
+	require.Eventually(t, func() bool {
+		unsent, err := st.OutboxListUnsent(ctx, 10)
+		return err == nil && len(unsent) == 0
+	}, 30*time.Second, 100*time.Millisecond, "the outbox drains")
+
+	// No service was refused anything but creating the streams, which the
+	// ones that may not tried once.
+	for user, s := range procs {
+		for _, line := range strings.Split(s.p.logs.String(), "\n") {
+			if strings.Contains(line, "Permissions Violation") && !strings.Contains(line, `$JS.API.STREAM.UPDATE.`) {
+				t.Errorf("%s was refused: %s", user, line)
+			}
+		}
+	}
+}
+
+// connectAs connects with the credentials of an env file troupe
+// nats-config wrote, the way the services do.
+func connectAs(t *testing.T, url string, creds map[string]string) *nats.Conn {
+	t.Helper()
+	opts, err := bus.ConnectOptions(config.NATS{User: creds["TROUPE_NATS_USER"], Password: creds["TROUPE_NATS_PASSWORD"], InboxPrefix: creds["TROUPE_NATS_INBOX_PREFIX"]})
+	require.NoError(t, err)
+	nc, _, err := bus.Connect(url, "test-"+creds["TROUPE_NATS_USER"], zerolog.New(zerolog.NewTestWriter(t)), append(opts, nats.PermissionErrOnSubscribe(true))...)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// readEnvFile reads a KEY=value file, skipping comments.
+func readEnvFile(t *testing.T, path string) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	env := map[string]string{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			env[k] = v
+		}
+	}
+	return env
+}
