@@ -32,6 +32,10 @@ const maxReviewInput = 200 << 10
 // rejects. An answer that stays invalid parks the output for a person: a
 // reviewer that malfunctions never rejects work.
 func (s *Service) modelReview(ctx context.Context, msg jetstream.Msg, out store.Output, checks []schemas.Check) error {
+	reviewer := s.reviewerNow()
+	if reviewer == nil {
+		return s.park(ctx, out)
+	}
 	task, err := s.store.TaskGetByID(ctx, out.TaskID)
 	if err != nil {
 		return err
@@ -48,13 +52,13 @@ func (s *Service) modelReview(ctx context.Context, msg jetstream.Msg, out store.
 	user := reviewRequestText(job, task, out, checks)
 
 	stop := heartbeat(msg, 5*time.Second)
-	answer, err := s.cfg.Reviewer.Complete(ctx, reviewerPrompt, user, record)
+	answer, err := reviewer.Complete(ctx, reviewerPrompt, user, record)
 	var mr schemas.ModelReview
 	var perr error
 	if err == nil {
 		mr, perr = parseModelReview(answer)
 		if perr != nil {
-			answer, err = s.cfg.Reviewer.Complete(ctx, reviewerPrompt, user+"\n\nYour previous answer could not be used: "+perr.Error()+
+			answer, err = reviewer.Complete(ctx, reviewerPrompt, user+"\n\nYour previous answer could not be used: "+perr.Error()+
 				"\nAnswer again with one JSON object exactly as described, and nothing else.", record)
 			if err == nil {
 				mr, perr = parseModelReview(answer)
@@ -82,7 +86,7 @@ func (s *Service) modelReview(ctx context.Context, msg jetstream.Msg, out store.
 		s.log.Warn().Err(perr).Str("output_id", out.ID).Msg("the reviewer's answer is not usable; the output waits for a person")
 		return s.park(ctx, out)
 	}
-	reviewer := "model:" + s.cfg.Reviewer.Name()
+	by := "model:" + reviewer.Name()
 	checklist := append(checks, schemas.Check{Name: "model_quality", Passed: mr.Decision == "promote", Detail: bus.Clip(mr.Quality, 2000)})
 	for _, e := range mr.Errors {
 		checklist = append(checklist, schemas.Check{Name: "model_error", Passed: false, Detail: bus.Clip(e, 2000)})
@@ -90,7 +94,7 @@ func (s *Service) modelReview(ctx context.Context, msg jetstream.Msg, out store.
 	for _, n := range mr.Impact {
 		checklist = append(checklist, schemas.Check{Name: "impact_" + n.Role, Passed: true, Detail: bus.Clip(n.Note, 2000)})
 	}
-	d := schemas.ReviewDecision{OutputID: out.ID, Decision: mr.Decision, Reviewer: reviewer, Feedback: mr.Feedback, Lessons: mr.Lessons}
+	d := schemas.ReviewDecision{OutputID: out.ID, Decision: mr.Decision, Reviewer: by, Feedback: mr.Feedback, Lessons: mr.Lessons}
 	_, err = s.decideWith(ctx, out, staged, d, checklist, mr.Skill)
 	return ignoreDecided(err)
 }

@@ -68,6 +68,10 @@ type Service struct {
 	js    jetstream.JetStream
 	subj  bus.Subjects
 
+	// live guards what a configuration change replaces while the service
+	// runs: cfg.Policies and cfg.Reviewer.
+	live sync.RWMutex
+
 	mu   sync.Mutex
 	svc  micro.Service
 	cc   jetstream.ConsumeContext
@@ -99,10 +103,33 @@ func NewService(cfg Config, st store.Store, nc *nats.Conn, js jetstream.JetStrea
 
 // Policy is the review policy of a role.
 func (s *Service) Policy(role string) string {
+	s.live.RLock()
+	defer s.live.RUnlock()
 	if p := s.cfg.Policies[role]; p != "" {
 		return p
 	}
 	return PolicyRules
+}
+
+// SetPolicies replaces the review policy of every role (a configuration
+// change); outputs staged from now on are reviewed by the new ones.
+func (s *Service) SetPolicies(p map[string]string) {
+	s.live.Lock()
+	defer s.live.Unlock()
+	s.cfg.Policies = p
+}
+
+// SetReviewer replaces the model of the "model" policy.
+func (s *Service) SetReviewer(c llm.Completer) {
+	s.live.Lock()
+	defer s.live.Unlock()
+	s.cfg.Reviewer = c
+}
+
+func (s *Service) reviewerNow() llm.Completer {
+	s.live.RLock()
+	defer s.live.RUnlock()
+	return s.cfg.Reviewer
 }
 
 // Start serves the reviews and memory API and consumes review requests.
@@ -154,7 +181,7 @@ func (s *Service) Start(ctx context.Context) error {
 		_ = svc.Stop()
 		return fmt.Errorf("consuming review requests: %w", err)
 	}
-	s.log.Info().Interface("policies", s.cfg.Policies).Msg("review started")
+	s.log.Info().Interface("policies", s.cfg.Policies).Msg("review started") // before any change: no lock needed
 	return nil
 }
 
@@ -210,7 +237,7 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) error {
 	case PolicyHuman:
 		return s.park(ctx, out)
 	case PolicyModel:
-		if s.cfg.Reviewer == nil {
+		if s.reviewerNow() == nil {
 			return s.park(ctx, out)
 		}
 		return s.modelReview(ctx, msg, out, checks)

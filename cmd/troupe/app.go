@@ -59,6 +59,14 @@ type App struct {
 	// Dashboard holds the dashboard's credentials and reviewer name.
 	Dashboard dashboardAuth
 
+	// ConfigPath is the configuration file to watch for live changes
+	// (none when empty), every ConfigInterval (default 2s).
+	ConfigPath     string
+	ConfigInterval time.Duration
+	// FixedConcurrency is the --concurrency flag of troupe worker: when
+	// set, configuration changes do not change the workers' concurrency.
+	FixedConcurrency int
+
 	// NATSURL is the URL of the server in use, set by Start.
 	NATSURL string
 	// NATSPort is the embedded server's port (0: any free one).
@@ -291,6 +299,7 @@ func (a *App) Start(ctx context.Context) error {
 	})
 	a.Ops.SetCheck("store", st.Ping)
 	a.Ops.SetCheck("streams", func(ctx context.Context) error { return topo.Check(ctx, js) })
+	a.watchConfig(ctx)
 	return nil
 }
 

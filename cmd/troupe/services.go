@@ -111,7 +111,7 @@ func (s *serviceFlags) app(e *env) (*App, string, error) {
 	if err != nil {
 		return nil, path, err
 	}
-	return &App{Config: cfg, Log: log, Models: s.models(), OpsAddr: s.opsAddr}, path, nil
+	return &App{Config: cfg, Log: log, Models: s.models(), OpsAddr: s.opsAddr, ConfigPath: path}, path, nil
 }
 
 func runDev(ctx context.Context, e *env, args []string) error {
@@ -238,6 +238,7 @@ func runWorker(ctx context.Context, e *env, args []string) error {
 			return fmt.Errorf("--role: %w", err)
 		}
 		if concurrency > 0 {
+			a.FixedConcurrency = concurrency
 			for _, r := range roles {
 				rc := a.Config.Roles[r]
 				rc.Concurrency = concurrency

@@ -103,15 +103,22 @@ func Diff(old, new Config) []Change {
 }
 
 // NeedsRestart reports whether a change only takes effect when the
-// service restarts: where it connects, what it stores and the JetStream
-// topology.
+// service restarts. Live are the roles' models, concurrency, temperature
+// and review policies, the model providers and the reviewer's model;
+// everything else (where a service connects, what it stores, the
+// JetStream topology, budgets, limits, redelivery) waits for a restart.
 func (c Change) NeedsRestart() bool {
-	for _, p := range []string{"nats.", "database.", "reliability."} {
-		if strings.HasPrefix(c.Key, p) {
-			return true
+	if strings.HasPrefix(c.Key, "models.") || c.Key == "review.model" {
+		return false
+	}
+	if rest, ok := strings.CutPrefix(c.Key, "roles."); ok {
+		_, field, _ := strings.Cut(rest, ".")
+		switch strings.SplitN(field, ".", 2)[0] {
+		case "model", "fallbacks", "concurrency", "temperature", "review":
+			return false
 		}
 	}
-	return false
+	return true
 }
 
 func orUnset(s string) string {

@@ -80,7 +80,12 @@ func TestChangeNeedsRestart(t *testing.T) {
 	t.Parallel()
 	require.True(t, Change{Key: "nats.url"}.NeedsRestart())
 	require.True(t, Change{Key: "database.url"}.NeedsRestart())
+	require.True(t, Change{Key: "roles.pm.maxDeliver"}.NeedsRestart())
+	require.True(t, Change{Key: "budgets.maxTokensPerJob"}.NeedsRestart())
 	require.False(t, Change{Key: "roles.pm.review"}.NeedsRestart())
+	require.False(t, Change{Key: "roles.developer.concurrency"}.NeedsRestart())
+	require.False(t, Change{Key: "models.providers.openai.models"}.NeedsRestart())
+	require.False(t, Change{Key: "review.model"}.NeedsRestart())
 }
 
 type syncWriter struct {
