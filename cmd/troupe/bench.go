@@ -44,6 +44,7 @@ type benchFlags struct {
 	json        bool
 	keep        bool
 	cpuProfile  string
+	natsSync    string
 }
 
 // benchReport is what troupe bench prints (--json: as JSON).
@@ -121,6 +122,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	fs.BoolVar(&b.json, "json", false, "print the report as JSON")
 	fs.BoolVar(&b.keep, "keep", false, "keep the embedded data directory")
 	fs.StringVar(&b.cpuProfile, "cpuprofile", "", "write a CPU profile of the load (after the baseline) to this file")
+	fs.StringVar(&b.natsSync, "nats-sync", "always", "embedded JetStream: fsync every write (always, as troupe dev) or periodically (periodic)")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -162,6 +164,10 @@ func runBench(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 		cfg.Database.URL = b.databaseURL
+		if b.natsSync != "always" && b.natsSync != "periodic" {
+			return fmt.Errorf("--nats-sync: %q is neither always nor periodic", b.natsSync)
+		}
+		cfg.NATS.Sync = b.natsSync
 		rc := cfg.Roles[b.role]
 		rc.Concurrency, rc.Review = b.concurrency, "rules"
 		if cfg.Roles == nil {
@@ -191,7 +197,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 			a.Stop(sctx)
 		}
 		defer func() { stop() }()
-		rep.Mode = "embedded"
+		rep.Mode = "embedded (JetStream sync " + b.natsSync + ")"
 		rep.Store = "SQLite"
 		if b.databaseURL != "" {
 			rep.Store = "PostgreSQL"
