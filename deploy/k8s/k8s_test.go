@@ -1371,3 +1371,36 @@ func closedAddr(t *testing.T) string {
 	require.NoError(t, ln.Close())
 	return addr
 }
+
+// TestConfigMapUpdatesInPlace: the configuration ConfigMap keeps its name
+// in every build, and every pod mounts it as a directory (no subPath),
+// so an edit reaches the running services, which apply it live.
+func TestConfigMapUpdatesInPlace(t *testing.T) {
+	t.Parallel()
+	for name, objs := range allBuilds(t) {
+		b := decodeBuild(t, name, objs)
+		_, ok := b.configMaps["troupe-config"]
+		require.True(t, ok, "%s: the ConfigMap is named troupe-config, without a hash suffix", name)
+		for _, w := range b.workloads() {
+			if w.kind != "Deployment" {
+				continue // the migration reads only the database URL
+			}
+			mounted := false
+			for _, v := range w.spec.Volumes {
+				if v.ConfigMap == nil || v.ConfigMap.Name != "troupe-config" {
+					continue
+				}
+				for _, c := range w.spec.Containers {
+					for _, m := range c.VolumeMounts {
+						if m.Name == v.Name {
+							mounted = true
+							require.Empty(t, m.SubPath, "%s %s: a subPath mount is never updated", name, w.name)
+							require.Equal(t, "/etc/troupe/troupe.json", envVar(c, "TROUPE_CONFIG").Value, "%s %s", name, w.name)
+						}
+					}
+				}
+			}
+			require.True(t, mounted, "%s %s mounts the configuration", name, w.name)
+		}
+	}
+}
