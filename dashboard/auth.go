@@ -8,9 +8,9 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
+	"net"
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
 )
@@ -55,27 +55,36 @@ type auth struct {
 	key      []byte
 }
 
-func newAuth(token string, users map[string]string, reviewer string) *auth {
+func newAuth(token string, users map[string]string, reviewer string, key []byte) *auth {
 	a := &auth{token: token, users: users, reviewer: reviewer}
-	if token != "" || len(users) > 0 {
-		// Derived from the credentials, so every replica of review
-		// accepts the sessions of the others.
-		h := sha256.New()
-		h.Write([]byte("troupe-dashboard-session\x00" + token))
-		names := make([]string, 0, len(users))
-		for n := range users {
-			names = append(names, n)
-		}
-		slices.Sort(names)
-		for _, n := range names {
-			h.Write([]byte("\x00" + n + "\x00" + users[n]))
-		}
-		a.key = h.Sum(nil)
+	if len(key) > 0 {
+		// Shared by the replicas of review, so each accepts the others'
+		// sessions and forms. Hashed: any length of secret will do.
+		sum := sha256.Sum256(append([]byte("troupe-dashboard-session\x00"), key...))
+		a.key = sum[:]
 	} else {
+		// Never derived from the token or passwords: a signed cookie, which
+		// any visitor gets, must not let anyone test guesses offline.
 		a.key = make([]byte, 32)
 		_, _ = rand.Read(a.key)
 	}
 	return a
+}
+
+// loopbackHost reports whether a request's Host names this machine. Without
+// credentials the dashboard answers only those, so a web page whose name
+// was rebound to 127.0.0.1 (DNS rebinding) cannot read or post to it.
+func loopbackHost(host string) bool {
+	h, _, err := net.SplitHostPort(host)
+	if err != nil {
+		h = host
+	}
+	h = strings.Trim(h, "[]")
+	if strings.EqualFold(h, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (a *auth) sign(s session) string {
@@ -162,6 +171,10 @@ func (a *auth) bearer(r *http.Request) bool {
 // viewer in the request's context.
 func (a *auth) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a.token == "" && len(a.users) == 0 && !loopbackHost(r.Host) {
+			http.Error(w, "this dashboard has no credentials and answers only on localhost or 127.0.0.1", http.StatusMisdirectedRequest)
+			return
+		}
 		public := strings.HasPrefix(r.URL.Path, "/static/") || r.URL.Path == "/login"
 		s, ok := a.read(r)
 		if !ok {

@@ -48,6 +48,10 @@ type Config struct {
 	Token string
 	// Users, when set, are the basic-auth users and their passwords.
 	Users map[string]string
+	// SessionKey signs session cookies and CSRF tokens. Replicas that
+	// share it accept each other's sessions; without it each process
+	// makes a random one.
+	SessionKey []byte
 	// Reviewer is the name decisions are recorded under when nobody
 	// signed in with a name (loopback without credentials).
 	Reviewer string
@@ -101,7 +105,7 @@ func New(cfg Config, st store.Store, nc *nats.Conn, js jetstream.JetStream) (*Se
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With().Str("service", "dashboard").Logger(),
 		store: st, nc: nc, js: js, subj: bus.Subjects{Prefix: cfg.Prefix}, pages: p,
-		auth: newAuth(cfg.Token, cfg.Users, cfg.Reviewer),
+		auth: newAuth(cfg.Token, cfg.Users, cfg.Reviewer, cfg.SessionKey),
 	}
 	s.live = newLive(nc, s.subj, s.log)
 	return s, nil

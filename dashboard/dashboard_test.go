@@ -1213,3 +1213,59 @@ func TestCloseEndsLiveStreams(t *testing.T) {
 	require.NoError(t, err, "the stream ends cleanly, before the test's deadline")
 	require.NoError(t, ctx.Err())
 }
+
+// TestRebindingRefused: without credentials the dashboard answers only a
+// Host that names this machine, so a page whose name was rebound to
+// 127.0.0.1 can neither read it nor post to it; with credentials any Host
+// is answered (they protect it).
+func TestRebindingRefused(t *testing.T) {
+	t.Parallel()
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusOK) })
+	open := newAuth("", nil, "local", nil).middleware(ok)
+	for host, want := range map[string]int{
+		"127.0.0.1:8080": http.StatusOK, "localhost:8080": http.StatusOK, "[::1]:8080": http.StatusOK, "127.0.0.1": http.StatusOK,
+		"evil.example:8080": http.StatusMisdirectedRequest, "evil.example": http.StatusMisdirectedRequest, "10.0.0.5:8080": http.StatusMisdirectedRequest,
+	} {
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			r := httptest.NewRequest(method, "/", nil)
+			r.Host = host
+			w := httptest.NewRecorder()
+			open.ServeHTTP(w, r)
+			if method == http.MethodPost && want == http.StatusOK {
+				want = http.StatusForbidden // no CSRF token; but not refused for its Host
+			}
+			require.Equal(t, want, w.Code, "%s %s", method, host)
+		}
+	}
+	guarded := newAuth("a-long-dashboard-token", nil, "local", nil).middleware(ok)
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.Host = "troupe.example.com"
+	r.Header.Set("Authorization", "Bearer a-long-dashboard-token")
+	w := httptest.NewRecorder()
+	guarded.ServeHTTP(w, r)
+	require.Equal(t, http.StatusOK, w.Code)
+}
+
+// TestSessionKeyIsNotTheToken: the key that signs the cookie every visitor
+// gets is random, not derived from the token, so the cookie tells nothing
+// about the token; replicas given the same session key accept each
+// other's sessions.
+func TestSessionKeyIsNotTheToken(t *testing.T) {
+	t.Parallel()
+	a := newAuth("a-long-dashboard-token", nil, "local", nil)
+	b := newAuth("a-long-dashboard-token", nil, "local", nil)
+	require.NotEqual(t, a.key, b.key, "same token, different keys")
+	s := newSession()
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.AddCookie(&http.Cookie{Name: sessionCookie, Value: a.sign(s)})
+	_, valid := b.read(r)
+	require.False(t, valid)
+
+	shared := []byte("shared-session-key")
+	c, d := newAuth("t", nil, "local", shared), newAuth("t", nil, "local", shared)
+	r = httptest.NewRequest(http.MethodGet, "/", nil)
+	r.AddCookie(&http.Cookie{Name: sessionCookie, Value: c.sign(s)})
+	got, valid := d.read(r)
+	require.True(t, valid)
+	require.Equal(t, s.Nonce, got.Nonce)
+}

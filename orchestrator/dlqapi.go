@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/schemas"
@@ -78,6 +79,10 @@ func (s *Service) act(ctx context.Context, req schemas.DeadLetterAction, do func
 	}
 	for _, d := range dls {
 		changed, err := do(ctx, d.ID, by)
+		var apiErr *bus.APIError
+		if errors.As(err, &apiErr) && apiErr.Code == "conflict" {
+			continue // another request replayed or discarded it meanwhile
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -176,7 +176,10 @@ func (s *Service) Start(ctx context.Context) error {
 		MaxDeliver: cons.CachedInfo().Config.MaxDeliver, Available: s.cfg.Available}
 	s.cc, err = cons.Consume(bus.Parallel(s.cfg.Concurrency, &s.wg, func(msg jetstream.Msg) {
 		settler.Handle(ctx, msg, s.handle)
-	}), jetstream.PullMaxMessages(2*s.cfg.Concurrency))
+	}), jetstream.PullMaxMessages(max(1, s.cfg.Concurrency/4)))
+	// A small buffer: a message waiting there for a free handler is not
+	// heartbeated, and model reviews are slow; a quarter of the handlers'
+	// count keeps that wait a fraction of one review.
 	if err != nil {
 		_ = svc.Stop()
 		return fmt.Errorf("consuming review requests: %w", err)

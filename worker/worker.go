@@ -245,6 +245,17 @@ func (w *Worker) modelNow() llm.Model {
 	return w.model
 }
 
+type taskModelKey struct{}
+
+// taskModel is the model a task started with (SetModel does not change it
+// midway), or the model now outside a task.
+func (w *Worker) taskModel(ctx context.Context) llm.Model {
+	if m, ok := ctx.Value(taskModelKey{}).(llm.Model); ok {
+		return m
+	}
+	return w.modelNow()
+}
+
 // SetModel makes later tasks call m (a configuration change); running
 // tasks finish on the model they started with.
 func (w *Worker) SetModel(m llm.Model) {
@@ -288,6 +299,7 @@ func (w *Worker) answerPings() error {
 }
 
 func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
+	ctx = context.WithValue(ctx, taskModelKey{}, w.modelNow())
 	m, err := schemas.Decode[schemas.TaskMessage](schemas.SchemaTask, msg.Data())
 	if err != nil {
 		return bus.Permanent(err)
@@ -380,7 +392,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 		case errors.Is(err, llm.ErrRejected):
 			return bus.Permanent(err)
 		}
-		return fmt.Errorf("model %s: %w", w.modelNow().Name(), err)
+		return fmt.Errorf("model %s: %w", w.taskModel(ctx).Name(), err)
 	}
 	if resp.Latency == 0 {
 		resp.Latency = time.Since(start)
@@ -426,7 +438,7 @@ func (w *Worker) generate(ctx context.Context, msg jetstream.Msg, task store.Tas
 			}
 		}
 	}()
-	return w.modelNow().Generate(ctx, req)
+	return w.taskModel(ctx).Generate(ctx, req)
 }
 
 // request gathers what the task reads from the shared area: its job, the
@@ -472,14 +484,14 @@ func (w *Worker) request(ctx context.Context, task store.Task) (llm.Request, err
 	}
 	tc.Lessons = review.SelectLessons(lessons, task.Role, job.Title+" "+task.Instructions, w.cfg.LessonBytes)
 	system := renderSystem(w.system, tc.Lessons)
-	return llm.Request{Role: task.Role, System: system, Prompt: renderPrompt(fitInputs(tc, w.promptBudget(len(system)))), Task: tc}, nil
+	return llm.Request{Role: task.Role, System: system, Prompt: renderPrompt(fitInputs(tc, w.promptBudget(ctx, len(system)))), Task: tc}, nil
 }
 
 // promptBudget is how many bytes of prompt the model's context window
 // leaves after the system prompt and the answer (about 3 bytes a token, to
 // be safe); 0 means no limit.
-func (w *Worker) promptBudget(systemBytes int) int {
-	s, ok := w.modelNow().(interface{ Spec() llm.Spec })
+func (w *Worker) promptBudget(ctx context.Context, systemBytes int) int {
+	s, ok := w.taskModel(ctx).(interface{ Spec() llm.Spec })
 	if !ok || s.Spec().ContextWindow == 0 {
 		return 0
 	}
@@ -531,7 +543,7 @@ func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task,
 		LatencyMS: resp.Latency.Milliseconds(), Prompt: req.System + "\n\n" + req.Prompt,
 	}
 	if out.Model == "" {
-		out.Model = w.modelNow().Name()
+		out.Model = w.taskModel(ctx).Name()
 	}
 	if resp.ParseError != "" {
 		// Review rejects it with this reason, for the next revision.

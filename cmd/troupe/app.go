@@ -63,6 +63,9 @@ type App struct {
 	// (none when empty), every ConfigInterval (default 2s).
 	ConfigPath     string
 	ConfigInterval time.Duration
+	// ConfigFile is the file's configuration as read at start, before
+	// flags and the environment: live changes are measured against it.
+	ConfigFile *config.Config
 	// FixedConcurrency is the --concurrency flag of troupe worker: when
 	// set, configuration changes do not change the workers' concurrency.
 	FixedConcurrency int
@@ -377,7 +380,7 @@ func (a *App) relaySubjects(subj bus.Subjects) []string {
 // startDashboard serves the dashboard beside the review service.
 func (a *App) startDashboard(cfg config.Config, st store.Store, nc *nats.Conn, js jetstream.JetStream) error {
 	d, err := dashboard.New(dashboard.Config{
-		Prefix: cfg.NATS.Prefix, Roles: schemas.Roles, Token: a.Dashboard.Token, Users: a.Dashboard.Users,
+		Prefix: cfg.NATS.Prefix, Roles: schemas.Roles, Token: a.Dashboard.Token, Users: a.Dashboard.Users, SessionKey: a.Dashboard.SessionKey,
 		Reviewer: a.Dashboard.Reviewer, Prices: cfg.Prices(), Logger: a.Log,
 		Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes},
 	}, st, nc, js)

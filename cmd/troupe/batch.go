@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/schemas"
@@ -65,7 +66,7 @@ func submitBatch(ctx context.Context, e *env, cf clientFlags, path string) error
 			req.Jobs[i] = l.raw
 		}
 		var reply schemas.SubmissionBatchReply
-		if err := c.call(ctx, "jobs.submit_batch", req, &reply); err != nil {
+		if err := c.callWithin(ctx, max(c.timeout, batchTimeout), "jobs.submit_batch", req, &reply); err != nil {
 			return batchError(err, name, chunk, start, lines)
 		}
 		all.Jobs = append(all.Jobs, reply.Jobs...)
@@ -107,19 +108,27 @@ func readJSONLines(r io.Reader, name string) ([]batchLine, error) {
 	return out, nil
 }
 
+// batchTimeout is how long a batch may take: the server gives it four
+// times an ordinary request's 10s.
+const batchTimeout = 45 * time.Second
+
 // batchError names the lines of the jobs a batch refused, and what was
-// submitted before it.
+// submitted before it. Any other failure (a timeout) may have come after
+// the server committed the batch: it says so.
 func batchError(err error, name string, chunk []batchLine, start int, lines []batchLine) error {
-	var apiErr *bus.APIError
-	if !errors.As(err, &apiErr) || len(apiErr.Jobs) == 0 {
-		return err
-	}
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "%d of the %d jobs on lines %d-%d are invalid, so none of them was submitted:", len(apiErr.Jobs), len(chunk), chunk[0].n, chunk[len(chunk)-1].n)
-	for _, je := range apiErr.Jobs {
-		if je.Index >= 0 && je.Index < len(chunk) {
-			fmt.Fprintf(&b, "\n  %s:%d: %s", name, chunk[je.Index].n, je.Error)
+	var apiErr *bus.APIError
+	if errors.As(err, &apiErr) && len(apiErr.Jobs) > 0 {
+		fmt.Fprintf(&b, "%d of the %d jobs on lines %d-%d are invalid, so none of them was submitted:", len(apiErr.Jobs), len(chunk), chunk[0].n, chunk[len(chunk)-1].n)
+		for _, je := range apiErr.Jobs {
+			if je.Index >= 0 && je.Index < len(chunk) {
+				fmt.Fprintf(&b, "\n  %s:%d: %s", name, chunk[je.Index].n, je.Error)
+			}
 		}
+	} else if apiErr != nil {
+		fmt.Fprintf(&b, "the jobs on lines %d-%d were not submitted: %v", chunk[0].n, chunk[len(chunk)-1].n, err)
+	} else {
+		fmt.Fprintf(&b, "the jobs on lines %d-%d may or may not have been submitted: %v (submitting the file again creates the ones without an idempotency_key twice; give each line one to make a retry safe)", chunk[0].n, chunk[len(chunk)-1].n, err)
 	}
 	if start > 0 {
 		fmt.Fprintf(&b, "\nthe jobs on lines %d-%d were submitted before", lines[0].n, lines[start-1].n)

@@ -338,12 +338,14 @@ func runBench(ctx context.Context, e *env, args []string) error {
 					return
 				}
 				n := min(b.batch, b.jobs-first)
+				// End to end starts when the submission is sent: a job can
+				// end before its reply arrives.
+				now := time.Now()
 				ids, err := submitBenchJobs(ctx, nc, subj, b.role, first, n)
 				if err != nil {
 					errs <- err
 					return
 				}
-				now := time.Now()
 				mu.Lock()
 				for _, id := range ids {
 					submitted[id] = now

@@ -65,7 +65,12 @@ func (c *clientFlags) connect() (*client, error) {
 
 // call sends req to the endpoint and decodes the reply into out.
 func (c *client) call(ctx context.Context, endpoint string, req any, out any) error {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	return c.callWithin(ctx, c.timeout, endpoint, req, out)
+}
+
+// callWithin is call with its own timeout.
+func (c *client) callWithin(ctx context.Context, timeout time.Duration, endpoint string, req any, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	err := bus.Request(ctx, c.nc, c.subj.API(endpoint), req, out)
 	var apiErr *bus.APIError

@@ -15,9 +15,10 @@ import (
 // dashboardAuth is who may use the dashboard, from the environment (never
 // from flags, which other users of the machine can read).
 type dashboardAuth struct {
-	Token    string
-	Users    map[string]string
-	Reviewer string
+	Token      string
+	Users      map[string]string
+	Reviewer   string
+	SessionKey []byte
 }
 
 // dashboardFlags are the dashboard's flags of troupe dev and troupe review.
@@ -31,7 +32,11 @@ func (d *dashboardFlags) register(fs *flag.FlagSet) {
 
 // auth reads the credentials and checks the address may be served with them.
 func (d *dashboardFlags) auth() (dashboardAuth, error) {
-	a := dashboardAuth{Token: os.Getenv("TROUPE_DASHBOARD_TOKEN"), Reviewer: localUser()}
+	a := dashboardAuth{Token: os.Getenv("TROUPE_DASHBOARD_TOKEN"), Reviewer: localUser(),
+		SessionKey: []byte(os.Getenv("TROUPE_DASHBOARD_SESSION_KEY"))}
+	if a.Token != "" && len(a.Token) < 16 {
+		return a, fmt.Errorf("TROUPE_DASHBOARD_TOKEN: %d characters is too easy to guess; use at least 16 (openssl rand -hex 32 makes one)", len(a.Token))
+	}
 	if v := strings.TrimSpace(os.Getenv("TROUPE_DASHBOARD_USERS")); v != "" {
 		a.Users = map[string]string{}
 		for i, pair := range strings.Split(v, ",") {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"strings"
 
 	"github.com/troupe-dev/troupe/internal/config"
 	"github.com/troupe-dev/troupe/internal/llm"
@@ -19,11 +20,12 @@ func (a *App) watchConfig(ctx context.Context) {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
 	w := &config.Watcher{Path: a.ConfigPath, Interval: a.ConfigInterval, Log: a.Log, Apply: a.applyConfig}
-	// Changes are measured against the file as it is, not against the
-	// configuration in force, which flags and the environment override.
-	base, _, err := config.Load(a.ConfigPath)
-	if err != nil {
-		base = a.Config
+	// Changes are measured against the file as the services started with
+	// it, not against the configuration in force, which flags and the
+	// environment override; an edit made while Start waited is then seen.
+	base := a.Config
+	if a.ConfigFile != nil {
+		base = *a.ConfigFile
 	}
 	go func() {
 		defer close(done)
@@ -37,10 +39,11 @@ func (a *App) watchConfig(ctx context.Context) {
 func (a *App) applyConfig(cfg config.Config, changes []config.Change) {
 	live := 0
 	for _, c := range changes {
-		ev := a.Log.Info()
+		// Warnings, so that troupe dev's default level shows them too: a
+		// change of behaviour while running is worth seeing.
+		ev := a.Log.Warn()
 		msg := "configuration changed"
 		if c.NeedsRestart() {
-			ev = a.Log.Warn()
 			msg = "configuration changed; takes effect at the next restart"
 		} else {
 			live++
@@ -49,6 +52,14 @@ func (a *App) applyConfig(cfg config.Config, changes []config.Change) {
 	}
 	if live == 0 {
 		return
+	}
+	if a.orch != nil {
+		for _, c := range changes {
+			if strings.HasPrefix(c.Key, "models.") {
+				a.Log.Warn().Str("key", c.Key).Msg("the orchestrator's planner keeps its model until the next restart")
+				break
+			}
+		}
 	}
 	models, err := llm.ForRoles(cfg, a.Roles)
 	if err != nil {

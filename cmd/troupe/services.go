@@ -111,7 +111,13 @@ func (s *serviceFlags) app(e *env) (*App, string, error) {
 	if err != nil {
 		return nil, path, err
 	}
-	return &App{Config: cfg, Log: log, Models: s.models(), OpsAddr: s.opsAddr, ConfigPath: path}, path, nil
+	a := &App{Config: cfg, Log: log, Models: s.models(), OpsAddr: s.opsAddr, ConfigPath: path}
+	if path != "" {
+		if file, _, err := config.Load(path); err == nil {
+			a.ConfigFile = &file
+		}
+	}
+	return a, path, nil
 }
 
 func runDev(ctx context.Context, e *env, args []string) error {

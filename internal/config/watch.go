@@ -86,16 +86,31 @@ func (w *Watcher) Run(ctx context.Context, current Config) {
 // Diff lists the settings that differ between two configurations, by key,
 // with redacted values.
 func Diff(old, new Config) []Change {
-	a, b := flatten(old.Redacted()), flatten(new.Redacted())
+	// Compared as they are (a new key is a change), shown redacted.
+	a, b := flatten(old), flatten(new)
+	ra, rb := flatten(old.Redacted()), flatten(new.Redacted())
+	shown := func(redacted map[string]string, k string) string {
+		if v, ok := redacted[k]; ok {
+			return v
+		}
+		return "***"
+	}
 	var out []Change
 	for k, v := range b {
 		if a[k] != v {
-			out = append(out, Change{Key: k, Old: orUnset(a[k]), New: orUnset(v)})
+			c := Change{Key: k, Old: orUnset(shown(ra, k)), New: orUnset(shown(rb, k))}
+			if _, had := a[k]; !had {
+				c.Old = "(unset)"
+			}
+			if c.Old == c.New {
+				c.New += " (changed)"
+			}
+			out = append(out, c)
 		}
 	}
-	for k, v := range a {
+	for k := range a {
 		if _, ok := b[k]; !ok {
-			out = append(out, Change{Key: k, Old: v, New: "(unset)"})
+			out = append(out, Change{Key: k, Old: shown(ra, k), New: "(unset)"})
 		}
 	}
 	slices.SortFunc(out, func(x, y Change) int { return strings.Compare(x.Key, y.Key) })

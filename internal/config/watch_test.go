@@ -98,3 +98,18 @@ func (w syncWriter) Write(p []byte) (int, error) {
 	defer w.mu.Unlock()
 	return w.b.Write(p)
 }
+
+// TestDiffSeesSecrets: a changed secret is a change, shown redacted.
+func TestDiffSeesSecrets(t *testing.T) {
+	t.Parallel()
+	a, err := Parse([]byte(`{"nats": {"token": "first-token"}}`))
+	require.NoError(t, err)
+	b, err := Parse([]byte(`{"nats": {"token": "second-token"}}`))
+	require.NoError(t, err)
+	changes := Diff(a, b)
+	require.Len(t, changes, 1)
+	require.Equal(t, "nats.token", changes[0].Key)
+	require.NotContains(t, changes[0].String(), "first-token")
+	require.NotContains(t, changes[0].String(), "second-token")
+	require.True(t, changes[0].NeedsRestart())
+}
