@@ -95,7 +95,7 @@ type Service struct {
 	svc    micro.Service
 	ccs    []jetstream.ConsumeContext
 	wg     sync.WaitGroup // event and advisory handlers in flight
-	api    sync.WaitGroup // API requests in flight
+	api    bus.Tracker    // API requests in flight
 	stop   context.CancelFunc
 	runCtx context.Context
 	recon  *reconciler
@@ -129,6 +129,7 @@ func (s *Service) Start(ctx context.Context) error {
 	jobs := svc.AddGroup(s.cfg.Prefix + ".api.jobs")
 	arts := svc.AddGroup(s.cfg.Prefix + ".api.artifacts")
 	dlq := svc.AddGroup(s.cfg.Prefix + ".api.dlq")
+	s.api = bus.Tracker{} // open again after a Stop
 	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: &s.api}
 	long := ep
 	long.Timeout = 4 * ep.Timeout
@@ -202,7 +203,7 @@ func (s *Service) Stop(ctx context.Context) error {
 		s.recon = nil
 	}
 	s.stopConsumers(ctx)
-	bus.Wait(ctx, &s.wg, &s.api)
+	bus.Wait(ctx, &s.wg, s.api.Close())
 	if s.stop != nil {
 		s.stop()
 	}

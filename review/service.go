@@ -76,7 +76,7 @@ type Service struct {
 	svc  micro.Service
 	cc   jetstream.ConsumeContext
 	wg   sync.WaitGroup // review requests in flight
-	api  sync.WaitGroup // API requests in flight
+	api  bus.Tracker // API requests in flight
 	stop context.CancelFunc
 }
 
@@ -140,6 +140,7 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("starting the api: %w", err)
 	}
 	s.svc = svc
+	s.api = bus.Tracker{} // open again after a Stop
 	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: &s.api}
 	reviews := svc.AddGroup(s.cfg.Prefix + ".api.reviews")
 	memory := svc.AddGroup(s.cfg.Prefix + ".api.memory")
@@ -200,7 +201,7 @@ func (s *Service) Stop(ctx context.Context) error {
 		bus.Drain(ctx, s.cc)
 		s.cc = nil
 	}
-	bus.Wait(ctx, &s.wg, &s.api)
+	bus.Wait(ctx, &s.wg, s.api.Close())
 	if s.stop != nil {
 		s.stop()
 	}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
@@ -68,8 +67,8 @@ type EndpointConfig struct {
 	// MaxPayload); a larger reply becomes a too_large error.
 	MaxPayload int64
 	// Track, when set, counts requests in flight so a service's Stop can
-	// wait for them.
-	Track *sync.WaitGroup
+	// close it and wait for them.
+	Track *Tracker
 	// Concurrency is how many requests of one endpoint are handled at
 	// once, each on its own goroutine. Defaults to 32.
 	Concurrency int
@@ -86,15 +85,16 @@ func Endpoint[Req any](c EndpointConfig, schema string, fn func(ctx context.Cont
 	return micro.HandlerFunc(func(r micro.Request) {
 		// The subscription's goroutine only hands the request on, so a
 		// slow request does not hold up the ones behind it.
-		sem <- struct{}{}
-		if c.Track != nil {
-			c.Track.Add(1)
+		if c.Track != nil && !c.Track.enter() {
+			_ = r.Error("503", "the service is stopping; try again", nil)
+			return
 		}
+		sem <- struct{}{}
 		go func() {
 			defer func() {
 				<-sem
 				if c.Track != nil {
-					c.Track.Done()
+					c.Track.leave()
 				}
 			}()
 			handle(c, schema, fn, r)
