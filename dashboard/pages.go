@@ -21,6 +21,21 @@ import (
 
 const pageSize = 50
 
+// pageCursor reads a page's ?cursor (zero values for the first page); on
+// a cursor this dashboard did not make it answers 400 and reports false.
+func pageCursor(w http.ResponseWriter, q url.Values) (time.Time, string, bool) {
+	c := q.Get("cursor")
+	if c == "" {
+		return time.Time{}, "", true
+	}
+	t, id, err := bus.DecodeCursor(c)
+	if err != nil {
+		http.Error(w, "cursor: "+err.Error(), http.StatusBadRequest)
+		return time.Time{}, "", false
+	}
+	return t, id, true
+}
+
 // queue is one role's JetStream consumer as the workers see it.
 type queue struct {
 	Role        string
@@ -175,13 +190,9 @@ func (c *roleStatsCache) get(ctx context.Context, st store.Querier) ([]store.Rol
 func (s *Server) jobs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	p := store.JobListParams{Status: q.Get("status"), Role: q.Get("role"), Query: strings.TrimSpace(q.Get("q")), Limit: pageSize}
-	if c := q.Get("cursor"); c != "" {
-		t, id, err := bus.DecodeCursor(c)
-		if err != nil {
-			http.Error(w, "cursor: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		p.Before, p.BeforeID = t, id
+	var ok bool
+	if p.Before, p.BeforeID, ok = pageCursor(w, q); !ok {
+		return
 	}
 	jobs, err := s.store.JobList(r.Context(), p)
 	if err != nil {
@@ -190,8 +201,7 @@ func (s *Server) jobs(w http.ResponseWriter, r *http.Request) {
 	}
 	next := ""
 	if len(jobs) == p.Limit {
-		last := jobs[len(jobs)-1]
-		next = bus.EncodeCursor(last.CreatedAt, last.ID)
+		next = bus.EncodeCursor(jobs[len(jobs)-1].CreatedAt, jobs[len(jobs)-1].ID)
 	}
 	s.render(w, r, "jobs", "Jobs", map[string]any{
 		"Jobs": jobs, "Status": p.Status, "Role": p.Role, "Query": p.Query, "Next": next,
@@ -298,13 +308,9 @@ func (s *Server) reviews(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	q := r.URL.Query()
 	p := store.OutputListParams{Status: schemas.OutputAwaitingReview, Role: q.Get("role"), Limit: pageSize}
-	if c := q.Get("cursor"); c != "" {
-		t, id, err := bus.DecodeCursor(c)
-		if err != nil {
-			http.Error(w, "cursor: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		p.After, p.AfterID = t, id
+	var ok bool
+	if p.After, p.AfterID, ok = pageCursor(w, q); !ok {
+		return
 	}
 	outs, err := s.store.OutputList(ctx, p)
 	if err != nil {
@@ -334,8 +340,7 @@ func (s *Server) reviews(w http.ResponseWriter, r *http.Request) {
 	}
 	next := ""
 	if len(outs) == p.Limit {
-		last := outs[len(outs)-1]
-		next = bus.EncodeCursor(last.CreatedAt, last.ID)
+		next = bus.EncodeCursor(outs[len(outs)-1].CreatedAt, outs[len(outs)-1].ID)
 	}
 	s.render(w, r, "reviews", "Review queue", map[string]any{
 		"Rows": rows, "Total": total, "Role": p.Role, "Roles": s.cfg.Roles, "Next": next,
@@ -500,13 +505,9 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request) {
 func (s *Server) memory(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	p := store.LessonListParams{Scope: q.Get("role"), Query: strings.TrimSpace(q.Get("q")), Limit: 100}
-	if c := q.Get("cursor"); c != "" {
-		t, id, err := bus.DecodeCursor(c)
-		if err != nil {
-			http.Error(w, "cursor: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		p.Before, p.BeforeID = t, id
+	var ok bool
+	if p.Before, p.BeforeID, ok = pageCursor(w, q); !ok {
+		return
 	}
 	lessons, err := s.store.LessonList(r.Context(), p)
 	if err != nil {
@@ -515,8 +516,7 @@ func (s *Server) memory(w http.ResponseWriter, r *http.Request) {
 	}
 	next := ""
 	if len(lessons) == p.Limit {
-		last := lessons[len(lessons)-1]
-		next = bus.EncodeCursor(last.CreatedAt, last.ID)
+		next = bus.EncodeCursor(lessons[len(lessons)-1].CreatedAt, lessons[len(lessons)-1].ID)
 	}
 	s.render(w, r, "memory", "Memory", map[string]any{
 		"Lessons": lessons, "Role": p.Scope, "Query": p.Query, "Roles": append([]string{"all"}, s.cfg.Roles...), "Next": next,
@@ -561,13 +561,9 @@ func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
 		f.Status = schemas.DeadLetterOpen
 	}
 	p := store.DeadLetterListParams{Status: f.Status, Source: f.Source, Class: f.Class, Query: f.Query, JobID: f.JobID, Limit: pageSize}
-	if c := q.Get("cursor"); c != "" {
-		t, id, err := bus.DecodeCursor(c)
-		if err != nil {
-			http.Error(w, "cursor: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		p.Before, p.BeforeID = t, id
+	var ok bool
+	if p.Before, p.BeforeID, ok = pageCursor(w, q); !ok {
+		return
 	}
 	dls, err := s.store.DeadLetterList(r.Context(), p)
 	if err != nil {
@@ -576,8 +572,7 @@ func (s *Server) deadLetters(w http.ResponseWriter, r *http.Request) {
 	}
 	next := ""
 	if len(dls) == p.Limit {
-		last := dls[len(dls)-1]
-		next = bus.EncodeCursor(last.CreatedAt, last.ID)
+		next = bus.EncodeCursor(dls[len(dls)-1].CreatedAt, dls[len(dls)-1].ID)
 	}
 	s.render(w, r, "deadletters", "Dead letters", map[string]any{
 		"DeadLetters": dls, "Filter": f, "Next": next,
