@@ -1,6 +1,7 @@
 package bus
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"sync"
@@ -61,6 +62,28 @@ func watchDenials(nc *nats.Conn) (denied <-chan error, stop func()) {
 			delete(denials, nc)
 		}
 	}
+}
+
+// abortOnDenial returns a context that ends, with the violation as its
+// cause, when nc's server reports a permissions violation that match says
+// concerns this call. stop releases it.
+func abortOnDenial(ctx context.Context, nc *nats.Conn, match func(error) bool) (context.Context, func()) {
+	denied, unwatch := watchDenials(nc)
+	ctx, abort := context.WithCancelCause(ctx)
+	go func() {
+		for {
+			select {
+			case err := <-denied:
+				if match(err) {
+					abort(err)
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return ctx, func() { abort(nil); unwatch() }
 }
 
 // IsDenied reports whether err is a permissions violation: the NATS user

@@ -26,23 +26,8 @@ func Request(ctx context.Context, nc *nats.Conn, subject string, req, out any) e
 			return err
 		}
 	}
-	denied, stop := watchDenials(nc)
+	ctx, stop := abortOnDenial(ctx, nc, func(err error) bool { return deniesRequest(nc, err, subject) })
 	defer stop()
-	ctx, abort := context.WithCancelCause(ctx)
-	defer abort(nil)
-	go func() {
-		for {
-			select {
-			case err := <-denied:
-				if deniesRequest(nc, err, subject) {
-					abort(err)
-					return
-				}
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
 	msg, err := nc.RequestWithContext(ctx, subject, data)
 	if cause := context.Cause(ctx); err != nil && IsDenied(cause) {
 		return cause

@@ -234,25 +234,10 @@ func (t Topology) Ensure(ctx context.Context, js jetstream.JetStream) error {
 // the connection, not by answering it: the call ends at once then, with
 // an error that IsDenied.
 func jsCall(ctx context.Context, js jetstream.JetStream, timeout time.Duration, what string, call func(ctx context.Context) error) error {
-	denied, stop := watchDenials(js.Conn())
-	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	ctx, abort := context.WithCancelCause(ctx)
-	defer abort(nil)
-	go func() {
-		for {
-			select {
-			case err := <-denied:
-				if isJetStreamDenial(err) {
-					abort(err)
-					return
-				}
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	ctx, stop := abortOnDenial(ctx, js.Conn(), isJetStreamDenial)
+	defer stop()
 	err := call(ctx)
 	if err == nil {
 		return nil
