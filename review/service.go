@@ -76,7 +76,7 @@ type Service struct {
 	svc  micro.Service
 	cc   jetstream.ConsumeContext
 	wg   sync.WaitGroup // review requests in flight
-	api  bus.Tracker // API requests in flight
+	api  bus.Tracker    // API requests in flight
 	stop context.CancelFunc
 }
 
