@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -164,20 +165,30 @@ func runDev(ctx context.Context, e *env, args []string) error {
 		db = *data + "/troupe.db (SQLite)"
 	}
 	fmt.Fprintf(e.stdout, "troupe dev ready in %s\n", time.Since(start).Round(time.Millisecond))
+	line := func(label, format string, args ...any) {
+		fmt.Fprintf(e.stdout, "  %-11s%s\n", label+":", fmt.Sprintf(format, args...))
+	}
 	if a.PortFallback {
 		fmt.Fprintf(e.stdout, "  port %d is taken; NATS listens on a free port instead\n", *natsPort)
 	}
+	for _, moved := range []struct{ what, asked, got string }{{"the dashboard", df.addr, a.HTTPAddr}, {"the ops endpoint", sf.opsAddr, a.OpsAddr}} {
+		_, askedPort, _ := net.SplitHostPort(moved.asked)
+		_, gotPort, _ := net.SplitHostPort(moved.got)
+		if askedPort != "" && askedPort != "0" && gotPort != "" && askedPort != gotPort {
+			fmt.Fprintf(e.stdout, "  port %s is taken; %s listens on a free port instead\n", askedPort, moved.what)
+		}
+	}
 	if a.HTTPAddr != "" {
-		fmt.Fprintf(e.stdout, "  dashboard: http://%s/\n", a.HTTPAddr)
+		line("dashboard", "http://%s/", a.HTTPAddr)
 	}
-	fmt.Fprintf(e.stdout, "  NATS:     %s   (export TROUPE_NATS_URL=%s)\n", a.NATSURL, a.NATSURL)
-	fmt.Fprintf(e.stdout, "  store:    %s\n", config.RedactDSN(db))
+	line("NATS", "%s   (export TROUPE_NATS_URL=%s)", a.NATSURL, a.NATSURL)
+	line("store", "%s", config.RedactDSN(db))
 	if a.OpsAddr != "" {
-		fmt.Fprintf(e.stdout, "  ops:      http://%s/healthz and /readyz\n", a.OpsAddr)
+		line("ops", "http://%s/healthz, /readyz and /metrics", a.OpsAddr)
 	}
-	fmt.Fprintf(e.stdout, "  models:   %s\n", describeModels(a.Config, roles))
-	fmt.Fprintf(e.stdout, "  config:   %s\n", cfgNote)
-	fmt.Fprintf(e.stdout, "  submit:   troupe submit --title 'Hello' --wait    or    nats --server %s req troupe.api.jobs.submit '{\"title\":\"Hello\"}'\n", a.NATSURL)
+	line("models", "%s", describeModels(a.Config, roles))
+	line("config", "%s", cfgNote)
+	line("submit", "troupe submit --title 'Hello' --wait    or    nats --server %s req troupe.api.jobs.submit '{\"title\":\"Hello\"}'", a.NATSURL)
 	if *demo {
 		go func() {
 			code := Run(ctx, []string{"submit", "--nats-url", a.NATSURL, "--wait",
