@@ -110,11 +110,10 @@ func passwordVar(user string) string {
 // writeEnvFiles writes dir/<user>.env for each user, readable by its owner
 // only: what docker compose's env_file and kubectl create secret
 // --from-env-file read.
-func writeEnvFiles(dir string, users []natsUser) ([]string, error) {
+func writeEnvFiles(dir string, users []natsUser) (names []string, replaced int, err error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	var names []string
 	for _, u := range users {
 		name := u.Name + ".env"
 		body := fmt.Sprintf("# NATS credentials of Troupe's %s user, written by troupe nats-config.\n"+
@@ -122,15 +121,19 @@ func writeEnvFiles(dir string, users []natsUser) ([]string, error) {
 			u.Name, u.Name, u.Password, bus.InboxPrefix(u.Name))
 		path := filepath.Join(dir, name)
 		// Rewritten in place keeps a mode someone widened: start afresh.
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return nil, err
+		err := os.Remove(path)
+		switch {
+		case err == nil:
+			replaced++
+		case !errors.Is(err, os.ErrNotExist):
+			return nil, replaced, err
 		}
 		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
-			return nil, err
+			return nil, replaced, err
 		}
 		names = append(names, name)
 	}
-	return names, nil
+	return names, replaced, nil
 }
 
 func runNATSConfig(_ context.Context, e *env, args []string) error {
@@ -168,11 +171,14 @@ func runNATSConfig(_ context.Context, e *env, args []string) error {
 		return err
 	}
 	if *envDir != "" {
-		names, err := writeEnvFiles(*envDir, users)
+		names, replaced, err := writeEnvFiles(*envDir, users)
 		if err != nil {
 			return fmt.Errorf("--env-dir: %w", err)
 		}
 		fmt.Fprintf(e.stderr, "wrote %d env files to %s (mode 0600): %s\n", len(names), *envDir, strings.Join(names, " "))
+		if replaced > 0 {
+			fmt.Fprintf(e.stderr, "replaced %d env files that were there: their old passwords no longer match this block\n", replaced)
+		}
 		fmt.Fprintf(e.stderr, "give each service its own: docker compose env_file: %s/worker-developer.env; Kubernetes: kubectl create secret generic troupe-nats-worker-developer --from-env-file=%s/worker-developer.env\n", *envDir, *envDir)
 	}
 	return nil
