@@ -43,10 +43,11 @@ var _ store.Store = (*Store)(nil)
 // migrate (call Migrate), but fails with an error wrapping
 // store.ErrSchemaTooNew when the database was migrated by a newer troupe.
 func Open(ctx context.Context, path string) (*Store, error) {
-	db, err := sql.Open("sqlite", dsn(path))
+	conn, err := sqlite.NewConnector(dsn(path))
 	if err != nil {
 		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
 	}
+	db := sql.OpenDB(cachingConnector{conn})
 	// One connection: SQLite has one writer anyway, ":memory:" is per
 	// connection, and a queue in the pool beats SQLITE_BUSY.
 	db.SetMaxOpenConns(1)
