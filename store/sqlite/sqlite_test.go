@@ -139,3 +139,43 @@ func TestMemory(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, created)
 }
+
+// TestCachedStatementsNest: a query whose prepared statement still has
+// rows open runs again, in the same transaction, without disturbing them;
+// and a cached statement gives each run its own arguments.
+func TestCachedStatementsNest(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "nest.db"))
+	require.NoError(t, err)
+	defer s.Close()
+	db := s.DB()
+	_, err = db.ExecContext(ctx, `CREATE TABLE t (n INTEGER)`)
+	require.NoError(t, err)
+	for n := 1; n <= 3; n++ {
+		_, err = db.ExecContext(ctx, `INSERT INTO t (n) VALUES (?)`, n)
+		require.NoError(t, err)
+	}
+	tx, err := db.BeginTx(ctx, nil)
+	require.NoError(t, err)
+	defer tx.Rollback()
+	const q = `SELECT n FROM t WHERE n >= ? ORDER BY n`
+	outer, err := tx.QueryContext(ctx, q, 1)
+	require.NoError(t, err)
+	var pairs [][2]int
+	for outer.Next() {
+		var a int
+		require.NoError(t, outer.Scan(&a))
+		inner, err := tx.QueryContext(ctx, q, a)
+		require.NoError(t, err)
+		for inner.Next() {
+			var b int
+			require.NoError(t, inner.Scan(&b))
+			pairs = append(pairs, [2]int{a, b})
+		}
+		require.NoError(t, inner.Close())
+	}
+	require.NoError(t, outer.Err())
+	require.NoError(t, outer.Close())
+	require.Equal(t, [][2]int{{1, 1}, {1, 2}, {1, 3}, {2, 2}, {2, 3}, {3, 3}}, pairs)
+}
