@@ -95,7 +95,7 @@ type Service struct {
 	svc    micro.Service
 	ccs    []jetstream.ConsumeContext
 	wg     sync.WaitGroup // event and advisory handlers in flight
-	api    bus.Tracker    // API requests in flight
+	api    *bus.Tracker   // API requests in flight; set by Start
 	stop   context.CancelFunc
 	runCtx context.Context
 	recon  *reconciler
@@ -129,8 +129,13 @@ func (s *Service) Start(ctx context.Context) error {
 	jobs := svc.AddGroup(s.cfg.Prefix + ".api.jobs")
 	arts := svc.AddGroup(s.cfg.Prefix + ".api.artifacts")
 	dlq := svc.AddGroup(s.cfg.Prefix + ".api.dlq")
-	s.api = bus.Tracker{} // open again after a Stop
-	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: &s.api}
+	// A new tracker each start: requests of an earlier run that outlived
+	// its Stop leave the old one.
+	api := &bus.Tracker{}
+	s.mu.Lock()
+	s.api = api
+	s.mu.Unlock()
+	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api}
 	long := ep
 	long.Timeout = 4 * ep.Timeout
 	endpoints := []struct {
@@ -203,7 +208,11 @@ func (s *Service) Stop(ctx context.Context) error {
 		s.recon = nil
 	}
 	s.stopConsumers(ctx)
-	bus.Wait(ctx, &s.wg, s.api.Close())
+	groups := []*sync.WaitGroup{&s.wg}
+	if s.api != nil { // s.mu is held
+		groups = append(groups, s.api.Close())
+	}
+	bus.Wait(ctx, groups...)
 	if s.stop != nil {
 		s.stop()
 	}

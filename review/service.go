@@ -76,7 +76,7 @@ type Service struct {
 	svc  micro.Service
 	cc   jetstream.ConsumeContext
 	wg   sync.WaitGroup // review requests in flight
-	api  bus.Tracker    // API requests in flight
+	api  *bus.Tracker   // API requests in flight; set by Start
 	stop context.CancelFunc
 }
 
@@ -140,8 +140,13 @@ func (s *Service) Start(ctx context.Context) error {
 		return fmt.Errorf("starting the api: %w", err)
 	}
 	s.svc = svc
-	s.api = bus.Tracker{} // open again after a Stop
-	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: &s.api}
+	// A new tracker each start: requests of an earlier run that outlived
+	// its Stop leave the old one.
+	api := &bus.Tracker{}
+	s.mu.Lock()
+	s.api = api
+	s.mu.Unlock()
+	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api}
 	reviews := svc.AddGroup(s.cfg.Prefix + ".api.reviews")
 	memory := svc.AddGroup(s.cfg.Prefix + ".api.memory")
 	for _, e := range []struct {
@@ -201,7 +206,11 @@ func (s *Service) Stop(ctx context.Context) error {
 		bus.Drain(ctx, s.cc)
 		s.cc = nil
 	}
-	bus.Wait(ctx, &s.wg, s.api.Close())
+	groups := []*sync.WaitGroup{&s.wg}
+	if s.api != nil { // s.mu is held
+		groups = append(groups, s.api.Close())
+	}
+	bus.Wait(ctx, groups...)
 	if s.stop != nil {
 		s.stop()
 	}

@@ -143,7 +143,11 @@ type cachedRows struct {
 }
 
 func (r *cachedRows) Close() error {
+	if r.s == nil {
+		return nil // closed already: the statement may serve another query now
+	}
 	err := r.Rows.Close()
 	r.s.busy = false
+	r.s = nil
 	return err
 }
