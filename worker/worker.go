@@ -350,18 +350,27 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 			return nil
 		}
 	}
-	req, err := w.request(ctx, task)
+	req, budget, err := w.request(ctx, task)
 	if err != nil {
 		return err
 	}
-	// Every call is recorded as soon as it returns, so the budget check
-	// before the next one (a repair, a fallback, another task) sees it.
+	// Under a token budget every call is recorded as soon as it returns,
+	// so the budget check before the next one (a repair, a fallback,
+	// another task) sees it. Without one, the calls are recorded with the
+	// stage, in its transaction: one write fewer per task.
+	calls := &callRows{}
 	req.Record = func(c llm.Call) {
 		w.cfg.Metrics.ModelCall(c.Model, c.Outcome, c.Latency, c.PromptTokens, c.CompletionTokens)
+		if budget == 0 {
+			calls.add(callRow(c, task))
+			return
+		}
 		if err := w.store.ModelCallInsert(context.WithoutCancel(ctx), []store.ModelCall{callRow(c, task)}); err != nil {
 			log.Warn().Err(err).Str("model", c.Model).Msg("recording a model call")
 		}
 	}
+	// Calls not recorded with a stage are recorded on their own.
+	defer func() { w.recordCalls(ctx, log, calls.take()) }()
 	if w.cfg.BudgetSpent != nil {
 		req.Before = func(ctx context.Context) error {
 			spent, err := w.cfg.BudgetSpent(ctx, task.JobID)
@@ -397,11 +406,41 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	if resp.Latency == 0 {
 		resp.Latency = time.Since(start)
 	}
-	if err := w.stage(ctx, log, task, req, resp); err != nil {
+	if err := w.stage(ctx, log, task, req, resp, calls); err != nil {
 		return err
 	}
 	w.cfg.Metrics.TaskDone(task.Role, "staged", time.Since(start))
 	return nil
+}
+
+// callRows are model calls waiting to be recorded with a stage.
+type callRows struct {
+	mu   sync.Mutex
+	rows []store.ModelCall
+}
+
+func (c *callRows) add(rows ...store.ModelCall) {
+	c.mu.Lock()
+	c.rows = append(c.rows, rows...)
+	c.mu.Unlock()
+}
+
+func (c *callRows) take() []store.ModelCall {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	rows := c.rows
+	c.rows = nil
+	return rows
+}
+
+// recordCalls records model calls that no stage recorded.
+func (w *Worker) recordCalls(ctx context.Context, log zerolog.Logger, rows []store.ModelCall) {
+	if len(rows) == 0 {
+		return
+	}
+	if err := w.store.ModelCallInsert(context.WithoutCancel(ctx), rows); err != nil {
+		log.Warn().Err(err).Int("calls", len(rows)).Msg("recording model calls")
+	}
 }
 
 // errBudgetSpent stops a task whose job spent its token budget.
@@ -444,10 +483,10 @@ func (w *Worker) generate(ctx context.Context, msg jetstream.Msg, task store.Tas
 // request gathers what the task reads from the shared area: its job, the
 // promoted outputs of its upstream tasks, the lessons that apply and the
 // feedback on its previous revision.
-func (w *Worker) request(ctx context.Context, task store.Task) (llm.Request, error) {
+func (w *Worker) request(ctx context.Context, task store.Task) (llm.Request, int64, error) {
 	job, err := w.store.JobGetByID(ctx, task.JobID)
 	if err != nil {
-		return llm.Request{}, fmt.Errorf("reading job: %w", err)
+		return llm.Request{}, 0, fmt.Errorf("reading job: %w", err)
 	}
 	tc := llm.TaskContext{
 		JobID: job.ID, JobTitle: job.Title, Brief: job.Brief, TaskID: task.ID, Key: task.Key,
@@ -459,7 +498,7 @@ func (w *Worker) request(ctx context.Context, task store.Task) (llm.Request, err
 	if len(task.DependsOn) > 0 {
 		tasks, err := w.store.TaskListByJob(ctx, task.JobID)
 		if err != nil {
-			return llm.Request{}, fmt.Errorf("reading upstream tasks: %w", err)
+			return llm.Request{}, 0, fmt.Errorf("reading upstream tasks: %w", err)
 		}
 		for _, up := range tasks {
 			if !slices.Contains(task.DependsOn, up.Key) {
@@ -467,7 +506,7 @@ func (w *Worker) request(ctx context.Context, task store.Task) (llm.Request, err
 			}
 			arts, err := w.store.ArtifactListByTask(ctx, up.ID)
 			if err != nil {
-				return llm.Request{}, fmt.Errorf("reading inputs of %s: %w", up.Key, err)
+				return llm.Request{}, 0, fmt.Errorf("reading inputs of %s: %w", up.Key, err)
 			}
 			for _, a := range arts {
 				tc.Inputs = append(tc.Inputs, llm.Input{Path: a.Path, Role: up.Role, TaskKey: up.Key, Content: a.Content})
@@ -476,7 +515,7 @@ func (w *Worker) request(ctx context.Context, task store.Task) (llm.Request, err
 	}
 	rows, err := w.store.LessonList(ctx, store.LessonListParams{Scope: task.Role, IncludeGlobal: true, Limit: 500})
 	if err != nil {
-		return llm.Request{}, fmt.Errorf("reading lessons: %w", err)
+		return llm.Request{}, 0, fmt.Errorf("reading lessons: %w", err)
 	}
 	lessons := make([]schemas.Lesson, len(rows))
 	for i, l := range rows {
@@ -484,7 +523,7 @@ func (w *Worker) request(ctx context.Context, task store.Task) (llm.Request, err
 	}
 	tc.Lessons = review.SelectLessons(lessons, task.Role, job.Title+" "+task.Instructions, w.cfg.LessonBytes)
 	system := renderSystem(w.system, tc.Lessons)
-	return llm.Request{Role: task.Role, System: system, Prompt: renderPrompt(fitInputs(tc, w.promptBudget(ctx, len(system)))), Task: tc}, nil
+	return llm.Request{Role: task.Role, System: system, Prompt: renderPrompt(fitInputs(tc, w.promptBudget(ctx, len(system)))), Task: tc}, job.BudgetTokens, nil
 }
 
 // promptBudget is how many bytes of prompt the model's context window
@@ -535,7 +574,7 @@ var errTaskMoved = errors.New("task moved on")
 
 // stage stores the output of this revision once, with the review request in
 // the same transaction.
-func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task, req llm.Request, resp llm.Response) error {
+func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task, req llm.Request, resp llm.Response, calls *callRows) error {
 	out := store.Output{
 		ID: uuid.NewString(), TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: task.Revision,
 		Status: schemas.OutputStaged, Content: resp.Content, Files: resp.Files, Model: resp.Model,
@@ -550,11 +589,17 @@ func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task,
 		out.Checks = []schemas.Check{{Name: "answer_format", Passed: false, Detail: bus.Clip(resp.ParseError, 2000)}}
 	}
 	var created bool
+	rows := calls.take()
 	err := w.store.InTx(ctx, func(q store.Querier) error {
 		var err error
 		out, created, err = q.OutputStage(ctx, out)
 		if err != nil || !created {
 			return err
+		}
+		if len(rows) > 0 {
+			if err := q.ModelCallInsert(ctx, rows); err != nil {
+				return err
+			}
 		}
 		staged, rev, noReason := schemas.TaskStaged, task.Revision, ""
 		moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskQueued, schemas.TaskRunning}, Revision: &rev, Status: &staged, Reason: &noReason})
@@ -578,6 +623,9 @@ func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task,
 			Role: task.Role, Revision: task.Revision, Message: fmt.Sprintf("%d files", len(out.Files)),
 		})
 	})
+	if err != nil || !created {
+		calls.add(rows...) // rolled back, or not written: recorded on their own
+	}
 	if errors.Is(err, errTaskMoved) {
 		log.Info().Msg("task moved on while the model worked; output dropped")
 		return nil
