@@ -131,6 +131,12 @@ func TestSubmitBatch(t *testing.T) {
 	_, stderr, code := d.cli("submit", "--batch", bad)
 	require.Equal(t, 1, code)
 	require.Contains(t, stderr, "bad.jsonl:3: titel: is not a known field (did you mean title?)")
+	notJSON := d.Dir + "/not-json.jsonl"
+	require.NoError(t, writeString(notJSON, "{\"title\": \"ok\"}\nnot json\n[1]\n"))
+	_, stderr, code = d.cli("submit", "--batch", notJSON)
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "not-json.jsonl:2: not a JSON object")
+	require.Contains(t, stderr, "not-json.jsonl:3: not a JSON object", "every bad line is named")
 
 	// A valid batch: every job is created and runs to the end.
 	events := d.events("*.*")

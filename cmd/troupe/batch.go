@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/troupe-dev/troupe/internal/bus"
@@ -87,23 +88,29 @@ func submitBatch(ctx context.Context, e *env, cf clientFlags, path string) error
 	return nil
 }
 
-// readJSONLines reads one JSON object per non-blank line.
+// readJSONLines reads one JSON object per non-blank line; every line that
+// is not one is named, not only the first.
 func readJSONLines(r io.Reader, name string) ([]batchLine, error) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 8<<20)
 	var out []batchLine
+	var bad []string
 	for n := 1; sc.Scan(); n++ {
 		line := bytes.TrimSpace(sc.Bytes())
 		if len(line) == 0 {
 			continue
 		}
 		if !json.Valid(line) || line[0] != '{' {
-			return nil, fmt.Errorf("%s:%d: not a JSON object (want one submission per line)", name, n)
+			bad = append(bad, fmt.Sprintf("\n  %s:%d: not a JSON object (want one submission per line)", name, n))
+			continue
 		}
 		out = append(out, batchLine{n: n, raw: json.RawMessage(bytes.Clone(line))})
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("reading %s: %w", name, err)
+	}
+	if len(bad) > 0 {
+		return nil, fmt.Errorf("%d line(s) of %s are not JSON objects, so nothing was submitted:%s", len(bad), name, strings.Join(bad, ""))
 	}
 	return out, nil
 }
