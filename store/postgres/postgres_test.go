@@ -5,11 +5,9 @@ import (
 	"os"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
 	"github.com/troupe-dev/troupe/store/postgres"
 	"github.com/troupe-dev/troupe/store/postgres/postgrestest"
@@ -85,15 +83,14 @@ func TestMigrateConcurrently(t *testing.T) {
 
 func TestMigrateUpgradesFromVersion1(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
 	url := postgrestest.TestURL(t) // migrated; drop what it made to start over
-
-	// The database as a troupe that knew only 0001_init.sql left it.
-	s, err := postgres.Open(ctx, url)
-	require.NoError(t, err)
 	initSQL, err := os.ReadFile("migrations/0001_init.sql")
 	require.NoError(t, err)
-	for _, stmt := range []string{
+	storetest.UpgradeFromV1(t, func() storetest.Upgradable {
+		s, err := postgres.Open(context.Background(), url)
+		require.NoError(t, err)
+		return s
+	}, []string{
 		`DO $$ DECLARE r record; BEGIN
 			FOR r IN SELECT tablename FROM pg_tables WHERE schemaname = current_schema() LOOP
 				EXECUTE 'DROP TABLE ' || quote_ident(r.tablename) || ' CASCADE';
@@ -101,62 +98,9 @@ func TestMigrateUpgradesFromVersion1(t *testing.T) {
 		`CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)`,
 		string(initSQL),
 		`INSERT INTO schema_migrations (version, applied_at) VALUES (1, 0)`,
-	} {
-		_, err = s.DB().ExecContext(ctx, stmt)
-		require.NoError(t, err)
-	}
-	job, _, err := s.JobCreate(ctx, store.JobCreateParams{
-		Job:   store.Job{Title: "from v1", Status: schemas.JobDone},
-		Tasks: []store.Task{{Key: "a", Role: "pm", Status: schemas.TaskPromoted}},
-	})
-	require.NoError(t, err)
-	require.NoError(t, s.ModelCallInsert(ctx, []store.ModelCall{{JobID: job.ID, Role: "pm", Model: "m", Outcome: "ok"}}))
-	require.NoError(t, s.Close())
-
-	// This troupe opens it, migrates it, and keeps its rows.
-	s, err = postgres.Open(ctx, url)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = s.Close() })
-	require.NoError(t, s.Migrate(ctx))
-	var versions []int64
-	rows, err := s.DB().QueryContext(ctx, `SELECT version FROM schema_migrations ORDER BY version`)
-	require.NoError(t, err)
-	for rows.Next() {
-		var v int64
-		require.NoError(t, rows.Scan(&v))
-		versions = append(versions, v)
-	}
-	require.NoError(t, rows.Err())
-	require.NoError(t, rows.Close())
-	require.Equal(t, []int64{1, 2}, versions)
-
-	var indexes []string
-	rows, err = s.DB().QueryContext(ctx, `SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()
+	}, `SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()
 		AND indexname IN ('jobs_status_updated_at', 'tasks_job_id_role', 'outputs_role_status',
 			'model_calls_job_id_created_at', 'model_calls_job_id') ORDER BY indexname COLLATE "C"`)
-	require.NoError(t, err)
-	for rows.Next() {
-		var name string
-		require.NoError(t, rows.Scan(&name))
-		indexes = append(indexes, name)
-	}
-	require.NoError(t, rows.Err())
-	require.NoError(t, rows.Close())
-	require.Equal(t, []string{"jobs_status_updated_at", "model_calls_job_id_created_at", "outputs_role_status",
-		"tasks_job_id_role"}, indexes)
-
-	got, err := s.JobGetByID(ctx, job.ID)
-	require.NoError(t, err)
-	require.Equal(t, job, got)
-	jobs, err := s.JobList(ctx, store.JobListParams{Role: "pm"})
-	require.NoError(t, err)
-	require.Len(t, jobs, 1)
-	calls, err := s.ModelCallListByJob(ctx, job.ID)
-	require.NoError(t, err)
-	require.Len(t, calls, 1)
-	buckets, err := s.JobsFinished(ctx, job.UpdatedAt, time.Hour)
-	require.NoError(t, err)
-	require.Equal(t, 1, buckets[0].Done)
 }
 
 func TestOpenRejectsBadURL(t *testing.T) {
