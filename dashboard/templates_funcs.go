@@ -39,7 +39,6 @@ var funcs = template.FuncMap{
 	"msf": func(ms float64) string {
 		return (time.Duration(ms * float64(time.Millisecond))).Round(time.Millisecond).String()
 	},
-	"dur":    func(d time.Duration) string { return d.Round(time.Millisecond).String() },
 	"pct":    func(n, of int) string { return pct(n, of) },
 	"money":  func(v float64) string { return fmt.Sprintf("$%.4f", v) },
 	"pretty": prettyJSON,

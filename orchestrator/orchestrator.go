@@ -251,9 +251,6 @@ func (s *Service) Submit(ctx context.Context, sub schemas.Submission) (any, erro
 	return s.jobView(ctx, p.job.ID, false)
 }
 
-// maxBatch is the most jobs one submit_batch takes.
-const maxBatch = 1000
-
 // SubmitBatch creates many jobs at once: every job is validated on its
 // own and, when any is invalid, none is created and the error names each
 // wrong job by its index. Valid batches are created in one transaction.
