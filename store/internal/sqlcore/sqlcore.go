@@ -40,6 +40,25 @@ func New(db *sql.DB, d Dialect, migrations fs.FS) *Store {
 	}
 }
 
+// EnableGroupCommit makes the store run concurrent transactions together,
+// up to max in one database transaction (see groupCommit). Call it before
+// the store is used.
+func (s *Store) EnableGroupCommit(max int) {
+	if max < 2 {
+		s.Queries.group = nil
+		return
+	}
+	s.Queries.group = newGroupCommit(s.db, s.dialect, max)
+}
+
+// GroupCommitStats returns what group commit has done; zero when it is off.
+func (s *Store) GroupCommitStats() GroupCommitStats {
+	if s.Queries.group == nil {
+		return GroupCommitStats{}
+	}
+	return s.Queries.group.Stats()
+}
+
 // DB returns the underlying database.
 func (s *Store) DB() *sql.DB { return s.db }
 
@@ -72,6 +91,9 @@ type Queries struct {
 	// pool is set outside a transaction, for methods that must open their
 	// own; inside one it is nil and they run in the caller's.
 	pool *sql.DB
+	// group, when set (outside a transaction, with group commit on), runs
+	// the transactions and the single writes made outside one.
+	group *groupCommit
 }
 
 var _ store.Querier = (*Queries)(nil)
@@ -82,6 +104,15 @@ func (q *Queries) inTx(ctx context.Context, fn func(q *Queries) error) error {
 	if q.pool == nil {
 		return fn(q)
 	}
+	if q.group != nil {
+		return q.group.do(ctx, fn)
+	}
+	return q.retryTx(ctx, fn)
+}
+
+// retryTx runs fn in a new transaction of its own, again when the database
+// aborted it for another's sake.
+func (q *Queries) retryTx(ctx context.Context, fn func(q *Queries) error) error {
 	// A deadlock or serialization failure aborts one of the transactions
 	// involved; running it again is what the database expects.
 	var err error
@@ -118,6 +149,20 @@ func (q *Queries) tryTx(ctx context.Context, fn func(q *Queries) error) error {
 }
 
 func (q *Queries) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if q.group != nil {
+		// A write outside a transaction is a transaction of its own:
+		// commit it with the others.
+		var res sql.Result
+		err := q.group.do(ctx, func(tx *Queries) error {
+			r, err := tx.exec(ctx, query, args...)
+			if err != nil {
+				return err
+			}
+			res = readResult(r)
+			return nil
+		})
+		return res, err
+	}
 	return q.db.ExecContext(ctx, q.dialect.Rebind(query), args...)
 }
 
