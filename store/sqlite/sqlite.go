@@ -2,10 +2,12 @@
 // modernc.org/sqlite driver: for one process, development and tests.
 //
 // The database runs in WAL mode with foreign keys on, and every transaction
-// begins IMMEDIATE. The store holds a single connection, so writers queue in
-// the pool instead of failing with SQLITE_BUSY; so inside InTx, use only the
-// Querier the transaction hands over: the store itself would wait for the
-// connection the transaction holds.
+// begins IMMEDIATE. Writes go through a single connection, so writers queue
+// instead of failing with SQLITE_BUSY, and those queued commit together
+// (group commit); so inside InTx, use only the Querier the transaction hands
+// over: the store itself would wait for the transaction to end. Queries
+// outside a transaction run on read-only connections of their own, beside
+// the writer.
 package sqlite
 
 import (
@@ -34,6 +36,8 @@ var migrations, _ = fs.Sub(migrationsFS, "migrations")
 // Store is a store.Store on a SQLite database file.
 type Store struct {
 	*sqlcore.Store
+	// read holds the read-only connections, nil for ":memory:".
+	read *sql.DB
 }
 
 var _ store.Store = (*Store)(nil)
@@ -59,19 +63,46 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	// Writers take turns on the one connection anyway; committing those
 	// waiting together writes the WAL once for all of them.
 	s.EnableGroupCommit(groupCommitMax)
+	if path != ":memory:" {
+		// In WAL mode readers do not wait for the writer: the queries made
+		// outside a transaction get connections of their own, read-only.
+		rconn, err := sqlite.NewConnector(readDSN(path))
+		if err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
+		}
+		s.read = sql.OpenDB(cachingConnector{rconn})
+		s.read.SetMaxOpenConns(readConns)
+		s.read.SetMaxIdleConns(readConns)
+		s.read.SetConnMaxLifetime(0)
+		s.read.SetConnMaxIdleTime(0)
+		s.SetReadDB(s.read)
+	}
 	if err := s.Ping(ctx); err != nil {
-		_ = db.Close()
+		_ = s.Close()
 		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
 	}
 	if err := s.CheckVersion(ctx); err != nil {
-		_ = db.Close()
+		_ = s.Close()
 		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
 	}
 	return s, nil
 }
 
+// Close releases the connections.
+func (s *Store) Close() error {
+	err := s.Store.Close()
+	if s.read != nil {
+		err = errors.Join(err, s.read.Close())
+	}
+	return err
+}
+
 // groupCommitMax bounds how many transactions commit together.
 const groupCommitMax = 64
+
+// readConns is how many read-only connections run queries side by side.
+const readConns = 4
 
 // dsn returns the modernc.org/sqlite data source name for path.
 func dsn(path string) string {
@@ -86,6 +117,16 @@ func dsn(path string) string {
 		q.Add("_pragma", "journal_mode(WAL)")
 	}
 	q.Set("_txlock", "immediate")
+	return "file:" + escapePath(path) + "?" + q.Encode()
+}
+
+// readDSN returns the data source name of a read-only connection: it can
+// neither write nor change the journal mode (the writer sets WAL).
+func readDSN(path string) string {
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", "query_only(1)")
+	q.Add("_pragma", "temp_store(MEMORY)")
 	return "file:" + escapePath(path) + "?" + q.Encode()
 }
 

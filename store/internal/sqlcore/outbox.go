@@ -127,15 +127,21 @@ func (q *Queries) OutboxClaim(ctx context.Context, p store.OutboxClaimParams) ([
 		w.add(cond, args...)
 	}
 	args := append(w.args, limitOr(p.Limit, 100), p.Owner, toMicros(t.Add(lease)))
-	msgs, err := queryAll(ctx, q, scanOutboxMessage,
-		`WITH due AS MATERIALIZED (
-			SELECT seq FROM outbox`+w.String()+`
-			ORDER BY seq LIMIT ?`+q.dialect.SkipLocked()+`
-		)
-		UPDATE outbox SET claimed_by = ?, claimed_until = ?
-		WHERE seq IN (SELECT seq FROM due)
-		RETURNING `+outboxColumns,
-		args...)
+	var msgs []store.OutboxMessage
+	// A write: in a transaction, where writes go.
+	err := q.inTx(ctx, func(q *Queries) error {
+		var err error
+		msgs, err = queryAll(ctx, q, scanOutboxMessage,
+			`WITH due AS MATERIALIZED (
+				SELECT seq FROM outbox`+w.String()+`
+				ORDER BY seq LIMIT ?`+q.dialect.SkipLocked()+`
+			)
+			UPDATE outbox SET claimed_by = ?, claimed_until = ?
+			WHERE seq IN (SELECT seq FROM due)
+			RETURNING `+outboxColumns,
+			args...)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("claiming outbox messages: %w", err)
 	}
@@ -227,10 +233,13 @@ func (q *Queries) OutboxMarkFailed(ctx context.Context, seq int64, lastError str
 		next = toMicros(nextAttempt)
 	}
 	var attempts int
-	err := q.queryRow(ctx, `UPDATE outbox
-		SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, claimed_by = '', claimed_until = 0
-		WHERE seq = ? RETURNING attempts`,
-		cleanError(lastError), next, seq).Scan(&attempts)
+	// A write: in a transaction, where writes go.
+	err := q.inTx(ctx, func(q *Queries) error {
+		return q.queryRow(ctx, `UPDATE outbox
+			SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, claimed_by = '', claimed_until = 0
+			WHERE seq = ? RETURNING attempts`,
+			cleanError(lastError), next, seq).Scan(&attempts)
+	})
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, fmt.Errorf("marking outbox message %d failed: %w", seq, store.ErrNotFound)
 	}
