@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -29,6 +30,12 @@ type RelayConfig struct {
 	// another relay; the orchestrator's claims every row, so each row has a
 	// relay that may publish it. Defaults to every row.
 	Subjects []string
+	// StreamOf names the stream a subject is stored in (bus.Topology's
+	// StreamOf). With it, rows bound for one stream that allows atomic
+	// batches are published as atomic batches: the server writes and syncs
+	// a batch once instead of once a message. Without it, every row is
+	// published on its own.
+	StreamOf func(subject string) string
 	Logger   zerolog.Logger
 }
 
@@ -45,6 +52,15 @@ type Relay struct {
 	done  chan struct{}
 	once  sync.Once
 	owner string
+
+	// atomic caches, per stream, whether it takes atomic batches.
+	atomicMu sync.Mutex
+	atomic   map[string]atomicCheck
+}
+
+type atomicCheck struct {
+	ok bool
+	at time.Time
 }
 
 // NewRelay returns a relay; Start runs it.
@@ -57,7 +73,10 @@ func NewRelay(cfg RelayConfig, st store.Store, js jetstream.JetStream) *Relay {
 	}
 	host, _ := os.Hostname()
 	owner := fmt.Sprintf("%s/%d/%s", host, os.Getpid(), uuid.NewString()[:8])
-	return &Relay{cfg: cfg, store: st, js: js, wake: make(chan struct{}, 1), done: make(chan struct{}), owner: owner}
+	return &Relay{
+		cfg: cfg, store: st, js: js, wake: make(chan struct{}, 1), done: make(chan struct{}), owner: owner,
+		atomic: map[string]atomicCheck{},
+	}
 }
 
 // Notify wakes the relay: call it after committing outbox rows.
@@ -153,31 +172,167 @@ type failedPublish struct {
 	err error
 }
 
-// publish publishes msgs asynchronously and waits for every ack.
+// Atomic batches: the server stages a batch's messages and then writes them
+// with one sync, where a message published alone is synced alone. Staging
+// costs about as much as a dozen single publishes (on this project's test
+// machine: 2.7 ms a batch against 0.2 ms a message), so short runs are
+// published one by one. A batch holds at most 1,000 messages, the server's
+// default limit.
+const (
+	atomicMin = 16
+	atomicMax = 1000
+	// atomicRecheck is how long a stream's answer is kept: a stream
+	// updated by a newer Troupe, or a server upgraded, is noticed.
+	atomicRecheck = time.Minute
+)
+
+// publish publishes msgs asynchronously and waits for every ack: rows bound
+// for a stream that takes atomic batches in batches when there are enough
+// of them, the rest one by one. A batch the server refuses (a message in it
+// already stored, too many batches in flight, a server without atomic
+// batches) is published again message by message, so each row's outcome is
+// its own.
 func (r *Relay) publish(ctx context.Context, msgs []store.OutboxMessage) (ok []int64, failed []failedPublish) {
-	futures := make([]jetstream.PubAckFuture, len(msgs))
-	for i, m := range msgs {
-		f, err := r.js.PublishMsgAsync(bus.NewMsg(m.Subject, m.MsgID, m.Payload, m.Headers))
-		if err != nil {
-			failed = append(failed, failedPublish{m, err})
-			continue
+	var batches [][]store.OutboxMessage
+	single := msgs
+	if r.cfg.StreamOf != nil {
+		single = nil
+		byStream := map[string][]store.OutboxMessage{}
+		var order []string
+		for _, m := range msgs {
+			st := r.cfg.StreamOf(m.Subject)
+			if _, seen := byStream[st]; !seen {
+				order = append(order, st)
+			}
+			byStream[st] = append(byStream[st], m)
 		}
-		futures[i] = f
+		for _, st := range order {
+			group := byStream[st]
+			if st == "" || len(group) < atomicMin || !r.takesAtomic(ctx, st) {
+				single = append(single, group...)
+				continue
+			}
+			for len(group) > 0 {
+				n := min(len(group), atomicMax)
+				batches = append(batches, group[:n])
+				group = group[n:]
+			}
+		}
 	}
+
 	wait, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	for i, f := range futures {
+	commits := make([]jetstream.PubAckFuture, len(batches))
+	for i, b := range batches {
+		f, err := r.publishBatch(b)
+		if err != nil {
+			r.cfg.Logger.Debug().Err(err).Int("messages", len(b)).Msg("atomic batch not sent; publishing its messages one by one")
+			single = append(single, b...)
+			continue
+		}
+		commits[i] = f
+	}
+	futures := r.publishEach(single, &failed)
+	for i, f := range commits {
 		if f == nil {
 			continue
 		}
 		select {
 		case <-f.Ok():
-			ok = append(ok, msgs[i].Seq)
+			for _, m := range batches[i] {
+				ok = append(ok, m.Seq)
+			}
+			continue
 		case err := <-f.Err():
-			failed = append(failed, failedPublish{msgs[i], err})
+			r.cfg.Logger.Debug().Err(err).Int("messages", len(batches[i])).Msg("atomic batch refused; publishing its messages one by one")
 		case <-wait.Done():
-			failed = append(failed, failedPublish{msgs[i], errors.New("no ack from JetStream within 10s")})
+			r.cfg.Logger.Debug().Int("messages", len(batches[i])).Msg("no ack for an atomic batch within 10s; publishing its messages one by one")
+		}
+		// Nothing of a refused batch was stored; one that went unanswered
+		// may have been, and its messages' ids make the stream drop them.
+		futures = append(futures, r.publishEach(batches[i], &failed)...)
+	}
+	for _, f := range futures {
+		select {
+		case <-f.future.Ok():
+			ok = append(ok, f.msg.Seq)
+		case err := <-f.future.Err():
+			failed = append(failed, failedPublish{f.msg, err})
+		case <-wait.Done():
+			failed = append(failed, failedPublish{f.msg, errors.New("no ack from JetStream within 10s")})
 		}
 	}
 	return ok, failed
+}
+
+type pendingPublish struct {
+	msg    store.OutboxMessage
+	future jetstream.PubAckFuture
+}
+
+// publishEach publishes each message on its own, asynchronously; those
+// that cannot be sent go to failed.
+func (r *Relay) publishEach(msgs []store.OutboxMessage, failed *[]failedPublish) []pendingPublish {
+	out := make([]pendingPublish, 0, len(msgs))
+	for _, m := range msgs {
+		f, err := r.js.PublishMsgAsync(bus.NewMsg(m.Subject, m.MsgID, m.Payload, m.Headers))
+		if err != nil {
+			*failed = append(*failed, failedPublish{m, err})
+			continue
+		}
+		out = append(out, pendingPublish{m, f})
+	}
+	return out
+}
+
+// publishBatch publishes msgs, all bound for one stream, as one atomic
+// batch: the server stores all of them or none. The returned future is the
+// commit's ack.
+func (r *Relay) publishBatch(msgs []store.OutboxMessage) (jetstream.PubAckFuture, error) {
+	id := uuid.NewString()
+	nc := r.js.Conn()
+	for i, m := range msgs {
+		msg := bus.NewMsg(m.Subject, m.MsgID, m.Payload, m.Headers)
+		msg.Header.Set(headerBatchID, id)
+		msg.Header.Set(headerBatchSeq, strconv.Itoa(i+1))
+		if i == len(msgs)-1 {
+			msg.Header.Set(headerBatchCommit, "1")
+			return r.js.PublishMsgAsync(msg)
+		}
+		if err := nc.PublishMsg(msg); err != nil {
+			return nil, err
+		}
+	}
+	return nil, errors.New("an empty batch")
+}
+
+// The headers of JetStream's atomic batch publish (nats-server 2.12).
+const (
+	headerBatchID     = "Nats-Batch-Id"
+	headerBatchSeq    = "Nats-Batch-Sequence"
+	headerBatchCommit = "Nats-Batch-Commit"
+)
+
+// takesAtomic reports whether stream allows atomic batches, as its
+// configuration said within the last minute. A server older than 2.12 does
+// not report the setting, and is published to message by message.
+func (r *Relay) takesAtomic(ctx context.Context, stream string) bool {
+	r.atomicMu.Lock()
+	c, seen := r.atomic[stream]
+	r.atomicMu.Unlock()
+	if seen && time.Since(c.at) < atomicRecheck {
+		return c.ok
+	}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	ok := false
+	if s, err := r.js.Stream(ctx, stream); err != nil {
+		r.cfg.Logger.Debug().Err(err).Str("stream", stream).Msg("reading the stream's configuration; publishing one by one")
+	} else {
+		ok = s.CachedInfo().Config.AllowAtomicPublish
+	}
+	r.atomicMu.Lock()
+	r.atomic[stream] = atomicCheck{ok: ok, at: time.Now()}
+	r.atomicMu.Unlock()
+	return ok
 }

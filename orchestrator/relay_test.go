@@ -2,9 +2,11 @@ package orchestrator
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
@@ -105,4 +107,95 @@ func TestRelayClaimsOnlyItsSubjects(t *testing.T) {
 	unsent, err = st.OutboxListUnsent(ctx, 10)
 	require.NoError(t, err)
 	require.Empty(t, unsent)
+}
+
+// TestRelayAtomicBatches: enough rows for one stream go as one atomic batch
+// (stored in order, with the batch's headers); a batch the server refuses
+// because some of its messages are stored already is published again one
+// by one, so the new rows land and the repeated ones are dropped; a stream
+// that does not take atomic batches is published to one by one.
+func TestRelayAtomicBatches(t *testing.T) {
+	t.Parallel()
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1})
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	log := zerolog.New(zerolog.NewTestWriter(t))
+	nc, js, err := bus.Connect(srv.ClientURL(), "test", log)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	ctx := context.Background()
+	topo := bus.Topology{Roles: []string{"pm"}}
+	require.NoError(t, topo.Ensure(ctx, js))
+	st := sqlite.NewTestStore(t)
+
+	events := func(from, to int) []store.OutboxMessage {
+		var out []store.OutboxMessage
+		for i := from; i < to; i++ {
+			id := fmt.Sprintf("event.%d", i)
+			out = append(out, store.OutboxMessage{Subject: "troupe.events.j." + id, MsgID: id, Payload: []byte(`{}`)})
+		}
+		return out
+	}
+	rows := append(events(0, 40),
+		store.OutboxMessage{Subject: "troupe.tasks.pm", MsgID: "task.a.0", Payload: []byte(`{}`)},
+		store.OutboxMessage{Subject: "nowhere.at.all", MsgID: "lost.1", Payload: []byte(`{}`)},
+	)
+	require.NoError(t, st.OutboxInsert(ctx, rows))
+	r := NewRelay(RelayConfig{Logger: log, StreamOf: topo.StreamOf()}, st, js)
+	sent, err := r.Flush(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 41, sent)
+	unsent, err := st.OutboxListUnsent(ctx, 10)
+	require.NoError(t, err)
+	require.Len(t, unsent, 1, "the row no stream takes failed on its own")
+
+	stream := func(name string) jetstream.Stream {
+		s, err := js.Stream(ctx, name)
+		require.NoError(t, err)
+		return s
+	}
+	msgAt := func(s jetstream.Stream, seq uint64) *jetstream.RawStreamMsg {
+		m, err := s.GetMsg(ctx, seq)
+		require.NoError(t, err)
+		return m
+	}
+	ev := stream(bus.StreamEvents)
+	require.EqualValues(t, 40, mustCount(t, ctx, ev))
+	for seq := uint64(1); seq <= 40; seq++ {
+		m := msgAt(ev, seq)
+		require.Equal(t, fmt.Sprintf("event.%d", seq-1), m.Header.Get(jetstream.MsgIDHeader), "stored in outbox order")
+		require.NotEmpty(t, m.Header.Get("Nats-Batch-Id"), "event %d went alone", seq-1)
+	}
+	task := msgAt(stream(bus.StreamTasks), 1)
+	require.Empty(t, task.Header.Get("Nats-Batch-Id"), "a lone task went in a batch")
+
+	// Ten repeats and ten new rows: the server refuses the batch (it holds
+	// messages already stored); one by one, the repeats are dropped.
+	require.NoError(t, st.OutboxInsert(ctx, append(events(30, 40), events(40, 50)...)))
+	sent, err = r.Flush(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 20, sent)
+	require.EqualValues(t, 50, mustCount(t, ctx, ev))
+	require.Empty(t, msgAt(ev, 50).Header.Get("Nats-Batch-Id"))
+
+	// A stream that does not take atomic batches (a server before 2.12
+	// reports none does).
+	cfg := ev.CachedInfo().Config
+	cfg.AllowAtomicPublish = false
+	_, err = js.UpdateStream(ctx, cfg)
+	require.NoError(t, err)
+	require.NoError(t, st.OutboxInsert(ctx, events(50, 70)))
+	fresh := NewRelay(RelayConfig{Logger: log, StreamOf: topo.StreamOf()}, st, js)
+	sent, err = fresh.Flush(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 20, sent)
+	require.EqualValues(t, 70, mustCount(t, ctx, ev))
+	require.Empty(t, msgAt(ev, 70).Header.Get("Nats-Batch-Id"))
+}
+
+func mustCount(t *testing.T, ctx context.Context, s jetstream.Stream) uint64 {
+	t.Helper()
+	info, err := s.Info(ctx)
+	require.NoError(t, err)
+	return info.State.Msgs
 }

@@ -210,6 +210,7 @@ func (a *App) Start(ctx context.Context) error {
 
 	a.relay = orchestrator.NewRelay(orchestrator.RelayConfig{
 		Subjects: a.relaySubjects(bus.Subjects{Prefix: topo.WithDefaults().Prefix}),
+		StreamOf: topo.StreamOf(),
 		Logger:   a.Log.With().Str("service", "relay").Logger(),
 	}, st, js)
 	a.relay.Start(ctx)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -109,23 +110,25 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 			Name: StreamTasks, Description: "role-tagged tasks, one subject per role",
 			Subjects: []string{t.Prefix + ".tasks.*"}, Retention: jetstream.WorkQueuePolicy,
 			Storage: jetstream.FileStorage, Replicas: t.Replicas, Duplicates: t.Duplicates,
+			AllowAtomicPublish: true,
 		},
 		{
 			Name: StreamReview, Description: "review requests for staged outputs",
 			Subjects: []string{t.Prefix + ".review.*"}, Retention: jetstream.WorkQueuePolicy,
 			Storage: jetstream.FileStorage, Replicas: t.Replicas, Duplicates: t.Duplicates,
+			AllowAtomicPublish: true,
 		},
 		{
 			Name: StreamEvents, Description: "job and task events",
 			Subjects: []string{t.Prefix + ".events.>"}, Retention: jetstream.LimitsPolicy,
 			Storage: jetstream.FileStorage, Replicas: t.Replicas, Duplicates: t.Duplicates,
-			MaxAge: t.EventsMaxAge,
+			MaxAge: t.EventsMaxAge, AllowAtomicPublish: true,
 		},
 		{
 			Name: StreamDLQ, Description: "dead letters with their reasons",
 			Subjects: []string{t.Prefix + ".dlq.>"}, Retention: jetstream.LimitsPolicy,
 			Storage: jetstream.FileStorage, Replicas: t.Replicas, Duplicates: t.Duplicates,
-			MaxAge: t.DLQMaxAge,
+			MaxAge: t.DLQMaxAge, AllowAtomicPublish: true,
 		},
 		{
 			Name: StreamAdvisories, Description: "MAX_DELIVERIES advisories of Troupe's consumers, for the sweeper",
@@ -137,6 +140,44 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 			Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Replicas: t.Replicas,
 			MaxAge: t.EventsMaxAge,
 		},
+	}
+}
+
+// StreamOf returns a function that names t's stream storing messages
+// published on a subject, or "" when none does.
+func (t Topology) StreamOf() func(subject string) string {
+	type filter struct{ subject, stream string }
+	var filters []filter
+	for _, sc := range t.Streams() {
+		for _, f := range sc.Subjects {
+			filters = append(filters, filter{f, sc.Name})
+		}
+	}
+	return func(subject string) string {
+		for _, f := range filters {
+			if SubjectMatches(f.subject, subject) {
+				return f.stream
+			}
+		}
+		return ""
+	}
+}
+
+// SubjectMatches reports whether subject matches the NATS subject filter,
+// in which "*" stands for one token and a last ">" for one or more.
+func SubjectMatches(filter, subject string) bool {
+	for {
+		ft, frest, fmore := strings.Cut(filter, ".")
+		st, srest, smore := strings.Cut(subject, ".")
+		switch {
+		case ft == ">":
+			return st != ""
+		case st == "" || (ft != "*" && ft != st):
+			return false
+		case !fmore || !smore:
+			return !fmore && !smore
+		}
+		filter, subject = frest, srest
 	}
 }
 
