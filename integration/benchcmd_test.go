@@ -33,6 +33,8 @@ func TestBenchCommand(t *testing.T) {
 			Promoted      int     `json:"promoted_outputs"`
 			SubmitRate    float64 `json:"submit_rate"`
 			JobsPerSecond float64 `json:"jobs_per_second"`
+			Steady        float64 `json:"steady_jobs_per_second"`
+			Ideal         float64 `json:"ideal_jobs_per_second"`
 			Dispatch      struct {
 				N   int     `json:"n"`
 				P99 float64 `json:"p99"`
@@ -56,6 +58,7 @@ func TestBenchCommand(t *testing.T) {
 		require.Equal(t, 120, r.Promoted, args)
 		require.Greater(t, r.SubmitRate, 0.0)
 		require.Greater(t, r.JobsPerSecond, 0.0)
+		require.Greater(t, r.Steady, 0.0)
 		require.GreaterOrEqual(t, r.Dispatch.N, 120, "every task's dispatch was measured")
 		require.Greater(t, r.Dispatch.P99, 0.0)
 		require.Equal(t, 120, r.EndToEnd.N)
@@ -65,8 +68,10 @@ func TestBenchCommand(t *testing.T) {
 		if args[3] == "50" {
 			require.NotNil(t, r.Raw)
 			require.Equal(t, 50, r.Raw.N)
+			require.Zero(t, r.Ideal, "offline, there is no ideal rate")
 		} else {
 			require.Nil(t, r.Raw)
+			require.InDelta(t, 16/0.020, r.Ideal, 0.001, "16 at a time, 20 ms each")
 		}
 	}
 }

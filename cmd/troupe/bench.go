@@ -61,6 +61,12 @@ type benchReport struct {
 	SubmitRate    float64 `json:"submit_rate"` // jobs per second
 	TotalSeconds  float64 `json:"total_seconds"`
 	JobsPerSecond float64 `json:"jobs_per_second"` // submitted → promoted, end to end
+	// SteadyPerSecond leaves out the ramp up and the tail: the jobs that
+	// ended between the first tenth's last end and the last tenth's first.
+	SteadyPerSecond float64 `json:"steady_jobs_per_second"`
+	// IdealPerSecond is what a worker could do with the simulated model:
+	// its concurrency over the model's mean latency (0 offline).
+	IdealPerSecond float64 `json:"ideal_jobs_per_second,omitempty"`
 
 	Dispatch  *quantiles `json:"dispatch_ms,omitempty"` // task stored in JetStream → worker start
 	EndToEnd  quantiles  `json:"end_to_end_ms"`         // submit reply → job_done
@@ -241,6 +247,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		ended     = map[string]string{}
 		e2e       []time.Duration
 		early     = map[string]time.Time{} // ends seen before the submit reply
+		endTimes  []time.Time
 	)
 	allDone := make(chan struct{})
 	var once sync.Once
@@ -254,9 +261,11 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		if !ok {
 			early[id] = at
 			ended[id] = status
+			endTimes = append(endTimes, at)
 			return
 		}
 		ended[id] = status
+		endTimes = append(endTimes, at)
 		e2e = append(e2e, at.Sub(t0))
 		if len(ended) == b.jobs && len(submitted) == b.jobs {
 			once.Do(func() { close(allDone) })
@@ -397,6 +406,10 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	rep.Done = done
 	mu.Unlock()
 	rep.JobsPerSecond = float64(done) / rep.TotalSeconds
+	rep.SteadyPerSecond = steadyRate(endTimes)
+	if mean := b.latency + b.jitter/2; mean > 0 {
+		rep.IdealPerSecond = float64(b.concurrency) / mean.Seconds()
+	}
 	if b.embedded {
 		q := quantilesOf(dispatch.all())
 		rep.Dispatch = &q
@@ -677,6 +690,23 @@ func (p *progress) finish() {
 	}
 }
 
+// steadyRate is the rate at which jobs ended between the 10th and the 90th
+// percentile of their end times: the run without its ramp up and its tail.
+// It is 0 with too few jobs to tell.
+func steadyRate(ends []time.Time) float64 {
+	if len(ends) < 20 {
+		return 0
+	}
+	s := slices.Clone(ends)
+	slices.SortFunc(s, func(a, b time.Time) int { return a.Compare(b) })
+	lo, hi := len(s)/10, len(s)-1-len(s)/10
+	d := s[hi].Sub(s[lo])
+	if d <= 0 {
+		return 0
+	}
+	return float64(hi-lo) / d.Seconds()
+}
+
 func printBench(w io.Writer, r benchReport) {
 	fmt.Fprintf(w, "troupe bench: %d single-task %s jobs, %s, store %s, worker concurrency %d", r.Jobs, r.Role, r.Mode, r.Store, r.Concurrency)
 	if r.ModelLatencyMS > 0 || r.ModelJitterMS > 0 {
@@ -687,6 +717,13 @@ func printBench(w io.Writer, r benchReport) {
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  submitted        %d jobs in %.2fs: %.0f jobs/s\n", r.Jobs, r.SubmitSeconds, r.SubmitRate)
 	fmt.Fprintf(w, "  end to end       %d done in %.2fs: %.0f jobs/s (submitted → promoted)\n", r.Done, r.TotalSeconds, r.JobsPerSecond)
+	if r.SteadyPerSecond > 0 {
+		fmt.Fprintf(w, "  steady           %.0f jobs/s (between the 10th and 90th percentile of job ends)", r.SteadyPerSecond)
+		if r.IdealPerSecond > 0 {
+			fmt.Fprintf(w, ": %.0f%% of the ideal %.0f/s (concurrency / mean model latency)", 100*r.SteadyPerSecond/r.IdealPerSecond, r.IdealPerSecond)
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "  e2e latency      p50 %.1fms  p99 %.1fms  max %.1fms\n", r.EndToEnd.P50, r.EndToEnd.P99, r.EndToEnd.Max)
 	if r.Dispatch != nil {
 		fmt.Fprintf(w, "  dispatch         p50 %.2fms  p90 %.2fms  p99 %.2fms  (task stored in JetStream → worker start)\n", r.Dispatch.P50, r.Dispatch.P90, r.Dispatch.P99)
