@@ -15,7 +15,7 @@ import (
 func TestBenchCommand(t *testing.T) {
 	t.Parallel()
 	for _, args := range [][]string{
-		{"--jobs", "120", "--baseline", "50"},
+		{"--jobs", "120", "--baseline", "50", "--rate", "400"},
 		{"--jobs", "120", "--batch", "25", "--baseline", "-1", "--model-latency", "20ms", "--worker-concurrency", "16"},
 	} {
 		cmd := exec.Command(troupeBin(t), append([]string{"bench", "--json"}, args...)...)
@@ -34,6 +34,7 @@ func TestBenchCommand(t *testing.T) {
 			SubmitRate    float64 `json:"submit_rate"`
 			JobsPerSecond float64 `json:"jobs_per_second"`
 			Steady        float64 `json:"steady_jobs_per_second"`
+			Rate          float64 `json:"rate"`
 			Ideal         float64 `json:"ideal_jobs_per_second"`
 			Dispatch      struct {
 				N   int     `json:"n"`
@@ -69,6 +70,8 @@ func TestBenchCommand(t *testing.T) {
 			require.NotNil(t, r.Raw)
 			require.Equal(t, 50, r.Raw.N)
 			require.Zero(t, r.Ideal, "offline, there is no ideal rate")
+			require.Equal(t, 400.0, r.Rate)
+			require.LessOrEqual(t, r.SubmitRate, 400*1.05, "--rate paces the submissions")
 		} else {
 			require.Nil(t, r.Raw)
 			require.InDelta(t, 16/0.020, r.Ideal, 0.001, "16 at a time, 20 ms each")

@@ -31,6 +31,7 @@ import (
 type benchFlags struct {
 	jobs        int
 	submitters  int
+	rate        float64
 	batch       int
 	role        string
 	concurrency int
@@ -56,6 +57,7 @@ type benchReport struct {
 	Concurrency    int     `json:"worker_concurrency"`
 	ModelLatencyMS float64 `json:"model_latency_ms"`
 	ModelJitterMS  float64 `json:"model_jitter_ms"`
+	Rate           float64 `json:"rate,omitempty"` // jobs a second asked for; 0: unpaced
 
 	SubmitSeconds float64 `json:"submit_seconds"`
 	SubmitRate    float64 `json:"submit_rate"` // jobs per second
@@ -116,6 +118,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	c.registerLevel(fs, "error")
 	fs.IntVar(&b.jobs, "jobs", 2000, "single-task jobs to submit")
 	fs.IntVar(&b.submitters, "submitters", 8, "concurrent submitters")
+	fs.Float64Var(&b.rate, "rate", 0, "submit at most this many jobs a second (0: as fast as they are taken), to measure latency below saturation")
 	fs.IntVar(&b.batch, "batch", 1, "jobs per submission (more than 1: troupe.api.jobs.submit_batch)")
 	fs.StringVar(&b.role, "role", "pm", "the role of every job's one task")
 	fs.IntVar(&b.concurrency, "worker-concurrency", 64, "tasks the role's worker runs at once (embedded)")
@@ -142,12 +145,15 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	if b.jobs <= 0 || b.submitters <= 0 || b.batch <= 0 || b.batch > batchLimit {
 		return fmt.Errorf("--jobs and --submitters must be positive, --batch between 1 and %d", batchLimit)
 	}
+	if b.rate < 0 {
+		return fmt.Errorf("--rate: %v is negative", b.rate)
+	}
 	log, err := c.logger(e.stderr)
 	if err != nil {
 		return err
 	}
 	rep := benchReport{Jobs: b.jobs, Role: b.role, Concurrency: b.concurrency,
-		ModelLatencyMS: ms(b.latency), ModelJitterMS: ms(b.jitter)}
+		ModelLatencyMS: ms(b.latency), ModelJitterMS: ms(b.jitter), Rate: b.rate}
 
 	var (
 		nc       *nats.Conn
@@ -347,6 +353,16 @@ func runBench(ctx context.Context, e *env, args []string) error {
 					return
 				}
 				n := min(b.batch, b.jobs-first)
+				if b.rate > 0 {
+					// Job first is due first/rate seconds after the start.
+					due := start.Add(time.Duration(float64(first) / b.rate * float64(time.Second)))
+					select {
+					case <-time.After(time.Until(due)):
+					case <-ctx.Done():
+						errs <- ctx.Err()
+						return
+					}
+				}
 				// End to end starts when the submission is sent: a job can
 				// end before its reply arrives.
 				now := time.Now()
@@ -713,6 +729,9 @@ func printBench(w io.Writer, r benchReport) {
 		fmt.Fprintf(w, ", model latency %.0fms +%.0fms", r.ModelLatencyMS, r.ModelJitterMS)
 	} else {
 		fmt.Fprint(w, ", offline model")
+	}
+	if r.Rate > 0 {
+		fmt.Fprintf(w, ", submitting %.0f jobs/s", r.Rate)
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  submitted        %d jobs in %.2fs: %.0f jobs/s\n", r.Jobs, r.SubmitSeconds, r.SubmitRate)
