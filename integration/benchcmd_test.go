@@ -50,6 +50,9 @@ func TestBenchCommand(t *testing.T) {
 			InFlight struct {
 				Max int `json:"max"`
 			} `json:"in_flight"`
+			GroupCommit struct {
+				Groups, Transactions, Alone int
+			} `json:"group_commit"`
 			CPU       float64 `json:"cpu_seconds"`
 			PeakRSSMB float64 `json:"peak_rss_mb"`
 		}
@@ -65,6 +68,7 @@ func TestBenchCommand(t *testing.T) {
 		require.Equal(t, 120, r.EndToEnd.N)
 		require.Positive(t, r.InFlight.Max)
 		require.Positive(t, r.CPU)
+		require.GreaterOrEqual(t, r.GroupCommit.Transactions+r.GroupCommit.Alone, 120*4, "submit, running, stage, promote, done: each job's writes went through group commit")
 		require.Positive(t, r.PeakRSSMB)
 		if args[3] == "50" {
 			require.NotNil(t, r.Raw)

@@ -25,6 +25,7 @@ import (
 	"github.com/troupe-dev/troupe/internal/telemetry"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
+	"github.com/troupe-dev/troupe/store/sqlite"
 )
 
 // benchFlags are troupe bench's settings.
@@ -78,6 +79,8 @@ type benchReport struct {
 	CPU       float64    `json:"cpu_seconds,omitempty"`
 	PeakRSSMB float64    `json:"peak_rss_mb,omitempty"`
 	Process   string     `json:"process,omitempty"`
+	// GroupCommit is what the SQLite store's group commit did in the run.
+	GroupCommit *sqlite.GroupCommitStats `json:"group_commit,omitempty"`
 
 	Done, Failed, Other int
 	Promoted            int      `json:"promoted_outputs"`
@@ -338,6 +341,13 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
+	grouped, _ := st.(interface {
+		GroupCommitStats() sqlite.GroupCommitStats
+	})
+	var group0 sqlite.GroupCommitStats
+	if grouped != nil {
+		group0 = grouped.GroupCommitStats()
+	}
 	cpu0 := cpuSeconds()
 	start := time.Now()
 	var next atomic.Int64
@@ -435,6 +445,12 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		rep.Process = "one process: Troupe (every service, embedded NATS and store) and the load generator"
 		if rep.Raw != nil && rep.Raw.P99 > 0 {
 			rep.RawRatio = q.P99 / rep.Raw.P99
+		}
+		if grouped != nil {
+			g := grouped.GroupCommitStats()
+			rep.GroupCommit = &sqlite.GroupCommitStats{
+				Groups: g.Groups - group0.Groups, Transactions: g.Transactions - group0.Transactions, Alone: g.Alone - group0.Alone,
+			}
 		}
 	}
 	// Exactly once: every job done, with exactly one promoted output.
@@ -758,6 +774,10 @@ func printBench(w io.Writer, r benchReport) {
 	}
 	if r.Process != "" {
 		fmt.Fprintf(w, "  process          %.1f CPU seconds, peak RSS %.0f MB (%s)\n", r.CPU, r.PeakRSSMB, r.Process)
+	}
+	if g := r.GroupCommit; g != nil && g.Groups > 0 {
+		fmt.Fprintf(w, "  group commit     %d transactions in %d groups (%.1f a group), %d alone\n",
+			g.Transactions, g.Groups, float64(g.Transactions)/float64(g.Groups), g.Alone)
 	}
 	if r.ExactlyOnce {
 		fmt.Fprintf(w, "  check            every job done, %d outputs promoted: each job promoted exactly once\n", r.Promoted)

@@ -33,6 +33,9 @@ var migrationsFS embed.FS
 // migrations are the NNNN_name.sql files Migrate applies in order.
 var migrations, _ = fs.Sub(migrationsFS, "migrations")
 
+// GroupCommitStats counts what group commit has done (Store.GroupCommitStats).
+type GroupCommitStats = sqlcore.GroupCommitStats
+
 // Store is a store.Store on a SQLite database file.
 type Store struct {
 	*sqlcore.Store
