@@ -208,9 +208,13 @@ func (a *App) Start(ctx context.Context) error {
 		return err
 	}
 
+	var streamOf func(string) string // nil: one message at a time
+	if cfg.NATS.UseAtomicBatches() {
+		streamOf = topo.StreamOf()
+	}
 	a.relay = orchestrator.NewRelay(orchestrator.RelayConfig{
 		Subjects: a.relaySubjects(bus.Subjects{Prefix: topo.WithDefaults().Prefix}),
-		StreamOf: topo.StreamOf(),
+		StreamOf: streamOf,
 		Logger:   a.Log.With().Str("service", "relay").Logger(),
 	}, st, js)
 	a.relay.Start(ctx)

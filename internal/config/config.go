@@ -71,6 +71,15 @@ func (r Role) Backoffs() []time.Duration {
 	return out
 }
 
+// UseAtomicBatches reports whether the relays publish in atomic batches
+// (AtomicBatches, or its default).
+func (n NATS) UseAtomicBatches() bool {
+	if n.AtomicBatches != nil {
+		return *n.AtomicBatches
+	}
+	return n.Sync != "periodic"
+}
+
 // NATS is how services reach NATS.
 type NATS struct {
 	// URL of the NATS server. Defaults to nats://127.0.0.1:4222 (troupe dev
@@ -81,6 +90,13 @@ type NATS struct {
 	// Sync is the embedded server's fsync policy: "always" (the default) or
 	// "periodic".
 	Sync string `json:"sync,omitempty"`
+	// AtomicBatches lets the outbox relays publish the rows bound for one
+	// stream as JetStream atomic batches (NATS 2.12 or newer; older servers
+	// get one message at a time anyway): one disk sync a batch instead of
+	// one a message. It pays where the server syncs every write. Defaults to
+	// true, except with the embedded server's periodic sync, where staging
+	// a batch costs more than the writes it saves.
+	AtomicBatches *bool `json:"atomicBatches,omitempty"`
 	// Replicas of every stream. Defaults to 1.
 	Replicas int `json:"replicas,omitempty"`
 	// User and Password, Token, CredsFile (a .creds file: a user JWT and

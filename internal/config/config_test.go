@@ -16,10 +16,25 @@ func TestParseDefaults(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "troupe", c.NATS.Prefix)
 	require.Equal(t, "always", c.NATS.Sync)
+	require.True(t, c.NATS.UseAtomicBatches())
 	require.Equal(t, 2, c.MaxRevisions())
 	require.Equal(t, 4, c.Roles["developer"].Concurrency)
 	require.Equal(t, PolicyRules, c.Roles["developer"].Review)
 	require.Len(t, c.Roles, 6)
+}
+
+func TestAtomicBatches(t *testing.T) {
+	t.Parallel()
+	for doc, want := range map[string]bool{
+		`{"nats": {"sync": "periodic"}}`:                        false,
+		`{"nats": {"sync": "periodic", "atomicBatches": true}}`: true,
+		`{"nats": {"atomicBatches": false}}`:                    false,
+		`{"nats": {"url": "nats://elsewhere:4222"}}`:            true,
+	} {
+		c, err := Parse([]byte(doc))
+		require.NoError(t, err, doc)
+		require.Equal(t, want, c.NATS.UseAtomicBatches(), doc)
+	}
 }
 
 func TestParseRoles(t *testing.T) {
