@@ -247,8 +247,10 @@ func (s *Service) Submit(ctx context.Context, sub schemas.Submission) (any, erro
 	if err := s.store.InTx(ctx, func(q store.Querier) error { return s.create(ctx, q, &p) }); err != nil {
 		return nil, fmt.Errorf("creating the job: %w", err)
 	}
+	// The reply is the job as submitted: read before a planner can move it on.
+	view, err := s.jobView(ctx, p.job.ID, false)
 	s.created(p)
-	return s.jobView(ctx, p.job.ID, false)
+	return view, err
 }
 
 // SubmitBatch creates many jobs at once: every job is validated on its
