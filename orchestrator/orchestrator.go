@@ -57,7 +57,7 @@ type Config struct {
 	// Reconcile configures the reconciler.
 	Reconcile ReconcileConfig
 	// Concurrency is how many events (and advisories) are handled at
-	// once. Defaults to 16.
+	// once. Defaults to 64.
 	Concurrency int
 	Logger      zerolog.Logger
 }
@@ -76,7 +76,7 @@ func (c Config) withDefaults() Config {
 		c.Notify = func() {}
 	}
 	if c.Concurrency <= 0 {
-		c.Concurrency = 16
+		c.Concurrency = 64
 	}
 	return c
 }

@@ -53,7 +53,7 @@ type Config struct {
 	// Metrics, when set, count decisions and the reviewer's model calls.
 	Metrics *telemetry.Metrics
 	// Concurrency is how many review requests are handled at once (model
-	// reviews wait on the model). Defaults to 16.
+	// reviews wait on the model). Defaults to 64.
 	Concurrency int
 	Logger      zerolog.Logger
 }
@@ -86,7 +86,7 @@ func NewService(cfg Config, st store.Store, nc *nats.Conn, js jetstream.JetStrea
 		cfg.Prefix = bus.DefaultPrefix
 	}
 	if cfg.Concurrency <= 0 {
-		cfg.Concurrency = 16
+		cfg.Concurrency = 64
 	}
 	if cfg.RequestTimeout == 0 {
 		cfg.RequestTimeout = 10 * time.Second
