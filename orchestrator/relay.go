@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -56,7 +57,19 @@ type Relay struct {
 	// atomic caches, per stream, whether it takes atomic batches.
 	atomicMu sync.Mutex
 	atomic   map[string]atomicCheck
+
+	// direct holds rows handed over at commit (Direct), to publish next.
+	directMu sync.Mutex
+	direct   []store.OutboxMessage
 }
+
+// Rows handed over at commit wait in memory for the relay; past
+// directMax of them, more are left in the outbox, claimed, until their
+// lease (directLease) ends and a pass takes them.
+const (
+	directMax   = 20000
+	directLease = 30 * time.Second
+)
 
 type atomicCheck struct {
 	ok bool
@@ -77,6 +90,48 @@ func NewRelay(cfg RelayConfig, st store.Store, js jetstream.JetStream) *Relay {
 		cfg: cfg, store: st, js: js, wake: make(chan struct{}, 1), done: make(chan struct{}), owner: owner,
 		atomic: map[string]atomicCheck{},
 	}
+}
+
+// Direct is what the store needs (store.OutboxDirect) to hand this relay
+// the outbox rows of each transaction as it commits: they are published at
+// once instead of on the relay's next pass, and no pass needs to claim
+// them. Only rows on this relay's subjects are handed over.
+func (r *Relay) Direct() *store.OutboxDirect {
+	var match func(string) bool
+	if len(r.cfg.Subjects) > 0 {
+		filters := r.cfg.Subjects
+		match = func(subject string) bool {
+			for _, f := range filters {
+				if bus.SubjectMatches(f, subject) {
+					return true
+				}
+			}
+			return false
+		}
+	}
+	return &store.OutboxDirect{Owner: r.owner, Lease: directLease, Match: match, Committed: r.committed}
+}
+
+func (r *Relay) committed(msgs []store.OutboxMessage) {
+	r.directMu.Lock()
+	if room := directMax - len(r.direct); room > 0 {
+		r.direct = append(r.direct, msgs[:min(room, len(msgs))]...)
+	}
+	r.directMu.Unlock()
+	r.Notify()
+}
+
+// takeDirect takes up to n of the rows handed over at commit.
+func (r *Relay) takeDirect(n int) []store.OutboxMessage {
+	r.directMu.Lock()
+	defer r.directMu.Unlock()
+	n = min(n, len(r.direct))
+	if n == 0 {
+		return nil
+	}
+	out := slices.Clone(r.direct[:n])
+	r.direct = slices.Delete(r.direct, 0, n)
+	return out
 }
 
 // Notify wakes the relay: call it after committing outbox rows.
@@ -128,43 +183,70 @@ func (r *Relay) run(ctx context.Context) {
 // are claimed first, so relays in other processes do not publish them at
 // the same time; a row that fails is retried later with a growing delay,
 // without holding up the rows behind it.
+//
+// Rows handed over at commit (Direct) go first: they are claimed already.
 func (r *Relay) Flush(ctx context.Context) (int, error) {
 	sent := 0
 	for {
-		msgs, err := r.store.OutboxClaim(ctx, store.OutboxClaimParams{Owner: r.owner, Limit: r.cfg.Batch, Lease: 30 * time.Second, Subjects: r.cfg.Subjects})
+		msgs := r.takeDirect(r.cfg.Batch)
+		if len(msgs) == 0 {
+			break
+		}
+		n, err := r.settle(ctx, msgs)
+		sent += n
+		if err != nil {
+			// The rows not marked are still claimed, or were marked
+			// failed: a pass takes them when their lease or delay ends.
+			return sent, err
+		}
+	}
+	for {
+		msgs, err := r.store.OutboxClaim(ctx, store.OutboxClaimParams{Owner: r.owner, Limit: r.cfg.Batch, Lease: directLease, Subjects: r.cfg.Subjects})
 		if err != nil {
 			return sent, fmt.Errorf("claiming the outbox: %w", err)
 		}
 		if len(msgs) == 0 {
 			return sent, nil
 		}
-		ok, failed := r.publish(ctx, msgs)
-		if len(ok) > 0 {
-			if err := r.store.OutboxMarkSent(context.WithoutCancel(ctx), ok); err != nil {
-				return sent, fmt.Errorf("marking the outbox sent: %w", err)
-			}
-			sent += len(ok)
-		}
-		var firstErr error
-		for _, f := range failed {
-			delay := min(time.Second<<min(f.msg.Attempts, 6), time.Minute)
-			attempts, err := r.store.OutboxMarkFailed(context.WithoutCancel(ctx), f.msg.Seq, f.err.Error(), time.Now().Add(delay))
-			if err != nil {
-				return sent, fmt.Errorf("recording an outbox failure: %w", err)
-			}
-			log := r.cfg.Logger.Warn()
-			if attempts >= 10 {
-				log = r.cfg.Logger.Error()
-			}
-			log.Err(f.err).Str("subject", f.msg.Subject).Int64("seq", f.msg.Seq).Int("attempts", attempts).Dur("retry_in", delay).Msg("outbox publish failed")
-			if firstErr == nil {
-				firstErr = f.err
-			}
-		}
-		if len(ok) == 0 && firstErr != nil {
-			return sent, firstErr // nothing went through: wait before trying again
+		n, err := r.settle(ctx, msgs)
+		sent += n
+		if err != nil {
+			return sent, err
 		}
 	}
+}
+
+// settle publishes claimed rows and records the outcome of each: sent, or
+// failed and due again after a growing delay. It returns how many were
+// sent, and an error when none was (wait before trying again) or the
+// outcome could not be recorded.
+func (r *Relay) settle(ctx context.Context, msgs []store.OutboxMessage) (int, error) {
+	ok, failed := r.publish(ctx, msgs)
+	if len(ok) > 0 {
+		if err := r.store.OutboxMarkSent(context.WithoutCancel(ctx), ok); err != nil {
+			return 0, fmt.Errorf("marking the outbox sent: %w", err)
+		}
+	}
+	var firstErr error
+	for _, f := range failed {
+		delay := min(time.Second<<min(f.msg.Attempts, 6), time.Minute)
+		attempts, err := r.store.OutboxMarkFailed(context.WithoutCancel(ctx), f.msg.Seq, f.err.Error(), time.Now().Add(delay))
+		if err != nil {
+			return len(ok), fmt.Errorf("recording an outbox failure: %w", err)
+		}
+		log := r.cfg.Logger.Warn()
+		if attempts >= 10 {
+			log = r.cfg.Logger.Error()
+		}
+		log.Err(f.err).Str("subject", f.msg.Subject).Int64("seq", f.msg.Seq).Int("attempts", attempts).Dur("retry_in", delay).Msg("outbox publish failed")
+		if firstErr == nil {
+			firstErr = f.err
+		}
+	}
+	if len(ok) == 0 && firstErr != nil {
+		return 0, firstErr // nothing went through: wait before trying again
+	}
+	return len(ok), nil
 }
 
 type failedPublish struct {

@@ -2,6 +2,7 @@ package orchestrator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -198,4 +199,77 @@ func mustCount(t *testing.T, ctx context.Context, s jetstream.Stream) uint64 {
 	info, err := s.Info(ctx)
 	require.NoError(t, err)
 	return info.State.Msgs
+}
+
+// TestRelayDirect: rows written in a transaction are handed to the relay as
+// it commits, claimed, so another relay's pass leaves them; the relay
+// publishes them without a pass. A rolled-back transaction hands nothing
+// over, and a row that fails to publish is released for any relay to retry.
+func TestRelayDirect(t *testing.T) {
+	t.Parallel()
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1})
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	log := zerolog.New(zerolog.NewTestWriter(t))
+	nc, js, err := bus.Connect(srv.ClientURL(), "test", log)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	ctx := context.Background()
+	topo := bus.Topology{Roles: []string{"pm", "tester"}}
+	require.NoError(t, topo.Ensure(ctx, js))
+	st := sqlite.NewTestStore(t)
+	subj := bus.Subjects{Prefix: "troupe"}
+
+	// A pm worker's relay: it may publish pm's review requests and events,
+	// not tester tasks.
+	r := NewRelay(RelayConfig{Logger: log, StreamOf: topo.StreamOf(), Subjects: subj.WorkerSubjects("pm")}, st, js)
+	st.SetOutboxDirect(r.Direct())
+	other := NewRelay(RelayConfig{Logger: log, StreamOf: topo.StreamOf()}, st, js)
+
+	require.NoError(t, st.InTx(ctx, func(q store.Querier) error {
+		return q.OutboxInsert(ctx, []store.OutboxMessage{
+			{Subject: "troupe.review.pm", MsgID: "review.1", Payload: []byte(`{}`)},
+			{Subject: "troupe.tasks.tester", MsgID: "task.t.0", Payload: []byte(`{}`)},
+		})
+	}))
+	boom := errors.New("boom")
+	require.ErrorIs(t, st.InTx(ctx, func(q store.Querier) error {
+		if err := q.OutboxInsert(ctx, []store.OutboxMessage{{Subject: "troupe.review.pm", MsgID: "review.rolled-back", Payload: []byte(`{}`)}}); err != nil {
+			return err
+		}
+		return boom
+	}), boom)
+
+	// Another relay's pass takes only the row not handed over.
+	sent, err := other.Flush(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, sent, "the other relay took a row claimed for the pm relay")
+	// The pm relay publishes its row without claiming.
+	sent, err = r.Flush(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, sent)
+	unsent, err := st.OutboxListUnsent(ctx, 10)
+	require.NoError(t, err)
+	require.Empty(t, unsent)
+	review, err := js.Stream(ctx, bus.StreamReview)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, mustCount(t, ctx, review), "review.rolled-back was published")
+
+	// A row handed over that cannot be published is released, marked for
+	// a later attempt, so any relay's pass takes it then.
+	require.NoError(t, st.InTx(ctx, func(q store.Querier) error {
+		return q.OutboxInsert(ctx, []store.OutboxMessage{{Subject: "troupe.review.pm", MsgID: "review.2", Payload: []byte(`{}`)}})
+	}))
+	require.NoError(t, js.DeleteStream(ctx, bus.StreamReview))
+	_, err = r.Flush(ctx)
+	require.Error(t, err)
+	unsent, err = st.OutboxListUnsent(ctx, 10)
+	require.NoError(t, err)
+	require.Len(t, unsent, 1)
+	require.Equal(t, 1, unsent[0].Attempts)
+	require.NoError(t, topo.Ensure(ctx, js))
+	require.Eventually(t, func() bool {
+		n, err := other.Flush(ctx)
+		return err == nil && n == 1
+	}, 10*time.Second, 100*time.Millisecond, "the released row was not taken by another relay once due")
 }

@@ -311,6 +311,21 @@ type OutboxMessage struct {
 	NextAttemptAt time.Time
 }
 
+// OutboxDirect lets a relay publish the outbox rows a transaction writes as
+// soon as the transaction commits, instead of finding them on its next
+// pass. The rows whose subject Match accepts (every row when Match is nil)
+// are written claimed by Owner for Lease, so no relay's pass takes them
+// meanwhile, and are handed to Committed, with their Seq, once their
+// transaction has committed (never when it rolled back). A process that
+// stops before publishing them leaves them to any relay when the lease
+// ends. Committed must not block.
+type OutboxDirect struct {
+	Owner     string
+	Lease     time.Duration
+	Match     func(subject string) bool
+	Committed func(msgs []OutboxMessage)
+}
+
 // ModelCall is a row of model_calls: one call to a model, for cost and audit.
 type ModelCall struct {
 	ID               string

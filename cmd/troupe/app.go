@@ -217,6 +217,10 @@ func (a *App) Start(ctx context.Context) error {
 		StreamOf: streamOf,
 		Logger:   a.Log.With().Str("service", "relay").Logger(),
 	}, st, js)
+	if d, ok := st.(interface{ SetOutboxDirect(*store.OutboxDirect) }); ok {
+		// Rows this relay may publish go out as their transaction commits.
+		d.SetOutboxDirect(a.relay.Direct())
+	}
 	a.relay.Start(ctx)
 	a.stopping = append(a.stopping, func(ctx context.Context) error { a.relay.Stop(ctx); return nil })
 	available := func(ctx context.Context) error {

@@ -450,6 +450,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 			g := grouped.GroupCommitStats()
 			rep.GroupCommit = &sqlite.GroupCommitStats{
 				Groups: g.Groups - group0.Groups, Transactions: g.Transactions - group0.Transactions, Alone: g.Alone - group0.Alone,
+				Busy: g.Busy - group0.Busy,
 			}
 		}
 	}
@@ -776,8 +777,8 @@ func printBench(w io.Writer, r benchReport) {
 		fmt.Fprintf(w, "  process          %.1f CPU seconds, peak RSS %.0f MB (%s)\n", r.CPU, r.PeakRSSMB, r.Process)
 	}
 	if g := r.GroupCommit; g != nil && g.Groups > 0 {
-		fmt.Fprintf(w, "  group commit     %d transactions in %d groups (%.1f a group), %d alone\n",
-			g.Transactions, g.Groups, float64(g.Transactions)/float64(g.Groups), g.Alone)
+		fmt.Fprintf(w, "  group commit     %d transactions in %d groups (%.1f a group), %d alone; the writer busy %.0f%% of the run\n",
+			g.Transactions, g.Groups, float64(g.Transactions)/float64(g.Groups), g.Alone, 100*g.Busy.Seconds()/r.TotalSeconds)
 	}
 	if r.ExactlyOnce {
 		fmt.Fprintf(w, "  check            every job done, %d outputs promoted: each job promoted exactly once\n", r.Promoted)

@@ -40,6 +40,11 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 		return newStore(t), context.Background()
 	}
 
+	t.Run("OutboxDirect", func(t *testing.T) {
+		st, ctx := setup(t)
+		outboxDirect(t, ctx, st)
+	})
+
 	t.Run("TaskInsert", func(t *testing.T) {
 		st, ctx := setup(t)
 		job := store.Job{ID: uuid.NewString(), Title: "planned later", Status: schemas.JobPlanning}

@@ -5,6 +5,9 @@ import (
 	"database/sql"
 	"fmt"
 	"sync"
+	"time"
+
+	"github.com/troupe-dev/troupe/store"
 )
 
 // groupCommit runs the transactions that concurrent callers ask for
@@ -21,6 +24,8 @@ import (
 type groupCommit struct {
 	pool    *sql.DB
 	dialect Dialect
+	// direct is the store's (Queries.direct).
+	direct *store.OutboxDirect
 	// max bounds a group: the callers of one group wait for its commit,
 	// so a bigger group is more throughput and more latency.
 	max int
@@ -41,6 +46,9 @@ type GroupCommitStats struct {
 	// waiting, or a caller ran again in its own transaction after its
 	// group could not commit.
 	Alone int64
+	// Busy is how long the writer spent running transactions: near the
+	// time elapsed, the writer is the bottleneck.
+	Busy time.Duration
 }
 
 // groupTx is one caller's transaction.
@@ -48,6 +56,8 @@ type groupTx struct {
 	ctx  context.Context
 	fn   func(q *Queries) error
 	done chan groupResult
+	// rows are the outbox rows fn wrote, for direct once committed.
+	rows []store.OutboxMessage
 }
 
 type groupResult struct {
@@ -106,7 +116,12 @@ func (g *groupCommit) run() {
 		copy(group, g.queue)
 		g.queue = g.queue[n:]
 		g.mu.Unlock()
+		start := time.Now()
 		g.commit(group)
+		busy := time.Since(start)
+		g.mu.Lock()
+		g.stats.Busy += busy
+		g.mu.Unlock()
 	}
 }
 
@@ -139,6 +154,13 @@ func (g *groupCommit) commit(group []*groupTx) {
 		again = append(again, ok...)
 		ok = nil
 	}
+	var rows []store.OutboxMessage
+	for _, t := range ok {
+		rows = append(rows, t.rows...)
+	}
+	if len(rows) > 0 {
+		g.direct.Committed(rows)
+	}
 	for _, t := range ok {
 		t.done <- groupResult{}
 	}
@@ -152,7 +174,7 @@ func (g *groupCommit) alone(t *groupTx) {
 	g.mu.Lock()
 	g.stats.Alone++
 	g.mu.Unlock()
-	q := &Queries{db: g.pool, dialect: g.dialect, pool: g.pool}
+	q := &Queries{db: g.pool, dialect: g.dialect, pool: g.pool, direct: g.direct}
 	t.done <- capture(func() error { return q.retryTx(t.ctx, t.fn) })
 }
 
@@ -176,8 +198,9 @@ func (g *groupCommit) together(group []*groupTx) (ok, again []*groupTx, err erro
 			_ = tx.Rollback()
 		}
 	}()
-	q := &Queries{db: uncancelled{tx}, dialect: g.dialect}
 	for i, t := range group {
+		t.rows = nil
+		q := &Queries{db: uncancelled{tx}, dialect: g.dialect, direct: g.direct, committed: &t.rows}
 		if _, err := tx.ExecContext(bg, `SAVEPOINT troupe_group`); err != nil {
 			return ok, append(again, group[i:]...), fmt.Errorf("opening savepoint: %w", err)
 		}
@@ -189,6 +212,7 @@ func (g *groupCommit) together(group []*groupTx) (ok, again []*groupTx, err erro
 				t.done <- res
 				return ok, append(again, group[i+1:]...), fmt.Errorf("rolling back to savepoint: %w", err)
 			}
+			t.rows = nil // rolled back with them
 			if res.err != nil && g.dialect.IsRetryable(res.err) {
 				again = append(again, t)
 			} else {

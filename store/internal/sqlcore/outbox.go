@@ -50,15 +50,28 @@ func (q *Queries) OutboxInsert(ctx context.Context, msgs []store.OutboxMessage) 
 			if err != nil {
 				return fmt.Errorf("message on %s: %w", m.Subject, err)
 			}
-			payload := m.Payload
-			if payload == nil {
-				payload = []byte{} // NOT NULL
+			if m.Payload == nil {
+				m.Payload = []byte{} // NOT NULL
 			}
-			if _, err := q.exec(ctx, `INSERT INTO outbox (subject, msg_id, payload, headers, created_at)
-				VALUES (?, ?, ?, ?, ?)`,
-				m.Subject, orNewID(m.MsgID), payload, headers, toMicros(orNow(m.CreatedAt))); err != nil {
+			m.MsgID, m.CreatedAt = orNewID(m.MsgID), orNow(m.CreatedAt)
+			d := q.direct
+			if d == nil || q.committed == nil || (d.Match != nil && !d.Match(m.Subject)) {
+				if _, err := q.exec(ctx, `INSERT INTO outbox (subject, msg_id, payload, headers, created_at)
+					VALUES (?, ?, ?, ?, ?)`,
+					m.Subject, m.MsgID, m.Payload, headers, toMicros(m.CreatedAt)); err != nil {
+					return err
+				}
+				continue
+			}
+			// Claimed for the relay that publishes it once this commits.
+			if err := q.queryRow(ctx, `INSERT INTO outbox (subject, msg_id, payload, headers, created_at, claimed_by, claimed_until)
+				VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
+				m.Subject, m.MsgID, m.Payload, headers, toMicros(m.CreatedAt), d.Owner, toMicros(now().Add(d.Lease)),
+			).Scan(&m.Seq); err != nil {
 				return err
 			}
+			m.Attempts, m.LastError, m.NextAttemptAt = 0, "", time.Time{}
+			*q.committed = append(*q.committed, m)
 		}
 		return nil
 	})

@@ -49,6 +49,17 @@ func (s *Store) EnableGroupCommit(max int) {
 		return
 	}
 	s.Queries.group = newGroupCommit(s.db, s.dialect, max)
+	s.Queries.group.direct = s.Queries.direct
+}
+
+// SetOutboxDirect makes every transaction hand the outbox rows it wrote to
+// d once it commits (see store.OutboxDirect). Call it before the store is
+// used.
+func (s *Store) SetOutboxDirect(d *store.OutboxDirect) {
+	s.Queries.direct = d
+	if s.Queries.group != nil {
+		s.Queries.group.direct = d
+	}
 }
 
 // SetReadDB makes the queries run outside a transaction go to db, which may
@@ -102,6 +113,10 @@ type Queries struct {
 	// read, when set (outside a transaction), runs the queries made outside
 	// one; writes never go there.
 	read DBTX
+	// direct, when set, is handed the outbox rows of each transaction
+	// once it commits; committed gathers them inside a transaction.
+	direct    *store.OutboxDirect
+	committed *[]store.OutboxMessage
 }
 
 var _ store.Querier = (*Queries)(nil)
@@ -146,13 +161,17 @@ func (q *Queries) tryTx(ctx context.Context, fn func(q *Queries) error) error {
 			_ = tx.Rollback()
 		}
 	}()
-	if err := fn(&Queries{db: tx, dialect: q.dialect}); err != nil {
+	var rows []store.OutboxMessage
+	if err := fn(&Queries{db: tx, dialect: q.dialect, direct: q.direct, committed: &rows}); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("committing transaction: %w", err)
 	}
 	committed = true
+	if len(rows) > 0 {
+		q.direct.Committed(rows)
+	}
 	return nil
 }
 
