@@ -58,14 +58,17 @@ type Relay struct {
 	atomicMu sync.Mutex
 	atomic   map[string]atomicCheck
 
-	// direct holds rows handed over at commit (Direct), to publish next.
-	directMu sync.Mutex
-	direct   []store.OutboxMessage
+	// direct holds rows handed over at commit (Direct), to publish next;
+	// dropped says some did not fit.
+	directMu  sync.Mutex
+	direct    []store.OutboxMessage
+	dropped   bool
+	directMax int
 }
 
 // Rows handed over at commit wait in memory for the relay; past
-// directMax of them, more are left in the outbox, claimed, until their
-// lease (directLease) ends and a pass takes them.
+// directMax of them, more are left in the outbox, claimed by this relay,
+// and its next pass takes them back (OutboxClaimParams.Reclaim).
 const (
 	directMax   = 20000
 	directLease = 30 * time.Second
@@ -88,7 +91,7 @@ func NewRelay(cfg RelayConfig, st store.Store, js jetstream.JetStream) *Relay {
 	owner := fmt.Sprintf("%s/%d/%s", host, os.Getpid(), uuid.NewString()[:8])
 	return &Relay{
 		cfg: cfg, store: st, js: js, wake: make(chan struct{}, 1), done: make(chan struct{}), owner: owner,
-		atomic: map[string]atomicCheck{},
+		atomic: map[string]atomicCheck{}, directMax: directMax,
 	}
 }
 
@@ -114,8 +117,10 @@ func (r *Relay) Direct() *store.OutboxDirect {
 
 func (r *Relay) committed(msgs []store.OutboxMessage) {
 	r.directMu.Lock()
-	if room := directMax - len(r.direct); room > 0 {
-		r.direct = append(r.direct, msgs[:min(room, len(msgs))]...)
+	room := max(0, r.directMax-len(r.direct))
+	r.direct = append(r.direct, msgs[:min(room, len(msgs))]...)
+	if room < len(msgs) {
+		r.dropped = true
 	}
 	r.directMu.Unlock()
 	r.Notify()
@@ -200,17 +205,31 @@ func (r *Relay) Flush(ctx context.Context) (int, error) {
 			return sent, err
 		}
 	}
+	// Rows that did not fit in memory are in the outbox, claimed by this
+	// relay: take them back. (Rows handed over meanwhile may be taken too,
+	// and published twice; the stream drops the second by its id.)
+	r.directMu.Lock()
+	reclaim := r.dropped
+	r.dropped = false
+	r.directMu.Unlock()
 	for {
-		msgs, err := r.store.OutboxClaim(ctx, store.OutboxClaimParams{Owner: r.owner, Limit: r.cfg.Batch, Lease: directLease, Subjects: r.cfg.Subjects})
-		if err != nil {
-			return sent, fmt.Errorf("claiming the outbox: %w", err)
-		}
-		if len(msgs) == 0 {
+		msgs, err := r.store.OutboxClaim(ctx, store.OutboxClaimParams{Owner: r.owner, Limit: r.cfg.Batch, Lease: directLease, Subjects: r.cfg.Subjects, Reclaim: reclaim})
+		if err == nil && len(msgs) == 0 {
 			return sent, nil
 		}
-		n, err := r.settle(ctx, msgs)
-		sent += n
+		var n int
 		if err != nil {
+			err = fmt.Errorf("claiming the outbox: %w", err)
+		} else {
+			n, err = r.settle(ctx, msgs)
+			sent += n
+		}
+		if err != nil {
+			if reclaim { // not all taken back yet: next time
+				r.directMu.Lock()
+				r.dropped = true
+				r.directMu.Unlock()
+			}
 			return sent, err
 		}
 	}

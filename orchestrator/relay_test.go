@@ -255,6 +255,23 @@ func TestRelayDirect(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1, mustCount(t, ctx, review), "review.rolled-back was published")
 
+	// Rows that do not fit in the relay's memory are taken back by its
+	// next pass, not left claimed until the lease ends.
+	r.directMax = 2
+	var many []store.OutboxMessage
+	for i := range 5 {
+		many = append(many, store.OutboxMessage{Subject: "troupe.review.pm", MsgID: fmt.Sprintf("review.many.%d", i), Payload: []byte(`{}`)})
+	}
+	require.NoError(t, st.InTx(ctx, func(q store.Querier) error { return q.OutboxInsert(ctx, many) }))
+	sent, err = other.Flush(ctx)
+	require.NoError(t, err)
+	require.Zero(t, sent, "rows claimed for the pm relay were taken by another")
+	sent, err = r.Flush(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 5, sent)
+	require.EqualValues(t, 6, mustCount(t, ctx, review))
+	r.directMax = directMax
+
 	// A row handed over that cannot be published is released, marked for
 	// a later attempt, so any relay's pass takes it then.
 	require.NoError(t, st.InTx(ctx, func(q store.Querier) error {

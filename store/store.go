@@ -397,6 +397,9 @@ type OutboxClaimParams struct {
 	// filter may have literal tokens before and after its wildcards but
 	// not between two of them. Empty claims every subject.
 	Subjects []string
+	// Reclaim also claims the messages Owner holds a claim on already:
+	// rows handed to it at commit (OutboxDirect) that it let go of.
+	Reclaim bool
 }
 
 // JobCreateParams are the arguments of JobCreate.

@@ -131,7 +131,11 @@ func (q *Queries) OutboxClaim(ctx context.Context, p store.OutboxClaimParams) ([
 	}
 	t := now()
 	var w where
-	w.add(`sent_at IS NULL AND next_attempt_at <= ? AND claimed_until < ?`, toMicros(t), toMicros(t))
+	if p.Reclaim {
+		w.add(`sent_at IS NULL AND next_attempt_at <= ? AND (claimed_until < ? OR claimed_by = ?)`, toMicros(t), toMicros(t), p.Owner)
+	} else {
+		w.add(`sent_at IS NULL AND next_attempt_at <= ? AND claimed_until < ?`, toMicros(t), toMicros(t))
+	}
 	if len(p.Subjects) > 0 {
 		cond, args, err := subjectsMatch(p.Subjects)
 		if err != nil {
