@@ -64,6 +64,8 @@ type Relay struct {
 	direct    []store.OutboxMessage
 	dropped   bool
 	directMax int
+	// lastPass is when Flush last claimed (Flush runs one at a time).
+	lastPass time.Time
 }
 
 // Rows handed over at commit wait in memory for the relay; past
@@ -72,6 +74,9 @@ type Relay struct {
 const (
 	directMax   = 20000
 	directLease = 30 * time.Second
+	// passEvery: while rows handed over keep coming, a pass still runs
+	// this often.
+	passEvery = 200 * time.Millisecond
 )
 
 type atomicCheck struct {
@@ -119,10 +124,14 @@ func (r *Relay) committed(msgs []store.OutboxMessage) {
 	r.directMu.Lock()
 	room := max(0, r.directMax-len(r.direct))
 	r.direct = append(r.direct, msgs[:min(room, len(msgs))]...)
+	first := false
 	if room < len(msgs) {
-		r.dropped = true
+		first, r.dropped = !r.dropped, true
 	}
 	r.directMu.Unlock()
+	if first {
+		r.cfg.Logger.Info().Int("waiting", r.directMax).Msg("outbox rows arrive faster than they are published; the rest wait in the outbox for the relay's next pass")
+	}
 	r.Notify()
 }
 
@@ -171,15 +180,18 @@ func (r *Relay) run(ctx context.Context) {
 	defer close(r.done)
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
+	full := true
 	for {
-		if _, err := r.Flush(ctx); err != nil && ctx.Err() == nil {
+		if _, err := r.flush(ctx, full); err != nil && ctx.Err() == nil {
 			r.cfg.Logger.Warn().Err(err).Msg("outbox relay; trying again shortly")
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.wake:
+			full = false
 		case <-t.C:
+			full = true
 		}
 	}
 }
@@ -190,47 +202,64 @@ func (r *Relay) run(ctx context.Context) {
 // without holding up the rows behind it.
 //
 // Rows handed over at commit (Direct) go first: they are claimed already.
-func (r *Relay) Flush(ctx context.Context) (int, error) {
+func (r *Relay) Flush(ctx context.Context) (int, error) { return r.flush(ctx, true) }
+
+// flush is Flush; without full, a pass is left out when one ran within
+// passEvery (woken by a commit, the rows handed over are what is new).
+func (r *Relay) flush(ctx context.Context, full bool) (int, error) {
 	sent := 0
-	for {
-		msgs := r.takeDirect(r.cfg.Batch)
-		if len(msgs) == 0 {
-			break
-		}
-		n, err := r.settle(ctx, msgs)
-		sent += n
-		if err != nil {
-			// The rows not marked are still claimed, or were marked
-			// failed: a pass takes them when their lease or delay ends.
-			return sent, err
-		}
-	}
 	// Rows that did not fit in memory are in the outbox, claimed by this
-	// relay: take them back. (Rows handed over meanwhile may be taken too,
-	// and published twice; the stream drops the second by its id.)
+	// relay: its passes take them back. (Rows handed over meanwhile may be
+	// taken too, and published twice; the stream drops the second by its
+	// id.)
 	r.directMu.Lock()
 	reclaim := r.dropped
 	r.dropped = false
 	r.directMu.Unlock()
+	defer func() {
+		if reclaim { // not all taken back: next time
+			r.directMu.Lock()
+			r.dropped = true
+			r.directMu.Unlock()
+		}
+	}()
+	// The rows handed over first, with a pass at least every passEvery:
+	// a steady stream of commits does not hold up the rows only a pass
+	// finds (other processes', those due again, those taken back).
 	for {
-		msgs, err := r.store.OutboxClaim(ctx, store.OutboxClaimParams{Owner: r.owner, Limit: r.cfg.Batch, Lease: directLease, Subjects: r.cfg.Subjects, Reclaim: reclaim})
-		if err == nil && len(msgs) == 0 {
+		direct := r.takeDirect(r.cfg.Batch)
+		if len(direct) > 0 {
+			n, err := r.settle(ctx, direct)
+			sent += n
+			if err != nil {
+				// The rows not marked are still claimed, or were marked
+				// failed: a pass takes them when their lease or delay ends.
+				return sent, err
+			}
+		}
+		if !full && !reclaim && time.Since(r.lastPass) < passEvery {
+			if len(direct) > 0 {
+				continue
+			}
 			return sent, nil
 		}
-		var n int
+		r.lastPass = time.Now()
+		claimed, err := r.store.OutboxClaim(ctx, store.OutboxClaimParams{Owner: r.owner, Limit: r.cfg.Batch, Lease: directLease, Subjects: r.cfg.Subjects, Reclaim: reclaim})
 		if err != nil {
-			err = fmt.Errorf("claiming the outbox: %w", err)
-		} else {
-			n, err = r.settle(ctx, msgs)
-			sent += n
+			return sent, fmt.Errorf("claiming the outbox: %w", err)
 		}
-		if err != nil {
-			if reclaim { // not all taken back yet: next time
-				r.directMu.Lock()
-				r.dropped = true
-				r.directMu.Unlock()
+		if len(claimed) > 0 {
+			n, err := r.settle(ctx, claimed)
+			sent += n
+			if err != nil {
+				return sent, err
 			}
-			return sent, err
+			full = true // passes go on while they find rows
+		} else {
+			reclaim, full = false, false // all taken back; nothing due
+			if len(direct) == 0 {
+				return sent, nil
+			}
 		}
 	}
 }
@@ -250,6 +279,9 @@ func (r *Relay) settle(ctx context.Context, msgs []store.OutboxMessage) (int, er
 	for _, f := range failed {
 		delay := min(time.Second<<min(f.msg.Attempts, 6), time.Minute)
 		attempts, err := r.store.OutboxMarkFailed(context.WithoutCancel(ctx), f.msg.Seq, f.err.Error(), time.Now().Add(delay))
+		if errors.Is(err, store.ErrNotFound) {
+			continue // sent meanwhile, by a relay that took it over
+		}
 		if err != nil {
 			return len(ok), fmt.Errorf("recording an outbox failure: %w", err)
 		}
@@ -426,14 +458,15 @@ func (r *Relay) takesAtomic(ctx context.Context, stream string) bool {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	ok := false
+	ok, at := false, time.Now()
 	if s, err := r.js.Stream(ctx, stream); err != nil {
 		r.cfg.Logger.Debug().Err(err).Str("stream", stream).Msg("reading the stream's configuration; publishing one by one")
+		at = at.Add(5*time.Second - atomicRecheck) // ask again soon
 	} else {
 		ok = s.CachedInfo().Config.AllowAtomicPublish
 	}
 	r.atomicMu.Lock()
-	r.atomic[stream] = atomicCheck{ok: ok, at: time.Now()}
+	r.atomic[stream] = atomicCheck{ok: ok, at: at}
 	r.atomicMu.Unlock()
 	return ok
 }

@@ -30,7 +30,11 @@ var (
 type Store interface {
 	Querier
 	// InTx runs fn in one transaction: committed when fn returns nil, rolled
-	// back otherwise. fn must use only the Querier it is given.
+	// back otherwise. fn must use only the Querier it is given. fn may run
+	// more than once before InTx returns (PostgreSQL aborts a transaction
+	// in a deadlock; SQLite's group commit runs a caller again alone when
+	// its group could not commit): it must have no effect outside the
+	// transaction but on the variables it sets.
 	InTx(ctx context.Context, fn func(q Querier) error) error
 	// Migrate applies every embedded migration not yet applied.
 	Migrate(ctx context.Context) error
@@ -138,7 +142,8 @@ type Querier interface {
 	OutboxClaim(ctx context.Context, p OutboxClaimParams) ([]OutboxMessage, error)
 	// OutboxMarkFailed records a failed publish of one message: Attempts
 	// goes up by one, LastError and NextAttemptAt are set, and the claim is
-	// released. It returns the new attempt count.
+	// released. It returns the new attempt count, or ErrNotFound when the
+	// message is not there unsent (another relay sent it meanwhile).
 	OutboxMarkFailed(ctx context.Context, seq int64, lastError string, nextAttempt time.Time) (int, error)
 
 	// DeadLetterInsert records a dead letter, with Status "open" when empty.

@@ -363,6 +363,11 @@ func runBench(ctx context.Context, e *env, args []string) error {
 					return
 				}
 				n := min(b.batch, b.jobs-first)
+				// End to end starts when the submission is sent (a job can
+				// end before its reply arrives), or was due to be sent:
+				// submitters that fall behind the rate are the system's
+				// delay too.
+				now := time.Now()
 				if b.rate > 0 {
 					// Job first is due first/rate seconds after the start.
 					due := start.Add(time.Duration(float64(first) / b.rate * float64(time.Second)))
@@ -372,10 +377,8 @@ func runBench(ctx context.Context, e *env, args []string) error {
 						errs <- ctx.Err()
 						return
 					}
+					now = due
 				}
-				// End to end starts when the submission is sent: a job can
-				// end before its reply arrives.
-				now := time.Now()
 				ids, err := submitBenchJobs(ctx, nc, subj, b.role, first, n)
 				if err != nil {
 					errs <- err

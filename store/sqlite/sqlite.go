@@ -39,7 +39,7 @@ type GroupCommitStats = sqlcore.GroupCommitStats
 // Store is a store.Store on a SQLite database file.
 type Store struct {
 	*sqlcore.Store
-	// read holds the read-only connections, nil for ":memory:".
+	// read holds the read-only connections, nil in memory (inMemory).
 	read *sql.DB
 }
 
@@ -66,7 +66,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	// Writers take turns on the one connection anyway; committing those
 	// waiting together writes the WAL once for all of them.
 	s.EnableGroupCommit(groupCommitMax)
-	if path != ":memory:" {
+	if !inMemory(path) {
 		// In WAL mode readers do not wait for the writer: the queries made
 		// outside a transaction get connections of their own, read-only.
 		rconn, err := sqlite.NewConnector(readDSN(path))
@@ -116,12 +116,17 @@ func dsn(path string) string {
 	// Savepoints (group commit runs each transaction in one) journal the
 	// pages they change; in memory, not in a temporary file.
 	q.Add("_pragma", "temp_store(MEMORY)")
-	if path != ":memory:" {
+	if !inMemory(path) {
 		q.Add("_pragma", "journal_mode(WAL)")
 	}
 	q.Set("_txlock", "immediate")
 	return "file:" + escapePath(path) + "?" + q.Encode()
 }
+
+// inMemory reports whether path names a database private to each
+// connection: ":memory:", or "" (a temporary database SQLite deletes when
+// the connection closes).
+func inMemory(path string) bool { return path == ":memory:" || path == "" }
 
 // readDSN returns the data source name of a read-only connection: it can
 // neither write nor change the journal mode (the writer sets WAL).

@@ -3,8 +3,10 @@ package sqlcore
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/troupe-dev/troupe/store"
@@ -58,7 +60,16 @@ type groupTx struct {
 	done chan groupResult
 	// rows are the outbox rows fn wrote, for direct once committed.
 	rows []store.OutboxMessage
+	// state is queued, then taken (by the committer, to run) or
+	// withdrawn (by the caller, whose context ended first).
+	state atomic.Int32
 }
+
+const (
+	txQueued int32 = iota
+	txTaken
+	txWithdrawn
+)
 
 type groupResult struct {
 	err error
@@ -86,9 +97,20 @@ func (g *groupCommit) do(ctx context.Context, fn func(q *Queries) error) error {
 		go g.run()
 	}
 	g.mu.Unlock()
-	// Once queued, the caller waits for the outcome even when its context
-	// ends: its function may already have run, and the commit decides.
-	res := <-t.done
+	var res groupResult
+	select {
+	case res = <-t.done:
+	case <-ctx.Done():
+		// Not taken yet: withdraw. (A function that writes through the
+		// store instead of its Querier waits here for the committer that
+		// runs it; its deadline gets it out, as it did when it waited for
+		// the connection.) Taken: its function may have run already, and
+		// the commit decides.
+		if t.state.CompareAndSwap(txQueued, txWithdrawn) {
+			return ctx.Err()
+		}
+		res = <-t.done
+	}
 	if res.panicked {
 		panic(res.panicValue)
 	}
@@ -103,16 +125,39 @@ func (g *groupCommit) Stats() GroupCommitStats {
 }
 
 func (g *groupCommit) run() {
+	var group []*groupTx
+	finished := false
+	defer func() {
+		if finished {
+			return
+		}
+		// A function called runtime.Goexit (t.FailNow in a test does):
+		// the group's transaction was rolled back on the way out. Answer
+		// its callers, and carry on in a new goroutine.
+		for _, t := range group {
+			select {
+			case t.done <- groupResult{err: errGoexit}:
+			default:
+			}
+		}
+		g.mu.Lock()
+		g.running = len(g.queue) > 0
+		if g.running {
+			go g.run()
+		}
+		g.mu.Unlock()
+	}()
 	for {
 		g.mu.Lock()
 		if len(g.queue) == 0 {
 			g.running = false
 			g.queue = nil
 			g.mu.Unlock()
+			finished = true
 			return
 		}
 		n := min(len(g.queue), g.max)
-		group := make([]*groupTx, n)
+		group = make([]*groupTx, n)
 		copy(group, g.queue)
 		g.queue = g.queue[n:]
 		g.mu.Unlock()
@@ -127,8 +172,11 @@ func (g *groupCommit) run() {
 
 // commit runs one group and answers every caller in it.
 func (g *groupCommit) commit(group []*groupTx) {
-	live := group[:0]
+	live := make([]*groupTx, 0, len(group))
 	for _, t := range group {
+		if !t.state.CompareAndSwap(txQueued, txTaken) {
+			continue // withdrawn: its caller has gone with its context's error
+		}
 		if err := t.ctx.Err(); err != nil {
 			t.done <- groupResult{err: err}
 			continue
@@ -143,10 +191,12 @@ func (g *groupCommit) commit(group []*groupTx) {
 		return
 	}
 	ok, again, err := g.together(live)
-	g.mu.Lock()
-	g.stats.Groups++
-	g.stats.Transactions += int64(len(ok))
-	g.mu.Unlock()
+	if err == nil {
+		g.mu.Lock()
+		g.stats.Groups++
+		g.stats.Transactions += int64(len(ok))
+		g.mu.Unlock()
+	}
 	if err != nil {
 		// The group did not commit: nothing of it is in the database.
 		// Each caller that had succeeded runs again, alone, so one
@@ -193,8 +243,10 @@ func (g *groupCommit) together(group []*groupTx) (ok, again []*groupTx, err erro
 	if err != nil {
 		return nil, group, fmt.Errorf("beginning transaction: %w", err)
 	}
+	committed := false
 	defer func() {
-		if err != nil {
+		// Also on the way out of runtime.Goexit.
+		if !committed {
 			_ = tx.Rollback()
 		}
 	}()
@@ -226,10 +278,14 @@ func (g *groupCommit) together(group []*groupTx) (ok, again []*groupTx, err erro
 		}
 	}
 	if err := tx.Commit(); err != nil {
+		committed = true // nothing left to roll back
 		return ok, again, fmt.Errorf("committing transaction: %w", err)
 	}
+	committed = true
 	return ok, again, nil
 }
+
+var errGoexit = errors.New("a transaction of the group it ran in called runtime.Goexit; nothing of the group was committed")
 
 // capture runs fn and returns its error, or the panic it raised.
 func capture(fn func() error) (res groupResult) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"testing"
@@ -257,4 +258,42 @@ func TestGroupCommitUnderLoad(t *testing.T) {
 	st := g.Stats()
 	require.Positive(t, st.Groups)
 	t.Logf("%d groups held %d transactions; %d ran alone", st.Groups, st.Transactions, st.Alone)
+}
+
+// A caller whose context ends while it waits to be run withdraws, as it
+// gave up waiting for the connection before group commit: a function that
+// writes through the store instead of its Querier gets its deadline's
+// error instead of waiting for ever for the committer running it.
+func TestGroupCommitWithdrawsOnDeadline(t *testing.T) {
+	t.Parallel()
+	db := groupTestDB(t)
+	g := newGroupCommit(db, testDialect{}, 64)
+	err := g.do(context.Background(), func(q *Queries) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		return g.do(ctx, insertParent(1))
+	})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.NoError(t, g.do(context.Background(), insertParent(2)), "the store is stuck")
+	require.Equal(t, []int{2}, parentIDs(t, db))
+}
+
+// A function that calls runtime.Goexit (t.FailNow does) fails its caller
+// and leaves the store working.
+func TestGroupCommitSurvivesGoexit(t *testing.T) {
+	t.Parallel()
+	db := groupTestDB(t)
+	g := newGroupCommit(db, testDialect{}, 64)
+	err := g.do(context.Background(), func(q *Queries) error {
+		if err := insertParent(1)(q); err != nil {
+			return err
+		}
+		runtime.Goexit()
+		return nil
+	})
+	require.ErrorIs(t, err, errGoexit)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	require.NoError(t, g.do(ctx, insertParent(2)), "the store is stuck")
+	require.Equal(t, []int{2}, parentIDs(t, db), "the function that exited was committed")
 }

@@ -243,7 +243,8 @@ const maxLastError = 2000
 // OutboxMarkFailed records a failed publish of message seq: attempts goes
 // up by one, last_error (cut to 2000 bytes) and next_attempt_at (zero: at
 // once) are set, and the claim is released. It returns the new attempt
-// count, or ErrNotFound when there is no such message.
+// count, or ErrNotFound when there is no such unsent message (another
+// relay may have sent it meanwhile).
 func (q *Queries) OutboxMarkFailed(ctx context.Context, seq int64, lastError string, nextAttempt time.Time) (int, error) {
 	var next int64
 	if !nextAttempt.IsZero() {
@@ -254,7 +255,7 @@ func (q *Queries) OutboxMarkFailed(ctx context.Context, seq int64, lastError str
 	err := q.inTx(ctx, func(q *Queries) error {
 		return q.queryRow(ctx, `UPDATE outbox
 			SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, claimed_by = '', claimed_until = 0
-			WHERE seq = ? RETURNING attempts`,
+			WHERE seq = ? AND sent_at IS NULL RETURNING attempts`,
 			cleanError(lastError), next, seq).Scan(&attempts)
 	})
 	if errors.Is(err, sql.ErrNoRows) {
