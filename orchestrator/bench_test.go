@@ -31,8 +31,9 @@ const relayBatch = 1000
 // a quarter review requests, half events — inserted while the timer is
 // stopped. Per store backend, the server either syncs JetStream writes
 // the server's default way (sync=default, as a NATS server deployed with
-// its defaults) or fsyncs each one (sync=always, as troupe dev). msgs/s
-// is rows relayed per second. Run it with
+// its defaults) or fsyncs each one (sync=always, as troupe dev), and the
+// relay publishes one message at a time or in atomic batches per stream.
+// msgs/s is rows relayed per second. Run it with
 //
 //	go test -run '^$' -bench Relay ./orchestrator/
 //
@@ -40,32 +41,41 @@ const relayBatch = 1000
 func BenchmarkRelay(b *testing.B) {
 	forEachBackend(b, func(b *testing.B, st store.Store) {
 		for _, syncAlways := range []bool{false, true} {
-			name := "sync=default"
-			if syncAlways {
-				name = "sync=always"
-			}
-			b.Run(name, func(b *testing.B) {
-				js := startJetStream(b, syncAlways)
-				ctx := context.Background()
-				relay := orchestrator.NewRelay(orchestrator.RelayConfig{Logger: zerolog.Nop()}, st, js)
-				rows := outboxRows(b, relayBatch)
-				b.ReportAllocs()
-				for b.Loop() {
-					b.StopTimer()
-					insertRows(b, st, rows)
-					b.StartTimer()
-					sent, err := relay.Flush(ctx)
-					if err != nil {
-						b.Fatal(err)
-					}
-					if sent != relayBatch {
-						b.Fatalf("relayed %d of %d rows", sent, relayBatch)
-					}
+			for _, atomic := range []bool{false, true} {
+				name := "sync=default"
+				if syncAlways {
+					name = "sync=always"
 				}
-				msgs := float64(b.N * relayBatch)
-				b.ReportMetric(msgs/b.Elapsed().Seconds(), "msgs/s")
-				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/msgs, "ns/msg")
-			})
+				cfg := orchestrator.RelayConfig{Logger: zerolog.Nop()}
+				if atomic {
+					name += "/atomic"
+					cfg.StreamOf = bus.Topology{}.StreamOf()
+				} else {
+					name += "/one-by-one"
+				}
+				b.Run(name, func(b *testing.B) {
+					js := startJetStream(b, syncAlways)
+					ctx := context.Background()
+					relay := orchestrator.NewRelay(cfg, st, js)
+					rows := outboxRows(b, relayBatch)
+					b.ReportAllocs()
+					for b.Loop() {
+						b.StopTimer()
+						insertRows(b, st, rows)
+						b.StartTimer()
+						sent, err := relay.Flush(ctx)
+						if err != nil {
+							b.Fatal(err)
+						}
+						if sent != relayBatch {
+							b.Fatalf("relayed %d of %d rows", sent, relayBatch)
+						}
+					}
+					msgs := float64(b.N * relayBatch)
+					b.ReportMetric(msgs/b.Elapsed().Seconds(), "msgs/s")
+					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/msgs, "ns/msg")
+				})
+			}
 		}
 	})
 }
