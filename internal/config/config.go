@@ -93,9 +93,11 @@ type NATS struct {
 	// AtomicBatches lets the outbox relays publish the rows bound for one
 	// stream as JetStream atomic batches (NATS 2.12 or newer; older servers
 	// get one message at a time anyway): one disk sync a batch instead of
-	// one a message. It pays where the server syncs every write. Defaults to
-	// true, except with the embedded server's periodic sync, where staging
-	// a batch costs more than the writes it saves.
+	// one a message. It pays where the server syncs every write (as
+	// troupe dev, the compose file and the Kubernetes values have it);
+	// against a server that does not (NATS's own default), set it false:
+	// staging a batch costs more than the writes it saves. Defaults to
+	// true, except with the embedded server's periodic sync.
 	AtomicBatches *bool `json:"atomicBatches,omitempty"`
 	// Replicas of every stream. Defaults to 1.
 	Replicas int `json:"replicas,omitempty"`
