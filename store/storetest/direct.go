@@ -24,6 +24,7 @@ func outboxDirect(t *testing.T, ctx context.Context, st store.Store) {
 	var mu sync.Mutex
 	got := map[string]int{}
 	noSeq := 0
+	var handed []store.OutboxMessage
 	s.SetOutboxDirect(&store.OutboxDirect{
 		Owner: "relay-a", Lease: time.Minute,
 		Match: func(subject string) bool { return subject != "troupe.tasks.tester" },
@@ -36,6 +37,7 @@ func outboxDirect(t *testing.T, ctx context.Context, st store.Store) {
 				}
 				got[m.MsgID]++
 			}
+			handed = append(handed, msgs...)
 		},
 	})
 	var wg sync.WaitGroup
@@ -77,5 +79,40 @@ func outboxDirect(t *testing.T, ctx context.Context, st store.Store) {
 	require.Len(t, claimed, 40)
 	for _, m := range claimed {
 		require.Equal(t, "troupe.tasks.tester", m.Subject)
+	}
+
+	// Each row handed over carries its own seq, also when rows of one
+	// transaction share a message id.
+	mu.Lock()
+	handed = nil
+	mu.Unlock()
+	require.NoError(t, st.InTx(ctx, func(q store.Querier) error {
+		return q.OutboxInsert(ctx, []store.OutboxMessage{
+			{Subject: "troupe.review.pm", MsgID: "same", Payload: []byte(`1`)},
+			{Subject: "troupe.events.j.a", MsgID: "other", Payload: []byte(`2`)},
+			{Subject: "troupe.review.developer", MsgID: "same", Payload: []byte(`3`)},
+		})
+	}))
+	require.NoError(t, st.InTx(ctx, func(q store.Querier) error {
+		return q.OutboxInsert(ctx, []store.OutboxMessage{
+			{Subject: "troupe.review.writer", MsgID: "w1", Payload: []byte(`4`)},
+			{Subject: "troupe.events.j.b", MsgID: "w2", Payload: []byte(`5`)},
+		})
+	}))
+	unsent, err := st.OutboxListUnsent(ctx, 1000)
+	require.NoError(t, err)
+	bySeq := map[int64]store.OutboxMessage{}
+	for _, m := range unsent {
+		bySeq[m.Seq] = m
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, handed, 5)
+	for _, h := range handed {
+		row, ok := bySeq[h.Seq]
+		require.True(t, ok, "seq %d of %s is not an unsent row", h.Seq, h.Subject)
+		require.Equal(t, row.Subject, h.Subject)
+		require.Equal(t, row.MsgID, h.MsgID)
+		require.Equal(t, string(row.Payload), string(h.Payload))
 	}
 }
