@@ -66,6 +66,10 @@ type Relay struct {
 	directMax int
 	// lastPass is when Flush last claimed (Flush runs one at a time).
 	lastPass time.Time
+	// unmarked are rows handed over at commit, published, not yet marked
+	// sent (since unmarkedSince): marked together, every markEvery.
+	unmarked      []int64
+	unmarkedSince time.Time
 }
 
 // Rows handed over at commit wait in memory for the relay; past
@@ -77,6 +81,13 @@ const (
 	// passEvery: while rows handed over keep coming, a pass still runs
 	// this often.
 	passEvery = 200 * time.Millisecond
+	// markEvery: rows handed over and published are marked sent together,
+	// this long after the first of them (or at markBatch rows), not one
+	// transaction per commit. Unmarked, they stay claimed by this relay;
+	// if it dies first, they are published again when the claim ends and
+	// the stream drops them by their ids.
+	markEvery = 50 * time.Millisecond
+	markBatch = 1000
 )
 
 type atomicCheck struct {
@@ -180,10 +191,15 @@ func (r *Relay) run(ctx context.Context) {
 	defer close(r.done)
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
+	mark := time.NewTimer(markEvery)
+	mark.Stop()
 	full := true
 	for {
 		if _, err := r.flush(ctx, full); err != nil && ctx.Err() == nil {
 			r.cfg.Logger.Warn().Err(err).Msg("outbox relay; trying again shortly")
+		}
+		if len(r.unmarked) > 0 {
+			mark.Reset(max(0, markEvery-time.Since(r.unmarkedSince)))
 		}
 		select {
 		case <-ctx.Done():
@@ -192,7 +208,13 @@ func (r *Relay) run(ctx context.Context) {
 			full = false
 		case <-t.C:
 			full = true
+		case <-mark.C:
+			if err := r.markSent(ctx, true); err != nil && ctx.Err() == nil {
+				r.cfg.Logger.Warn().Err(err).Msg("outbox relay; trying again shortly")
+			}
+			full = false
 		}
+		mark.Stop()
 	}
 }
 
@@ -205,8 +227,34 @@ func (r *Relay) run(ctx context.Context) {
 func (r *Relay) Flush(ctx context.Context) (int, error) { return r.flush(ctx, true) }
 
 // flush is Flush; without full, a pass is left out when one ran within
-// passEvery (woken by a commit, the rows handed over are what is new).
+// passEvery (woken by a commit, the rows handed over are what is new), and
+// the rows handed over are marked sent only once markEvery or markBatch
+// says so.
 func (r *Relay) flush(ctx context.Context, full bool) (int, error) {
+	sent, err := r.flushRows(ctx, full)
+	if merr := r.markSent(ctx, full); err == nil {
+		err = merr
+	}
+	return sent, err
+}
+
+// markSent marks the rows published and not yet marked, when now says so
+// or they are due.
+func (r *Relay) markSent(ctx context.Context, now bool) error {
+	if len(r.unmarked) == 0 {
+		return nil
+	}
+	if !now && len(r.unmarked) < markBatch && time.Since(r.unmarkedSince) < markEvery {
+		return nil
+	}
+	if err := r.store.OutboxMarkSent(context.WithoutCancel(ctx), r.unmarked); err != nil {
+		return fmt.Errorf("marking the outbox sent: %w", err)
+	}
+	r.unmarked = r.unmarked[:0]
+	return nil
+}
+
+func (r *Relay) flushRows(ctx context.Context, full bool) (int, error) {
 	sent := 0
 	// Rows that did not fit in memory are in the outbox, claimed by this
 	// relay: its passes take them back. (Rows handed over meanwhile may be
@@ -229,7 +277,7 @@ func (r *Relay) flush(ctx context.Context, full bool) (int, error) {
 	for {
 		direct := r.takeDirect(r.cfg.Batch)
 		if len(direct) > 0 {
-			n, err := r.settle(ctx, direct)
+			n, err := r.settle(ctx, direct, true)
 			sent += n
 			if err != nil {
 				// The rows not marked are still claimed, or were marked
@@ -244,12 +292,19 @@ func (r *Relay) flush(ctx context.Context, full bool) (int, error) {
 			return sent, nil
 		}
 		r.lastPass = time.Now()
+		if reclaim {
+			// Taking back its own rows, the pass would take those
+			// published and not yet marked too.
+			if err := r.markSent(ctx, true); err != nil {
+				return sent, err
+			}
+		}
 		claimed, err := r.store.OutboxClaim(ctx, store.OutboxClaimParams{Owner: r.owner, Limit: r.cfg.Batch, Lease: directLease, Subjects: r.cfg.Subjects, Reclaim: reclaim})
 		if err != nil {
 			return sent, fmt.Errorf("claiming the outbox: %w", err)
 		}
 		if len(claimed) > 0 {
-			n, err := r.settle(ctx, claimed)
+			n, err := r.settle(ctx, claimed, false)
 			sent += n
 			if err != nil {
 				return sent, err
@@ -264,13 +319,22 @@ func (r *Relay) flush(ctx context.Context, full bool) (int, error) {
 	}
 }
 
-// settle publishes claimed rows and records the outcome of each: sent, or
-// failed and due again after a growing delay. It returns how many were
-// sent, and an error when none was (wait before trying again) or the
-// outcome could not be recorded.
-func (r *Relay) settle(ctx context.Context, msgs []store.OutboxMessage) (int, error) {
+// settle publishes claimed rows and records the outcome of each: sent (at
+// once, or, later, with others by markSent), or failed and due again after
+// a growing delay. It returns how many were sent, and an error when none
+// was (wait before trying again) or the outcome could not be recorded.
+func (r *Relay) settle(ctx context.Context, msgs []store.OutboxMessage, later bool) (int, error) {
 	ok, failed := r.publish(ctx, msgs)
-	if len(ok) > 0 {
+	switch {
+	case len(ok) == 0:
+	case later:
+		// Marked with others soon (markSent); claimed by this relay
+		// until then.
+		if len(r.unmarked) == 0 {
+			r.unmarkedSince = time.Now()
+		}
+		r.unmarked = append(r.unmarked, ok...)
+	default:
 		if err := r.store.OutboxMarkSent(context.WithoutCancel(ctx), ok); err != nil {
 			return 0, fmt.Errorf("marking the outbox sent: %w", err)
 		}
@@ -353,7 +417,9 @@ func (r *Relay) publish(ctx context.Context, msgs []store.OutboxMessage) (ok []i
 		}
 	}
 
-	wait, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// Acks are awaited even when ctx ends (the relay stopping): a message
+	// sent is as good as published, and is not to be marked failed.
+	wait, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	commits := make([]jetstream.PubAckFuture, len(batches))
 	for i, b := range batches {

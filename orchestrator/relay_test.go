@@ -290,3 +290,47 @@ func TestRelayDirect(t *testing.T) {
 		return err == nil && n == 1
 	}, 10*time.Second, 100*time.Millisecond, "the released row was not taken by another relay once due")
 }
+
+// TestRelayMarksHandedOverRowsTogether: running, the relay publishes the
+// rows handed over at commit at once and marks them sent shortly after, in
+// one go; stopping, it marks what is left.
+func TestRelayMarksHandedOverRowsTogether(t *testing.T) {
+	t.Parallel()
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1})
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	log := zerolog.New(zerolog.NewTestWriter(t))
+	nc, js, err := bus.Connect(srv.ClientURL(), "test", log)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	ctx := context.Background()
+	topo := bus.Topology{Roles: []string{"pm"}}
+	require.NoError(t, topo.Ensure(ctx, js))
+	st := sqlite.NewTestStore(t)
+	r := NewRelay(RelayConfig{Logger: log, StreamOf: topo.StreamOf()}, st, js)
+	st.SetOutboxDirect(r.Direct())
+	r.Start(ctx)
+
+	review, err := js.Stream(ctx, bus.StreamReview)
+	require.NoError(t, err)
+	for i := range 20 {
+		require.NoError(t, st.InTx(ctx, func(q store.Querier) error {
+			return q.OutboxInsert(ctx, []store.OutboxMessage{{Subject: "troupe.review.pm", MsgID: fmt.Sprintf("review.%d", i), Payload: []byte(`{}`)}})
+		}))
+	}
+	require.Eventually(t, func() bool { return mustCount(t, ctx, review) == 20 }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool {
+		unsent, err := st.OutboxListUnsent(ctx, 100)
+		return err == nil && len(unsent) == 0
+	}, 10*time.Second, 10*time.Millisecond, "published rows were never marked sent")
+
+	// Stop marks what it published.
+	require.NoError(t, st.InTx(ctx, func(q store.Querier) error {
+		return q.OutboxInsert(ctx, []store.OutboxMessage{{Subject: "troupe.review.pm", MsgID: "review.last", Payload: []byte(`{}`)}})
+	}))
+	r.Stop(ctx)
+	unsent, err := st.OutboxListUnsent(ctx, 100)
+	require.NoError(t, err)
+	require.Empty(t, unsent)
+	require.EqualValues(t, 21, mustCount(t, ctx, review))
+}
