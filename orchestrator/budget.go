@@ -42,8 +42,20 @@ type Budgets struct {
 
 // Spent reports whether the job has spent its budget, and if so stops it.
 func (b *Budgets) Spent(ctx context.Context, jobID string) (bool, error) {
+	// Most jobs have no budget, or are not running: a read tells, without
+	// a transaction that writes.
+	job, err := b.Store.JobGetByID(ctx, jobID)
+	if err != nil {
+		return false, err
+	}
+	switch {
+	case job.Status == schemas.JobBudgetExceeded:
+		return true, nil
+	case job.Status != schemas.JobRunning || job.BudgetTokens <= 0:
+		return false, nil
+	}
 	var stopped bool
-	err := b.Store.InTx(ctx, func(q store.Querier) error {
+	err = b.Store.InTx(ctx, func(q store.Querier) error {
 		job, err := q.JobGetByID(ctx, jobID)
 		if err != nil {
 			return err

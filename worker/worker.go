@@ -55,9 +55,9 @@ type Config struct {
 	Available func(ctx context.Context) error
 	// Metrics, when set, count tasks and model calls.
 	Metrics *telemetry.Metrics
-	// BudgetSpent, when set, is asked before each model call whether the
-	// task's job has spent its token budget (and stops the job if so);
-	// the task is then not run.
+	// BudgetSpent, when set, is asked before each model call of a task
+	// whose job has a token budget whether the job has spent it (and stops
+	// the job if so); the task is then not run.
 	BudgetSpent func(ctx context.Context, jobID string) (bool, error)
 	Logger      zerolog.Logger
 }
@@ -340,7 +340,13 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 		log.Debug().Msg("task moved on meanwhile; skipped")
 		return nil
 	}
-	if w.cfg.BudgetSpent != nil {
+	req, budget, err := w.request(ctx, task)
+	if err != nil {
+		return err
+	}
+	// A job without a token budget has none to spend: no checks.
+	checkBudget := w.cfg.BudgetSpent != nil && budget > 0
+	if checkBudget {
 		spent, err := w.cfg.BudgetSpent(ctx, task.JobID)
 		if err != nil {
 			return fmt.Errorf("checking the job's budget: %w", err)
@@ -349,10 +355,6 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 			log.Info().Msg("job's token budget spent; task not run")
 			return nil
 		}
-	}
-	req, budget, err := w.request(ctx, task)
-	if err != nil {
-		return err
 	}
 	// Under a token budget every call is recorded as soon as it returns,
 	// so the budget check before the next one (a repair, a fallback,
@@ -371,7 +373,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	// Calls not recorded with a stage are recorded on their own.
 	defer func() { w.recordCalls(ctx, log, calls.take()) }()
-	if w.cfg.BudgetSpent != nil {
+	if checkBudget {
 		req.Before = func(ctx context.Context) error {
 			spent, err := w.cfg.BudgetSpent(ctx, task.JobID)
 			if err == nil && spent {
