@@ -21,16 +21,8 @@ import (
 // repeated after a crash before marking sent is dropped by the stream.
 func TestRelayFailingRowDoesNotBlock(t *testing.T) {
 	t.Parallel()
-	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1})
-	require.NoError(t, err)
-	t.Cleanup(srv.Shutdown)
-	log := zerolog.New(zerolog.NewTestWriter(t))
-	nc, js, err := bus.Connect(srv.ClientURL(), "test", log)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
 	ctx := context.Background()
-	require.NoError(t, bus.Topology{Roles: []string{"pm"}}.Ensure(ctx, js))
-	st := sqlite.NewTestStore(t)
+	js, st, _, log := relayTestEnv(t, "pm")
 
 	require.NoError(t, st.OutboxInsert(ctx, []store.OutboxMessage{
 		{Subject: "nowhere.at.all", MsgID: "lost.1", Payload: []byte(`{}`)},
@@ -73,16 +65,8 @@ func TestRelayFailingRowDoesNotBlock(t *testing.T) {
 // which claims every row, publishes those, so none is left behind.
 func TestRelayClaimsOnlyItsSubjects(t *testing.T) {
 	t.Parallel()
-	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1})
-	require.NoError(t, err)
-	t.Cleanup(srv.Shutdown)
-	log := zerolog.New(zerolog.NewTestWriter(t))
-	nc, js, err := bus.Connect(srv.ClientURL(), "test", log)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
 	ctx := context.Background()
-	require.NoError(t, bus.Topology{Roles: []string{"developer", "tester"}}.Ensure(ctx, js))
-	st := sqlite.NewTestStore(t)
+	js, st, _, log := relayTestEnv(t, "developer", "tester")
 	subj := bus.Subjects{Prefix: "troupe"}
 
 	require.NoError(t, st.OutboxInsert(ctx, []store.OutboxMessage{
@@ -117,17 +101,8 @@ func TestRelayClaimsOnlyItsSubjects(t *testing.T) {
 // that does not take atomic batches is published to one by one.
 func TestRelayAtomicBatches(t *testing.T) {
 	t.Parallel()
-	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1})
-	require.NoError(t, err)
-	t.Cleanup(srv.Shutdown)
-	log := zerolog.New(zerolog.NewTestWriter(t))
-	nc, js, err := bus.Connect(srv.ClientURL(), "test", log)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
 	ctx := context.Background()
-	topo := bus.Topology{Roles: []string{"pm"}}
-	require.NoError(t, topo.Ensure(ctx, js))
-	st := sqlite.NewTestStore(t)
+	js, st, topo, log := relayTestEnv(t, "pm")
 
 	events := func(from, to int) []store.OutboxMessage {
 		var out []store.OutboxMessage
@@ -207,17 +182,8 @@ func mustCount(t *testing.T, ctx context.Context, s jetstream.Stream) uint64 {
 // over, and a row that fails to publish is released for any relay to retry.
 func TestRelayDirect(t *testing.T) {
 	t.Parallel()
-	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1})
-	require.NoError(t, err)
-	t.Cleanup(srv.Shutdown)
-	log := zerolog.New(zerolog.NewTestWriter(t))
-	nc, js, err := bus.Connect(srv.ClientURL(), "test", log)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
 	ctx := context.Background()
-	topo := bus.Topology{Roles: []string{"pm", "tester"}}
-	require.NoError(t, topo.Ensure(ctx, js))
-	st := sqlite.NewTestStore(t)
+	js, st, topo, log := relayTestEnv(t, "pm", "tester")
 	subj := bus.Subjects{Prefix: "troupe"}
 
 	// A pm worker's relay: it may publish pm's review requests and events,
@@ -296,17 +262,8 @@ func TestRelayDirect(t *testing.T) {
 // one go; stopping, it marks what is left.
 func TestRelayMarksHandedOverRowsTogether(t *testing.T) {
 	t.Parallel()
-	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1})
-	require.NoError(t, err)
-	t.Cleanup(srv.Shutdown)
-	log := zerolog.New(zerolog.NewTestWriter(t))
-	nc, js, err := bus.Connect(srv.ClientURL(), "test", log)
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
 	ctx := context.Background()
-	topo := bus.Topology{Roles: []string{"pm"}}
-	require.NoError(t, topo.Ensure(ctx, js))
-	st := sqlite.NewTestStore(t)
+	js, st, topo, log := relayTestEnv(t, "pm")
 	r := NewRelay(RelayConfig{Logger: log, StreamOf: topo.StreamOf()}, st, js)
 	st.SetOutboxDirect(r.Direct())
 	r.Start(ctx)
@@ -333,4 +290,20 @@ func TestRelayMarksHandedOverRowsTogether(t *testing.T) {
 	require.NoError(t, err)
 	require.Empty(t, unsent)
 	require.EqualValues(t, 21, mustCount(t, ctx, review))
+}
+
+// relayTestEnv starts a NATS server with Troupe's streams for roles and a
+// SQLite store, both gone when the test ends.
+func relayTestEnv(t *testing.T, roles ...string) (jetstream.JetStream, *sqlite.Store, bus.Topology, zerolog.Logger) {
+	t.Helper()
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1})
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	log := zerolog.New(zerolog.NewTestWriter(t))
+	nc, js, err := bus.Connect(srv.ClientURL(), "test", log)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	topo := bus.Topology{Roles: roles}
+	require.NoError(t, topo.Ensure(context.Background(), js))
+	return js, sqlite.NewTestStore(t), topo, log
 }
