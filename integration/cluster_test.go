@@ -92,6 +92,56 @@ func newNATSNodes(t *testing.T, n int) []*natsNode {
 	return nodes
 }
 
+// startCluster starts an n-node cluster and waits until it can place an
+// R3 stream (a meta leader, every peer known). The ports are picked free
+// and bound a moment later by the servers; a parallel test can take one in
+// between, and a node that cannot listen leaves the cluster a peer short.
+// So a cluster that does not form within a minute is started again on
+// fresh ports, up to three times, and the servers' logs are shown when it
+// never forms. It returns the nodes, their client URLs and a client.
+func startCluster(t *testing.T, n int) ([]*natsNode, string, *dev) {
+	t.Helper()
+	var logs []string
+	for range 3 {
+		nodes := newNATSNodes(t, n)
+		var wg sync.WaitGroup
+		for _, nd := range nodes {
+			wg.Go(nd.start)
+		}
+		wg.Wait()
+		var list []string
+		for _, nd := range nodes {
+			list = append(list, nd.url())
+		}
+		urls := strings.Join(list, ",")
+		d := client(t, urls)
+		js, err := jetstream.New(d.NC)
+		require.NoError(t, err)
+		deadline := time.Now().Add(time.Minute)
+		for time.Now().Before(deadline) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "WARMUP", Subjects: []string{"warmup"}, Replicas: n})
+			if err == nil {
+				err = js.DeleteStream(ctx, "WARMUP")
+			}
+			cancel()
+			if err == nil {
+				return nodes, urls, d
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		d.NC.Close()
+		logs = logs[:0]
+		for _, nd := range nodes {
+			logs = append(logs, nd.name+":\n"+nd.logs.String())
+			nd.kill()
+		}
+		t.Logf("the cluster did not form within a minute; again on fresh ports")
+	}
+	t.Fatalf("the cluster cannot place an R%d stream; the servers said:\n%s", n, strings.Join(logs, "\n"))
+	return nil, "", nil
+}
+
 func (n *natsNode) writeConf() {
 	conf := fmt.Sprintf(`server_name: %s
 listen: 127.0.0.1:%d
@@ -293,28 +343,8 @@ func TestClusterNodeKilled(t *testing.T) {
 	}
 	t.Parallel()
 	dbURL := postgrestest.TestURL(t)
-	nodes := newNATSNodes(t, 3)
-	var wg sync.WaitGroup
-	for _, n := range nodes {
-		wg.Add(1)
-		go func() { defer wg.Done(); n.start() }()
-	}
-	wg.Wait()
-	urls := strings.Join([]string{nodes[0].url(), nodes[1].url(), nodes[2].url()}, ",")
+	nodes, urls, d := startCluster(t, 3)
 	cfg := writeConfig(t, `{"nats": {"replicas": 3}, "reliability": {"reconcileInterval": "1s", "staleAfter": "10s", "ackWait": "10s"}}`)
-	// JetStream needs a meta leader before streams can be created.
-	d := client(t, urls)
-	js, err := jetstream.New(d.NC)
-	require.NoError(t, err)
-	// Ready means an R3 stream can be placed: every peer is known.
-	require.Eventually(t, func() bool {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{Name: "WARMUP", Subjects: []string{"warmup"}, Replicas: 3}); err != nil {
-			return false
-		}
-		return js.DeleteStream(ctx, "WARMUP") == nil
-	}, 2*time.Minute, 200*time.Millisecond, "the cluster cannot place an R3 stream")
 	s := startServices(t, urls, dbURL, cfg)
 
 	ids := submitMany(t, d, 300)
