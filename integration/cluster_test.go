@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -105,10 +106,19 @@ func startCluster(t *testing.T, n int) ([]*natsNode, string, *dev) {
 	for range 3 {
 		nodes := newNATSNodes(t, n)
 		var wg sync.WaitGroup
-		for _, nd := range nodes {
-			wg.Go(nd.start)
+		errs := make([]error, len(nodes))
+		for i, nd := range nodes {
+			wg.Go(func() { errs[i] = nd.tryStart() })
 		}
 		wg.Wait()
+		if err := errors.Join(errs...); err != nil {
+			for _, nd := range nodes {
+				nd.kill()
+			}
+			logs = []string{err.Error()}
+			t.Logf("a node did not start; again on fresh ports")
+			continue
+		}
 		var list []string
 		for _, nd := range nodes {
 			list = append(list, nd.url())
@@ -160,18 +170,36 @@ jetstream { store_dir: %q, sync_interval: always }
 
 func (n *natsNode) start() {
 	n.t.Helper()
+	require.NoError(n.t, n.tryStart())
+}
+
+// tryStart starts the server and waits until it answers on its port; an
+// error says it did not (it exited, say, unable to listen).
+func (n *natsNode) tryStart() error {
 	n.cmd = exec.Command(natsServerBin(n.t), "-c", n.conf)
 	n.cmd.Stdout, n.cmd.Stderr = n.logs, n.logs
-	require.NoError(n.t, n.cmd.Start())
+	if err := n.cmd.Start(); err != nil {
+		return err
+	}
 	n.done = make(chan struct{})
 	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(n.cmd, n.done)
-	require.Eventually(n.t, func() bool {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case <-n.done:
+			return fmt.Errorf("nats-server %s exited:\n%s", n.name, n.logs.String())
+		default:
+		}
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", n.port))
 		if err == nil {
 			c.Close()
+			return nil
 		}
-		return err == nil
-	}, 30*time.Second, 20*time.Millisecond)
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nats-server %s does not answer on port %d:\n%s", n.name, n.port, n.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // kill sends SIGKILL: no chance to flush anything.

@@ -248,6 +248,8 @@ func (r *Relay) markSent(ctx context.Context, now bool) error {
 		return nil
 	}
 	if err := r.store.OutboxMarkSent(context.WithoutCancel(ctx), r.unmarked); err != nil {
+		// Again in a second, not at once: the store may be away.
+		r.unmarkedSince = time.Now().Add(time.Second - markEvery)
 		return fmt.Errorf("marking the outbox sent: %w", err)
 	}
 	r.unmarked = r.unmarked[:0]
@@ -282,6 +284,10 @@ func (r *Relay) flushRows(ctx context.Context, full bool) (int, error) {
 			if err != nil {
 				// The rows not marked are still claimed, or were marked
 				// failed: a pass takes them when their lease or delay ends.
+				return sent, err
+			}
+			// Commits that keep coming keep this loop going: mark as due.
+			if err := r.markSent(ctx, false); err != nil {
 				return sent, err
 			}
 		}

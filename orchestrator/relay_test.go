@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -306,4 +307,35 @@ func relayTestEnv(t *testing.T, roles ...string) (jetstream.JetStream, *sqlite.S
 	topo := bus.Topology{Roles: roles}
 	require.NoError(t, topo.Ensure(context.Background(), js))
 	return js, sqlite.NewTestStore(t), topo, log
+}
+
+// failingMarks is a store whose OutboxMarkSent always fails.
+type failingMarks struct {
+	store.Store
+	calls atomic.Int64
+}
+
+func (f *failingMarks) OutboxMarkSent(context.Context, []int64) error {
+	f.calls.Add(1)
+	return errors.New("the store is away")
+}
+
+// TestRelayBacksOffWhenMarkingFails: rows published but not marked are
+// marked again a second later, not in a hot loop.
+func TestRelayBacksOffWhenMarkingFails(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	js, st, topo, log := relayTestEnv(t, "pm")
+	failing := &failingMarks{Store: st}
+	r := NewRelay(RelayConfig{Logger: log, StreamOf: topo.StreamOf()}, failing, js)
+	st.SetOutboxDirect(r.Direct())
+	r.Start(ctx)
+	require.NoError(t, st.InTx(ctx, func(q store.Querier) error {
+		return q.OutboxInsert(ctx, []store.OutboxMessage{{Subject: "troupe.review.pm", MsgID: "review.1", Payload: []byte(`{}`)}})
+	}))
+	require.Eventually(t, func() bool { return failing.calls.Load() > 0 }, 10*time.Second, 5*time.Millisecond)
+	time.Sleep(2 * time.Second)
+	r.Stop(ctx)
+	// About one a second; before the back-off it was ~100,000 a second.
+	require.Less(t, failing.calls.Load(), int64(20), "marking was retried in a hot loop")
 }
