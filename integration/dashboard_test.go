@@ -70,6 +70,16 @@ func do(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Voi
 	require.NoError(t, chromedp.Do(ctx, steps...))
 }
 
+// goTo navigates to url once the page shown has loaded: a navigation
+// started while the previous one (a form's redirect, say) is still loading
+// can fail with net::ERR_ABORTED.
+func goTo(t *testing.T, ctx context.Context, url string, then ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	_, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.readyState === "complete"`))
+	require.NoError(t, err, "the page before %s never finished loading", url)
+	do(t, ctx, append([]chromedp.Action[chromedp.Void]{chromedp.Navigate(url)}, then...)...)
+}
+
 func text(t *testing.T, ctx context.Context, sel string) string {
 	t.Helper()
 	s, err := chromedp.Run(ctx, chromedp.Text(css(sel)))
@@ -150,7 +160,7 @@ func TestDashboardReview(t *testing.T) {
 
 	// The queue, oldest first, and the output.
 	row := css(`tr[data-output="` + parked.OutputID + `"]`)
-	do(t, ctx, chromedp.Navigate(d.Web+"/reviews"), chromedp.WaitVisible(row))
+	goTo(t, ctx, d.Web+"/reviews", chromedp.WaitVisible(row))
 	queueText := text(t, ctx, `#queue`)
 	require.Contains(t, queueText, "Token bucket limiter")
 	require.Contains(t, queueText, "impl")
@@ -216,7 +226,7 @@ func TestDashboardReview(t *testing.T) {
 	}
 
 	// The lesson is in Memory.
-	do(t, ctx, chromedp.Navigate(d.Web+"/memory?q=refill"), chromedp.WaitVisible(css(`.lesson-row`)))
+	goTo(t, ctx, d.Web+"/memory?q=refill", chromedp.WaitVisible(css(`.lesson-row`)))
 	memory := text(t, ctx, `#lessons`)
 	require.Contains(t, memory, lesson)
 	require.Contains(t, memory, "all")
@@ -229,7 +239,7 @@ func TestDashboardReview(t *testing.T) {
 	require.Len(t, list.DeadLetters, 1)
 	dl := list.DeadLetters[0]
 	link := css(`a[href="/deadletters/` + dl.ID + `"]`)
-	do(t, ctx, chromedp.Navigate(d.Web+"/deadletters"), chromedp.WaitVisible(link))
+	goTo(t, ctx, d.Web+"/deadletters", chromedp.WaitVisible(link))
 	shot.take(ctx, "dead-letters")
 	do(t, ctx, chromedp.Click(link), chromedp.WaitVisible(css(`#replay`)))
 	shot.take(ctx, "dead-letter")
@@ -246,12 +256,12 @@ func TestDashboardReview(t *testing.T) {
 		{"/jobs/" + job.ID, `svg.dag`, "job"},
 		{"/workers", `#workers`, "workers"},
 	} {
-		do(t, ctx, chromedp.Navigate(d.Web+p.path), chromedp.WaitVisible(css(p.wait)))
+		goTo(t, ctx, d.Web+p.path, chromedp.WaitVisible(css(p.wait)))
 		if p.name == "workers" {
 			require.Contains(t, text(t, ctx, `#workers`), "6 workers answered", "every role's worker answers the ping")
 		}
 		shot.take(ctx, p.name)
 	}
-	do(t, ctx, chromedp.Navigate(d.Web+"/jobs/"+job.ID), chromedp.WaitVisible(css(`svg.dag`)))
+	goTo(t, ctx, d.Web+"/jobs/"+job.ID, chromedp.WaitVisible(css(`svg.dag`)))
 	require.Equal(t, 3, eval[int](t, ctx, `document.querySelectorAll("svg.dag .node.status-promoted").length`), "the DAG colours every promoted task")
 }
