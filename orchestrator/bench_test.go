@@ -3,7 +3,6 @@ package orchestrator_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"runtime/pprof"
 	"testing"
 	"time"
@@ -16,8 +15,7 @@ import (
 	"github.com/troupe-dev/troupe/orchestrator"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
-	"github.com/troupe-dev/troupe/store/postgres/postgrestest"
-	"github.com/troupe-dev/troupe/store/sqlite"
+	"github.com/troupe-dev/troupe/store/storetest"
 )
 
 // relayBatch is how many outbox rows one op relays: about what 80 jobs of
@@ -39,7 +37,7 @@ const relayBatch = 1000
 //
 // PostgreSQL is benchmarked when TROUPE_TEST_DATABASE_URL is set.
 func BenchmarkRelay(b *testing.B) {
-	forEachBackend(b, func(b *testing.B, st store.Store) {
+	storetest.ForEachBackend(b, func(b *testing.B, st store.Store) {
 		for _, syncAlways := range []bool{false, true} {
 			for _, atomic := range []bool{false, true} {
 				name := "sync=default"
@@ -77,19 +75,6 @@ func BenchmarkRelay(b *testing.B) {
 				})
 			}
 		}
-	})
-}
-
-// forEachBackend runs fn as a sub-benchmark per store: SQLite (a file in a
-// temporary directory) and PostgreSQL (a schema of its own) when
-// TROUPE_TEST_DATABASE_URL names a server.
-func forEachBackend(b *testing.B, fn func(b *testing.B, st store.Store)) {
-	b.Run("sqlite", func(b *testing.B) { fn(b, sqlite.NewTestStore(b)) })
-	b.Run("postgres", func(b *testing.B) {
-		if os.Getenv(postgrestest.TestDatabaseURLEnv) == "" {
-			b.Skipf("set %s=postgres://... to benchmark PostgreSQL too", postgrestest.TestDatabaseURLEnv)
-		}
-		fn(b, postgrestest.NewTestStore(b))
 	})
 }
 

@@ -2,7 +2,6 @@ package review_test
 
 import (
 	"context"
-	"os"
 	"runtime/pprof"
 	"strings"
 	"testing"
@@ -13,8 +12,7 @@ import (
 	"github.com/troupe-dev/troupe/review"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
-	"github.com/troupe-dev/troupe/store/postgres/postgrestest"
-	"github.com/troupe-dev/troupe/store/sqlite"
+	"github.com/troupe-dev/troupe/store/storetest"
 )
 
 // BenchmarkPromote times a promotion through Service.Decide, the path of a
@@ -31,7 +29,7 @@ import (
 //
 // PostgreSQL is benchmarked when TROUPE_TEST_DATABASE_URL is set.
 func BenchmarkPromote(b *testing.B) {
-	forEachBackend(b, func(b *testing.B, st store.Store) {
+	storetest.ForEachBackend(b, func(b *testing.B, st store.Store) {
 		ctx := context.Background()
 		svc := review.NewService(review.Config{Policies: map[string]string{}, Logger: zerolog.Nop()}, st, nil, nil)
 		outputs := seedParked(b, st, b.N)
@@ -47,20 +45,6 @@ func BenchmarkPromote(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "promotions/s")
-	})
-}
-
-// forEachBackend runs fn as a sub-benchmark per store: SQLite (a file in a
-// temporary directory) and PostgreSQL (a schema of its own) when
-// TROUPE_TEST_DATABASE_URL names a server. Each run of fn gets a fresh
-// store.
-func forEachBackend(b *testing.B, fn func(b *testing.B, st store.Store)) {
-	b.Run("sqlite", func(b *testing.B) { fn(b, sqlite.NewTestStore(b)) })
-	b.Run("postgres", func(b *testing.B) {
-		if os.Getenv(postgrestest.TestDatabaseURLEnv) == "" {
-			b.Skipf("set %s=postgres://... to benchmark PostgreSQL too", postgrestest.TestDatabaseURLEnv)
-		}
-		fn(b, postgrestest.NewTestStore(b))
 	})
 }
 

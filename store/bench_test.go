@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"runtime/pprof"
 	"strings"
 	"sync/atomic"
@@ -15,8 +14,7 @@ import (
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
-	"github.com/troupe-dev/troupe/store/postgres/postgrestest"
-	"github.com/troupe-dev/troupe/store/sqlite"
+	"github.com/troupe-dev/troupe/store/storetest"
 )
 
 // BenchmarkStage times what a worker writes when its model has answered:
@@ -30,7 +28,7 @@ import (
 //
 // PostgreSQL is benchmarked when TROUPE_TEST_DATABASE_URL is set.
 func BenchmarkStage(b *testing.B) {
-	forEachBackend(b, func(b *testing.B, st store.Store) {
+	storetest.ForEachBackend(b, func(b *testing.B, st store.Store) {
 		ctx := context.Background()
 		tasks := seedRunning(b, st, b.N)
 		b.ReportAllocs()
@@ -49,7 +47,7 @@ func BenchmarkStage(b *testing.B) {
 // default concurrency 4 on two CPUs). stages/s is the store's throughput;
 // SQLite's one connection takes them in turn.
 func BenchmarkStageParallel(b *testing.B) {
-	forEachBackend(b, func(b *testing.B, st store.Store) {
+	storetest.ForEachBackend(b, func(b *testing.B, st store.Store) {
 		ctx := context.Background()
 		tasks := seedRunning(b, st, b.N)
 		var next atomic.Int64
@@ -65,20 +63,6 @@ func BenchmarkStageParallel(b *testing.B) {
 			}
 		})
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "stages/s")
-	})
-}
-
-// forEachBackend runs fn as a sub-benchmark per store: SQLite (a file in a
-// temporary directory, as troupe dev uses it) and PostgreSQL (a schema of
-// its own) when TROUPE_TEST_DATABASE_URL names a server. Each run of fn
-// gets a fresh store.
-func forEachBackend(b *testing.B, fn func(b *testing.B, st store.Store)) {
-	b.Run("sqlite", func(b *testing.B) { fn(b, sqlite.NewTestStore(b)) })
-	b.Run("postgres", func(b *testing.B) {
-		if os.Getenv(postgrestest.TestDatabaseURLEnv) == "" {
-			b.Skipf("set %s=postgres://... to benchmark PostgreSQL too", postgrestest.TestDatabaseURLEnv)
-		}
-		fn(b, postgrestest.NewTestStore(b))
 	})
 }
 
