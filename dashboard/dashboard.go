@@ -107,7 +107,7 @@ func New(cfg Config, st store.Store, nc *nats.Conn, js jetstream.JetStream) (*Se
 		store: st, nc: nc, js: js, subj: bus.Subjects{Prefix: cfg.Prefix}, pages: p,
 		auth: newAuth(cfg.Token, cfg.Users, cfg.Reviewer, cfg.SessionKey),
 	}
-	s.live = newLive(nc, s.subj, s.log)
+	s.live = newLive(nc, s.subj)
 	return s, nil
 }
 
@@ -121,10 +121,7 @@ func CheckExposure(addr, token string, users map[string]string) error {
 	if err != nil {
 		return fmt.Errorf("dashboard address %q: %w", addr, err)
 	}
-	if host == "localhost" {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+	if loopbackHost(host) {
 		return nil
 	}
 	where := addr

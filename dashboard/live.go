@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/rs/zerolog"
 
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/schemas"
@@ -21,7 +20,6 @@ import (
 type live struct {
 	nc   *nats.Conn
 	subj bus.Subjects
-	log  zerolog.Logger
 
 	mu      sync.Mutex
 	sub     *nats.Subscription
@@ -29,8 +27,8 @@ type live struct {
 	closed  chan struct{}
 }
 
-func newLive(nc *nats.Conn, subj bus.Subjects, log zerolog.Logger) *live {
-	return &live{nc: nc, subj: subj, log: log, clients: map[chan schemas.Event]struct{}{}, closed: make(chan struct{})}
+func newLive(nc *nats.Conn, subj bus.Subjects) *live {
+	return &live{nc: nc, subj: subj, clients: map[chan schemas.Event]struct{}{}, closed: make(chan struct{})}
 }
 
 // join adds a browser; the subscription starts with the first.
@@ -38,7 +36,7 @@ func (l *live) join() (chan schemas.Event, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.sub == nil {
-		sub, err := l.nc.Subscribe(l.subj.Prefix+".events.>", l.fanOut)
+		sub, err := l.nc.Subscribe(l.subj.Event("*", "*"), l.fanOut)
 		if err != nil {
 			return nil, err
 		}

@@ -409,8 +409,7 @@ func (s *Server) showReview(w http.ResponseWriter, r *http.Request, errMsg strin
 	if len(next) > 0 {
 		nextID = next[0].ID
 	}
-	checks := slices.Clone(out.Checks)
-	checks = append(checks, review.CheckRules(out.Role, out.Content, out.Files, s.cfg.Limits)...)
+	checks := review.Checks(out, s.cfg.Limits)
 	s.renderPage(w, r, "review", page{Title: "Review " + task.Key, Nav: "reviews", Error: errMsg, Status: status, Data: map[string]any{
 		"Output": out, "Task": task, "Job": job, "Previous": prev, "Files": files, "ContentDiff": contentDiff,
 		"History": history, "Checks": checks, "Next": nextID,

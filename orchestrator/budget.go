@@ -54,6 +54,11 @@ func (b *Budgets) Spent(ctx context.Context, jobID string) (bool, error) {
 	case job.Status != schemas.JobRunning || job.BudgetTokens <= 0:
 		return false, nil
 	}
+	// A budget with tokens left: still only reads.
+	if used, err := b.Store.ModelCallTokens(ctx, jobID); err != nil || used < job.BudgetTokens {
+		return false, err
+	}
+	// Spent: stop the job, in a transaction that checks again.
 	var stopped bool
 	err = b.Store.InTx(ctx, func(q store.Querier) error {
 		job, err := q.JobGetByID(ctx, jobID)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/schemas"
@@ -66,7 +65,7 @@ func (s *Service) item(ctx context.Context, o store.Output, full bool) (schemas.
 		out = out.Summary()
 	}
 	item := schemas.ReviewItem{Output: out, Task: t.Schema(), JobTitle: j.Title}
-	item.Checks = append(slices.Clone(o.Checks), CheckRules(o.Role, o.Content, o.Files, s.cfg.Limits)...)
+	item.Checks = Checks(o, s.cfg.Limits)
 	if full && o.Revision > 0 {
 		prev, err := s.store.OutputGetByTaskRevision(ctx, o.TaskID, o.Revision-1)
 		if err == nil {

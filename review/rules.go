@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/schemas"
+	"github.com/troupe-dev/troupe/store"
 )
 
 // Names of the rule checks, in the order CheckRules returns them.
@@ -90,6 +92,12 @@ func RequiredSections(role string) (file string, headings []string) {
 		return "", nil
 	}
 	return r.file, append([]string(nil), r.headings...)
+}
+
+// Checks are an output's checks: those made at staging (its answer's
+// format) first, then the rule checks.
+func Checks(out store.Output, limits Limits) []schemas.Check {
+	return append(slices.Clone(out.Checks), CheckRules(out.Role, out.Content, out.Files, limits)...)
 }
 
 // CheckRules runs every rule check on one staged output of role and returns

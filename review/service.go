@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -238,8 +237,7 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) error {
 	if out.Status != schemas.OutputStaged {
 		return nil // decided already: a redelivery
 	}
-	// Checks made at staging (the answer's format) come first.
-	checks := append(slices.Clone(out.Checks), CheckRules(out.Role, out.Content, out.Files, s.cfg.Limits)...)
+	checks := Checks(out, s.cfg.Limits)
 	if !Passed(checks) {
 		_, err := s.decide(ctx, out, staged, schemas.ReviewDecision{
 			OutputID: out.ID, Decision: "reject", Reviewer: PolicyRules, Feedback: Feedback(checks),

@@ -356,14 +356,14 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 			return nil
 		}
 	}
-	// Under a token budget every call is recorded as soon as it returns,
-	// so the budget check before the next one (a repair, a fallback,
-	// another task) sees it. Without one, the calls are recorded with the
-	// stage, in its transaction: one write fewer per task.
+	// Under a token budget that is checked, every call is recorded as soon
+	// as it returns, so the check before the next one (a repair, a
+	// fallback, another task) sees it. Otherwise the calls are recorded
+	// with the stage, in its transaction: one write fewer per task.
 	calls := &callRows{}
 	req.Record = func(c llm.Call) {
 		w.cfg.Metrics.ModelCall(c.Model, c.Outcome, c.Latency, c.PromptTokens, c.CompletionTokens)
-		if budget == 0 {
+		if !checkBudget {
 			calls.add(callRow(c, task))
 			return
 		}

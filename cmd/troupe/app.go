@@ -60,9 +60,8 @@ type App struct {
 	Dashboard dashboardAuth
 
 	// ConfigPath is the configuration file to watch for live changes
-	// (none when empty), every ConfigInterval (default 2s).
-	ConfigPath     string
-	ConfigInterval time.Duration
+	// (none when empty), every 2s.
+	ConfigPath string
 	// ConfigFile is the file's configuration as read at start, before
 	// flags and the environment: live changes are measured against it.
 	ConfigFile *config.Config

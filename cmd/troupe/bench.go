@@ -166,6 +166,10 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		flight   = &flightMeter{}
 		stop     = func() {}
 	)
+	cfg, _, err := c.load()
+	if err != nil {
+		return err
+	}
 	if b.embedded {
 		dir, err := os.MkdirTemp("", "troupe-bench-")
 		if err != nil {
@@ -173,10 +177,6 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		}
 		if !b.keep {
 			defer os.RemoveAll(dir)
-		}
-		cfg, _, err := c.load()
-		if err != nil {
-			return err
 		}
 		cfg.Database.URL = b.databaseURL
 		if b.natsSync != "always" && b.natsSync != "periodic" {
@@ -225,7 +225,13 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		if b.natsURL == "" {
 			return errors.New("--embedded=false needs --nats-url of a running Troupe")
 		}
-		if nc, js, err = bus.Connect(b.natsURL, "troupe-bench", log); err != nil {
+		// The running Troupe's server, with the credentials and TLS the
+		// configuration (and TROUPE_NATS_*) gives.
+		opts, err := bus.ConnectOptions(cfg.NATS)
+		if err != nil {
+			return err
+		}
+		if nc, js, err = bus.Connect(b.natsURL, "troupe-bench", log, opts...); err != nil {
 			return err
 		}
 		rep.Mode, rep.Store, rep.Concurrency = "remote "+config.RedactDSN(b.natsURL), "remote", 0
@@ -237,7 +243,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	defer nc.Close()
-	subj := bus.Subjects{Prefix: bus.DefaultPrefix}
+	subj := bus.Subjects{Prefix: cfg.NATS.Prefix}
 
 	// The baseline first, on an idle server: raw JetStream with the task
 	// stream's settings.

@@ -19,7 +19,7 @@ func (a *App) watchConfig(ctx context.Context) {
 	}
 	ctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	done := make(chan struct{})
-	w := &config.Watcher{Path: a.ConfigPath, Interval: a.ConfigInterval, Log: a.Log, Apply: a.applyConfig}
+	w := &config.Watcher{Path: a.ConfigPath, Log: a.Log, Apply: a.applyConfig}
 	// Changes are measured against the file as the services started with
 	// it, not against the configuration in force, which flags and the
 	// environment override; an edit made while Start waited is then seen.

@@ -32,12 +32,28 @@
     if (!pending) pending = setTimeout(refresh, 250);
   }
 
-  if (document.querySelector("[data-live]") && window.EventSource) {
+  // A page whose live part asks for it is refreshed on a timer instead
+  // (the workers page: each refresh pings every worker); a job's page only
+  // for its own job's events.
+  const every = document.querySelector("[data-live][data-every]");
+  const only = document.querySelector("[data-live][data-job]");
+  if (every) {
+    setInterval(refresh, Number(every.dataset.every));
+  } else if (document.querySelector("[data-live]") && window.EventSource) {
     const es = new EventSource("/events");
     status.hidden = false;
     es.onopen = () => { status.className = "live-on"; document.body.dataset.live = "on"; };
     es.onerror = () => { status.className = "live-off"; document.body.dataset.live = "off"; };
-    es.addEventListener("job", schedule);
+    es.addEventListener("job", (e) => {
+      if (only) {
+        try {
+          if (JSON.parse(e.data).job_id !== only.dataset.job) return;
+        } catch (_) {
+          // not an event this page knows: refresh anyway
+        }
+      }
+      schedule();
+    });
   }
 
   // Keyboard shortcuts: a approve, r reject, n next.

@@ -24,10 +24,9 @@ import (
 // No goroutine runs while nobody asks: the first caller of a burst starts
 // one, and it ends when the queue is empty.
 type groupCommit struct {
-	pool    *sql.DB
-	dialect Dialect
-	// direct is the store's (Queries.direct).
-	direct *store.OutboxDirect
+	// store is the Queries outside a transaction that own this: its pool,
+	// dialect and OutboxDirect are the group's.
+	store *Queries
 	// max bounds a group: the callers of one group wait for its commit,
 	// so a bigger group is more throughput and more latency.
 	max int
@@ -79,8 +78,8 @@ type groupResult struct {
 	panicValue any
 }
 
-func newGroupCommit(pool *sql.DB, d Dialect, max int) *groupCommit {
-	return &groupCommit{pool: pool, dialect: d, max: max}
+func newGroupCommit(owner *Queries, max int) *groupCommit {
+	return &groupCommit{store: owner, max: max}
 }
 
 // do runs fn in a transaction shared with other callers' and returns once
@@ -209,7 +208,7 @@ func (g *groupCommit) commit(group []*groupTx) {
 		rows = append(rows, t.rows...)
 	}
 	if len(rows) > 0 {
-		g.direct.Committed(rows)
+		g.store.direct.Committed(rows)
 	}
 	for _, t := range ok {
 		t.done <- groupResult{}
@@ -224,7 +223,7 @@ func (g *groupCommit) alone(t *groupTx) {
 	g.mu.Lock()
 	g.stats.Alone++
 	g.mu.Unlock()
-	q := &Queries{db: g.pool, dialect: g.dialect, pool: g.pool, direct: g.direct}
+	q := &Queries{db: g.store.pool, dialect: g.store.dialect, pool: g.store.pool, direct: g.store.direct}
 	t.done <- capture(func() error { return q.retryTx(t.ctx, t.fn) })
 }
 
@@ -239,7 +238,7 @@ func (g *groupCommit) together(group []*groupTx) (ok, again []*groupTx, err erro
 	// The transaction is the group's, not any caller's: one caller's
 	// context ending must not roll back the others.
 	bg := context.Background()
-	tx, err := g.pool.BeginTx(bg, nil)
+	tx, err := g.store.pool.BeginTx(bg, nil)
 	if err != nil {
 		return nil, group, fmt.Errorf("beginning transaction: %w", err)
 	}
@@ -252,7 +251,7 @@ func (g *groupCommit) together(group []*groupTx) (ok, again []*groupTx, err erro
 	}()
 	for i, t := range group {
 		t.rows = nil
-		q := &Queries{db: uncancelled{tx}, dialect: g.dialect, direct: g.direct, committed: &t.rows}
+		q := &Queries{db: uncancelled{tx}, dialect: g.store.dialect, direct: g.store.direct, committed: &t.rows}
 		if _, err := tx.ExecContext(bg, `SAVEPOINT troupe_group`); err != nil {
 			return ok, append(again, group[i:]...), fmt.Errorf("opening savepoint: %w", err)
 		}
@@ -265,7 +264,7 @@ func (g *groupCommit) together(group []*groupTx) (ok, again []*groupTx, err erro
 				return ok, append(again, group[i+1:]...), fmt.Errorf("rolling back to savepoint: %w", err)
 			}
 			t.rows = nil // rolled back with them
-			if res.err != nil && g.dialect.IsRetryable(res.err) {
+			if res.err != nil && g.store.dialect.IsRetryable(res.err) {
 				again = append(again, t)
 			} else {
 				t.done <- res

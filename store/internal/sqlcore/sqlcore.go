@@ -48,8 +48,7 @@ func (s *Store) EnableGroupCommit(max int) {
 		s.Queries.group = nil
 		return
 	}
-	s.Queries.group = newGroupCommit(s.db, s.dialect, max)
-	s.Queries.group.direct = s.Queries.direct
+	s.Queries.group = newGroupCommit(s.Queries, max)
 }
 
 // SetOutboxDirect makes every transaction hand the outbox rows it wrote to
@@ -57,9 +56,6 @@ func (s *Store) EnableGroupCommit(max int) {
 // used.
 func (s *Store) SetOutboxDirect(d *store.OutboxDirect) {
 	s.Queries.direct = d
-	if s.Queries.group != nil {
-		s.Queries.group.direct = d
-	}
 }
 
 // SetReadDB makes the queries run outside a transaction go to db, which may
