@@ -5,9 +5,7 @@
 // begins IMMEDIATE. Writes go through a single connection, so writers queue
 // instead of failing with SQLITE_BUSY, and those queued commit together
 // (group commit); so inside InTx, use only the Querier the transaction hands
-// over: the store itself would wait for the transaction to end. Queries
-// outside a transaction run on read-only connections of their own, beside
-// the writer.
+// over: the store itself would wait for the transaction to end.
 package sqlite
 
 import (
@@ -39,8 +37,6 @@ type GroupCommitStats = sqlcore.GroupCommitStats
 // Store is a store.Store on a SQLite database file.
 type Store struct {
 	*sqlcore.Store
-	// read holds the read-only connections, nil in memory (inMemory).
-	read *sql.DB
 }
 
 var _ store.Store = (*Store)(nil)
@@ -66,46 +62,19 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	// Writers take turns on the one connection anyway; committing those
 	// waiting together writes the WAL once for all of them.
 	s.EnableGroupCommit(groupCommitMax)
-	if !inMemory(path) {
-		// In WAL mode readers do not wait for the writer: the queries made
-		// outside a transaction get connections of their own, read-only.
-		rconn, err := sqlite.NewConnector(readDSN(path))
-		if err != nil {
-			_ = db.Close()
-			return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
-		}
-		s.read = sql.OpenDB(cachingConnector{rconn})
-		s.read.SetMaxOpenConns(readConns)
-		s.read.SetMaxIdleConns(readConns)
-		s.read.SetConnMaxLifetime(0)
-		s.read.SetConnMaxIdleTime(0)
-		s.SetReadDB(s.read)
-	}
 	if err := s.Ping(ctx); err != nil {
-		_ = s.Close()
+		_ = db.Close()
 		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
 	}
 	if err := s.CheckVersion(ctx); err != nil {
-		_ = s.Close()
+		_ = db.Close()
 		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
 	}
 	return s, nil
 }
 
-// Close releases the connections.
-func (s *Store) Close() error {
-	err := s.Store.Close()
-	if s.read != nil {
-		err = errors.Join(err, s.read.Close())
-	}
-	return err
-}
-
 // groupCommitMax bounds how many transactions commit together.
 const groupCommitMax = 64
-
-// readConns is how many read-only connections run queries side by side.
-const readConns = 4
 
 // dsn returns the modernc.org/sqlite data source name for path.
 func dsn(path string) string {
@@ -127,16 +96,6 @@ func dsn(path string) string {
 // connection: ":memory:", or "" (a temporary database SQLite deletes when
 // the connection closes).
 func inMemory(path string) bool { return path == ":memory:" || path == "" }
-
-// readDSN returns the data source name of a read-only connection: it can
-// neither write nor change the journal mode (the writer sets WAL).
-func readDSN(path string) string {
-	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(10000)")
-	q.Add("_pragma", "query_only(1)")
-	q.Add("_pragma", "temp_store(MEMORY)")
-	return "file:" + escapePath(path) + "?" + q.Encode()
-}
 
 // escapePath escapes the characters that would end a file: URI's path.
 func escapePath(path string) string {

@@ -5,11 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
 	"github.com/troupe-dev/troupe/store/sqlite"
 	"github.com/troupe-dev/troupe/store/storetest"
@@ -124,45 +122,4 @@ func TestCachedStatementsNest(t *testing.T) {
 	require.NoError(t, outer.Err())
 	require.NoError(t, outer.Close())
 	require.Equal(t, [][2]int{{1, 1}, {1, 2}, {1, 3}, {2, 2}, {2, 3}, {3, 3}}, pairs)
-}
-
-// Queries outside a transaction do not wait for the writer: they run on
-// read-only connections of their own and see what is committed.
-func TestReadsDoNotWaitForTheWriter(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s := sqlite.NewTestStore(t)
-	committed, _, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "committed", Status: schemas.JobRunning}})
-	require.NoError(t, err)
-
-	inside := make(chan string)
-	release := make(chan struct{})
-	txDone := make(chan error, 1)
-	go func() {
-		txDone <- s.InTx(ctx, func(q store.Querier) error {
-			job, _, err := q.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "uncommitted", Status: schemas.JobRunning}})
-			if err != nil {
-				return err
-			}
-			inside <- job.ID
-			<-release
-			return nil
-		})
-	}()
-	pending := <-inside
-
-	// The write transaction holds the one write connection now.
-	readCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	got, err := s.JobGetByID(readCtx, committed.ID)
-	require.NoError(t, err, "a read waited for the open write transaction")
-	require.Equal(t, "committed", got.Title)
-	_, err = s.JobGetByID(readCtx, pending)
-	require.ErrorIs(t, err, store.ErrNotFound, "a read saw an uncommitted job")
-
-	close(release)
-	require.NoError(t, <-txDone)
-	got, err = s.JobGetByID(ctx, pending)
-	require.NoError(t, err)
-	require.Equal(t, "uncommitted", got.Title)
 }

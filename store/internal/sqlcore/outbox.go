@@ -145,7 +145,7 @@ func (q *Queries) OutboxClaim(ctx context.Context, p store.OutboxClaimParams) ([
 	}
 	args := append(w.args, limitOr(p.Limit, 100), p.Owner, toMicros(t.Add(lease)))
 	var msgs []store.OutboxMessage
-	// A write: in a transaction, where writes go.
+	// A write: in a transaction (on SQLite, one of group commit's).
 	err := q.inTx(ctx, func(q *Queries) error {
 		var err error
 		msgs, err = queryAll(ctx, q, scanOutboxMessage,
@@ -251,7 +251,7 @@ func (q *Queries) OutboxMarkFailed(ctx context.Context, seq int64, lastError str
 		next = toMicros(nextAttempt)
 	}
 	var attempts int
-	// A write: in a transaction, where writes go.
+	// A write: in a transaction (on SQLite, one of group commit's).
 	err := q.inTx(ctx, func(q *Queries) error {
 		return q.queryRow(ctx, `UPDATE outbox
 			SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?, claimed_by = '', claimed_until = 0

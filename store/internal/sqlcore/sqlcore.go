@@ -58,11 +58,6 @@ func (s *Store) SetOutboxDirect(d *store.OutboxDirect) {
 	s.Queries.direct = d
 }
 
-// SetReadDB makes the queries run outside a transaction go to db, which may
-// be read-only; the writes, and everything inside a transaction, stay on
-// the store's database. Call it before the store is used.
-func (s *Store) SetReadDB(db *sql.DB) { s.Queries.read = db }
-
 // GroupCommitStats returns what group commit has done; zero when it is off.
 func (s *Store) GroupCommitStats() GroupCommitStats {
 	if s.Queries.group == nil {
@@ -106,9 +101,6 @@ type Queries struct {
 	// group, when set (outside a transaction, with group commit on), runs
 	// the transactions and the single writes made outside one.
 	group *groupCommit
-	// read, when set (outside a transaction), runs the queries made outside
-	// one; writes never go there.
-	read DBTX
 	// direct, when set, is handed the outbox rows of each transaction
 	// once it commits; committed gathers them inside a transaction.
 	direct    *store.OutboxDirect
@@ -189,17 +181,8 @@ func (q *Queries) exec(ctx context.Context, query string, args ...any) (sql.Resu
 	return q.db.ExecContext(ctx, q.dialect.Rebind(query), args...)
 }
 
-// reader is where queries run: the read database outside a transaction
-// when there is one.
-func (q *Queries) reader() DBTX {
-	if q.read != nil {
-		return q.read
-	}
-	return q.db
-}
-
 func (q *Queries) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
-	return q.reader().QueryRowContext(ctx, q.dialect.Rebind(query), args...)
+	return q.db.QueryRowContext(ctx, q.dialect.Rebind(query), args...)
 }
 
 // execChanged runs an update and reports whether it changed a row. When it
@@ -233,7 +216,7 @@ type scanner interface {
 // queryAll runs a query and scans every row with scan. The rows are closed
 // before it returns, so the connection is free for the next statement.
 func queryAll[T any](ctx context.Context, q *Queries, scan func(scanner) (T, error), query string, args ...any) ([]T, error) {
-	rows, err := q.reader().QueryContext(ctx, q.dialect.Rebind(query), args...)
+	rows, err := q.db.QueryContext(ctx, q.dialect.Rebind(query), args...)
 	if err != nil {
 		return nil, err
 	}
