@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,14 +71,27 @@ func do(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Voi
 	require.NoError(t, chromedp.Do(ctx, steps...))
 }
 
-// goTo navigates to url once the page shown has loaded: a navigation
-// started while the previous one (a form's redirect, say) is still loading
-// can fail with net::ERR_ABORTED.
+// goTo navigates to url, then runs then. A navigation started while the
+// page shown is still navigating (a form's redirect, say) is cut short:
+// Chromium reports net::ERR_ABORTED, or the page's context goes away under
+// a script. So goTo waits for the page shown to finish loading and tries
+// again, a few times, when either happens.
 func goTo(t *testing.T, ctx context.Context, url string, then ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	_, err := chromedp.Run(ctx, chromedp.Poll[bool](`document.readyState === "complete"`))
-	require.NoError(t, err, "the page before %s never finished loading", url)
-	do(t, ctx, append([]chromedp.Action[chromedp.Void]{chromedp.Navigate(url)}, then...)...)
+	var err error
+	for range 5 {
+		_, err = chromedp.Run(ctx, chromedp.Poll[bool](`document.readyState === "complete"`))
+		if err == nil {
+			err = chromedp.Do(ctx, chromedp.Navigate(url))
+		}
+		if err == nil || !(strings.Contains(err.Error(), "ERR_ABORTED") || strings.Contains(err.Error(), "Cannot find context")) {
+			break
+		}
+		t.Logf("navigating to %s: %v; again", url, err)
+		time.Sleep(300 * time.Millisecond)
+	}
+	require.NoError(t, err, "navigating to %s", url)
+	do(t, ctx, then...)
 }
 
 func text(t *testing.T, ctx context.Context, sel string) string {
