@@ -31,10 +31,13 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
-// Default pool settings; change them on DB().
+// Default pool settings; change them on DB(). Every open connection may
+// stay idle (until connMaxIdleTime): a pool that keeps fewer closes and
+// opens connections under a bursty load, and each new one costs the
+// server a backend start (a 10,000-job run opened ~2,000 of them with 10).
 const (
 	maxOpenConns    = 20
-	maxIdleConns    = 10
+	maxIdleConns    = maxOpenConns
 	connMaxIdleTime = 5 * time.Minute
 )
 
@@ -90,6 +93,8 @@ func (dialect) IsRetryable(err error) bool {
 }
 
 func (dialect) SkipLocked() string { return " FOR UPDATE SKIP LOCKED" }
+
+func (dialect) WritingWith() bool { return true }
 
 func (dialect) IsForeignKeyViolation(err error) bool {
 	var e *pgconn.PgError
