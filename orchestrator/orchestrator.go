@@ -247,8 +247,14 @@ func (s *Service) Submit(ctx context.Context, sub schemas.Submission) (any, erro
 	if err := s.store.InTx(ctx, func(q store.Querier) error { return s.create(ctx, q, &p) }); err != nil {
 		return nil, fmt.Errorf("creating the job: %w", err)
 	}
-	// The reply is the job as submitted: read before a planner can move it on.
-	view, err := s.jobView(ctx, p.job.ID, false)
+	// The reply is the job as submitted, before a planner can move it on:
+	// a new job as it was written, an existing one as it is now.
+	var view schemas.Job
+	if p.isNew {
+		view = viewOf(p.job, p.tasks)
+	} else {
+		view, err = s.jobView(ctx, p.job.ID, false)
+	}
 	s.created(p)
 	return view, err
 }
@@ -326,7 +332,7 @@ func (s *Service) prepare(sub schemas.Submission) (prepared, error) {
 	if err := ValidatePlan(plan); err != nil {
 		return prepared{}, err
 	}
-	now := time.Now().UTC()
+	now := time.Now().UTC().Truncate(time.Microsecond) // what the store keeps
 	job := store.Job{
 		ID: uuid.NewString(), Title: sub.Title, Brief: sub.Brief, IdempotencyKey: sub.IdempotencyKey,
 		Status: schemas.JobRunning, Attachments: sub.Attachments, CreatedAt: now, UpdatedAt: now,
@@ -453,18 +459,13 @@ func (s *Service) jobView(ctx context.Context, id string, full bool) (schemas.Jo
 	if err != nil {
 		return schemas.Job{}, err
 	}
-	view := job.Schema()
-	totals := &schemas.Totals{Tasks: len(tasks)}
-	byTask := map[string]*schemas.Task{}
-	view.Tasks = make([]schemas.Task, len(tasks))
-	for i, t := range tasks {
-		view.Tasks[i] = t.Schema()
-		byTask[t.ID] = &view.Tasks[i]
-		if t.Status == schemas.TaskPromoted {
-			totals.Promoted++
-		}
-	}
+	view := viewOf(job, tasks)
 	if full {
+		totals := view.Totals
+		byTask := map[string]*schemas.Task{}
+		for i := range view.Tasks {
+			byTask[view.Tasks[i].ID] = &view.Tasks[i]
+		}
 		outputs, err := s.store.OutputListByJob(ctx, id)
 		if err != nil {
 			return schemas.Job{}, err
@@ -494,8 +495,21 @@ func (s *Service) jobView(ctx context.Context, id string, full bool) (schemas.Jo
 		}
 		view.Events = events
 	}
-	view.Totals = totals
 	return view, nil
+}
+
+// viewOf is a job with its tasks and the totals they give.
+func viewOf(job store.Job, tasks []store.Task) schemas.Job {
+	view := job.Schema()
+	view.Totals = &schemas.Totals{Tasks: len(tasks)}
+	view.Tasks = make([]schemas.Task, len(tasks))
+	for i, t := range tasks {
+		view.Tasks[i] = t.Schema()
+		if t.Status == schemas.TaskPromoted {
+			view.Totals.Promoted++
+		}
+	}
+	return view
 }
 
 // addCallTotals adds a job's model calls to its totals: tokens, calls and

@@ -67,6 +67,12 @@ type Querier interface {
 	TaskGetByID(ctx context.Context, id string) (Task, error)
 	// TaskListByJob returns a job's tasks in creation order.
 	TaskListByJob(ctx context.Context, jobID string) ([]Task, error)
+	// TaskStart marks a task running for one more attempt, when it is
+	// p.Revision of job p.JobID as p.Role, queued or running, and has no
+	// output of that revision yet; it returns the task as updated and its
+	// job. When it changes nothing, started is false and the caller reads
+	// what stands in the way.
+	TaskStart(ctx context.Context, p TaskStartParams) (task Task, job Job, started bool, err error)
 	// TaskUpdate changes a task when its status is one of p.From (any when
 	// empty) and, when p.Revision is set, its revision equals *p.Revision;
 	// it reports whether it changed. Nil fields are left as they are.
@@ -124,6 +130,9 @@ type Querier interface {
 	// EventListByJob returns a job's events, oldest first.
 	EventListByJob(ctx context.Context, jobID string) ([]Event, error)
 
+	// EventEmit appends events to jobs' timelines and queues msgs to
+	// publish, msgs[i] announcing events[i], all or none.
+	EventEmit(ctx context.Context, events []Event, msgs []OutboxMessage) error
 	// OutboxInsert adds messages to publish. Seq is assigned by the store.
 	OutboxInsert(ctx context.Context, msgs []OutboxMessage) error
 	// OutboxListUnsent returns up to limit (100 when not positive) unsent
@@ -431,6 +440,12 @@ type JobSetStatusParams struct {
 	From   []string
 	To     string
 	Reason string
+}
+
+// TaskStartParams names the task message a worker starts.
+type TaskStartParams struct {
+	ID, JobID, Role string
+	Revision        int
 }
 
 // TaskUpdateParams are the arguments of TaskUpdate.

@@ -308,39 +308,16 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 		return bus.Permanent(fmt.Errorf("task %s is for role %q but arrived on %s", m.TaskID, m.Role, msg.Subject()))
 	}
 	log := w.log.With().Str("job_id", m.JobID).Str("task_id", m.TaskID).Int("revision", m.Revision).Logger()
-	task, err := w.store.TaskGetByID(ctx, m.TaskID)
-	if errors.Is(err, store.ErrNotFound) {
-		return bus.Permanent(fmt.Errorf("unknown task %q", m.TaskID))
-	}
+	// Most messages start their task: one write marks it running and reads
+	// it with its job. Anything else is told apart by reading.
+	task, job, started, err := w.store.TaskStart(ctx, store.TaskStartParams{ID: m.TaskID, JobID: m.JobID, Role: m.Role, Revision: m.Revision})
 	if err != nil {
-		return fmt.Errorf("reading task: %w", err)
+		return fmt.Errorf("starting task: %w", err)
 	}
-	if task.JobID != m.JobID || task.Role != m.Role {
-		return bus.Permanent(fmt.Errorf("task %s belongs to job %s as %s, not to job %s as %s", task.ID, task.JobID, task.Role, m.JobID, m.Role))
+	if !started {
+		return w.notStarted(ctx, log, m)
 	}
-	if task.Revision != m.Revision || (task.Status != schemas.TaskQueued && task.Status != schemas.TaskRunning) {
-		log.Debug().Str("status", task.Status).Int("current_revision", task.Revision).Msg("stale task message; skipped")
-		return nil
-	}
-	if out, err := w.store.OutputGetByTaskRevision(ctx, task.ID, task.Revision); err == nil {
-		// Staged before, but the task was not moved on (it was put back by
-		// a replay, or the stage raced a dead letter): finish the stage.
-		return w.finishStage(ctx, log, task, out)
-	} else if !errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("reading output: %w", err)
-	}
-	running, rev := schemas.TaskRunning, task.Revision
-	moved, err := w.store.TaskUpdate(ctx, store.TaskUpdateParams{
-		ID: task.ID, From: []string{schemas.TaskQueued, schemas.TaskRunning}, Revision: &rev, Status: &running, IncrAttempts: true,
-	})
-	if err != nil {
-		return fmt.Errorf("marking task running: %w", err)
-	}
-	if !moved {
-		log.Debug().Msg("task moved on meanwhile; skipped")
-		return nil
-	}
-	req, budget, err := w.request(ctx, task)
+	req, budget, err := w.request(ctx, task, job)
 	if err != nil {
 		return err
 	}
@@ -392,7 +369,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	if err != nil {
 		w.cfg.Metrics.TaskDone(task.Role, "failed", 0)
 		// The task says what went wrong while it waits for the retry.
-		reason, rev := fmt.Sprintf("attempt %d failed: %s", task.Attempts+1, bus.Clip(err.Error(), 1000)), task.Revision
+		reason, rev := fmt.Sprintf("attempt %d failed: %s", task.Attempts, bus.Clip(err.Error(), 1000)), task.Revision
 		if _, uerr := w.store.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskRunning}, Revision: &rev, Reason: &reason}); uerr != nil {
 			log.Warn().Err(uerr).Msg("recording the failure on the task")
 		}
@@ -413,6 +390,38 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	w.cfg.Metrics.TaskDone(task.Role, "staged", time.Since(start))
 	return nil
+}
+
+// notStarted handles a task message that TaskStart did not start: one for
+// another job or role (dead-lettered), a stale one (skipped), or one whose
+// output of this revision exists already (its stage is finished).
+func (w *Worker) notStarted(ctx context.Context, log zerolog.Logger, m schemas.TaskMessage) error {
+	task, err := w.store.TaskGetByID(ctx, m.TaskID)
+	if errors.Is(err, store.ErrNotFound) {
+		return bus.Permanent(fmt.Errorf("unknown task %q", m.TaskID))
+	}
+	if err != nil {
+		return fmt.Errorf("reading task: %w", err)
+	}
+	if task.JobID != m.JobID || task.Role != m.Role {
+		return bus.Permanent(fmt.Errorf("task %s belongs to job %s as %s, not to job %s as %s", task.ID, task.JobID, task.Role, m.JobID, m.Role))
+	}
+	if task.Revision != m.Revision || (task.Status != schemas.TaskQueued && task.Status != schemas.TaskRunning) {
+		log.Debug().Str("status", task.Status).Int("current_revision", task.Revision).Msg("stale task message; skipped")
+		return nil
+	}
+	out, err := w.store.OutputGetByTaskRevision(ctx, task.ID, task.Revision)
+	if errors.Is(err, store.ErrNotFound) {
+		// Moved on between the two reads.
+		log.Debug().Msg("task moved on meanwhile; skipped")
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reading output: %w", err)
+	}
+	// Staged before, but the task was not moved on (it was put back by a
+	// replay, or the stage raced a dead letter): finish the stage.
+	return w.finishStage(ctx, log, task, out)
 }
 
 // callRows are model calls waiting to be recorded with a stage.
@@ -485,11 +494,7 @@ func (w *Worker) generate(ctx context.Context, msg jetstream.Msg, task store.Tas
 // request gathers what the task reads from the shared area: its job, the
 // promoted outputs of its upstream tasks, the lessons that apply and the
 // feedback on its previous revision.
-func (w *Worker) request(ctx context.Context, task store.Task) (llm.Request, int64, error) {
-	job, err := w.store.JobGetByID(ctx, task.JobID)
-	if err != nil {
-		return llm.Request{}, 0, fmt.Errorf("reading job: %w", err)
-	}
+func (w *Worker) request(ctx context.Context, task store.Task, job store.Job) (llm.Request, int64, error) {
 	tc := llm.TaskContext{
 		JobID: job.ID, JobTitle: job.Title, Brief: job.Brief, TaskID: task.ID, Key: task.Key,
 		Instructions: task.Instructions, Revision: task.Revision, Attachments: job.Attachments,

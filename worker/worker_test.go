@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"errors"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -321,4 +322,73 @@ func TestLiveConcurrencyAndModel(t *testing.T) {
 	ids = f.queue(t, 6)
 	f.waitStaged(t, ids)
 	require.EqualValues(t, 2, third.peak.Load(), "a lower limit holds too")
+}
+
+// TestMessagesThatStartNothing: a task message for another job, or for a
+// revision the task has left, runs no model; one whose output of that
+// revision exists already finishes the stage without calling the model.
+func TestMessagesThatStartNothing(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := setup(t, 30*time.Second)
+	var mu sync.Mutex
+	var dead []schemas.DeadLetter
+	m := &slowModel{}
+	startWorker(t, f, Config{Concurrency: 2, RecordDeadLetter: func(_ context.Context, d schemas.DeadLetter) error {
+		mu.Lock()
+		defer mu.Unlock()
+		dead = append(dead, d)
+		return nil
+	}}, m)
+
+	newTask := func(status string, revision int) store.Task {
+		job := store.Job{ID: uuid.NewString(), Title: "Limiter", Status: schemas.JobRunning}
+		task := store.Task{ID: uuid.NewString(), JobID: job.ID, Key: "impl", Role: "developer", Status: status, Revision: revision}
+		_, _, err := f.store.JobCreate(ctx, store.JobCreateParams{Job: job, Tasks: []store.Task{task}})
+		require.NoError(t, err)
+		return task
+	}
+	publish := func(taskID, jobID string, revision int) {
+		msg := []byte(`{"task_id":"` + taskID + `","job_id":"` + jobID + `","key":"impl","role":"developer","revision":` + strconv.Itoa(revision) + `}`)
+		require.NoError(t, bus.Publish(ctx, f.js, "troupe.tasks.developer", uuid.NewString(), msg, nil))
+	}
+
+	// Another job's id: dead-lettered, the task untouched.
+	wrongJob := newTask(schemas.TaskQueued, 0)
+	publish(wrongJob.ID, uuid.NewString(), 0)
+	// An old revision: skipped.
+	old := newTask(schemas.TaskQueued, 2)
+	publish(old.ID, old.JobID, 1)
+	// Staged before the task moved on: the stage is finished.
+	staged := newTask(schemas.TaskQueued, 0)
+	_, _, err := f.store.OutputStage(ctx, store.Output{TaskID: staged.ID, JobID: staged.JobID, Role: "developer", Revision: 0, Content: "done"})
+	require.NoError(t, err)
+	publish(staged.ID, staged.JobID, 0)
+
+	f.waitStaged(t, []string{staged.ID})
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(dead) == 1
+	}, 10*time.Second, 20*time.Millisecond)
+	require.Contains(t, dead[0].Reason, "belongs to job "+wrongJob.JobID)
+	require.Eventually(t, func() bool {
+		info, err := f.js.Consumer(ctx, bus.StreamTasks, "workers-developer")
+		if err != nil {
+			return false
+		}
+		ci, err := info.Info(ctx)
+		return err == nil && ci.NumAckPending == 0 && ci.NumPending == 0
+	}, 10*time.Second, 20*time.Millisecond)
+	for _, task := range []store.Task{wrongJob, old} {
+		got, err := f.store.TaskGetByID(ctx, task.ID)
+		require.NoError(t, err)
+		require.Equal(t, schemas.TaskQueued, got.Status)
+		require.Zero(t, got.Attempts)
+	}
+	require.Zero(t, m.calls.Load(), "the model was called")
+	unsent, err := f.store.OutboxListUnsent(ctx, 10)
+	require.NoError(t, err)
+	require.Len(t, unsent, 1, "the review request of the earlier stage")
+	require.Equal(t, "troupe.review.developer", unsent[0].Subject)
 }

@@ -33,11 +33,8 @@ func Emit(ctx context.Context, q store.Querier, subj Subjects, events ...schemas
 		}
 		msgs = append(msgs, m)
 	}
-	if err := q.EventInsert(ctx, events); err != nil {
+	if err := q.EventEmit(ctx, events, msgs); err != nil {
 		return fmt.Errorf("recording events: %w", err)
-	}
-	if err := q.OutboxInsert(ctx, msgs); err != nil {
-		return fmt.Errorf("queueing events: %w", err)
 	}
 	return nil
 }

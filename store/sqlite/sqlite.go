@@ -129,3 +129,5 @@ func (dialect) IsRetryable(error) bool { return false }
 // SkipLocked: SQLite has no row locks; every statement and transaction
 // that writes holds the database's one write lock.
 func (dialect) SkipLocked() string { return "" }
+
+func (dialect) WritingWith() bool { return false }

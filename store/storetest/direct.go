@@ -94,10 +94,15 @@ func outboxDirect(t *testing.T, ctx context.Context, st store.Store) {
 		})
 	}))
 	require.NoError(t, st.InTx(ctx, func(q store.Querier) error {
-		return q.OutboxInsert(ctx, []store.OutboxMessage{
+		if err := q.OutboxInsert(ctx, []store.OutboxMessage{
 			{Subject: "troupe.review.writer", MsgID: "w1", Payload: []byte(`4`)},
 			{Subject: "troupe.events.j.b", MsgID: "w2", Payload: []byte(`5`)},
-		})
+		}); err != nil {
+			return err
+		}
+		// An event's message, written with the event, is handed over too.
+		return q.EventEmit(ctx, []store.Event{{JobID: "j", Kind: "job_done"}},
+			[]store.OutboxMessage{{Subject: "troupe.events.j.job_done", MsgID: "e1", Payload: []byte(`6`)}})
 	}))
 	unsent, err := st.OutboxListUnsent(ctx, 1000)
 	require.NoError(t, err)
@@ -107,7 +112,7 @@ func outboxDirect(t *testing.T, ctx context.Context, st store.Store) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	require.Len(t, handed, 5)
+	require.Len(t, handed, 6)
 	for _, h := range handed {
 		row, ok := bySeq[h.Seq]
 		require.True(t, ok, "seq %d of %s is not an unsent row", h.Seq, h.Subject)

@@ -665,6 +665,95 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 		})
 	})
 
+	t.Run("TaskStart", func(t *testing.T) {
+		t.Parallel()
+		newJob := func(t *testing.T, s store.Store) (store.Job, store.Task) {
+			t.Helper()
+			ctx := context.Background()
+			job, _, err := s.JobCreate(ctx, store.JobCreateParams{
+				Job: store.Job{Title: "t", Brief: "b", Status: schemas.JobRunning, BudgetTokens: 7, CreatedAt: at(0),
+					Attachments: []schemas.Attachment{{Name: "a.txt", MediaType: "text/plain", Data: "eA=="}}},
+				Tasks: []store.Task{{Key: "a", Role: "developer", Instructions: "do", DependsOn: []string{"x"},
+					Status: schemas.TaskQueued, Revision: 1, Attempts: 2}},
+			})
+			require.NoError(t, err)
+			tasks, err := s.TaskListByJob(ctx, job.ID)
+			require.NoError(t, err)
+			return job, tasks[0]
+		}
+		params := func(task store.Task) store.TaskStartParams {
+			return store.TaskStartParams{ID: task.ID, JobID: task.JobID, Role: task.Role, Revision: task.Revision}
+		}
+
+		t.Run("StartsAndReturnsTheTaskWithItsJob", func(t *testing.T) {
+			s, ctx := setup(t)
+			job, task := newJob(t, s)
+			got, gotJob, started, err := s.TaskStart(ctx, params(task))
+			require.NoError(t, err)
+			require.True(t, started)
+			require.Equal(t, job, gotJob)
+			stored, err := s.TaskGetByID(ctx, task.ID)
+			require.NoError(t, err)
+			require.Equal(t, stored, got)
+			want := task
+			want.Status, want.Attempts, want.UpdatedAt = schemas.TaskRunning, 3, got.UpdatedAt
+			require.Equal(t, want, got)
+
+			// A running task starts again: a redelivery after a crash.
+			got, _, started, err = s.TaskStart(ctx, params(task))
+			require.NoError(t, err)
+			require.True(t, started)
+			require.Equal(t, 4, got.Attempts)
+		})
+
+		t.Run("StartsNothingElse", func(t *testing.T) {
+			s, ctx := setup(t)
+			_, task := newJob(t, s)
+			_, other := newJob(t, s)
+			wrong := map[string]store.TaskStartParams{}
+			p := params(task)
+			p.Revision = 2
+			wrong["another revision"] = p
+			p = params(task)
+			p.JobID = other.JobID
+			wrong["another job"] = p
+			p = params(task)
+			p.Role = "tester"
+			wrong["another role"] = p
+			p = params(task)
+			p.ID = uuid.NewString()
+			wrong["no such task"] = p
+			for name, p := range wrong {
+				got, job, started, err := s.TaskStart(ctx, p)
+				require.NoError(t, err, name)
+				require.False(t, started, name)
+				require.Zero(t, got, name)
+				require.Zero(t, job, name)
+			}
+
+			// Staged already: its output of this revision exists.
+			_, _, err := s.OutputStage(ctx, store.Output{TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: task.Revision, Content: "c"})
+			require.NoError(t, err)
+			_, _, started, err := s.TaskStart(ctx, params(task))
+			require.NoError(t, err)
+			require.False(t, started, "a task with an output of its revision")
+
+			// Not queued or running.
+			_, other2 := newJob(t, s)
+			_, err = s.TaskUpdate(ctx, store.TaskUpdateParams{ID: other2.ID, Status: ptr(schemas.TaskCancelled)})
+			require.NoError(t, err)
+			_, _, started, err = s.TaskStart(ctx, params(other2))
+			require.NoError(t, err)
+			require.False(t, started, "a cancelled task")
+
+			for _, id := range []string{task.ID, other.ID, other2.ID} {
+				got, err := s.TaskGetByID(ctx, id)
+				require.NoError(t, err)
+				require.Equal(t, 2, got.Attempts, "task %s was changed", id)
+			}
+		})
+	})
+
 	t.Run("TaskListStale", func(t *testing.T) {
 		t.Parallel()
 
@@ -1385,6 +1474,49 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			require.Len(t, got, 20)
 			for i, e := range got {
 				require.Equal(t, fmt.Sprint(i), e.Message)
+			}
+		})
+
+		t.Run("EmitWritesEventsWithTheirMessages", func(t *testing.T) {
+			s, ctx := setup(t)
+			jobID := uuid.NewString()
+			events := []store.Event{
+				{ID: uuid.NewString(), JobID: jobID, Kind: schemas.EventJobSubmitted, Message: "one", Time: at(1),
+					Data: map[string]any{"n": float64(1)}},
+				{ID: uuid.NewString(), JobID: jobID, TaskID: "t1", Kind: schemas.EventTaskQueued, Role: "pm", Message: "two", Time: at(2)},
+			}
+			msgs := []store.OutboxMessage{
+				{Subject: "troupe.events." + jobID + ".job_submitted", MsgID: "event." + events[0].ID, Payload: []byte(`1`), CreatedAt: at(1)},
+				{Subject: "troupe.events." + jobID + ".task_queued", MsgID: "event." + events[1].ID, Payload: []byte(`2`), CreatedAt: at(2)},
+			}
+			require.NoError(t, s.InTx(ctx, func(q store.Querier) error { return q.EventEmit(ctx, events, msgs) }))
+			require.NoError(t, s.EventEmit(ctx, nil, nil))
+
+			// Rolled back with its transaction: neither the event nor its message.
+			rolledBack := errors.New("rolled back")
+			err := s.InTx(ctx, func(q store.Querier) error {
+				if err := q.EventEmit(ctx, []store.Event{{JobID: jobID, Kind: schemas.EventJobDone}},
+					[]store.OutboxMessage{{Subject: "troupe.events." + jobID + ".job_done", MsgID: "gone", Payload: []byte(`3`)}}); err != nil {
+					return err
+				}
+				return rolledBack
+			})
+			require.ErrorIs(t, err, rolledBack)
+
+			// An event without its message is refused, and writes nothing.
+			err = s.EventEmit(ctx, []store.Event{{JobID: jobID, Kind: schemas.EventJobDone}}, nil)
+			require.ErrorContains(t, err, "1 events but 0 messages")
+
+			got, err := s.EventListByJob(ctx, jobID)
+			require.NoError(t, err)
+			require.Equal(t, events, got)
+			unsent, err := s.OutboxListUnsent(ctx, 100)
+			require.NoError(t, err)
+			require.Len(t, unsent, 2)
+			for i, m := range unsent {
+				require.Equal(t, msgs[i].Subject, m.Subject)
+				require.Equal(t, msgs[i].MsgID, m.MsgID)
+				require.Equal(t, string(msgs[i].Payload), string(m.Payload))
 			}
 		})
 	})

@@ -35,6 +35,9 @@ type Dialect interface {
 	// has locked: " FOR UPDATE SKIP LOCKED" where writers run side by
 	// side, "" where they are serialised anyway.
 	SkipLocked() string
+	// WritingWith reports whether a WITH clause may hold an INSERT, so
+	// that two inserts can be one statement.
+	WritingWith() bool
 }
 
 // RebindDollar rewrites ? placeholders as $1, $2, … for PostgreSQL. A ?

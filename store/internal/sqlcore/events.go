@@ -34,13 +34,11 @@ func (q *Queries) EventInsert(ctx context.Context, events []store.Event) error {
 	}
 	err := q.inTx(ctx, func(q *Queries) error {
 		for _, e := range events {
-			data, err := toJSON(e.Data)
+			query, args, err := eventInsert(e)
 			if err != nil {
-				return fmt.Errorf("event %s: %w", e.Kind, err)
+				return err
 			}
-			if _, err := q.exec(ctx, `INSERT INTO events (`+eventColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-				orNewID(e.ID), e.JobID, e.TaskID, e.OutputID, e.Kind, e.Role, e.Revision, e.Message,
-				toMicros(orNow(e.Time)), data); err != nil {
+			if _, err := q.exec(ctx, query, args...); err != nil {
 				return err
 			}
 		}
@@ -48,6 +46,53 @@ func (q *Queries) EventInsert(ctx context.Context, events []store.Event) error {
 	})
 	if err != nil {
 		return fmt.Errorf("inserting events: %w", err)
+	}
+	return nil
+}
+
+// eventInsert is the statement that inserts e.
+func eventInsert(e store.Event) (string, []any, error) {
+	data, err := toJSON(e.Data)
+	if err != nil {
+		return "", nil, fmt.Errorf("event %s: %w", e.Kind, err)
+	}
+	return `INSERT INTO events (` + eventColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		[]any{orNewID(e.ID), e.JobID, e.TaskID, e.OutputID, e.Kind, e.Role, e.Revision, e.Message, toMicros(orNow(e.Time)), data}, nil
+}
+
+// EventEmit appends events to jobs' timelines and queues msgs, msgs[i]
+// announcing events[i], all or none. Where the database takes a WITH
+// clause that writes (PostgreSQL), each event and its message are one
+// statement: half the round trips.
+func (q *Queries) EventEmit(ctx context.Context, events []store.Event, msgs []store.OutboxMessage) error {
+	if len(events) != len(msgs) {
+		return fmt.Errorf("emitting events: %d events but %d messages", len(events), len(msgs))
+	}
+	if len(events) == 0 {
+		return nil
+	}
+	if !q.dialect.WritingWith() {
+		return q.inTx(ctx, func(q *Queries) error {
+			if err := q.EventInsert(ctx, events); err != nil {
+				return err
+			}
+			return q.OutboxInsert(ctx, msgs)
+		})
+	}
+	err := q.inTx(ctx, func(q *Queries) error {
+		for i, e := range events {
+			query, args, err := eventInsert(e)
+			if err != nil {
+				return err
+			}
+			if err := q.outboxInsertOne(ctx, msgs[i], "WITH e AS ("+query+") ", args); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("emitting events: %w", err)
 	}
 	return nil
 }

@@ -10,19 +10,31 @@ import (
 const jobColumns = `id, title, brief, idempotency_key, status, reason, budget_tokens, attachments, created_at, updated_at`
 
 func scanJob(s scanner) (store.Job, error) {
-	var (
-		j                    store.Job
-		attachments          string
-		createdAt, updatedAt int64
-	)
-	if err := s.Scan(&j.ID, &j.Title, &j.Brief, &j.IdempotencyKey, &j.Status, &j.Reason, &j.BudgetTokens,
-		&attachments, &createdAt, &updatedAt); err != nil {
-		return j, err
+	var r jobRow
+	if err := s.Scan(r.dest()...); err != nil {
+		return r.Job, err
 	}
-	if err := fromJSON(attachments, &j.Attachments); err != nil {
+	return r.job()
+}
+
+// jobRow scans a job's columns, also as part of a wider row.
+type jobRow struct {
+	store.Job
+	attachments          string
+	createdAt, updatedAt int64
+}
+
+func (r *jobRow) dest() []any {
+	return []any{&r.ID, &r.Title, &r.Brief, &r.IdempotencyKey, &r.Status, &r.Reason, &r.BudgetTokens,
+		&r.attachments, &r.createdAt, &r.updatedAt}
+}
+
+func (r *jobRow) job() (store.Job, error) {
+	j := r.Job
+	if err := fromJSON(r.attachments, &j.Attachments); err != nil {
 		return j, fmt.Errorf("job %s attachments: %w", j.ID, err)
 	}
-	j.CreatedAt, j.UpdatedAt = fromMicros(createdAt), fromMicros(updatedAt)
+	j.CreatedAt, j.UpdatedAt = fromMicros(r.createdAt), fromMicros(r.updatedAt)
 	return j, nil
 }
 

@@ -46,38 +46,45 @@ func (q *Queries) OutboxInsert(ctx context.Context, msgs []store.OutboxMessage) 
 	}
 	err := q.inTx(ctx, func(q *Queries) error {
 		for _, m := range msgs {
-			headers, err := toJSON(m.Headers)
-			if err != nil {
-				return fmt.Errorf("message on %s: %w", m.Subject, err)
-			}
-			if m.Payload == nil {
-				m.Payload = []byte{} // NOT NULL
-			}
-			m.MsgID, m.CreatedAt = orNewID(m.MsgID), orNow(m.CreatedAt)
-			d := q.direct
-			if d == nil || q.committed == nil || (d.Match != nil && !d.Match(m.Subject)) {
-				if _, err := q.exec(ctx, `INSERT INTO outbox (subject, msg_id, payload, headers, created_at)
-					VALUES (?, ?, ?, ?, ?)`,
-					m.Subject, m.MsgID, m.Payload, headers, toMicros(m.CreatedAt)); err != nil {
-					return err
-				}
-				continue
-			}
-			// Claimed for the relay that publishes it once this commits.
-			if err := q.queryRow(ctx, `INSERT INTO outbox (subject, msg_id, payload, headers, created_at, claimed_by, claimed_until)
-				VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
-				m.Subject, m.MsgID, m.Payload, headers, toMicros(m.CreatedAt), d.Owner, toMicros(now().Add(d.Lease)),
-			).Scan(&m.Seq); err != nil {
+			if err := q.outboxInsertOne(ctx, m, "", nil); err != nil {
 				return err
 			}
-			m.Attempts, m.LastError, m.NextAttemptAt = 0, "", time.Time{}
-			*q.committed = append(*q.committed, m)
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("inserting outbox messages: %w", err)
 	}
+	return nil
+}
+
+// outboxInsertOne inserts one message inside a transaction, in a statement
+// that begins with with (a WITH clause taking withArgs, or "").
+func (q *Queries) outboxInsertOne(ctx context.Context, m store.OutboxMessage, with string, withArgs []any) error {
+	headers, err := toJSON(m.Headers)
+	if err != nil {
+		return fmt.Errorf("message on %s: %w", m.Subject, err)
+	}
+	if m.Payload == nil {
+		m.Payload = []byte{} // NOT NULL
+	}
+	m.MsgID, m.CreatedAt = orNewID(m.MsgID), orNow(m.CreatedAt)
+	d := q.direct
+	if d == nil || q.committed == nil || (d.Match != nil && !d.Match(m.Subject)) {
+		_, err := q.exec(ctx, with+`INSERT INTO outbox (subject, msg_id, payload, headers, created_at)
+			VALUES (?, ?, ?, ?, ?)`,
+			append(withArgs, m.Subject, m.MsgID, m.Payload, headers, toMicros(m.CreatedAt))...)
+		return err
+	}
+	// Claimed for the relay that publishes it once this commits.
+	if err := q.queryRow(ctx, with+`INSERT INTO outbox (subject, msg_id, payload, headers, created_at, claimed_by, claimed_until)
+		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
+		append(withArgs, m.Subject, m.MsgID, m.Payload, headers, toMicros(m.CreatedAt), d.Owner, toMicros(now().Add(d.Lease)))...,
+	).Scan(&m.Seq); err != nil {
+		return err
+	}
+	m.Attempts, m.LastError, m.NextAttemptAt = 0, "", time.Time{}
+	*q.committed = append(*q.committed, m)
 	return nil
 }
 

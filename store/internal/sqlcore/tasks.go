@@ -2,29 +2,44 @@ package sqlcore
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
+	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
 )
 
 const taskColumns = `id, job_id, key, role, instructions, depends_on, status, revision, attempts, reason, feedback, created_at, updated_at`
 
 func scanTask(s scanner) (store.Task, error) {
-	var (
-		t                    store.Task
-		dependsOn            string
-		createdAt, updatedAt int64
-	)
-	if err := s.Scan(&t.ID, &t.JobID, &t.Key, &t.Role, &t.Instructions, &dependsOn, &t.Status, &t.Revision,
-		&t.Attempts, &t.Reason, &t.Feedback, &createdAt, &updatedAt); err != nil {
-		return t, err
+	var r taskRow
+	if err := s.Scan(r.dest()...); err != nil {
+		return r.Task, err
 	}
-	if err := fromJSON(dependsOn, &t.DependsOn); err != nil {
+	return r.task()
+}
+
+// taskRow scans a task's columns, also as part of a wider row.
+type taskRow struct {
+	store.Task
+	dependsOn            string
+	createdAt, updatedAt int64
+}
+
+func (r *taskRow) dest() []any {
+	return []any{&r.ID, &r.JobID, &r.Key, &r.Role, &r.Instructions, &r.dependsOn, &r.Status, &r.Revision,
+		&r.Attempts, &r.Reason, &r.Feedback, &r.createdAt, &r.updatedAt}
+}
+
+func (r *taskRow) task() (store.Task, error) {
+	t := r.Task
+	if err := fromJSON(r.dependsOn, &t.DependsOn); err != nil {
 		return t, fmt.Errorf("task %s depends_on: %w", t.ID, err)
 	}
-	t.CreatedAt, t.UpdatedAt = fromMicros(createdAt), fromMicros(updatedAt)
+	t.CreatedAt, t.UpdatedAt = fromMicros(r.createdAt), fromMicros(r.updatedAt)
 	return t, nil
 }
 
@@ -114,6 +129,63 @@ func (q *Queries) TaskUpdate(ctx context.Context, p store.TaskUpdateParams) (boo
 		return false, fmt.Errorf("updating task %s: %w", p.ID, err)
 	}
 	return changed, nil
+}
+
+// TaskStart marks a task running for one more attempt when it is
+// p.Revision of job p.JobID as p.Role, queued or running, and has no output
+// of that revision yet, and returns it with its job. It changes nothing and
+// returns started false otherwise. Where the database allows (PostgreSQL)
+// it is one statement.
+func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store.Task, store.Job, bool, error) {
+	update := `UPDATE tasks SET status = ?, attempts = attempts + 1, updated_at = ?
+		WHERE id = ? AND job_id = ? AND role = ? AND revision = ? AND status IN (?, ?)
+		AND NOT EXISTS (SELECT 1 FROM outputs o WHERE o.task_id = tasks.id AND o.revision = tasks.revision)
+		RETURNING ` + taskColumns
+	args := []any{schemas.TaskRunning, toMicros(now()), p.ID, p.JobID, p.Role, p.Revision, schemas.TaskQueued, schemas.TaskRunning}
+	var (
+		t       store.Task
+		j       store.Job
+		started bool
+	)
+	var err error
+	if q.dialect.WritingWith() {
+		// One statement: no transaction needed.
+		var tr taskRow
+		var jr jobRow
+		err = q.queryRow(ctx, `WITH t AS (`+update+`)
+			SELECT `+prefixed("t.", taskColumns)+`, `+prefixed("j.", jobColumns)+` FROM t JOIN jobs j ON j.id = t.job_id`,
+			args...).Scan(append(tr.dest(), jr.dest()...)...)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			err = nil
+		case err == nil:
+			if t, err = tr.task(); err == nil {
+				j, err = jr.job()
+				started = err == nil
+			}
+		}
+	} else {
+		err = q.inTx(ctx, func(q *Queries) error {
+			var err error
+			t, err = queryOne(ctx, q, scanTask, update, args...)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			j, err = queryOne(ctx, q, scanJob, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`, t.JobID)
+			started = err == nil
+			return err
+		})
+	}
+	if err != nil {
+		return store.Task{}, store.Job{}, false, fmt.Errorf("starting task %s: %w", p.ID, err)
+	}
+	if !started {
+		return store.Task{}, store.Job{}, false, nil
+	}
+	return t, j, true, nil
 }
 
 // TaskListStale returns tasks whose status is one of p.Statuses and whose
