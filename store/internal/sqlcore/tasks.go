@@ -138,10 +138,17 @@ func (q *Queries) TaskUpdate(ctx context.Context, p store.TaskUpdateParams) (boo
 // it is one statement.
 func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store.Task, store.Job, bool, error) {
 	update := `UPDATE tasks SET status = ?, attempts = attempts + 1, updated_at = ?
-		WHERE id = ? AND job_id = ? AND role = ? AND revision = ? AND status IN (?, ?)
-		AND NOT EXISTS (SELECT 1 FROM outputs o WHERE o.task_id = tasks.id AND o.revision = tasks.revision)
+		WHERE id = ? AND revision = ? AND status IN (?, ?) AND (job_id = ? AND role = ?) IS TRUE
+		AND NOT EXISTS (SELECT 1 FROM outputs o WHERE o.task_id = ? AND o.revision = ?)
 		RETURNING ` + taskColumns
-	args := []any{schemas.TaskRunning, toMicros(now()), p.ID, p.JobID, p.Role, p.Revision, schemas.TaskQueued, schemas.TaskRunning}
+	// Two things keep PostgreSQL's plan on the unique indexes, also when it
+	// was made while the tables were empty and is kept by a pooled
+	// connection: the job and role are compared in an expression no index
+	// serves (otherwise some connections scanned tasks by role and status),
+	// and the output is looked up by the parameters, not by tasks.id (the
+	// two ids differ in collation, which kept the planner off outputs'
+	// unique index: it scanned every output of the revision).
+	args := []any{schemas.TaskRunning, toMicros(now()), p.ID, p.Revision, schemas.TaskQueued, schemas.TaskRunning, p.JobID, p.Role, p.ID, p.Revision}
 	var (
 		t       store.Task
 		j       store.Job
