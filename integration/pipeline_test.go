@@ -39,8 +39,24 @@ func runDefaultPlan(t *testing.T, d *dev) {
 	require.Equal(t, schemas.JobRunning, job.Status)
 	require.Len(t, job.Tasks, 6)
 
+	submitted := job
 	job = d.waitJobEnd(events, job.ID)
 	require.Equal(t, schemas.JobDone, job.Status, "reason: %s", job.Reason)
+
+	// The reply to the submission is the job as stored: what did not
+	// change since reads back the same.
+	require.Equal(t, job.ID, submitted.ID)
+	require.Equal(t, job.Title, submitted.Title)
+	require.Equal(t, job.Brief, submitted.Brief)
+	require.True(t, job.CreatedAt.Equal(submitted.CreatedAt), "created_at %v, replied %v", job.CreatedAt, submitted.CreatedAt)
+	require.Len(t, submitted.Tasks, len(job.Tasks))
+	for i, st := range submitted.Tasks {
+		got := job.Tasks[i]
+		require.Equal(t, []any{got.ID, got.JobID, got.Key, got.Role, got.Instructions, got.DependsOn},
+			[]any{st.ID, st.JobID, st.Key, st.Role, st.Instructions, st.DependsOn}, "task %d", i)
+		require.True(t, got.CreatedAt.Equal(st.CreatedAt), "task %s created_at %v, replied %v", st.Key, got.CreatedAt, st.CreatedAt)
+		require.Contains(t, []string{schemas.TaskQueued, schemas.TaskPending}, st.Status)
+	}
 
 	// Promotion order follows the dependencies.
 	promotedAt := map[string]int{}

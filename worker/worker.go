@@ -312,7 +312,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	// it with its job. Anything else is told apart by reading.
 	task, job, started, err := w.store.TaskStart(ctx, store.TaskStartParams{ID: m.TaskID, JobID: m.JobID, Role: m.Role, Revision: m.Revision})
 	if err != nil {
-		return fmt.Errorf("starting task: %w", err)
+		return err
 	}
 	if !started {
 		return w.notStarted(ctx, log, m)
@@ -412,8 +412,10 @@ func (w *Worker) notStarted(ctx context.Context, log zerolog.Logger, m schemas.T
 	}
 	out, err := w.store.OutputGetByTaskRevision(ctx, task.ID, task.Revision)
 	if errors.Is(err, store.ErrNotFound) {
-		// Moved on between the two reads.
-		log.Debug().Msg("task moved on meanwhile; skipped")
+		// Startable now, though TaskStart refused it: it came back to
+		// queued after (a dead letter replayed, a task redispatched), and
+		// the message that brought it back runs it.
+		log.Debug().Msg("task came back meanwhile; its new message runs it")
 		return nil
 	}
 	if err != nil {

@@ -33,10 +33,7 @@ func Emit(ctx context.Context, q store.Querier, subj Subjects, events ...schemas
 		}
 		msgs = append(msgs, m)
 	}
-	if err := q.EventEmit(ctx, events, msgs); err != nil {
-		return fmt.Errorf("recording events: %w", err)
-	}
-	return nil
+	return q.EventEmit(ctx, events, msgs)
 }
 
 // OutboxJSON builds an outbox row carrying v as JSON.

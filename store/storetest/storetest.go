@@ -695,6 +695,7 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			stored, err := s.TaskGetByID(ctx, task.ID)
 			require.NoError(t, err)
 			require.Equal(t, stored, got)
+			require.False(t, got.UpdatedAt.Before(task.UpdatedAt), "updated_at did not move")
 			want := task
 			want.Status, want.Attempts, want.UpdatedAt = schemas.TaskRunning, 3, got.UpdatedAt
 			require.Equal(t, want, got)
@@ -731,10 +732,18 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 				require.Zero(t, job, name)
 			}
 
-			// Staged already: its output of this revision exists.
-			_, _, err := s.OutputStage(ctx, store.Output{TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: task.Revision, Content: "c"})
+			// Another task's output of the same revision is no obstacle.
+			_, fresh := newJob(t, s)
+			_, _, err := s.OutputStage(ctx, store.Output{TaskID: other.ID, JobID: other.JobID, Role: other.Role, Revision: other.Revision, Content: "c"})
 			require.NoError(t, err)
-			_, _, started, err := s.TaskStart(ctx, params(task))
+			_, _, started, err := s.TaskStart(ctx, params(fresh))
+			require.NoError(t, err)
+			require.True(t, started, "another task's output of the revision stopped the start")
+
+			// Staged already: its output of this revision exists.
+			_, _, err = s.OutputStage(ctx, store.Output{TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: task.Revision, Content: "c"})
+			require.NoError(t, err)
+			_, _, started, err = s.TaskStart(ctx, params(task))
 			require.NoError(t, err)
 			require.False(t, started, "a task with an output of its revision")
 

@@ -35,8 +35,9 @@ type Dialect interface {
 	// has locked: " FOR UPDATE SKIP LOCKED" where writers run side by
 	// side, "" where they are serialised anyway.
 	SkipLocked() string
-	// WritingWith reports whether a WITH clause may hold an INSERT, so
-	// that two inserts can be one statement.
+	// WritingWith reports whether a WITH clause may hold an INSERT or an
+	// UPDATE … RETURNING, so that two writes, or a write and a read, can
+	// be one statement.
 	WritingWith() bool
 }
 

@@ -71,15 +71,13 @@ func (q *Queries) EventEmit(ctx context.Context, events []store.Event, msgs []st
 	if len(events) == 0 {
 		return nil
 	}
-	if !q.dialect.WritingWith() {
-		return q.inTx(ctx, func(q *Queries) error {
+	err := q.inTx(ctx, func(q *Queries) error {
+		if !q.dialect.WritingWith() {
 			if err := q.EventInsert(ctx, events); err != nil {
 				return err
 			}
 			return q.OutboxInsert(ctx, msgs)
-		})
-	}
-	err := q.inTx(ctx, func(q *Queries) error {
+		}
 		for i, e := range events {
 			query, args, err := eventInsert(e)
 			if err != nil {

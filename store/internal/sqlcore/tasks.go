@@ -131,11 +131,8 @@ func (q *Queries) TaskUpdate(ctx context.Context, p store.TaskUpdateParams) (boo
 	return changed, nil
 }
 
-// TaskStart marks a task running for one more attempt when it is
-// p.Revision of job p.JobID as p.Role, queued or running, and has no output
-// of that revision yet, and returns it with its job. It changes nothing and
-// returns started false otherwise. Where the database allows (PostgreSQL)
-// it is one statement.
+// TaskStart is store.Querier's. Where the database allows (PostgreSQL) it
+// is one statement; the worker's notStarted reads apart what it refuses.
 func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store.Task, store.Job, bool, error) {
 	update := `UPDATE tasks SET status = ?, attempts = attempts + 1, updated_at = ?
 		WHERE id = ? AND revision = ? AND status IN (?, ?) AND (job_id = ? AND role = ?) IS TRUE
@@ -156,7 +153,9 @@ func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store
 	)
 	var err error
 	if q.dialect.WritingWith() {
-		// One statement: no transaction needed.
+		// One statement: no transaction needed (group commit is SQLite's).
+		// The updated task always has its job (tasks.job_id is a foreign
+		// key), so the join drops no row the update wrote.
 		var tr taskRow
 		var jr jobRow
 		err = q.queryRow(ctx, `WITH t AS (`+update+`)
@@ -189,10 +188,7 @@ func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store
 	if err != nil {
 		return store.Task{}, store.Job{}, false, fmt.Errorf("starting task %s: %w", p.ID, err)
 	}
-	if !started {
-		return store.Task{}, store.Job{}, false, nil
-	}
-	return t, j, true, nil
+	return t, j, started, nil
 }
 
 // TaskListStale returns tasks whose status is one of p.Statuses and whose
