@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/store/postgres/postgrestest"
 )
 
 // TestBenchCommand: troupe bench runs a load on its own embedded Troupe
@@ -81,4 +83,38 @@ func TestBenchCommand(t *testing.T) {
 			require.InDelta(t, 16/0.020, r.Ideal, 0.001, "16 at a time, 20 ms each")
 		}
 	}
+}
+
+// TestBenchCommandPostgres: on PostgreSQL, troupe bench also reports what
+// the database counted for the run. Other tests share the database, so
+// the counts are checked from below: a job is at least four transactions
+// and writes at least its job, task, output, review, artifact, events and
+// outbox rows.
+func TestBenchCommandPostgres(t *testing.T) {
+	t.Parallel()
+	url := postgrestest.TestURL(t)
+	cmd := exec.Command(troupeBin(t), "bench", "--json", "--jobs", "60", "--baseline", "-1", "--database-url", url)
+	cmd.Env = append(os.Environ(), "TROUPE_CONFIG=", "TROUPE_NATS_URL=", "TROUPE_DATABASE_URL=")
+	out, err := cmd.Output()
+	var stderr string
+	if ee, ok := err.(*exec.ExitError); ok {
+		stderr = string(ee.Stderr)
+	}
+	require.NoError(t, err, "troupe bench: %s\n%s", out, stderr)
+	var r struct {
+		ExactlyOnce bool `json:"exactly_once"`
+		Postgres    *struct {
+			Commits  int64 `json:"commits"`
+			Buffers  int64 `json:"buffers"`
+			Inserted int64 `json:"rows_inserted"`
+			Updated  int64 `json:"rows_updated"`
+		} `json:"postgres"`
+	}
+	require.NoError(t, json.Unmarshal(out, &r), "%s", out)
+	require.True(t, r.ExactlyOnce)
+	require.NotNil(t, r.Postgres, "%s", out)
+	require.GreaterOrEqual(t, r.Postgres.Commits, int64(60*4))
+	require.GreaterOrEqual(t, r.Postgres.Inserted, int64(60*10))
+	require.GreaterOrEqual(t, r.Postgres.Updated, int64(60*3))
+	require.Positive(t, r.Postgres.Buffers)
 }

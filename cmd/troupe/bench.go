@@ -25,6 +25,7 @@ import (
 	"github.com/troupe-dev/troupe/internal/telemetry"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
+	"github.com/troupe-dev/troupe/store/postgres"
 	"github.com/troupe-dev/troupe/store/sqlite"
 )
 
@@ -81,6 +82,8 @@ type benchReport struct {
 	Process   string     `json:"process,omitempty"`
 	// GroupCommit is what the SQLite store's group commit did in the run.
 	GroupCommit *sqlite.GroupCommitStats `json:"group_commit,omitempty"`
+	// Postgres is what PostgreSQL counted for the database in the run.
+	Postgres *pgCounts `json:"postgres,omitempty"`
 
 	Done, Failed, Other int
 	Promoted            int      `json:"promoted_outputs"`
@@ -354,6 +357,18 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	if grouped != nil {
 		group0 = grouped.GroupCommitStats()
 	}
+	// PostgreSQL's counts, when it is the embedded Troupe's store: a
+	// backend reports its last second's counts only when it next works,
+	// up to 10 s later, or when it ends, so the pool's connections are
+	// closed at the end of the run to have them all.
+	pg, _ := st.(*postgres.Store)
+	if !b.embedded {
+		pg = nil
+	}
+	var pg0 pgCounts
+	if pg != nil {
+		pg0, _ = readPGCounts(ctx, pg)
+	}
 	cpu0 := cpuSeconds()
 	start := time.Now()
 	var next atomic.Int64
@@ -478,6 +493,19 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		rep.ExactlyOnce = newDone == b.jobs && rep.Promoted == b.jobs && done == b.jobs
 		if !rep.ExactlyOnce {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("jobs done %d, promoted outputs %d, of %d jobs", newDone, rep.Promoted, b.jobs))
+		}
+	}
+	if pg != nil {
+		db := pg.DB()
+		db.SetMaxIdleConns(0) // closes the idle ones; their backends report as they exit
+		time.Sleep(200 * time.Millisecond)
+		pg1, err := readPGCounts(ctx, pg)
+		db.SetMaxIdleConns(postgres.MaxConns)
+		if err == nil {
+			d := pg1.minus(pg0)
+			rep.Postgres = &d
+		} else {
+			log.Debug().Err(err).Msg("reading pg_stat_database")
 		}
 	}
 	if !b.embedded && st == nil {
@@ -789,10 +817,47 @@ func printBench(w io.Writer, r benchReport) {
 		fmt.Fprintf(w, "  group commit     %d transactions in %d groups (%.1f a group), %d alone; the writer busy %.0f%% of the run\n",
 			g.Transactions, g.Groups, float64(g.Transactions)/float64(g.Groups), g.Alone, 100*g.Busy.Seconds()/r.TotalSeconds)
 	}
+	if p := r.Postgres; p != nil && r.Jobs > 0 {
+		n := float64(r.Jobs)
+		fmt.Fprintf(w, "  postgres         a job: %.1f commits, %.1f rows written, %.0f buffers; %d sessions opened (pg_stat_database, every client of the database)\n",
+			float64(p.Commits)/n, float64(p.Inserted+p.Updated+p.Deleted)/n, float64(p.Buffers)/n, p.Sessions)
+	}
 	if r.ExactlyOnce {
 		fmt.Fprintf(w, "  check            every job done, %d outputs promoted: each job promoted exactly once\n", r.Promoted)
 	}
 	for _, p := range r.Problems {
 		fmt.Fprintf(w, "  PROBLEM          %s\n", p)
+	}
+}
+
+// pgCounts are PostgreSQL's counters of the current database
+// (pg_stat_database), of every client of it. A statement outside a
+// transaction commits too.
+type pgCounts struct {
+	Commits   int64 `json:"commits"`
+	Rollbacks int64 `json:"rollbacks"`
+	Buffers   int64 `json:"buffers"` // pages hit in shared buffers or read
+	Inserted  int64 `json:"rows_inserted"`
+	Updated   int64 `json:"rows_updated"`
+	Deleted   int64 `json:"rows_deleted"`
+	Sessions  int64 `json:"sessions"` // connections opened (PostgreSQL 14 and later)
+}
+
+func readPGCounts(ctx context.Context, st *postgres.Store) (pgCounts, error) {
+	var c pgCounts
+	err := st.DB().QueryRowContext(ctx, `SELECT xact_commit, xact_rollback, blks_hit + blks_read, tup_inserted, tup_updated, tup_deleted
+		FROM pg_stat_database WHERE datname = current_database()`).Scan(&c.Commits, &c.Rollbacks, &c.Buffers, &c.Inserted, &c.Updated, &c.Deleted)
+	if err != nil {
+		return c, err
+	}
+	// Older servers count no sessions.
+	_ = st.DB().QueryRowContext(ctx, `SELECT sessions FROM pg_stat_database WHERE datname = current_database()`).Scan(&c.Sessions)
+	return c, nil
+}
+
+func (c pgCounts) minus(o pgCounts) pgCounts {
+	return pgCounts{
+		Commits: c.Commits - o.Commits, Rollbacks: c.Rollbacks - o.Rollbacks, Buffers: c.Buffers - o.Buffers,
+		Inserted: c.Inserted - o.Inserted, Updated: c.Updated - o.Updated, Deleted: c.Deleted - o.Deleted, Sessions: c.Sessions - o.Sessions,
 	}
 }

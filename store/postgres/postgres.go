@@ -36,10 +36,13 @@ var _ store.Store = (*Store)(nil)
 // opens connections under a bursty load, and each new one costs the
 // server a backend start (a 10,000-job run opened ~2,000 of them with 10).
 const (
-	maxOpenConns    = 20
+	maxOpenConns    = MaxConns
 	maxIdleConns    = maxOpenConns
 	connMaxIdleTime = 5 * time.Minute
 )
+
+// MaxConns is how many connections the pool opens at most.
+const MaxConns = 20
 
 // Open connects to the database at url, a postgres:// URL or a key=value
 // DSN; parameters pgx does not know, such as search_path, are sent as
