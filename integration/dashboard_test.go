@@ -84,7 +84,7 @@ func goTo(t *testing.T, ctx context.Context, url string, then ...chromedp.Action
 		if err == nil {
 			err = chromedp.Do(ctx, chromedp.Navigate(url))
 		}
-		if err == nil || !(strings.Contains(err.Error(), "ERR_ABORTED") || strings.Contains(err.Error(), "Cannot find context")) {
+		if err == nil || !navigatedAway(err) {
 			break
 		}
 		t.Logf("navigating to %s: %v; again", url, err)
@@ -92,6 +92,31 @@ func goTo(t *testing.T, ctx context.Context, url string, then ...chromedp.Action
 	}
 	require.NoError(t, err, "navigating to %s", url)
 	do(t, ctx, then...)
+}
+
+// navigatedAway reports whether err is Chromium's way of saying the page
+// (or a navigation to it) was replaced by another navigation.
+func navigatedAway(err error) bool {
+	for _, s := range []string{"ERR_ABORTED", "Cannot find context", "Inspected target navigated"} {
+		if strings.Contains(err.Error(), s) {
+			return true
+		}
+	}
+	return false
+}
+
+// waitFor waits until expr is true in the page shown, across the
+// navigations that replace the page (and its context) meanwhile.
+func waitFor(t *testing.T, ctx context.Context, expr string) {
+	t.Helper()
+	var err error
+	for range 20 {
+		if _, err = chromedp.Run(ctx, chromedp.Poll[bool](expr)); err == nil || !navigatedAway(err) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.NoError(t, err, "waiting for %s", expr)
 }
 
 func text(t *testing.T, ctx context.Context, sel string) string {
@@ -164,13 +189,16 @@ func TestDashboardReview(t *testing.T) {
 	item := call[schemas.ReviewItem](d, "reviews.get", schemas.IDRequest{ID: parked.OutputID})
 	require.Contains(t, allText(item.Output), "<script>window.pwned=1</script>", "the output carries the hostile markup")
 
-	// Say who reviews: the name is recorded with each decision.
+	// Say who reviews: the name is recorded with each decision. The
+	// sign-in page shows a viewer too (the machine's user, on loopback):
+	// wait for the page that names ada, or a navigation next would cut the
+	// sign-in short and review as someone else.
 	do(t, ctx,
 		chromedp.Navigate(d.Web+"/login"),
 		chromedp.SendKeys(css(`input[name="name"]`), "ada"),
 		chromedp.Submit(css(`input[name="name"]`)),
-		chromedp.WaitVisible(css(`#viewer`)),
 	)
+	waitFor(t, ctx, `document.querySelector("#viewer")?.textContent === "ada" && document.readyState === "complete"`)
 
 	// The queue, oldest first, and the output.
 	row := css(`tr[data-output="` + parked.OutputID + `"]`)
