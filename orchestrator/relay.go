@@ -247,7 +247,7 @@ func (r *Relay) markSent(ctx context.Context, now bool) error {
 	if !now && len(r.unmarked) < markBatch && time.Since(r.unmarkedSince) < markEvery {
 		return nil
 	}
-	if err := r.store.OutboxMarkSent(context.WithoutCancel(ctx), r.unmarked); err != nil {
+	if err := r.store.OutboxDeleteSent(context.WithoutCancel(ctx), r.unmarked); err != nil {
 		// Again in a second, not at once: the store may be away.
 		r.unmarkedSince = time.Now().Add(time.Second - markEvery)
 		return fmt.Errorf("marking the outbox sent: %w", err)
@@ -341,7 +341,7 @@ func (r *Relay) settle(ctx context.Context, msgs []store.OutboxMessage, later bo
 		}
 		r.unmarked = append(r.unmarked, ok...)
 	default:
-		if err := r.store.OutboxMarkSent(context.WithoutCancel(ctx), ok); err != nil {
+		if err := r.store.OutboxDeleteSent(context.WithoutCancel(ctx), ok); err != nil {
 			return 0, fmt.Errorf("marking the outbox sent: %w", err)
 		}
 	}

@@ -310,13 +310,13 @@ func relayTestEnv(t *testing.T, roles ...string) (jetstream.JetStream, *sqlite.S
 	return js, sqlite.NewTestStore(t), topo, log
 }
 
-// failingMarks is a store whose OutboxMarkSent always fails.
+// failingMarks is a store whose OutboxDeleteSent always fails.
 type failingMarks struct {
 	store.Store
 	calls atomic.Int64
 }
 
-func (f *failingMarks) OutboxMarkSent(context.Context, []int64) error {
+func (f *failingMarks) OutboxDeleteSent(context.Context, []int64) error {
 	f.calls.Add(1)
 	return errors.New("the store is away")
 }

@@ -138,8 +138,9 @@ type Querier interface {
 	// OutboxListUnsent returns up to limit (100 when not positive) unsent
 	// messages in Seq order.
 	OutboxListUnsent(ctx context.Context, limit int) ([]OutboxMessage, error)
-	// OutboxMarkSent marks messages sent.
-	OutboxMarkSent(ctx context.Context, seqs []int64) error
+	// OutboxDeleteSent removes messages that were published. Unknown seqs
+	// are ignored.
+	OutboxDeleteSent(ctx context.Context, seqs []int64) error
 	// OutboxClaim claims up to p.Limit unsent messages, in Seq order, that
 	// are due (NextAttemptAt not after now) and not claimed by another
 	// relay (or whose claim expired): it sets ClaimedBy = p.Owner and

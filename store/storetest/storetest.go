@@ -4,6 +4,7 @@ package storetest
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"slices"
@@ -1559,9 +1560,9 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			require.NoError(t, err)
 			require.Equal(t, got[:2], first)
 
-			require.NoError(t, s.OutboxMarkSent(ctx, []int64{got[0].Seq, got[1].Seq}))
-			require.NoError(t, s.OutboxMarkSent(ctx, nil))
-			require.NoError(t, s.OutboxMarkSent(ctx, []int64{got[0].Seq, 1 << 40})) // again, and unknown
+			require.NoError(t, s.OutboxDeleteSent(ctx, []int64{got[0].Seq, got[1].Seq}))
+			require.NoError(t, s.OutboxDeleteSent(ctx, nil))
+			require.NoError(t, s.OutboxDeleteSent(ctx, []int64{got[0].Seq, 1 << 40})) // again, and unknown
 
 			require.NoError(t, s.OutboxInsert(ctx, []store.OutboxMessage{{Subject: "later", MsgID: "m4", Payload: []byte("y")}}))
 			rest, err := s.OutboxListUnsent(ctx, 0)
@@ -1573,10 +1574,18 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			require.Nil(t, rest[1].Headers)
 			require.WithinDuration(t, time.Now(), rest[1].CreatedAt, time.Minute)
 
-			require.NoError(t, s.OutboxMarkSent(ctx, []int64{rest[0].Seq, rest[1].Seq}))
+			require.NoError(t, s.OutboxDeleteSent(ctx, []int64{rest[0].Seq, rest[1].Seq}))
 			none, err := s.OutboxListUnsent(ctx, 10)
 			require.NoError(t, err)
 			require.Empty(t, none)
+
+			// Sent rows leave the table: it holds what is in flight, not
+			// every message ever published.
+			db, ok := s.(interface{ DB() *sql.DB })
+			require.True(t, ok, "the store has no DB()")
+			var rows int
+			require.NoError(t, db.DB().QueryRowContext(ctx, `SELECT count(*) FROM outbox`).Scan(&rows))
+			require.Zero(t, rows)
 		})
 
 		// insert adds n messages and returns them as OutboxListUnsent does.
@@ -1845,11 +1854,11 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			all := insert(t, ctx, s, 4)
 			require.Len(t, claim(t, ctx, s, store.OutboxClaimParams{Owner: "a", Limit: 2, Lease: time.Millisecond}), 2)
 			// Sent: one claimed, one never claimed.
-			require.NoError(t, s.OutboxMarkSent(ctx, []int64{all[0].Seq, all[2].Seq}))
+			require.NoError(t, s.OutboxDeleteSent(ctx, []int64{all[0].Seq, all[2].Seq}))
 			time.Sleep(5 * time.Millisecond) // the lease is over
 			got := claim(t, ctx, s, store.OutboxClaimParams{Owner: "b"})
 			require.Equal(t, []int64{all[1].Seq, all[3].Seq}, seqs(got))
-			require.NoError(t, s.OutboxMarkSent(ctx, seqs(got)))
+			require.NoError(t, s.OutboxDeleteSent(ctx, seqs(got)))
 			require.Empty(t, claim(t, ctx, s, store.OutboxClaimParams{Owner: "c"}))
 			listed, err := s.OutboxListUnsent(ctx, 0)
 			require.NoError(t, err)
