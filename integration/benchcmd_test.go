@@ -87,9 +87,9 @@ func TestBenchCommand(t *testing.T) {
 
 // TestBenchCommandPostgres: on PostgreSQL, troupe bench also reports what
 // the database counted for the run. Other tests share the database, so
-// the counts are checked from below: a job is at least four transactions
-// and writes at least its job, task, output, review, artifact, events and
-// outbox rows.
+// the counts are checked from below: a job is at least four transactions,
+// writes at least its job, task, output, review, artifact, events and
+// outbox rows, and outbox rows are deleted once published.
 func TestBenchCommandPostgres(t *testing.T) {
 	t.Parallel()
 	url := postgrestest.TestURL(t)
@@ -108,6 +108,8 @@ func TestBenchCommandPostgres(t *testing.T) {
 			Buffers  int64 `json:"buffers"`
 			Inserted int64 `json:"rows_inserted"`
 			Updated  int64 `json:"rows_updated"`
+			Deleted  int64 `json:"rows_deleted"`
+			Sessions int64 `json:"sessions"`
 		} `json:"postgres"`
 	}
 	require.NoError(t, json.Unmarshal(out, &r), "%s", out)
@@ -116,5 +118,9 @@ func TestBenchCommandPostgres(t *testing.T) {
 	require.GreaterOrEqual(t, r.Postgres.Commits, int64(60*4))
 	require.GreaterOrEqual(t, r.Postgres.Inserted, int64(60*10))
 	require.GreaterOrEqual(t, r.Postgres.Updated, int64(60*3))
+	// The relay deletes published rows every 50 ms: the last ones may be
+	// deleted after the counts were read.
+	require.Positive(t, r.Postgres.Deleted, "published outbox rows are deleted")
 	require.Positive(t, r.Postgres.Buffers)
+	require.NotZero(t, r.Postgres.Sessions)
 }

@@ -66,8 +66,9 @@ type Relay struct {
 	directMax int
 	// lastPass is when Flush last claimed (Flush runs one at a time).
 	lastPass time.Time
-	// unmarked are rows handed over at commit, published, not yet marked
-	// sent (since unmarkedSince): marked together, every markEvery.
+	// unmarked are rows handed over at commit, published, not yet deleted
+	// from the outbox (since unmarkedSince): deleted together, every
+	// markEvery.
 	unmarked      []int64
 	unmarkedSince time.Time
 }
@@ -81,11 +82,11 @@ const (
 	// passEvery: while rows handed over keep coming, a pass still runs
 	// this often.
 	passEvery = 200 * time.Millisecond
-	// markEvery: rows handed over and published are marked sent together,
-	// this long after the first of them (or at markBatch rows), not one
-	// transaction per commit. Unmarked, they stay claimed by this relay;
-	// if it dies first, they are published again when the claim ends and
-	// the stream drops them by their ids.
+	// markEvery: rows handed over and published are deleted from the
+	// outbox together, this long after the first of them (or at markBatch
+	// rows), not one transaction per commit. Until then they stay claimed
+	// by this relay; if it dies first, they are published again when the
+	// claim ends and the stream drops them by their ids.
 	markEvery = 50 * time.Millisecond
 	markBatch = 1000
 )
@@ -228,8 +229,8 @@ func (r *Relay) Flush(ctx context.Context) (int, error) { return r.flush(ctx, tr
 
 // flush is Flush; without full, a pass is left out when one ran within
 // passEvery (woken by a commit, the rows handed over are what is new), and
-// the rows handed over are marked sent only once markEvery or markBatch
-// says so.
+// the rows handed over are deleted from the outbox only once markEvery or
+// markBatch says so.
 func (r *Relay) flush(ctx context.Context, full bool) (int, error) {
 	sent, err := r.flushRows(ctx, full)
 	if merr := r.markSent(ctx, full); err == nil {
@@ -238,8 +239,8 @@ func (r *Relay) flush(ctx context.Context, full bool) (int, error) {
 	return sent, err
 }
 
-// markSent marks the rows published and not yet marked, when now says so
-// or they are due.
+// markSent records the rows published and not yet recorded, by deleting
+// them from the outbox, when now says so or they are due.
 func (r *Relay) markSent(ctx context.Context, now bool) error {
 	if len(r.unmarked) == 0 {
 		return nil
@@ -250,7 +251,7 @@ func (r *Relay) markSent(ctx context.Context, now bool) error {
 	if err := r.store.OutboxDeleteSent(context.WithoutCancel(ctx), r.unmarked); err != nil {
 		// Again in a second, not at once: the store may be away.
 		r.unmarkedSince = time.Now().Add(time.Second - markEvery)
-		return fmt.Errorf("marking the outbox sent: %w", err)
+		return fmt.Errorf("deleting sent outbox rows: %w", err)
 	}
 	r.unmarked = r.unmarked[:0]
 	return nil
@@ -334,7 +335,7 @@ func (r *Relay) settle(ctx context.Context, msgs []store.OutboxMessage, later bo
 	switch {
 	case len(ok) == 0:
 	case later:
-		// Marked with others soon (markSent); claimed by this relay
+		// Deleted with others soon (markSent); claimed by this relay
 		// until then.
 		if len(r.unmarked) == 0 {
 			r.unmarkedSince = time.Now()
@@ -342,7 +343,7 @@ func (r *Relay) settle(ctx context.Context, msgs []store.OutboxMessage, later bo
 		r.unmarked = append(r.unmarked, ok...)
 	default:
 		if err := r.store.OutboxDeleteSent(context.WithoutCancel(ctx), ok); err != nil {
-			return 0, fmt.Errorf("marking the outbox sent: %w", err)
+			return 0, fmt.Errorf("deleting sent outbox rows: %w", err)
 		}
 	}
 	var firstErr error

@@ -357,17 +357,20 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	if grouped != nil {
 		group0 = grouped.GroupCommitStats()
 	}
-	// PostgreSQL's counts, when it is the embedded Troupe's store: a
-	// backend reports its last second's counts only when it next works,
-	// up to 10 s later, or when it ends, so the pool's connections are
-	// closed at the end of the run to have them all.
+	// PostgreSQL's counts, when it is the embedded Troupe's store (a
+	// running Troupe's backends would report theirs late): read with every
+	// backend's counts reported, before and after.
 	pg, _ := st.(*postgres.Store)
 	if !b.embedded {
 		pg = nil
 	}
 	var pg0 pgCounts
 	if pg != nil {
-		pg0, _ = readPGCounts(ctx, pg)
+		var err error
+		if pg0, err = readPGCounts(ctx, pg); err != nil {
+			log.Debug().Err(err).Msg("reading pg_stat_database")
+			pg = nil
+		}
 	}
 	cpu0 := cpuSeconds()
 	start := time.Now()
@@ -496,16 +499,12 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	if pg != nil {
-		db := pg.DB()
-		db.SetMaxIdleConns(0) // closes the idle ones; their backends report as they exit
-		time.Sleep(200 * time.Millisecond)
 		pg1, err := readPGCounts(ctx, pg)
-		db.SetMaxIdleConns(postgres.MaxConns)
-		if err == nil {
+		if err != nil {
+			log.Debug().Err(err).Msg("reading pg_stat_database")
+		} else {
 			d := pg1.minus(pg0)
 			rep.Postgres = &d
-		} else {
-			log.Debug().Err(err).Msg("reading pg_stat_database")
 		}
 	}
 	if !b.embedded && st == nil {
@@ -819,8 +818,12 @@ func printBench(w io.Writer, r benchReport) {
 	}
 	if p := r.Postgres; p != nil && r.Jobs > 0 {
 		n := float64(r.Jobs)
-		fmt.Fprintf(w, "  postgres         a job: %.1f commits, %.1f rows written, %.0f buffers; %d sessions opened (pg_stat_database, every client of the database)\n",
-			float64(p.Commits)/n, float64(p.Inserted+p.Updated+p.Deleted)/n, float64(p.Buffers)/n, p.Sessions)
+		sessions := ""
+		if p.Sessions >= 0 {
+			sessions = fmt.Sprintf("; %d sessions opened", p.Sessions)
+		}
+		fmt.Fprintf(w, "  postgres         a job: %.1f commits, %.1f rows written, %.0f buffers%s (pg_stat_database, every client of the database)\n",
+			float64(p.Commits)/n, float64(p.Inserted+p.Updated+p.Deleted)/n, float64(p.Buffers)/n, sessions)
 	}
 	if r.ExactlyOnce {
 		fmt.Fprintf(w, "  check            every job done, %d outputs promoted: each job promoted exactly once\n", r.Promoted)
@@ -840,22 +843,25 @@ type pgCounts struct {
 	Inserted  int64 `json:"rows_inserted"`
 	Updated   int64 `json:"rows_updated"`
 	Deleted   int64 `json:"rows_deleted"`
-	Sessions  int64 `json:"sessions"` // connections opened (PostgreSQL 14 and later)
+	Sessions  int64 `json:"sessions"` // connections opened; -1: not counted (before PostgreSQL 14)
 }
 
 func readPGCounts(ctx context.Context, st *postgres.Store) (pgCounts, error) {
-	var c pgCounts
-	err := st.DB().QueryRowContext(ctx, `SELECT xact_commit, xact_rollback, blks_hit + blks_read, tup_inserted, tup_updated, tup_deleted
-		FROM pg_stat_database WHERE datname = current_database()`).Scan(&c.Commits, &c.Rollbacks, &c.Buffers, &c.Inserted, &c.Updated, &c.Deleted)
-	if err != nil {
-		return c, err
+	if err := st.FlushStats(ctx); err != nil {
+		return pgCounts{}, err
 	}
-	// Older servers count no sessions.
-	_ = st.DB().QueryRowContext(ctx, `SELECT sessions FROM pg_stat_database WHERE datname = current_database()`).Scan(&c.Sessions)
-	return c, nil
+	var c pgCounts
+	// sessions is counted since PostgreSQL 14: -1 before.
+	err := st.DB().QueryRowContext(ctx, `SELECT xact_commit, xact_rollback, blks_hit + blks_read, tup_inserted, tup_updated, tup_deleted,
+			COALESCE((to_jsonb(d) ->> 'sessions')::bigint, -1)
+		FROM pg_stat_database d WHERE datname = current_database()`).Scan(&c.Commits, &c.Rollbacks, &c.Buffers, &c.Inserted, &c.Updated, &c.Deleted, &c.Sessions)
+	return c, err
 }
 
 func (c pgCounts) minus(o pgCounts) pgCounts {
+	if c.Sessions < 0 || o.Sessions < 0 {
+		c.Sessions, o.Sessions = -1, 0
+	}
 	return pgCounts{
 		Commits: c.Commits - o.Commits, Rollbacks: c.Rollbacks - o.Rollbacks, Buffers: c.Buffers - o.Buffers,
 		Inserted: c.Inserted - o.Inserted, Updated: c.Updated - o.Updated, Deleted: c.Deleted - o.Deleted, Sessions: c.Sessions - o.Sessions,

@@ -36,13 +36,10 @@ var _ store.Store = (*Store)(nil)
 // opens connections under a bursty load, and each new one costs the
 // server a backend start (a 10,000-job run opened ~2,000 of them with 10).
 const (
-	maxOpenConns    = MaxConns
+	maxOpenConns    = 20
 	maxIdleConns    = maxOpenConns
 	connMaxIdleTime = 5 * time.Minute
 )
-
-// MaxConns is how many connections the pool opens at most.
-const MaxConns = 20
 
 // Open connects to the database at url, a postgres:// URL or a key=value
 // DSN; parameters pgx does not know, such as search_path, are sent as
@@ -102,4 +99,36 @@ func (dialect) WritingWith() bool { return true }
 func (dialect) IsForeignKeyViolation(err error) bool {
 	var e *pgconn.PgError
 	return errors.As(err, &e) && e.Code == "23503"
+}
+
+// FlushStats makes the server's statistics of this pool's work complete,
+// for a benchmark to read: a backend reports its last second's counts
+// (pg_stat_database) only when it next works, up to 10 s later, or when it
+// ends. So it closes the pool's connections, waits (up to 5 s) until the
+// backends that served them have ended, and lets the pool keep
+// connections again. Work meanwhile opens new connections.
+func (s *Store) FlushStats(ctx context.Context) error {
+	db := s.DB()
+	var before time.Time
+	if err := db.QueryRowContext(ctx, `SELECT now()`).Scan(&before); err != nil {
+		return fmt.Errorf("flushing statistics: %w", err)
+	}
+	db.SetMaxIdleConns(0) // closes the idle ones; busy ones close when returned
+	defer db.SetMaxIdleConns(maxIdleConns)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var left int
+		err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND backend_start < $1 AND pid <> pg_backend_pid()`, before).Scan(&left)
+		if err != nil {
+			return fmt.Errorf("flushing statistics: %w", err)
+		}
+		if left == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("flushing statistics: %d connections of the pool still open after 5s", left)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -20,9 +20,10 @@ type Upgradable interface {
 
 // UpgradeFromV1 checks that a database as a troupe that knew only
 // 0001_init.sql left it (setup: the statements that make it, run through
-// the store open returns) is migrated to versions 1 and 2, gains the
+// the store open returns) is migrated to versions 1 to 3, gains the
 // indexes of 0002 (indexQuery lists them by name, in order, among the
-// five it names) and keeps its rows.
+// five it names), loses the outbox rows it had sent (0003) and keeps its
+// other rows.
 func UpgradeFromV1(t *testing.T, open func() Upgradable, setup []string, indexQuery string) {
 	t.Helper()
 	ctx := context.Background()
@@ -37,13 +38,22 @@ func UpgradeFromV1(t *testing.T, open func() Upgradable, setup []string, indexQu
 	})
 	require.NoError(t, err)
 	require.NoError(t, s.ModelCallInsert(ctx, []store.ModelCall{{JobID: job.ID, Role: "pm", Model: "m", Outcome: "ok"}}))
+	// Outbox rows as such a troupe left them: one sent (and kept), one not.
+	require.NoError(t, s.OutboxInsert(ctx, []store.OutboxMessage{
+		{Subject: "troupe.events.x.job_done", MsgID: "sent", Payload: []byte(`{}`)},
+		{Subject: "troupe.events.x.job_done", MsgID: "unsent", Payload: []byte(`{}`)},
+	}))
+	_, err = s.DB().ExecContext(ctx, `UPDATE outbox SET sent_at = 1 WHERE msg_id = 'sent'`)
+	require.NoError(t, err)
 	require.NoError(t, s.Close())
 
 	// This troupe opens it, migrates it, and keeps its rows.
 	s = open()
 	t.Cleanup(func() { _ = s.Close() })
 	require.NoError(t, s.Migrate(ctx))
-	require.Equal(t, []string{"1", "2"}, column(t, s.DB(), `SELECT version FROM schema_migrations ORDER BY version`))
+	require.Equal(t, []string{"1", "2", "3"}, column(t, s.DB(), `SELECT version FROM schema_migrations ORDER BY version`))
+	// 0003: the sent rows are gone, the unsent one is still to publish.
+	require.Equal(t, []string{"unsent"}, column(t, s.DB(), `SELECT msg_id FROM outbox`))
 	require.Equal(t, []string{"jobs_status_updated_at", "model_calls_job_id_created_at", "outputs_role_status",
 		"tasks_job_id_role"}, column(t, s.DB(), indexQuery))
 
