@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
@@ -27,6 +28,9 @@ var migrations, _ = fs.Sub(migrationsFS, "migrations")
 // Store is a store.Store on a PostgreSQL database.
 type Store struct {
 	*sqlcore.Store
+	// appName is the application_name of the pool's connections: the
+	// connection string's, or troupe/<random> when it names none.
+	appName string
 }
 
 var _ store.Store = (*Store)(nil)
@@ -52,11 +56,16 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		// pgx's message can quote the URL, password included.
 		return nil, errors.New("opening postgres: invalid connection string")
 	}
+	// A name of its own tells this pool's connections from others'
+	// (pg_stat_activity, FlushStats).
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = "troupe/" + uuid.NewString()[:8]
+	}
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(maxOpenConns)
 	db.SetMaxIdleConns(maxIdleConns)
 	db.SetConnMaxIdleTime(connMaxIdleTime)
-	s := &Store{Store: sqlcore.New(db, dialect{}, migrations)}
+	s := &Store{Store: sqlcore.New(db, dialect{}, migrations), appName: cfg.RuntimeParams["application_name"]}
 	if err := s.Ping(ctx); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("opening postgres: %w", err)
@@ -105,8 +114,9 @@ func (dialect) IsForeignKeyViolation(err error) bool {
 // for a benchmark to read: a backend reports its last second's counts
 // (pg_stat_database) only when it next works, up to 10 s later, or when it
 // ends. So it closes the pool's connections, waits (up to 5 s) until the
-// backends that served them have ended, and lets the pool keep
-// connections again. Work meanwhile opens new connections.
+// backends that served them (by their application_name) have ended, and
+// lets the pool keep connections again. Work meanwhile opens new
+// connections.
 func (s *Store) FlushStats(ctx context.Context) error {
 	db := s.DB()
 	var before time.Time
@@ -119,7 +129,8 @@ func (s *Store) FlushStats(ctx context.Context) error {
 	for {
 		var left int
 		err := db.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity
-			WHERE datname = current_database() AND backend_start < $1 AND pid <> pg_backend_pid()`, before).Scan(&left)
+			WHERE datname = current_database() AND application_name = $2 AND backend_start < $1
+			AND pid <> pg_backend_pid()`, before, s.appName).Scan(&left)
 		if err != nil {
 			return fmt.Errorf("flushing statistics: %w", err)
 		}
