@@ -696,7 +696,7 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			stored, err := s.TaskGetByID(ctx, task.ID)
 			require.NoError(t, err)
 			require.Equal(t, stored, got)
-			require.False(t, got.UpdatedAt.Before(task.UpdatedAt), "updated_at did not move")
+			require.True(t, got.UpdatedAt.After(task.UpdatedAt), "updated_at did not move")
 			want := task
 			want.Status, want.Attempts, want.UpdatedAt = schemas.TaskRunning, 3, got.UpdatedAt
 			require.Equal(t, want, got)
