@@ -85,9 +85,14 @@ func (dialect) Rebind(query string) string { return sqlcore.RebindDollar(query) 
 
 // LockXact takes a transaction-level advisory lock on a hash of the schema
 // and key, so stores in different schemas of one database do not contend.
+// In a pipelined transaction the lock goes with the statement after it.
 func (dialect) LockXact(ctx context.Context, tx sqlcore.DBTX, key string) error {
-	_, err := tx.ExecContext(ctx,
-		`SELECT pg_advisory_xact_lock(hashtextextended(coalesce(current_schema(), '') || '.' || $1, 0))`, key)
+	const lock = `SELECT pg_advisory_xact_lock(hashtextextended(coalesce(current_schema(), '') || '.' || $1, 0))`
+	if d, ok := tx.(sqlcore.Deferrer); ok {
+		d.Defer(lock, []any{key}, nil, nil)
+		return nil
+	}
+	_, err := tx.ExecContext(ctx, lock, key)
 	return err
 }
 

@@ -2435,6 +2435,11 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			require.Equal(t, 2, a.Version)
 			require.NoError(t, q.LessonInsert(ctx, []store.Lesson{{Text: "l", Scope: "all", JobID: job.ID}}))
 			require.NoError(t, q.EventInsert(ctx, []store.Event{{JobID: job.ID, Kind: schemas.EventJobSubmitted}}))
+			// Writes a store holds back until its next statement are
+			// there for the reads after them.
+			events, err := q.EventListByJob(ctx, job.ID)
+			require.NoError(t, err)
+			require.Len(t, events, 1)
 			require.NoError(t, q.OutboxInsert(ctx, []store.OutboxMessage{{Subject: "s", Payload: []byte("p")}}))
 			require.NoError(t, q.ModelCallInsert(ctx, []store.ModelCall{{JobID: job.ID, Role: "pm", Model: "m",
 				PromptTokens: 2, CompletionTokens: 3, Outcome: "ok"}}))
@@ -2532,6 +2537,58 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			_, created, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "after", IdempotencyKey: "tx"}})
 			require.NoError(t, err)
 			require.True(t, created)
+		})
+
+		t.Run("RollsBackWhenAWriteFails", func(t *testing.T) {
+			// A store may send a write with a later statement or the
+			// commit: its error then comes from there, and the
+			// transaction still rolls back whole.
+			s, ctx := setup(t)
+			err := s.InTx(ctx, func(q store.Querier) error {
+				job, _, err := q.JobCreate(ctx, store.JobCreateParams{
+					Job:   store.Job{Title: "doomed", IdempotencyKey: "tx", Status: schemas.JobPlanning},
+					Tasks: []store.Task{{Key: "a", Role: "pm", Status: schemas.TaskQueued}},
+				})
+				if err != nil {
+					return err
+				}
+				if err := q.ReviewInsert(ctx, store.Review{OutputID: "no-such-output", JobID: job.ID, Decision: "promote"}); err != nil {
+					return err
+				}
+				return q.EventInsert(ctx, []store.Event{{JobID: job.ID, Kind: schemas.EventJobSubmitted}})
+			})
+			require.ErrorIs(t, err, store.ErrNotFound)
+			require.ErrorContains(t, err, "no-such-output")
+			requireEmpty(t, ctx, s)
+			_, created, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "after", IdempotencyKey: "tx"}})
+			require.NoError(t, err)
+			require.True(t, created)
+		})
+
+		t.Run("RollsBackWhenCancelled", func(t *testing.T) {
+			s, ctx := setup(t)
+			cctx, cancel := context.WithCancel(ctx)
+			err := s.InTx(cctx, func(q store.Querier) error {
+				job, _, err := q.JobCreate(cctx, store.JobCreateParams{
+					Job:   store.Job{Title: "cancelled", IdempotencyKey: "tx", Status: schemas.JobPlanning},
+					Tasks: []store.Task{{Key: "a", Role: "pm", Status: schemas.TaskQueued}},
+				})
+				if err != nil {
+					return err
+				}
+				cancel()
+				// Its error, if any, may come only with the commit.
+				_ = q.EventInsert(cctx, []store.Event{{JobID: job.ID, Kind: schemas.EventJobSubmitted}})
+				return nil
+			})
+			require.ErrorIs(t, err, context.Canceled)
+			requireEmpty(t, ctx, s)
+			// The store still works, with every connection it kept.
+			for i := range 30 {
+				_, created, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "after", IdempotencyKey: fmt.Sprint("k", i)}})
+				require.NoError(t, err)
+				require.True(t, created)
+			}
 		})
 
 		t.Run("RollsBackOnPanic", func(t *testing.T) {

@@ -44,10 +44,9 @@ func (q *Queries) ArtifactInsert(ctx context.Context, a store.Artifact) (store.A
 			a.Path).Scan(&a.Version); err != nil {
 			return fmt.Errorf("reading newest version: %w", err)
 		}
-		_, err := q.exec(ctx, `INSERT INTO artifacts (`+artifactColumns+`, content)
+		return q.write(ctx, nil, `INSERT INTO artifacts (`+artifactColumns+`, content)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			a.ID, a.Path, a.Version, a.JobID, a.TaskID, a.OutputID, a.Role, a.Size, toMicros(a.CreatedAt), a.Content)
-		return err
 	})
 	if err != nil {
 		return store.Artifact{}, fmt.Errorf("inserting artifact %s: %w", a.Path, err)

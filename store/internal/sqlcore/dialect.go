@@ -7,11 +7,68 @@ import (
 	"strings"
 )
 
-// DBTX is what statements run on: a *sql.DB or a *sql.Tx.
+// DBTX is what statements run on: a *sql.DB or a *sql.Tx (through
+// stdDB), or a driver's own transaction (see TxRunner).
 type DBTX interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) Row
+}
+
+// Rows is the result of a query, as *sql.Rows reads it.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+	Close() error
+}
+
+// Row is the result of a query of one row, as *sql.Row reads it: Scan
+// returns sql.ErrNoRows (or an error that is one) when there is none.
+type Row interface {
+	Scan(dest ...any) error
+}
+
+// sqlDBTX is what *sql.DB, *sql.Tx and *sql.Conn have in common.
+type sqlDBTX interface {
 	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// stdDB is a DBTX on database/sql.
+type stdDB struct{ db sqlDBTX }
+
+func (s stdDB) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	return s.db.ExecContext(ctx, query, args...)
+}
+
+func (s stdDB) QueryContext(ctx context.Context, query string, args ...any) (Rows, error) {
+	rows, err := s.db.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, err
+	}
+	return rows, nil
+}
+
+func (s stdDB) QueryRowContext(ctx context.Context, query string, args ...any) Row {
+	return s.db.QueryRowContext(ctx, query, args...)
+}
+
+// Deferrer is a DBTX that may hold writes back and send them with its next
+// statement or its commit, in one round trip (see Queries.write). A write
+// held back reports its error then, through onErr when that is set, and
+// hands a RETURNING row to scan when that is set.
+type Deferrer interface {
+	Defer(query string, args []any, scan func(Row) error, onErr func(error) error)
+}
+
+// TxRunner is a Dialect that runs transactions itself instead of through
+// database/sql: RunTx runs fn in a transaction on a connection of db,
+// committed when fn returns nil and rolled back otherwise (a panic too,
+// which goes on).
+type TxRunner interface {
+	RunTx(ctx context.Context, db *sql.DB, fn func(tx DBTX) error) error
 }
 
 // Dialect is what differs between the databases the shared queries run on.

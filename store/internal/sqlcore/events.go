@@ -38,7 +38,7 @@ func (q *Queries) EventInsert(ctx context.Context, events []store.Event) error {
 			if err != nil {
 				return err
 			}
-			if _, err := q.exec(ctx, query, args...); err != nil {
+			if err := q.write(ctx, nil, query, args...); err != nil {
 				return err
 			}
 		}
@@ -63,7 +63,7 @@ func eventInsert(e store.Event) (string, []any, error) {
 // EventEmit appends events to jobs' timelines and queues msgs, msgs[i]
 // announcing events[i], all or none. Where the database takes a WITH
 // clause that writes (PostgreSQL), each event and its message are one
-// statement: half the round trips.
+// statement: half the statements for the server to run.
 func (q *Queries) EventEmit(ctx context.Context, events []store.Event, msgs []store.OutboxMessage) error {
 	if len(events) != len(msgs) {
 		return fmt.Errorf("emitting events: %d events but %d messages", len(events), len(msgs))

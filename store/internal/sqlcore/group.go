@@ -223,7 +223,7 @@ func (g *groupCommit) alone(t *groupTx) {
 	g.mu.Lock()
 	g.stats.Alone++
 	g.mu.Unlock()
-	q := &Queries{db: g.store.pool, dialect: g.store.dialect, pool: g.store.pool, direct: g.store.direct}
+	q := &Queries{db: stdDB{g.store.pool}, dialect: g.store.dialect, pool: g.store.pool, direct: g.store.direct}
 	t.done <- capture(func() error { return q.retryTx(t.ctx, t.fn) })
 }
 
@@ -251,7 +251,7 @@ func (g *groupCommit) together(group []*groupTx) (ok, again []*groupTx, err erro
 	}()
 	for i, t := range group {
 		t.rows = nil
-		q := &Queries{db: uncancelled{tx}, dialect: g.store.dialect, direct: g.store.direct, committed: &t.rows}
+		q := &Queries{db: stdDB{uncancelled{tx}}, dialect: g.store.dialect, direct: g.store.direct, committed: &t.rows}
 		if _, err := tx.ExecContext(bg, `SAVEPOINT troupe_group`); err != nil {
 			return ok, append(again, group[i:]...), fmt.Errorf("opening savepoint: %w", err)
 		}

@@ -125,7 +125,7 @@ func background(n int) []context.Context {
 func TestGroupCommitIsolatesFailures(t *testing.T) {
 	t.Parallel()
 	db := groupTestDB(t)
-	g := newGroupCommit(&Queries{db: db, dialect: testDialect{}, pool: db}, 64)
+	g := newGroupCommit(&Queries{db: stdDB{db}, dialect: testDialect{}, pool: db}, 64)
 	boom := errors.New("boom")
 	_, err := db.Exec(`INSERT INTO parent (id) VALUES (100)`)
 	require.NoError(t, err)
@@ -175,7 +175,7 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 func TestGroupCommitRerunsWhenCommitFails(t *testing.T) {
 	t.Parallel()
 	db := groupTestDB(t)
-	g := newGroupCommit(&Queries{db: db, dialect: testDialect{}, pool: db}, 64)
+	g := newGroupCommit(&Queries{db: stdDB{db}, dialect: testDialect{}, pool: db}, 64)
 
 	fns := make([]func(q *Queries) error, 6)
 	for i := range fns {
@@ -206,7 +206,7 @@ func TestGroupCommitRerunsWhenCommitFails(t *testing.T) {
 func TestGroupCommitSkipsCancelledCallers(t *testing.T) {
 	t.Parallel()
 	db := groupTestDB(t)
-	g := newGroupCommit(&Queries{db: db, dialect: testDialect{}, pool: db}, 64)
+	g := newGroupCommit(&Queries{db: stdDB{db}, dialect: testDialect{}, pool: db}, 64)
 
 	ctxs := background(4)
 	cancelled, cancel := context.WithCancel(context.Background())
@@ -226,7 +226,7 @@ func TestGroupCommitSkipsCancelledCallers(t *testing.T) {
 func TestGroupCommitUnderLoad(t *testing.T) {
 	t.Parallel()
 	db := groupTestDB(t)
-	g := newGroupCommit(&Queries{db: db, dialect: testDialect{}, pool: db}, 16)
+	g := newGroupCommit(&Queries{db: stdDB{db}, dialect: testDialect{}, pool: db}, 16)
 	var wg sync.WaitGroup
 	errs := make([]error, 500)
 	for i := range errs {
@@ -268,7 +268,7 @@ func TestGroupCommitUnderLoad(t *testing.T) {
 func TestGroupCommitWithdrawsOnDeadline(t *testing.T) {
 	t.Parallel()
 	db := groupTestDB(t)
-	g := newGroupCommit(&Queries{db: db, dialect: testDialect{}, pool: db}, 64)
+	g := newGroupCommit(&Queries{db: stdDB{db}, dialect: testDialect{}, pool: db}, 64)
 	err := g.do(context.Background(), func(q *Queries) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
@@ -284,7 +284,7 @@ func TestGroupCommitWithdrawsOnDeadline(t *testing.T) {
 func TestGroupCommitSurvivesGoexit(t *testing.T) {
 	t.Parallel()
 	db := groupTestDB(t)
-	g := newGroupCommit(&Queries{db: db, dialect: testDialect{}, pool: db}, 64)
+	g := newGroupCommit(&Queries{db: stdDB{db}, dialect: testDialect{}, pool: db}, 64)
 	err := g.do(context.Background(), func(q *Queries) error {
 		if err := insertParent(1)(q); err != nil {
 			return err

@@ -81,7 +81,7 @@ func (q *Queries) JobCreate(ctx context.Context, p store.JobCreateParams) (store
 		}
 		created = true
 		for i, t := range p.Tasks {
-			if err := q.taskInsert(ctx, job, i, t); err != nil {
+			if err := q.taskInsert(ctx, job, i, t, nil); err != nil {
 				return err
 			}
 		}

@@ -28,7 +28,7 @@ func (q *Queries) LessonInsert(ctx context.Context, lessons []store.Lesson) erro
 	}
 	err := q.inTx(ctx, func(q *Queries) error {
 		for _, l := range lessons {
-			if _, err := q.exec(ctx, `INSERT INTO lessons (`+lessonColumns+`) VALUES (?, ?, ?, ?, ?, ?)`,
+			if err := q.write(ctx, nil, `INSERT INTO lessons (`+lessonColumns+`) VALUES (?, ?, ?, ?, ?, ?)`,
 				orNewID(l.ID), l.Text, l.Scope, l.ReviewID, l.JobID, toMicros(orNow(l.CreatedAt))); err != nil {
 				return err
 			}

@@ -109,7 +109,7 @@ func (s *Store) CheckVersion(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	ok, err := s.dialect.TableExists(ctx, s.db, "schema_migrations")
+	ok, err := s.dialect.TableExists(ctx, stdDB{s.db}, "schema_migrations")
 	if err != nil {
 		return fmt.Errorf("looking for schema_migrations: %w", err)
 	}

@@ -22,7 +22,7 @@ func (q *Queries) ModelCallInsert(ctx context.Context, calls []store.ModelCall) 
 	}
 	err := q.inTx(ctx, func(q *Queries) error {
 		for _, c := range calls {
-			if _, err := q.exec(ctx, `INSERT INTO model_calls (`+modelCallColumns+`)
+			if err := q.write(ctx, nil, `INSERT INTO model_calls (`+modelCallColumns+`)
 				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 				orNewID(c.ID), c.JobID, c.TaskID, c.Role, c.Revision, c.Model, c.PromptTokens, c.CompletionTokens,
 				c.LatencyMS, c.Outcome, c.Error, toMicros(orNow(c.CreatedAt))); err != nil {

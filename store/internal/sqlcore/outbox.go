@@ -71,21 +71,24 @@ func (q *Queries) outboxInsertOne(ctx context.Context, m store.OutboxMessage, wi
 	m.MsgID, m.CreatedAt = orNewID(m.MsgID), orNow(m.CreatedAt)
 	d := q.direct
 	if d == nil || q.committed == nil || (d.Match != nil && !d.Match(m.Subject)) {
-		_, err := q.exec(ctx, with+`INSERT INTO outbox (subject, msg_id, payload, headers, created_at)
+		return q.write(ctx, nil, with+`INSERT INTO outbox (subject, msg_id, payload, headers, created_at)
 			VALUES (?, ?, ?, ?, ?)`,
 			append(withArgs, m.Subject, m.MsgID, m.Payload, headers, toMicros(m.CreatedAt))...)
-		return err
 	}
-	// Claimed for the relay that publishes it once this commits.
-	if err := q.queryRow(ctx, with+`INSERT INTO outbox (subject, msg_id, payload, headers, created_at, claimed_by, claimed_until)
-		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
-		append(withArgs, m.Subject, m.MsgID, m.Payload, headers, toMicros(m.CreatedAt), d.Owner, toMicros(now().Add(d.Lease)))...,
-	).Scan(&m.Seq); err != nil {
-		return err
-	}
+	// Claimed for the relay that publishes it once this commits. The row
+	// joins the ones handed over only once its seq is known: when the
+	// statement has run, which may be at the commit.
 	m.Attempts, m.LastError, m.NextAttemptAt = 0, "", time.Time{}
-	*q.committed = append(*q.committed, m)
-	return nil
+	committed := q.committed
+	return q.writeReturning(ctx, func(row Row) error {
+		if err := row.Scan(&m.Seq); err != nil {
+			return err
+		}
+		*committed = append(*committed, m)
+		return nil
+	}, nil, with+`INSERT INTO outbox (subject, msg_id, payload, headers, created_at, claimed_by, claimed_until)
+		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
+		append(withArgs, m.Subject, m.MsgID, m.Payload, headers, toMicros(m.CreatedAt), d.Owner, toMicros(now().Add(d.Lease)))...)
 }
 
 // OutboxListUnsent returns up to limit (100 when not positive) unsent

@@ -42,15 +42,13 @@ func (q *Queries) ReviewInsert(ctx context.Context, r store.Review) error {
 	if err != nil {
 		return fmt.Errorf("inserting review: %w", err)
 	}
-	_, err = q.exec(ctx, `INSERT INTO reviews (`+reviewColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		r.ID, r.OutputID, r.TaskID, r.JobID, r.Decision, r.Reviewer, r.Feedback, checks, lessons, toMicros(r.CreatedAt))
-	if q.parentMissing(err) {
-		return fmt.Errorf("inserting review: output %s: %w", r.OutputID, store.ErrNotFound)
-	}
-	if err != nil {
+	return q.write(ctx, func(err error) error {
+		if q.parentMissing(err) {
+			return fmt.Errorf("inserting review: output %s: %w", r.OutputID, store.ErrNotFound)
+		}
 		return fmt.Errorf("inserting review of output %s: %w", r.OutputID, err)
-	}
-	return nil
+	}, `INSERT INTO reviews (`+reviewColumns+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		r.ID, r.OutputID, r.TaskID, r.JobID, r.Decision, r.Reviewer, r.Feedback, checks, lessons, toMicros(r.CreatedAt))
 }
 
 // ReviewListByJob returns a job's reviews, oldest first.

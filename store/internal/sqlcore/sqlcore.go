@@ -34,7 +34,7 @@ var _ store.Store = (*Store)(nil)
 // files at its root.
 func New(db *sql.DB, d Dialect, migrations fs.FS) *Store {
 	return &Store{
-		Queries:    &Queries{db: db, dialect: d, pool: db},
+		Queries:    &Queries{db: stdDB{db}, dialect: d, pool: db},
 		db:         db,
 		migrations: migrations,
 	}
@@ -138,7 +138,28 @@ func (q *Queries) retryTx(ctx context.Context, fn func(q *Queries) error) error 
 }
 
 func (q *Queries) tryTx(ctx context.Context, fn func(q *Queries) error) error {
-	tx, err := q.pool.BeginTx(ctx, nil)
+	var rows []store.OutboxMessage
+	run := func(tx DBTX) error {
+		return fn(&Queries{db: tx, dialect: q.dialect, direct: q.direct, committed: &rows})
+	}
+	var err error
+	if r, ok := q.dialect.(TxRunner); ok {
+		err = r.RunTx(ctx, q.pool, run)
+	} else {
+		err = stdTx(ctx, q.pool, run)
+	}
+	if err != nil {
+		return err
+	}
+	if len(rows) > 0 {
+		q.direct.Committed(rows)
+	}
+	return nil
+}
+
+// stdTx runs fn in a database/sql transaction on db.
+func stdTx(ctx context.Context, db *sql.DB, fn func(tx DBTX) error) error {
+	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("beginning transaction: %w", err)
 	}
@@ -149,17 +170,13 @@ func (q *Queries) tryTx(ctx context.Context, fn func(q *Queries) error) error {
 			_ = tx.Rollback()
 		}
 	}()
-	var rows []store.OutboxMessage
-	if err := fn(&Queries{db: tx, dialect: q.dialect, direct: q.direct, committed: &rows}); err != nil {
+	if err := fn(stdDB{tx}); err != nil {
 		return err
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("committing transaction: %w", err)
 	}
 	committed = true
-	if len(rows) > 0 {
-		q.direct.Committed(rows)
-	}
 	return nil
 }
 
@@ -181,7 +198,35 @@ func (q *Queries) exec(ctx context.Context, query string, args ...any) (sql.Resu
 	return q.db.ExecContext(ctx, q.dialect.Rebind(query), args...)
 }
 
-func (q *Queries) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+// write runs a write whose result the caller does not read: an error is
+// all it may report. Inside a transaction of a Deferrer it is held back and
+// sent with the transaction's next statement or its commit, and its error,
+// passed through onErr when that is not nil, comes from that statement or
+// the commit; elsewhere it runs at once.
+func (q *Queries) write(ctx context.Context, onErr func(error) error, query string, args ...any) error {
+	return q.writeReturning(ctx, nil, onErr, query, args...)
+}
+
+// writeReturning is write for a statement that returns one row, which scan
+// reads once the statement has run: at once, or when a Deferrer sends it.
+func (q *Queries) writeReturning(ctx context.Context, scan func(Row) error, onErr func(error) error, query string, args ...any) error {
+	if d, ok := q.db.(Deferrer); ok {
+		d.Defer(q.dialect.Rebind(query), args, scan, onErr)
+		return nil
+	}
+	var err error
+	if scan != nil {
+		err = scan(q.queryRow(ctx, query, args...))
+	} else {
+		_, err = q.exec(ctx, query, args...)
+	}
+	if err != nil && onErr != nil {
+		return onErr(err)
+	}
+	return err
+}
+
+func (q *Queries) queryRow(ctx context.Context, query string, args ...any) Row {
 	return q.db.QueryRowContext(ctx, q.dialect.Rebind(query), args...)
 }
 
@@ -208,7 +253,7 @@ func (q *Queries) execChanged(ctx context.Context, existsQuery, id, query string
 	return false, err
 }
 
-// scanner is a *sql.Row or *sql.Rows.
+// scanner is a Row or Rows.
 type scanner interface {
 	Scan(dest ...any) error
 }

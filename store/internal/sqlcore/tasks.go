@@ -45,7 +45,7 @@ func (r *taskRow) task() (store.Task, error) {
 
 // taskInsert inserts the ord-th task of a new job. ord keeps the plan's
 // order among tasks created at the same instant.
-func (q *Queries) taskInsert(ctx context.Context, job store.Job, ord int, t store.Task) error {
+func (q *Queries) taskInsert(ctx context.Context, job store.Job, ord int, t store.Task, onErr func(error) error) error {
 	t.ID = orNewID(t.ID)
 	t.JobID = job.ID
 	if t.CreatedAt.IsZero() {
@@ -60,13 +60,15 @@ func (q *Queries) taskInsert(ctx context.Context, job store.Job, ord int, t stor
 	if err != nil {
 		return fmt.Errorf("task %s: %w", t.Key, err)
 	}
-	if _, err := q.exec(ctx, `INSERT INTO tasks (`+taskColumns+`, ord)
+	return q.write(ctx, func(err error) error {
+		if onErr != nil {
+			err = onErr(err)
+		}
+		return fmt.Errorf("inserting task %s: %w", t.Key, err)
+	}, `INSERT INTO tasks (`+taskColumns+`, ord)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		t.ID, t.JobID, t.Key, t.Role, t.Instructions, dependsOn, t.Status, t.Revision, t.Attempts,
-		t.Reason, t.Feedback, toMicros(t.CreatedAt), toMicros(t.UpdatedAt), ord); err != nil {
-		return fmt.Errorf("inserting task %s: %w", t.Key, err)
-	}
-	return nil
+		t.Reason, t.Feedback, toMicros(t.CreatedAt), toMicros(t.UpdatedAt), ord)
 }
 
 // TaskGetByID returns one task, or ErrNotFound.
@@ -235,11 +237,14 @@ func (q *Queries) TaskInsert(ctx context.Context, jobID string, tasks []store.Ta
 			return fmt.Errorf("adding tasks to job %s: %w", jobID, err)
 		}
 		job := store.Job{ID: jobID, CreatedAt: time.Now()}
+		notFound := func(err error) error {
+			if q.dialect.IsForeignKeyViolation(err) {
+				return fmt.Errorf("adding tasks to job %s: %w", jobID, store.ErrNotFound)
+			}
+			return err
+		}
 		for i, t := range tasks {
-			if err := q.taskInsert(ctx, job, next+i, t); err != nil {
-				if q.dialect.IsForeignKeyViolation(err) {
-					return fmt.Errorf("adding tasks to job %s: %w", jobID, store.ErrNotFound)
-				}
+			if err := q.taskInsert(ctx, job, next+i, t, notFound); err != nil {
 				return err
 			}
 		}
