@@ -362,23 +362,51 @@ type secretPattern struct {
 	re    *regexp.Regexp
 	show  int
 	named bool // the first submatch names the assignment (generic pattern)
+	// needles are the literals of which every match holds one (lower
+	// case when fold): a text that holds none is not searched line by
+	// line, which is most texts and most of the scan's cost.
+	needles []string
+	fold    bool
 }
 
 var secretPatterns = []secretPattern{
-	{kind: "an OpenAI API key", re: regexp.MustCompile(`sk-[A-Za-z0-9_-]{20,}`), show: 3},
-	{kind: "an AWS access key id", re: regexp.MustCompile(`AKIA[0-9A-Z]{16}`), show: 4},
-	{kind: "a GitHub token", re: regexp.MustCompile(`gh[pousr]_[A-Za-z0-9]{36,}`), show: 4},
-	{kind: "a Slack token", re: regexp.MustCompile(`xox[abprs]-[A-Za-z0-9-]{10,}`), show: 4},
-	{kind: "a Google API key", re: regexp.MustCompile(`AIza[0-9A-Za-z_-]{35}`), show: 4},
-	{kind: "a private key block", re: regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----`)},
-	{kind: "a JSON Web Token", re: regexp.MustCompile(`eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}`), show: 3},
+	{kind: "an OpenAI API key", re: regexp.MustCompile(`sk-[A-Za-z0-9_-]{20,}`), show: 3, needles: []string{"sk-"}},
+	{kind: "an AWS access key id", re: regexp.MustCompile(`AKIA[0-9A-Z]{16}`), show: 4, needles: []string{"AKIA"}},
+	{kind: "a GitHub token", re: regexp.MustCompile(`gh[pousr]_[A-Za-z0-9]{36,}`), show: 4,
+		needles: []string{"ghp_", "gho_", "ghu_", "ghs_", "ghr_"}},
+	{kind: "a Slack token", re: regexp.MustCompile(`xox[abprs]-[A-Za-z0-9-]{10,}`), show: 4, needles: []string{"xox"}},
+	{kind: "a Google API key", re: regexp.MustCompile(`AIza[0-9A-Za-z_-]{35}`), show: 4, needles: []string{"AIza"}},
+	{kind: "a private key block", re: regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----`), needles: []string{"-----BEGIN "}},
+	{kind: "a JSON Web Token", re: regexp.MustCompile(`eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}`), show: 3,
+		needles: []string{"eyJ"}},
 	{
 		// The name may run on (SECRET_KEY=, access_token_v2:), which the
 		// bare keyword would miss.
-		kind:  "a hard-coded credential",
-		re:    regexp.MustCompile(`(?i)(api[_-]?key|secret|token|password)[A-Za-z0-9_]*\s*[:=]\s*["']?([A-Za-z0-9_\-/+]{16,})`),
-		named: true,
+		kind:    "a hard-coded credential",
+		re:      regexp.MustCompile(`(?i)(api[_-]?key|secret|token|password)[A-Za-z0-9_]*\s*[:=]\s*["']?([A-Za-z0-9_\-/+]{16,})`),
+		named:   true,
+		needles: []string{"api", "secret", "token", "password"},
+		fold:    true,
 	},
+}
+
+// mayMatch reports whether text (and lower, text in lower case) holds one
+// of sp's needles. A pattern that ignores case may match any text that is
+// not ASCII: its case folding takes ſ for s and K (Kelvin) for k, which
+// lowering does not.
+func (sp secretPattern) mayMatch(text, lower string) bool {
+	if sp.fold {
+		if !isASCII(text) {
+			return true
+		}
+		text = lower
+	}
+	for _, n := range sp.needles {
+		if strings.Contains(text, n) {
+			return true
+		}
+	}
+	return false
 }
 
 // placeholderMarkers mark a matched value as an obvious placeholder rather
@@ -409,11 +437,30 @@ func checkNoSecrets(content string, files []schemas.File) schemas.Check {
 
 // scanSecrets adds one problem per kind of secret per line of text. Details
 // name the place and kind and show at most a short fixed prefix.
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
 func scanSecrets(p *problems, where, text string) {
+	lower := strings.ToLower(text)
+	var patterns []secretPattern
+	for _, sp := range secretPatterns {
+		if sp.mayMatch(text, lower) {
+			patterns = append(patterns, sp)
+		}
+	}
+	if len(patterns) == 0 {
+		return
+	}
 	n := 0
 	for line := range strings.Lines(text) {
 		n++
-		for _, sp := range secretPatterns {
+		for _, sp := range patterns {
 			for _, m := range sp.re.FindAllStringSubmatch(line, -1) {
 				value := m[0]
 				if sp.named {

@@ -251,6 +251,7 @@ func TestCheckNoSecrets(t *testing.T) {
 		{"openssh private key", "-----BEGIN OPENSSH " + "PRIVATE KEY-----", "", "README.md line 1: looks like a private key block"},
 		{"jwt", "Authorization: Bearer " + jwt, jwt, "README.md line 1: looks like a JSON Web Token (eyJ…)"},
 		{"generic password", `db_password = "Zx81kq0Pw7Lm3Rt9Vb"`, "Zx81kq0Pw7Lm3Rt9Vb", "README.md line 1: looks like a hard-coded credential (password=…)"},
+		{"folded keyword", "paſsword = Zx81kq0Pw7Lm3Rt9Vb", "Zx81kq0Pw7Lm3Rt9Vb", "README.md line 1: looks like a hard-coded credential (paſsword=…)"},
 		{"generic api key yaml", "API_KEY: 9f8e7d6c5b4a39281706", "9f8e7d6c5b4a39281706", "README.md line 1: looks like a hard-coded credential (api_key=…)"},
 		{"generic secret", "client_secret='abcdEFGH1234ijklMNOP'", "abcdEFGH1234ijklMNOP", "README.md line 1: looks like a hard-coded credential (secret=…)"},
 		{"generic name runs on", "export AWS_SECRET_ACCESS_KEY=" + "Qm9vZ3l3b29naWVib29n" + "Zm9vYmFy", "Qm9vZ3l3b29naWVib29n", "README.md line 1: looks like a hard-coded credential (secret=…)"},
