@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/troupe-dev/troupe/store/internal/sqlcore"
@@ -42,15 +43,47 @@ func (dialect) RunTx(ctx context.Context, db *sql.DB, fn func(sqlcore.DBTX) erro
 			}
 		}()
 		if err := fn(tx); err != nil {
+			if tx.conn.IsClosed() && ctx.Err() == nil {
+				// The connection was lost (the server ended it, or
+				// the network) before COMMIT went: nothing of this
+				// transaction is kept, and another connection may do.
+				return &connLostError{err}
+			}
 			return err
 		}
 		if err := tx.commit(ctx); err != nil {
-			return fmt.Errorf("committing transaction: %w", err)
+			err = fmt.Errorf("committing transaction: %w", err)
+			var before *beforeCommitError
+			var pgErr *pgconn.PgError
+			if errors.As(err, &before) && errors.As(err, &pgErr) && tx.conn.IsClosed() && ctx.Err() == nil {
+				// The server failed a statement before COMMIT, so it
+				// skipped COMMIT, and then ended the connection.
+				return &connLostError{err}
+			}
+			// Otherwise not run again on a lost connection: COMMIT
+			// may have been carried out.
+			return err
 		}
 		committed = true
 		return nil
 	})
 }
+
+// connLostError is a transaction's error when its connection was lost
+// before it committed. IsRetryable says yes: a pool keeps connections the
+// server has ended (a restart, pg_terminate_backend) until it uses them.
+type connLostError struct{ err error }
+
+func (e *connLostError) Error() string { return e.err.Error() }
+func (e *connLostError) Unwrap() error { return e.err }
+
+// beforeCommitError is commit's error when it came before COMMIT: from
+// BEGIN or a write held back, which the server answered before it would
+// have reached COMMIT, or from sending.
+type beforeCommitError struct{ err error }
+
+func (e *beforeCommitError) Error() string { return e.err.Error() }
+func (e *beforeCommitError) Unwrap() error { return e.err }
 
 // pipeTx is a transaction on a pgx connection that sends BEGIN and the
 // writes held back (Defer) with its next statement.
@@ -200,7 +233,7 @@ func (t *pipeTx) commit(ctx context.Context) error {
 	}
 	br, err := t.send(ctx, "COMMIT", nil)
 	if err != nil {
-		return err
+		return &beforeCommitError{err}
 	}
 	_, err = br.Exec()
 	if cerr := br.Close(); err == nil {

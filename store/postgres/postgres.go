@@ -102,7 +102,13 @@ func (dialect) TableExists(ctx context.Context, db sqlcore.DBTX, table string) (
 	return ok, err
 }
 
+// IsRetryable: a deadlock, a serialization failure, or a connection lost
+// before the transaction's COMMIT went.
 func (dialect) IsRetryable(err error) bool {
+	var lost *connLostError
+	if errors.As(err, &lost) {
+		return true
+	}
 	var e *pgconn.PgError
 	return errors.As(err, &e) && (e.Code == "40P01" || e.Code == "40001")
 }

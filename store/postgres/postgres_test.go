@@ -2,12 +2,17 @@ package postgres_test
 
 import (
 	"context"
+	"database/sql"
 	"os"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/require"
 
+	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
 	"github.com/troupe-dev/troupe/store/postgres"
 	"github.com/troupe-dev/troupe/store/postgres/postgrestest"
@@ -108,4 +113,72 @@ func TestOpenRejectsBadURL(t *testing.T) {
 	_, err := postgres.Open(context.Background(), "postgres://user:secret@host:notaport/db")
 	require.Error(t, err)
 	require.NotContains(t, err.Error(), "secret")
+}
+
+// A transaction whose connection the server ends before it commits runs
+// again on another connection, and commits once.
+func TestTransactionRunsAgainOnALostConnection(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := postgrestest.TestURL(t)
+	app := "lost-" + uuid.NewString()[:8]
+	named := url + "&application_name=" + app
+	if !strings.Contains(url, "://") {
+		named = url + " application_name=" + app // a key=value DSN
+	}
+	s, err := postgres.Open(ctx, named)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	admin, err := sql.Open("pgx", url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = admin.Close() })
+
+	// endConnections ends the store's connections and waits until their
+	// backends are gone.
+	endConnections := func() {
+		_, err := admin.ExecContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1`, app)
+		require.NoError(t, err)
+		require.Eventually(t, func() bool {
+			var n int
+			err := admin.QueryRowContext(ctx, `SELECT count(*) FROM pg_stat_activity WHERE application_name = $1`, app).Scan(&n)
+			return err == nil && n == 0
+		}, 10*time.Second, 10*time.Millisecond)
+	}
+
+	attempts := 0
+	var jobID string
+	err = s.InTx(ctx, func(q store.Querier) error {
+		attempts++
+		job, _, err := q.JobCreate(ctx, store.JobCreateParams{
+			Job:   store.Job{Title: "lost", IdempotencyKey: "lost", Status: schemas.JobPlanning},
+			Tasks: []store.Task{{Key: "a", Role: "pm", Status: schemas.TaskQueued}},
+		})
+		if err != nil {
+			return err
+		}
+		jobID = job.ID
+		if attempts == 1 {
+			endConnections()
+		}
+		_, err = q.TaskListByJob(ctx, job.ID)
+		return err
+	})
+	require.NoError(t, err)
+	require.Equal(t, 2, attempts)
+	jobs, err := s.JobList(ctx, store.JobListParams{})
+	require.NoError(t, err)
+	require.Len(t, jobs, 1)
+	require.Equal(t, jobID, jobs[0].ID)
+	tasks, err := s.TaskListByJob(ctx, jobID)
+	require.NoError(t, err)
+	require.Len(t, tasks, 1)
+
+	// A transaction that fails on its own is not run again.
+	attempts = 0
+	err = s.InTx(ctx, func(q store.Querier) error {
+		attempts++
+		return q.ReviewInsert(ctx, store.Review{OutputID: "no-such-output", JobID: jobID, Decision: "promote"})
+	})
+	require.ErrorIs(t, err, store.ErrNotFound)
+	require.Equal(t, 1, attempts)
 }
