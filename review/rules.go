@@ -435,8 +435,6 @@ func checkNoSecrets(content string, files []schemas.File) schemas.Check {
 	return p.check(CheckNoSecrets, "no API keys, tokens or private keys found")
 }
 
-// scanSecrets adds one problem per kind of secret per line of text. Details
-// name the place and kind and show at most a short fixed prefix.
 func isASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= utf8.RuneSelf {
@@ -446,6 +444,8 @@ func isASCII(s string) bool {
 	return true
 }
 
+// scanSecrets adds one problem per kind of secret per line of text. Details
+// name the place and kind and show at most a short fixed prefix.
 func scanSecrets(p *problems, where, text string) {
 	lower := strings.ToLower(text)
 	var patterns []secretPattern

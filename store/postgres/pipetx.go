@@ -43,30 +43,39 @@ func (dialect) RunTx(ctx context.Context, db *sql.DB, fn func(sqlcore.DBTX) erro
 			}
 		}()
 		if err := fn(tx); err != nil {
-			if tx.conn.IsClosed() && ctx.Err() == nil {
-				// The connection was lost (the server ended it, or
-				// the network) before COMMIT went: nothing of this
-				// transaction is kept, and another connection may do.
+			if tx.conn.IsClosed() && ctx.Err() == nil && lostConnection(err) {
+				// COMMIT has not gone: nothing of this transaction
+				// is kept, and another connection may do.
 				return &connLostError{err}
 			}
 			return err
 		}
 		if err := tx.commit(ctx); err != nil {
-			err = fmt.Errorf("committing transaction: %w", err)
-			var before *beforeCommitError
-			var pgErr *pgconn.PgError
-			if errors.As(err, &before) && errors.As(err, &pgErr) && tx.conn.IsClosed() && ctx.Err() == nil {
-				// The server failed a statement before COMMIT, so it
-				// skipped COMMIT, and then ended the connection.
+			var skipped *commitSkippedError
+			if errors.As(err, &skipped) && tx.conn.IsClosed() && ctx.Err() == nil && lostConnection(err) {
 				return &connLostError{err}
 			}
-			// Otherwise not run again on a lost connection: COMMIT
-			// may have been carried out.
+			// Otherwise not run again: COMMIT may have been carried out.
 			return err
 		}
 		committed = true
 		return nil
 	})
+}
+
+// lostConnection reports whether err says the connection was lost: the
+// server ended it (class 08, or 57P01–57P03: an administrator, a crash,
+// a shutdown) or the network failed. A timeout or a cancelled context
+// closes the connection too, but says nothing about the server.
+func lostConnection(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || pgconn.Timeout(err) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == "57P01" || pgErr.Code == "57P02" || pgErr.Code == "57P03"
+	}
+	return true
 }
 
 // connLostError is a transaction's error when its connection was lost
@@ -77,13 +86,17 @@ type connLostError struct{ err error }
 func (e *connLostError) Error() string { return e.err.Error() }
 func (e *connLostError) Unwrap() error { return e.err }
 
-// beforeCommitError is commit's error when it came before COMMIT: from
-// BEGIN or a write held back, which the server answered before it would
-// have reached COMMIT, or from sending.
-type beforeCommitError struct{ err error }
+// commitSkippedError is commit's error when the server failed BEGIN or a
+// write held back, which were sent with COMMIT: the server then skips the
+// rest of the pipeline, COMMIT included.
+type commitSkippedError struct{ err error }
 
-func (e *beforeCommitError) Error() string { return e.err.Error() }
-func (e *beforeCommitError) Unwrap() error { return e.err }
+func (e *commitSkippedError) Error() string { return e.err.Error() }
+func (e *commitSkippedError) Unwrap() error { return e.err }
+
+// commitTimeout bounds the wait for COMMIT's answer once it has gone,
+// which a cancelled context does not cut short (see commit).
+const commitTimeout = 30 * time.Second
 
 // pipeTx is a transaction on a pgx connection that sends BEGIN and the
 // writes held back (Defer) with its next statement.
@@ -136,7 +149,11 @@ func (t *pipeTx) send(ctx context.Context, last string, args []any) (pgx.BatchRe
 	if begin {
 		if _, err := br.Exec(); err != nil {
 			_ = br.Close()
-			return nil, fmt.Errorf("beginning transaction: %w", err)
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) {
+				return nil, fmt.Errorf("beginning transaction: %w", err)
+			}
+			return nil, err
 		}
 	}
 	for _, w := range held {
@@ -165,10 +182,15 @@ func (w heldWrite) read(br pgx.BatchResults) error {
 	return fmt.Errorf("%s: %w", statementName(w.query), err)
 }
 
-// statementName is what an error of a held-back write names it by: its
-// first words, as in "INSERT INTO events".
+// statementName is what an error of a held-back write names it by: the
+// table it writes, as in "INSERT INTO events", else its first words.
 func statementName(query string) string {
 	f := strings.Fields(query)
+	for i, w := range f {
+		if strings.EqualFold(w, "INTO") && i > 0 && i+1 < len(f) {
+			return f[i-1] + " INTO " + strings.TrimSuffix(f[i+1], "(")
+		}
+	}
 	return strings.Join(f[:min(len(f), 3)], " ")
 }
 
@@ -226,18 +248,72 @@ func (t *pipeTx) QueryRowContext(ctx context.Context, query string, args ...any)
 	return pipeRow{row: br.QueryRow(), br: br}
 }
 
-// commit sends what is held back with COMMIT.
+// commit sends what is held back with COMMIT, in one round trip.
+//
+// Once COMMIT has gone, its outcome is read whatever happens to ctx:
+// giving up would close the connection, and the server may commit all the
+// same, after the caller was told of an error. A cancelled ctx sends the
+// server a cancel request instead, which fails the statement it is running
+// (a held write waiting for a lock, say), so that it skips COMMIT, unless
+// COMMIT is already done; either way the answer says which.
 func (t *pipeTx) commit(ctx context.Context) error {
 	if !t.begun && len(t.held) == 0 {
 		return nil // nothing ran
 	}
-	br, err := t.send(ctx, "COMMIT", nil)
-	if err != nil {
-		return &beforeCommitError{err}
+	if t.begun && t.conn.PgConn().TxStatus() == 'E' {
+		// A statement failed and fn went on; COMMIT would roll back.
+		return errors.New("committing transaction: a statement of it failed earlier; rolled back")
 	}
-	_, err = br.Exec()
+	if err := ctx.Err(); err != nil {
+		return err // nothing sent: nothing kept
+	}
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = t.conn.PgConn().CancelRequest(cctx)
+	})
+	defer func() {
+		if !stop() {
+			// A cancel request went, or goes: it could land on the
+			// next statement of whoever has this connection next.
+			_ = t.conn.Close(context.Background())
+		}
+	}()
+
+	br, err := t.send(wctx, "COMMIT", nil)
+	if err != nil {
+		err = fmt.Errorf("committing transaction: %w", err)
+		var pgErr *pgconn.PgError
+		switch {
+		case errors.As(err, &pgErr):
+			err = &commitSkippedError{err}
+		case !t.conn.IsClosed() && t.conn.PgConn().TxStatus() == 'I':
+			// This side failed (reading a result) and the server
+			// went on through COMMIT.
+			err = fmt.Errorf("%w (COMMIT ran; whether it committed is not known)", err)
+		}
+		return withCtxErr(ctx, err)
+	}
+	tag, err := br.Exec()
 	if cerr := br.Close(); err == nil {
 		err = cerr
+	}
+	if err != nil {
+		return withCtxErr(ctx, fmt.Errorf("committing transaction: %w", err))
+	}
+	if tag.String() != "COMMIT" {
+		return fmt.Errorf("committing transaction: %w", pgx.ErrTxCommitRollback)
+	}
+	return nil
+}
+
+// withCtxErr adds ctx's error to err when ctx has ended, so that a
+// statement cancelled on the caller's behalf reads as cancelled.
+func withCtxErr(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil && !errors.Is(err, cerr) {
+		return fmt.Errorf("%w: %w", cerr, err)
 	}
 	return err
 }

@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"os"
 	"strings"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/troupe-dev/troupe/schemas"
@@ -180,5 +182,124 @@ func TestTransactionRunsAgainOnALostConnection(t *testing.T) {
 		return q.ReviewInsert(ctx, store.Review{OutputID: "no-such-output", JobID: jobID, Decision: "promote"})
 	})
 	require.ErrorIs(t, err, store.ErrNotFound)
+	require.Equal(t, 1, attempts)
+}
+
+// pipelineStore opens a store on its own schema, and a connection of its
+// own to the same schema beside it.
+func pipelineStore(t *testing.T) (*postgres.Store, *pgx.Conn) {
+	t.Helper()
+	ctx := context.Background()
+	url := postgrestest.TestURL(t)
+	s, err := postgres.Open(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	other, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = other.Close(context.Background()) })
+	return s, other
+}
+
+// A transaction that goes on after one of its statements failed does not
+// commit: PostgreSQL has rolled it back, and says so only with COMMIT.
+func TestTransactionThatWentOnAfterAnErrorDoesNotCommit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := pipelineStore(t)
+	direct := &store.OutboxDirect{Owner: "relay", Lease: time.Minute}
+	var handed []store.OutboxMessage
+	direct.Committed = func(rows []store.OutboxMessage) { handed = append(handed, rows...) }
+	s.SetOutboxDirect(direct)
+
+	err := s.InTx(ctx, func(q store.Querier) error {
+		job, _, err := q.JobCreate(ctx, store.JobCreateParams{
+			Job:   store.Job{Title: "swallowed", Status: schemas.JobPlanning},
+			Tasks: []store.Task{{Key: "a", Role: "pm", Status: schemas.TaskQueued}},
+		})
+		if err != nil {
+			return err
+		}
+		if err := q.OutboxInsert(ctx, []store.OutboxMessage{{Subject: "s", Payload: []byte("p")}}); err != nil {
+			return err
+		}
+		if err := q.ReviewInsert(ctx, store.Review{OutputID: "no-such-output", JobID: job.ID, Decision: "promote"}); err != nil {
+			return err
+		}
+		_, err = q.JobGetByID(ctx, job.ID) // fails with the review's error; swallowed
+		require.ErrorIs(t, err, store.ErrNotFound)
+		return nil
+	})
+	require.Error(t, err)
+	require.Empty(t, handed)
+	jobs, err := s.JobList(ctx, store.JobListParams{})
+	require.NoError(t, err)
+	require.Empty(t, jobs)
+	msgs, err := s.OutboxListUnsent(ctx, 10)
+	require.NoError(t, err)
+	require.Empty(t, msgs)
+}
+
+// A transaction whose context ends while its last writes and COMMIT are on
+// the way either commits and says so, or does not commit: here its held
+// write waits for a lock, and is cancelled, so nothing is kept.
+func TestTransactionCancelledAtCommitDoesNotCommit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, other := pipelineStore(t)
+	job, _, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "j", Status: schemas.JobRunning}})
+	require.NoError(t, err)
+
+	// Another transaction inserts the event id first and keeps it open:
+	// the store's insert of the same id waits for it.
+	otherTx, err := other.Begin(ctx)
+	require.NoError(t, err)
+	_, err = otherTx.Exec(ctx, `INSERT INTO events (id, job_id, kind, occurred_at) VALUES ('e1', $1, 'k', 0)`, job.ID)
+	require.NoError(t, err)
+
+	tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	err = s.InTx(tctx, func(q store.Querier) error {
+		moved, err := q.JobSetStatus(tctx, store.JobSetStatusParams{ID: job.ID, From: []string{schemas.JobRunning}, To: schemas.JobDone})
+		if err != nil || !moved {
+			return fmt.Errorf("moving job: %v %w", moved, err)
+		}
+		return q.EventInsert(tctx, []store.Event{{ID: "e1", JobID: job.ID, Kind: "k"}})
+	})
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.NoError(t, otherTx.Rollback(ctx))
+
+	got, err := s.JobGetByID(ctx, job.ID)
+	require.NoError(t, err)
+	require.Equal(t, schemas.JobRunning, got.Status, "a transaction its caller was told failed must not commit")
+	events, err := s.EventListByJob(ctx, job.ID)
+	require.NoError(t, err)
+	require.Empty(t, events)
+	// The pool still works.
+	_, _, err = s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "after", Status: schemas.JobRunning}})
+	require.NoError(t, err)
+}
+
+// A transaction whose statement timed out on a context of its caller's
+// own is not run again, though the timeout closed its connection.
+func TestTransactionTimedOutIsNotRunAgain(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, other := pipelineStore(t)
+	job, _, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "j", Status: schemas.JobRunning}})
+	require.NoError(t, err)
+	// Hold the lock of the artifact's path, as a writer of it would.
+	_, err = other.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended(coalesce(current_schema(), '') || '.' || $1, 0))`,
+		"troupe.artifact:a.md")
+	require.NoError(t, err)
+
+	attempts := 0
+	err = s.InTx(ctx, func(q store.Querier) error {
+		attempts++
+		actx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer cancel()
+		_, err := q.ArtifactInsert(actx, store.Artifact{Path: "a.md", JobID: job.ID})
+		return err
+	})
+	require.Error(t, err)
 	require.Equal(t, 1, attempts)
 }

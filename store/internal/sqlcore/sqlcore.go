@@ -202,7 +202,9 @@ func (q *Queries) exec(ctx context.Context, query string, args ...any) (sql.Resu
 // all it may report. Inside a transaction of a Deferrer it is held back and
 // sent with the transaction's next statement or its commit, and its error,
 // passed through onErr when that is not nil, comes from that statement or
-// the commit; elsewhere it runs at once.
+// the commit; elsewhere it runs at once. So inside a transaction any
+// statement's error may be an earlier write's: as on PostgreSQL any error
+// ends the transaction anyway, callers return it rather than go on.
 func (q *Queries) write(ctx context.Context, onErr func(error) error, query string, args ...any) error {
 	return q.writeReturning(ctx, nil, onErr, query, args...)
 }
