@@ -393,7 +393,7 @@ func (s *Service) decideWith(ctx context.Context, out store.Output, from []strin
 			return bus.Emit(ctx, q, s.subj, ev)
 		}
 		for _, f := range out.Files {
-			if _, err := q.ArtifactInsert(ctx, store.Artifact{
+			if err := q.ArtifactAdd(ctx, store.Artifact{
 				ID: uuid.NewString(), Path: fmt.Sprintf("projects/%s/%s/%s", out.JobID, out.Role, f.Path),
 				JobID: out.JobID, TaskID: out.TaskID, OutputID: out.ID, Role: out.Role,
 				Content: f.Content, Size: len(f.Content), CreatedAt: now,
@@ -402,7 +402,7 @@ func (s *Service) decideWith(ctx context.Context, out store.Output, from []strin
 			}
 		}
 		if skill != nil {
-			if _, err := q.ArtifactInsert(ctx, store.Artifact{
+			if err := q.ArtifactAdd(ctx, store.Artifact{
 				ID: uuid.NewString(), Path: "skills/" + skill.Name + "/SKILL.md", JobID: out.JobID, TaskID: out.TaskID,
 				OutputID: out.ID, Role: out.Role, Content: skill.Content, Size: len(skill.Content), CreatedAt: now,
 			}); err != nil {

@@ -108,6 +108,10 @@ type Querier interface {
 	// ArtifactInsert adds a version of a path: the version is one more than
 	// the path's newest (1 for a new path) and is set on the returned row.
 	ArtifactInsert(ctx context.Context, a Artifact) (Artifact, error)
+	// ArtifactAdd adds a version of a path as ArtifactInsert does, without
+	// telling which: inside a transaction a store may send it with the
+	// next statement.
+	ArtifactAdd(ctx context.Context, a Artifact) error
 	// ArtifactList returns the newest version of every path that starts with
 	// p.Prefix (and belongs to p.JobID when set), ordered by path, without content.
 	// With p.JobID, "newest" is the newest version that job wrote.

@@ -1280,6 +1280,45 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			require.Equal(t, []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, versions)
 		})
 
+		t.Run("AddCountsUpLikeInsert", func(t *testing.T) {
+			s, ctx := setup(t)
+			require.NoError(t, s.ArtifactAdd(ctx, store.Artifact{Path: "x.md", Content: "1", Size: 1, Role: "pm"}))
+			require.NoError(t, s.InTx(ctx, func(q store.Querier) error {
+				if err := q.ArtifactAdd(ctx, store.Artifact{Path: "x.md", Content: "2", Size: 1}); err != nil {
+					return err
+				}
+				a, err := q.ArtifactInsert(ctx, store.Artifact{Path: "x.md", Content: "3", Size: 1})
+				if err != nil {
+					return err
+				}
+				require.Equal(t, 3, a.Version, "the insert sees the add before it")
+				return nil
+			}))
+			for v := 1; v <= 3; v++ {
+				a, err := s.ArtifactGet(ctx, "x.md", v)
+				require.NoError(t, err)
+				require.Equal(t, fmt.Sprint(v), a.Content)
+			}
+			first, err := s.ArtifactGet(ctx, "x.md", 1)
+			require.NoError(t, err)
+			require.Equal(t, "pm", first.Role)
+			require.Equal(t, 1, first.Size)
+
+			// Concurrent adds get distinct versions too.
+			var wg sync.WaitGroup
+			errs := make([]error, 10)
+			for i := range errs {
+				wg.Go(func() { errs[i] = s.ArtifactAdd(ctx, store.Artifact{Path: "y.md", Content: fmt.Sprint(i)}) })
+			}
+			wg.Wait()
+			for _, err := range errs {
+				require.NoError(t, err)
+			}
+			newest, err := s.ArtifactGet(ctx, "y.md", 0)
+			require.NoError(t, err)
+			require.Equal(t, 10, newest.Version)
+		})
+
 		t.Run("ListShowsNewestPerPath", func(t *testing.T) {
 			s, ctx := setup(t)
 			insert := func(path, job string) {

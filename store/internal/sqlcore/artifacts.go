@@ -32,26 +32,43 @@ func scanArtifact(withContent bool) func(scanner) (store.Artifact, error) {
 // (1 for a new path), and returns the row with its version set. a.Version
 // is ignored.
 func (q *Queries) ArtifactInsert(ctx context.Context, a store.Artifact) (store.Artifact, error) {
-	a.ID = orNewID(a.ID)
-	a.CreatedAt = orNow(a.CreatedAt)
-	err := q.inTx(ctx, func(q *Queries) error {
-		// Writers of one path take turns, so each reads the version the
-		// previous one wrote; the unique (path, version) is the backstop.
-		if err := q.dialect.LockXact(ctx, q.db, "troupe.artifact:"+a.Path); err != nil {
-			return fmt.Errorf("locking path: %w", err)
-		}
-		if err := q.queryRow(ctx, `SELECT COALESCE(MAX(version), 0) + 1 FROM artifacts WHERE path = ?`,
-			a.Path).Scan(&a.Version); err != nil {
-			return fmt.Errorf("reading newest version: %w", err)
-		}
-		return q.write(ctx, nil, `INSERT INTO artifacts (`+artifactColumns+`, content)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-			a.ID, a.Path, a.Version, a.JobID, a.TaskID, a.OutputID, a.Role, a.Size, toMicros(a.CreatedAt), a.Content)
+	err := q.artifactAdd(ctx, &a, func(tx *Queries, query string, args []any) error {
+		return tx.queryRow(ctx, query+` RETURNING version`, args...).Scan(&a.Version)
 	})
 	if err != nil {
-		return store.Artifact{}, fmt.Errorf("inserting artifact %s: %w", a.Path, err)
+		return store.Artifact{}, err
 	}
 	return a, nil
+}
+
+// ArtifactAdd adds a version of a path as ArtifactInsert does, without
+// telling which: inside a transaction it may go with the next statement.
+func (q *Queries) ArtifactAdd(ctx context.Context, a store.Artifact) error {
+	return q.artifactAdd(ctx, &a, func(tx *Queries, query string, args []any) error {
+		return tx.write(ctx, nil, query, args...)
+	})
+}
+
+// artifactAdd fills in a's ID and time and runs insert with the statement
+// that adds it, in a transaction that holds the path's lock.
+func (q *Queries) artifactAdd(ctx context.Context, a *store.Artifact, insert func(tx *Queries, query string, args []any) error) error {
+	a.ID = orNewID(a.ID)
+	a.CreatedAt = orNow(a.CreatedAt)
+	err := q.inTx(ctx, func(tx *Queries) error {
+		// Writers of one path take turns, so each reads the version the
+		// previous one wrote; the unique (path, version) is the backstop.
+		if err := tx.dialect.LockXact(ctx, tx.db, "troupe.artifact:"+a.Path); err != nil {
+			return fmt.Errorf("locking path: %w", err)
+		}
+		return insert(tx, `INSERT INTO artifacts (`+artifactColumns+`, content)
+			SELECT ?, ?, COALESCE(MAX(version), 0) + 1, ?, ?, ?, ?, CAST(? AS BIGINT), CAST(? AS BIGINT), ?
+			FROM artifacts WHERE path = ?`,
+			[]any{a.ID, a.Path, a.JobID, a.TaskID, a.OutputID, a.Role, a.Size, toMicros(a.CreatedAt), a.Content, a.Path})
+	})
+	if err != nil {
+		return fmt.Errorf("inserting artifact %s: %w", a.Path, err)
+	}
+	return nil
 }
 
 // ArtifactList returns, for every path that starts with p.Prefix, its newest
