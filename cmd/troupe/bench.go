@@ -6,16 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -367,7 +370,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	var pg0 pgCounts
 	if pg != nil {
 		var err error
-		if pg0, err = readPGCounts(ctx, pg); err != nil {
+		if pg0, err = readPGCounts(ctx, pg, false); err != nil {
 			log.Debug().Err(err).Msg("reading pg_stat_database")
 			pg = nil
 		}
@@ -499,7 +502,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	if pg != nil {
-		pg1, err := readPGCounts(ctx, pg)
+		pg1, err := readPGCounts(ctx, pg, pgLocal(b.databaseURL))
 		if err != nil {
 			log.Debug().Err(err).Msg("reading pg_stat_database")
 		} else {
@@ -810,7 +813,11 @@ func printBench(w io.Writer, r benchReport) {
 		fmt.Fprintf(w, "  in flight        max %d, mean %.0f per worker (concurrency %d)\n", r.InFlight.Max, r.InFlight.Mean, r.Concurrency)
 	}
 	if r.Process != "" {
-		fmt.Fprintf(w, "  process          %.1f CPU seconds, peak RSS %.0f MB (%s)\n", r.CPU, r.PeakRSSMB, r.Process)
+		perJob := ""
+		if r.Jobs > 0 {
+			perJob = fmt.Sprintf(" (%.2f ms a job)", 1000*r.CPU/float64(r.Jobs))
+		}
+		fmt.Fprintf(w, "  process          %.1f CPU seconds%s, peak RSS %.0f MB (%s)\n", r.CPU, perJob, r.PeakRSSMB, r.Process)
 	}
 	if g := r.GroupCommit; g != nil && g.Groups > 0 {
 		fmt.Fprintf(w, "  group commit     %d transactions in %d groups (%.1f a group), %d alone; the writer busy %.0f%% of the run\n",
@@ -824,6 +831,10 @@ func printBench(w io.Writer, r benchReport) {
 		}
 		fmt.Fprintf(w, "  postgres         a job: %.1f commits, %.1f rows written, %.0f buffers%s (pg_stat_database, every client of the database)\n",
 			float64(p.Commits)/n, float64(p.Inserted+p.Updated+p.Deleted)/n, float64(p.Buffers)/n, sessions)
+		if p.CPUSeconds > 0 {
+			fmt.Fprintf(w, "  postgres CPU     %.1f CPU seconds in the backends that served the run, %.2f ms a job (/proc; not the server's own background processes)\n",
+				p.CPUSeconds, 1000*p.CPUSeconds/n)
+		}
 	}
 	if r.ExactlyOnce {
 		fmt.Fprintf(w, "  check            every job done, %d outputs promoted: each job promoted exactly once\n", r.Promoted)
@@ -844,13 +855,23 @@ type pgCounts struct {
 	Updated   int64 `json:"rows_updated"`
 	Deleted   int64 `json:"rows_deleted"`
 	Sessions  int64 `json:"sessions"` // connections opened; -1: not counted (before PostgreSQL 14)
+	// CPUSeconds is the CPU time of the server processes that served the
+	// run (the pool's backends, from /proc), when the server is on this
+	// machine; 0 when it could not be read.
+	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 }
 
-func readPGCounts(ctx context.Context, st *postgres.Store) (pgCounts, error) {
+func readPGCounts(ctx context.Context, st *postgres.Store, local bool) (pgCounts, error) {
+	var c pgCounts
+	if local {
+		// The backends end in FlushStats: read them before. They all
+		// started after the previous reading, which ended the ones
+		// before, so their whole CPU time is this run's.
+		c.CPUSeconds = backendCPU(ctx, st)
+	}
 	if err := st.FlushStats(ctx); err != nil {
 		return pgCounts{}, err
 	}
-	var c pgCounts
 	// sessions is counted since PostgreSQL 14: -1 before.
 	err := st.DB().QueryRowContext(ctx, `SELECT xact_commit, xact_rollback, blks_hit + blks_read, tup_inserted, tup_updated, tup_deleted,
 			COALESCE((to_jsonb(d) ->> 'sessions')::bigint, -1)
@@ -865,5 +886,56 @@ func (c pgCounts) minus(o pgCounts) pgCounts {
 	return pgCounts{
 		Commits: c.Commits - o.Commits, Rollbacks: c.Rollbacks - o.Rollbacks, Buffers: c.Buffers - o.Buffers,
 		Inserted: c.Inserted - o.Inserted, Updated: c.Updated - o.Updated, Deleted: c.Deleted - o.Deleted, Sessions: c.Sessions - o.Sessions,
+		CPUSeconds: c.CPUSeconds,
 	}
+}
+
+// pgLocal reports whether the database at url is on this machine: a
+// loopback host or a Unix socket, whose backends /proc shows.
+func pgLocal(url string) bool {
+	cfg, err := pgconn.ParseConfig(url)
+	if err != nil {
+		return false
+	}
+	h := cfg.Host
+	if strings.HasPrefix(h, "/") || h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+// backendCPU sums the CPU time of the pool's backends from
+// /proc/<pid>/stat (utime and stime, in clock ticks of 1/100 s), or
+// returns 0 when one cannot be read or is not a postgres process.
+func backendCPU(ctx context.Context, st *postgres.Store) float64 {
+	pids, err := st.BackendPIDs(ctx)
+	if err != nil || len(pids) == 0 {
+		return 0
+	}
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0
+		}
+		// pid (comm) state ppid … utime stime: fields 14 and 15, counted
+		// after the parenthesised command name, which may hold spaces.
+		stat := string(b)
+		open, end := strings.IndexByte(stat, '('), strings.LastIndexByte(stat, ')')
+		if open < 0 || end < open || !strings.HasPrefix(stat[open+1:end], "postgres") {
+			return 0
+		}
+		f := strings.Fields(stat[end+1:])
+		if len(f) < 13 {
+			return 0
+		}
+		utime, err1 := strconv.ParseInt(f[11], 10, 64)
+		stime, err2 := strconv.ParseInt(f[12], 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0
+		}
+		ticks += utime + stime
+	}
+	return float64(ticks) / 100
 }

@@ -155,3 +155,27 @@ func (s *Store) FlushStats(ctx context.Context) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// BackendPIDs returns the server process ids of this pool's open
+// connections (by their application_name), for a benchmark on the
+// server's machine to read their CPU time.
+func (s *Store) BackendPIDs(ctx context.Context) ([]int, error) {
+	rows, err := s.DB().QueryContext(ctx, `SELECT pid FROM pg_stat_activity
+		WHERE datname = current_database() AND application_name = $1`, s.appName)
+	if err != nil {
+		return nil, fmt.Errorf("listing backends: %w", err)
+	}
+	defer rows.Close()
+	var pids []int
+	for rows.Next() {
+		var pid int
+		if err := rows.Scan(&pid); err != nil {
+			return nil, fmt.Errorf("listing backends: %w", err)
+		}
+		pids = append(pids, pid)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("listing backends: %w", err)
+	}
+	return pids, nil
+}
