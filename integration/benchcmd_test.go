@@ -1,12 +1,15 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/troupe-dev/troupe/store/postgres/postgrestest"
@@ -125,8 +128,21 @@ func TestBenchCommandPostgres(t *testing.T) {
 	require.Positive(t, r.Postgres.Deleted, "published outbox rows are deleted")
 	require.Positive(t, r.Postgres.Buffers)
 	require.NotZero(t, r.Postgres.Sessions)
-	if strings.Contains(url, "@127.0.0.1") || strings.Contains(url, "@localhost") {
+	if serverIsLocal(t, url) {
 		// A server on this machine (as in CI): its backends' CPU is read.
 		require.Positive(t, r.Postgres.CPU, "%s", out)
 	}
+}
+
+// serverIsLocal reports whether the server at url runs on this machine, in
+// its process namespace: its backend's pid is a postgres process here.
+func serverIsLocal(t *testing.T, url string) bool {
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var pid int
+	require.NoError(t, conn.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+	comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return err == nil && strings.HasPrefix(string(comm), "postgres")
 }

@@ -832,7 +832,7 @@ func printBench(w io.Writer, r benchReport) {
 		fmt.Fprintf(w, "  postgres         a job: %.1f commits, %.1f rows written, %.0f buffers%s (pg_stat_database, every client of the database)\n",
 			float64(p.Commits)/n, float64(p.Inserted+p.Updated+p.Deleted)/n, float64(p.Buffers)/n, sessions)
 		if p.CPUSeconds > 0 {
-			fmt.Fprintf(w, "  postgres CPU     %.1f CPU seconds in the backends that served the run, %.2f ms a job (/proc; not the server's own background processes)\n",
+			fmt.Fprintf(w, "  postgres CPU     %.1f CPU seconds in the backends open at the end, %.2f ms a job (/proc; at least what the run cost: not the server's background processes, nor connections closed during the run)\n",
 				p.CPUSeconds, 1000*p.CPUSeconds/n)
 		}
 	}
@@ -855,9 +855,10 @@ type pgCounts struct {
 	Updated   int64 `json:"rows_updated"`
 	Deleted   int64 `json:"rows_deleted"`
 	Sessions  int64 `json:"sessions"` // connections opened; -1: not counted (before PostgreSQL 14)
-	// CPUSeconds is the CPU time of the server processes that served the
-	// run (the pool's backends, from /proc), when the server is on this
-	// machine; 0 when it could not be read.
+	// CPUSeconds is the CPU time of the pool's backends open at the end
+	// of the run (from /proc), when the server is on this machine; 0 when
+	// it could not be read. A lower bound: background processes and
+	// connections closed during the run are not in it.
 	CPUSeconds float64 `json:"cpu_seconds,omitempty"`
 }
 
@@ -907,35 +908,65 @@ func pgLocal(url string) bool {
 
 // backendCPU sums the CPU time of the pool's backends from
 // /proc/<pid>/stat (utime and stime, in clock ticks of 1/100 s), or
-// returns 0 when one cannot be read or is not a postgres process.
+// returns 0 when one cannot be read or is not the backend the server
+// names: not a postgres process, or one started at another time (a server
+// in a container, whose process ids are not this machine's).
 func backendCPU(ctx context.Context, st *postgres.Store) float64 {
-	pids, err := st.BackendPIDs(ctx)
-	if err != nil || len(pids) == 0 {
+	backends, err := st.Backends(ctx)
+	if err != nil || len(backends) == 0 {
+		return 0
+	}
+	boot, err := bootTime()
+	if err != nil {
 		return 0
 	}
 	var ticks int64
-	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	for _, b := range backends {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", b.PID))
 		if err != nil {
 			return 0
 		}
-		// pid (comm) state ppid … utime stime: fields 14 and 15, counted
-		// after the parenthesised command name, which may hold spaces.
-		stat := string(b)
+		// pid (comm) state ppid …: utime, stime and starttime are fields
+		// 14, 15 and 22, counted after the parenthesised command name,
+		// which may hold spaces.
+		stat := string(raw)
 		open, end := strings.IndexByte(stat, '('), strings.LastIndexByte(stat, ')')
 		if open < 0 || end < open || !strings.HasPrefix(stat[open+1:end], "postgres") {
 			return 0
 		}
 		f := strings.Fields(stat[end+1:])
-		if len(f) < 13 {
+		if len(f) < 20 {
 			return 0
 		}
 		utime, err1 := strconv.ParseInt(f[11], 10, 64)
 		stime, err2 := strconv.ParseInt(f[12], 10, 64)
-		if err1 != nil || err2 != nil {
+		started, err3 := strconv.ParseInt(f[19], 10, 64)
+		if err1 != nil || err2 != nil || err3 != nil {
+			return 0
+		}
+		at := boot.Add(time.Duration(started) * 10 * time.Millisecond)
+		if d := at.Sub(b.Start); d > 2*time.Second || d < -2*time.Second {
 			return 0
 		}
 		ticks += utime + stime
 	}
 	return float64(ticks) / 100
+}
+
+// bootTime is when this machine booted, from /proc/stat's btime.
+func bootTime() (time.Time, error) {
+	raw, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return time.Time{}, err
+	}
+	for line := range strings.Lines(string(raw)) {
+		if v, ok := strings.CutPrefix(line, "btime "); ok {
+			sec, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return time.Time{}, err
+			}
+			return time.Unix(sec, 0), nil
+		}
+	}
+	return time.Time{}, errors.New("no btime in /proc/stat")
 }

@@ -94,9 +94,13 @@ type commitSkippedError struct{ err error }
 func (e *commitSkippedError) Error() string { return e.err.Error() }
 func (e *commitSkippedError) Unwrap() error { return e.err }
 
-// commitTimeout bounds the wait for COMMIT's answer once it has gone,
-// which a cancelled context does not cut short (see commit).
-const commitTimeout = 30 * time.Second
+// Once COMMIT has gone, a cancelled context does not cut the wait for its
+// answer short (see commit): after commitPatience, or when the caller's
+// context ends, the server is asked to cancel; after commitGiveUp without
+// an answer the connection is closed and the outcome is not known.
+var commitPatience = 30 * time.Second
+
+const commitGiveUp = 5 * time.Minute
 
 // pipeTx is a transaction on a pgx connection that sends BEGIN and the
 // writes held back (Defer) with its next statement.
@@ -105,6 +109,10 @@ type pipeTx struct {
 	// begun is set once BEGIN has been sent.
 	begun bool
 	held  []heldWrite
+	// failed is the error of a round trip that failed before the
+	// statement it carried: BEGIN or held writes may not have reached
+	// the server, so nothing more may run in this transaction.
+	failed error
 }
 
 var (
@@ -131,6 +139,17 @@ func (t *pipeTx) Defer(query string, args []any, scan func(sqlcore.Row) error, o
 // skips the rest of a pipeline after an error) and the transaction is
 // aborted.
 func (t *pipeTx) send(ctx context.Context, last string, args []any) (pgx.BatchResults, error) {
+	if t.failed != nil {
+		return nil, fmt.Errorf("an earlier statement of this transaction failed: %w", t.failed)
+	}
+	br, err := t.sendBatch(ctx, last, args)
+	if err != nil {
+		t.failed = err
+	}
+	return br, err
+}
+
+func (t *pipeTx) sendBatch(ctx context.Context, last string, args []any) (pgx.BatchResults, error) {
 	b := &pgx.Batch{}
 	begin := !t.begun
 	if begin {
@@ -209,6 +228,7 @@ func (t *pipeTx) ExecContext(ctx context.Context, query string, args ...any) (sq
 		}
 		tag, err := t.conn.Exec(ctx, query)
 		if err != nil {
+			t.failed = err
 			return nil, err
 		}
 		return result(tag.RowsAffected()), nil
@@ -252,11 +272,16 @@ func (t *pipeTx) QueryRowContext(ctx context.Context, query string, args ...any)
 //
 // Once COMMIT has gone, its outcome is read whatever happens to ctx:
 // giving up would close the connection, and the server may commit all the
-// same, after the caller was told of an error. A cancelled ctx sends the
-// server a cancel request instead, which fails the statement it is running
-// (a held write waiting for a lock, say), so that it skips COMMIT, unless
-// COMMIT is already done; either way the answer says which.
+// same, after the caller was told of an error. A cancelled ctx (or a wait
+// past commitPatience) sends the server a cancel request instead, which
+// fails the statement it is running (a held write waiting for a lock, say),
+// so that it skips COMMIT, unless COMMIT is already done; either way the
+// answer says which. Only a server silent for commitGiveUp leaves it
+// unknown, and the error says so.
 func (t *pipeTx) commit(ctx context.Context) error {
+	if t.failed != nil {
+		return fmt.Errorf("committing transaction: an earlier statement of it failed: %w", t.failed)
+	}
 	if !t.begun && len(t.held) == 0 {
 		return nil // nothing ran
 	}
@@ -267,9 +292,11 @@ func (t *pipeTx) commit(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err // nothing sent: nothing kept
 	}
-	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), commitTimeout)
+	wait, giveUp := context.WithTimeout(context.WithoutCancel(ctx), commitGiveUp)
+	defer giveUp()
+	patience, cancel := context.WithTimeout(ctx, commitPatience)
 	defer cancel()
-	stop := context.AfterFunc(ctx, func() {
+	stop := context.AfterFunc(patience, func() {
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = t.conn.PgConn().CancelRequest(cctx)
@@ -282,31 +309,42 @@ func (t *pipeTx) commit(ctx context.Context) error {
 		}
 	}()
 
-	br, err := t.send(wctx, "COMMIT", nil)
+	br, err := t.send(wait, "COMMIT", nil)
 	if err != nil {
-		err = fmt.Errorf("committing transaction: %w", err)
-		var pgErr *pgconn.PgError
-		switch {
-		case errors.As(err, &pgErr):
-			err = &commitSkippedError{err}
-		case !t.conn.IsClosed() && t.conn.PgConn().TxStatus() == 'I':
-			// This side failed (reading a result) and the server
-			// went on through COMMIT.
-			err = fmt.Errorf("%w (COMMIT ran; whether it committed is not known)", err)
-		}
-		return withCtxErr(ctx, err)
+		return withCtxErr(ctx, t.commitFailed(wait, err, true))
 	}
 	tag, err := br.Exec()
 	if cerr := br.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return withCtxErr(ctx, fmt.Errorf("committing transaction: %w", err))
+		return withCtxErr(ctx, t.commitFailed(wait, err, false))
 	}
 	if tag.String() != "COMMIT" {
 		return fmt.Errorf("committing transaction: %w", pgx.ErrTxCommitRollback)
 	}
 	return nil
+}
+
+// commitFailed says what commit's err means: before is set when it came
+// from BEGIN or a held write, sent with COMMIT, and not from COMMIT.
+func (t *pipeTx) commitFailed(wait context.Context, err error, before bool) error {
+	var pgErr *pgconn.PgError
+	switch {
+	case wait.Err() != nil:
+		// Not wrapped: the caller's context did not end.
+		return fmt.Errorf("committing transaction: no answer from the server in %s; whether it committed is not known (%v)", commitGiveUp, err)
+	case before && (errors.As(err, &pgErr) || pgconn.SafeToRetry(err)):
+		// The server failed a statement before COMMIT, and so skipped
+		// COMMIT, or nothing was sent.
+		return &commitSkippedError{fmt.Errorf("committing transaction: %w", err)}
+	case before && !t.conn.IsClosed() && t.conn.PgConn().TxStatus() == 'I':
+		// This side failed (reading a result) and the server went on
+		// through COMMIT.
+		return fmt.Errorf("committing transaction: %w (COMMIT ran; whether it committed is not known)", err)
+	default:
+		return fmt.Errorf("committing transaction: %w", err)
+	}
 }
 
 // withCtxErr adds ctx's error to err when ctx has ended, so that a

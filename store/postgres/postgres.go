@@ -89,7 +89,7 @@ func (dialect) Rebind(query string) string { return sqlcore.RebindDollar(query) 
 func (dialect) LockXact(ctx context.Context, tx sqlcore.DBTX, key string) error {
 	const lock = `SELECT pg_advisory_xact_lock(hashtextextended(coalesce(current_schema(), '') || '.' || $1, 0))`
 	if d, ok := tx.(sqlcore.Deferrer); ok {
-		d.Defer(lock, []any{key}, nil, nil)
+		d.Defer(lock, []any{key}, nil, func(err error) error { return fmt.Errorf("locking %s: %w", key, err) })
 		return nil
 	}
 	_, err := tx.ExecContext(ctx, lock, key)
@@ -156,26 +156,32 @@ func (s *Store) FlushStats(ctx context.Context) error {
 	}
 }
 
-// BackendPIDs returns the server process ids of this pool's open
-// connections (by their application_name), for a benchmark on the
-// server's machine to read their CPU time.
-func (s *Store) BackendPIDs(ctx context.Context) ([]int, error) {
-	rows, err := s.DB().QueryContext(ctx, `SELECT pid FROM pg_stat_activity
+// Backend is a server process serving one of the pool's connections.
+type Backend struct {
+	PID   int
+	Start time.Time // when the server started it
+}
+
+// Backends returns the server processes of this pool's open connections
+// (by their application_name), for a benchmark on the server's machine to
+// read their CPU time.
+func (s *Store) Backends(ctx context.Context) ([]Backend, error) {
+	rows, err := s.DB().QueryContext(ctx, `SELECT pid, backend_start FROM pg_stat_activity
 		WHERE datname = current_database() AND application_name = $1`, s.appName)
 	if err != nil {
 		return nil, fmt.Errorf("listing backends: %w", err)
 	}
 	defer rows.Close()
-	var pids []int
+	var bs []Backend
 	for rows.Next() {
-		var pid int
-		if err := rows.Scan(&pid); err != nil {
+		var b Backend
+		if err := rows.Scan(&b.PID, &b.Start); err != nil {
 			return nil, fmt.Errorf("listing backends: %w", err)
 		}
-		pids = append(pids, pid)
+		bs = append(bs, b)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("listing backends: %w", err)
 	}
-	return pids, nil
+	return bs, nil
 }

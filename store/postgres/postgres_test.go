@@ -239,6 +239,34 @@ func TestTransactionThatWentOnAfterAnErrorDoesNotCommit(t *testing.T) {
 	require.Empty(t, msgs)
 }
 
+// holdEventID makes another transaction insert event id e1 and keep it
+// open until the test ends: the store's insert of the same id waits.
+func holdEventID(t *testing.T, other *pgx.Conn, jobID string) pgx.Tx {
+	t.Helper()
+	ctx := context.Background()
+	tx, err := other.Begin(ctx)
+	require.NoError(t, err)
+	_, err = tx.Exec(ctx, `INSERT INTO events (id, job_id, kind, occurred_at) VALUES ('e1', $1, 'k', 0)`, jobID)
+	require.NoError(t, err)
+	return tx
+}
+
+// requireNotCommitted checks that the transaction of the tests below,
+// which moved the job to done and inserted event e1, left nothing.
+func requireNotCommitted(t *testing.T, s *postgres.Store, jobID string) {
+	t.Helper()
+	ctx := context.Background()
+	got, err := s.JobGetByID(ctx, jobID)
+	require.NoError(t, err)
+	require.Equal(t, schemas.JobRunning, got.Status, "a transaction its caller was told failed must not commit")
+	events, err := s.EventListByJob(ctx, jobID)
+	require.NoError(t, err)
+	require.Empty(t, events)
+	// The pool still works.
+	_, _, err = s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "after", Status: schemas.JobRunning}})
+	require.NoError(t, err)
+}
+
 // A transaction whose context ends while its last writes and COMMIT are on
 // the way either commits and says so, or does not commit: here its held
 // write waits for a lock, and is cancelled, so nothing is kept.
@@ -248,35 +276,87 @@ func TestTransactionCancelledAtCommitDoesNotCommit(t *testing.T) {
 	s, other := pipelineStore(t)
 	job, _, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "j", Status: schemas.JobRunning}})
 	require.NoError(t, err)
+	otherTx := holdEventID(t, other, job.ID)
 
-	// Another transaction inserts the event id first and keeps it open:
-	// the store's insert of the same id waits for it.
-	otherTx, err := other.Begin(ctx)
-	require.NoError(t, err)
-	_, err = otherTx.Exec(ctx, `INSERT INTO events (id, job_id, kind, occurred_at) VALUES ('e1', $1, 'k', 0)`, job.ID)
-	require.NoError(t, err)
-
-	tctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	err = s.InTx(tctx, func(q store.Querier) error {
 		moved, err := q.JobSetStatus(tctx, store.JobSetStatusParams{ID: job.ID, From: []string{schemas.JobRunning}, To: schemas.JobDone})
 		if err != nil || !moved {
 			return fmt.Errorf("moving job: %v %w", moved, err)
 		}
-		return q.EventInsert(tctx, []store.Event{{ID: "e1", JobID: job.ID, Kind: "k"}})
+		if err := q.EventInsert(tctx, []store.Event{{ID: "e1", JobID: job.ID, Kind: "k"}}); err != nil {
+			return err
+		}
+		time.AfterFunc(300*time.Millisecond, cancel) // while the commit waits
+		return nil
 	})
-	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorIs(t, err, context.Canceled)
+	require.ErrorContains(t, err, "committing transaction")
 	require.NoError(t, otherTx.Rollback(ctx))
+	requireNotCommitted(t, s, job.ID)
+}
 
-	got, err := s.JobGetByID(ctx, job.ID)
+// A commit that waits past its patience asks the server to cancel, and
+// is then told the outcome: here, not committed.
+func TestTransactionWaitingLongAtCommitIsCancelled(t *testing.T) {
+	ctx := context.Background()
+	defer postgres.SetCommitPatience(300 * time.Millisecond)()
+	s, other := pipelineStore(t)
+	job, _, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "j", Status: schemas.JobRunning}})
 	require.NoError(t, err)
-	require.Equal(t, schemas.JobRunning, got.Status, "a transaction its caller was told failed must not commit")
-	events, err := s.EventListByJob(ctx, job.ID)
+	otherTx := holdEventID(t, other, job.ID)
+
+	err = s.InTx(ctx, func(q store.Querier) error {
+		if _, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: job.ID, From: []string{schemas.JobRunning}, To: schemas.JobDone}); err != nil {
+			return err
+		}
+		return q.EventInsert(ctx, []store.Event{{ID: "e1", JobID: job.ID, Kind: "k"}})
+	})
+	require.ErrorContains(t, err, "committing transaction")
+	require.ErrorContains(t, err, "canceling statement")
+	require.NotErrorIs(t, err, context.DeadlineExceeded, "the caller's context did not end")
+	require.NoError(t, otherTx.Rollback(ctx))
+	requireNotCommitted(t, s, job.ID)
+}
+
+// A statement that fails before it reaches the server (its context is
+// done) may take the transaction's BEGIN or held writes with it: nothing
+// more runs, and the transaction does not commit, though fn went on.
+func TestTransactionWhoseRoundTripFailedDoesNotCommit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := pipelineStore(t)
+	job, _, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "j", Status: schemas.JobRunning}})
 	require.NoError(t, err)
-	require.Empty(t, events)
-	// The pool still works.
-	_, _, err = s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "after", Status: schemas.JobRunning}})
-	require.NoError(t, err)
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+
+	err = s.InTx(ctx, func(q store.Querier) error {
+		if _, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: job.ID, From: []string{schemas.JobRunning}, To: schemas.JobDone}); err != nil {
+			return err
+		}
+		if err := q.EventInsert(ctx, []store.Event{{ID: "e1", JobID: job.ID, Kind: "k"}}); err != nil {
+			return err
+		}
+		_, err := q.JobGetByID(done, job.ID) // fails before it is sent, with the event
+		require.Error(t, err)
+		return nil // and fn goes on regardless
+	})
+	require.ErrorContains(t, err, "earlier statement")
+	requireNotCommitted(t, s, job.ID)
+
+	// Nor does a statement after such a failure run outside the
+	// transaction, before BEGIN.
+	err = s.InTx(ctx, func(q store.Querier) error {
+		_, err := q.JobGetByID(done, job.ID)
+		require.Error(t, err)
+		_, err = q.JobSetStatus(ctx, store.JobSetStatusParams{ID: job.ID, From: []string{schemas.JobRunning}, To: schemas.JobDone})
+		require.Error(t, err)
+		return nil
+	})
+	require.Error(t, err)
+	requireNotCommitted(t, s, job.ID)
 }
 
 // A transaction whose statement timed out on a context of its caller's

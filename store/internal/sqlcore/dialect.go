@@ -87,7 +87,8 @@ type Dialect interface {
 	// IsForeignKeyViolation reports whether err is a foreign key violation.
 	IsForeignKeyViolation(err error) bool
 	// IsRetryable reports whether err aborted a transaction that succeeds
-	// when run again (a deadlock, a serialization failure).
+	// when run again (a deadlock, a serialization failure, and on
+	// PostgreSQL a connection lost before COMMIT went).
 	IsRetryable(err error) bool
 	// SkipLocked is the clause, with a leading space, that ends a SELECT
 	// to lock the rows it returns and pass over rows another transaction

@@ -1,0 +1,11 @@
+package postgres
+
+import "time"
+
+// SetCommitPatience sets how long a commit waits before it asks the server
+// to cancel, until the test ends.
+func SetCommitPatience(d time.Duration) (restore func()) {
+	was := commitPatience
+	commitPatience = d
+	return func() { commitPatience = was }
+}
