@@ -21,8 +21,9 @@ import (
 // writes fn does not read back (sqlcore.Deferrer) with the statement after
 // them, and the last of them with COMMIT. The transaction that submits a
 // job (a job, its task, two events and three messages) is two round trips
-// instead of seven; the server's work per round trip, not per statement,
-// is most of what a small transaction costs it.
+// instead of seven. Each round trip costs the server a wake-up and a
+// reply besides the statement's own work: with pgbench here, seven inserts
+// ran 1.7 times as many transactions a second pipelined as one at a time.
 func (dialect) RunTx(ctx context.Context, db *sql.DB, fn func(sqlcore.DBTX) error) error {
 	conn, err := db.Conn(ctx)
 	if err != nil {

@@ -239,6 +239,14 @@ func TestTransactionThatWentOnAfterAnErrorDoesNotCommit(t *testing.T) {
 	require.Empty(t, msgs)
 }
 
+// runningJob creates a running job without tasks.
+func runningJob(t *testing.T, s *postgres.Store) store.Job {
+	t.Helper()
+	job, _, err := s.JobCreate(context.Background(), store.JobCreateParams{Job: store.Job{Title: "j", Status: schemas.JobRunning}})
+	require.NoError(t, err)
+	return job
+}
+
 // holdEventID makes another transaction insert event id e1 and keep it
 // open until the test ends: the store's insert of the same id waits.
 func holdEventID(t *testing.T, other *pgx.Conn, jobID string) pgx.Tx {
@@ -274,13 +282,12 @@ func TestTransactionCancelledAtCommitDoesNotCommit(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, other := pipelineStore(t)
-	job, _, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "j", Status: schemas.JobRunning}})
-	require.NoError(t, err)
+	job := runningJob(t, s)
 	otherTx := holdEventID(t, other, job.ID)
 
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	err = s.InTx(tctx, func(q store.Querier) error {
+	err := s.InTx(tctx, func(q store.Querier) error {
 		moved, err := q.JobSetStatus(tctx, store.JobSetStatusParams{ID: job.ID, From: []string{schemas.JobRunning}, To: schemas.JobDone})
 		if err != nil || !moved {
 			return fmt.Errorf("moving job: %v %w", moved, err)
@@ -303,11 +310,10 @@ func TestTransactionWaitingLongAtCommitIsCancelled(t *testing.T) {
 	ctx := context.Background()
 	defer postgres.SetCommitPatience(300 * time.Millisecond)()
 	s, other := pipelineStore(t)
-	job, _, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "j", Status: schemas.JobRunning}})
-	require.NoError(t, err)
+	job := runningJob(t, s)
 	otherTx := holdEventID(t, other, job.ID)
 
-	err = s.InTx(ctx, func(q store.Querier) error {
+	err := s.InTx(ctx, func(q store.Querier) error {
 		if _, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: job.ID, From: []string{schemas.JobRunning}, To: schemas.JobDone}); err != nil {
 			return err
 		}
@@ -327,12 +333,11 @@ func TestTransactionWhoseRoundTripFailedDoesNotCommit(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, _ := pipelineStore(t)
-	job, _, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "j", Status: schemas.JobRunning}})
-	require.NoError(t, err)
+	job := runningJob(t, s)
 	done, cancel := context.WithCancel(ctx)
 	cancel()
 
-	err = s.InTx(ctx, func(q store.Querier) error {
+	err := s.InTx(ctx, func(q store.Querier) error {
 		if _, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: job.ID, From: []string{schemas.JobRunning}, To: schemas.JobDone}); err != nil {
 			return err
 		}
@@ -365,10 +370,9 @@ func TestTransactionTimedOutIsNotRunAgain(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, other := pipelineStore(t)
-	job, _, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "j", Status: schemas.JobRunning}})
-	require.NoError(t, err)
+	job := runningJob(t, s)
 	// Hold the lock of the artifact's path, as a writer of it would.
-	_, err = other.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended(coalesce(current_schema(), '') || '.' || $1, 0))`,
+	_, err := other.Exec(ctx, `SELECT pg_advisory_lock(hashtextextended(coalesce(current_schema(), '') || '.' || $1, 0))`,
 		"troupe.artifact:a.md")
 	require.NoError(t, err)
 
