@@ -45,8 +45,12 @@ func (w *Watcher) Run(ctx context.Context, current Config) {
 		interval = 2 * time.Second
 	}
 	// The first look compares the file with current at once: it may have
-	// changed since current was read.
-	var last []byte
+	// changed since current was read. After that a change is taken once
+	// the file reads the same at two looks in a row: a file being written
+	// (truncated, then filled, as most editors and os.WriteFile do) is
+	// not taken for a broken one.
+	var last, seen []byte
+	var looked bool // seen holds what the previous look read, if it differed from last
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for first := true; ; first = false {
@@ -66,9 +70,14 @@ func (w *Watcher) Run(ctx context.Context, current Config) {
 			continue
 		}
 		if bytes.Equal(data, last) {
+			looked = false
 			continue
 		}
-		last = data
+		if !first && (!looked || !bytes.Equal(data, seen)) {
+			seen, looked = data, true // look again next time
+			continue
+		}
+		last, looked = data, false
 		next, err := Parse(data)
 		if err != nil {
 			w.Log.Error().Str("file", w.Path).Str("reason", err.Error()).Msg("configuration refused; keeping the last good configuration")

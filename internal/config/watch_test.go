@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -19,7 +20,7 @@ import (
 func TestWatcherAppliesValidChangesOnly(t *testing.T) { // not parallel: it sets an environment variable
 	dir := t.TempDir()
 	path := filepath.Join(dir, "troupe.json")
-	write := func(s string) { require.NoError(t, os.WriteFile(path, []byte(s), 0o644)) }
+	write := func(s string) { writeAtomically(t, path, s) }
 	write(`{"roles": {"developer": {"concurrency": 2, "review": "human"}}}`)
 	cfg, _, err := Load(path)
 	require.NoError(t, err)
@@ -74,6 +75,57 @@ func TestWatcherAppliesValidChangesOnly(t *testing.T) { // not parallel: it sets
 		require.False(t, strings.HasPrefix(c.Key, "roles."), "roles did not change: %s", c)
 	}
 	require.NotEmpty(t, changes[1])
+}
+
+// writeAtomically replaces the file at path with content in one step, so
+// that a watcher never reads it half written.
+func writeAtomically(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	require.NoError(t, os.WriteFile(tmp, []byte(content), 0o644))
+	require.NoError(t, os.Rename(tmp, path))
+}
+
+// TestWatcherWaitsForAFileBeingWritten: a file read while it is being
+// written (truncated, not yet filled) is looked at again before it is
+// judged, so an editor's save is applied without a refusal in the log.
+func TestWatcherWaitsForAFileBeingWritten(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "troupe.json")
+	writeAtomically(t, path, `{"roles": {"developer": {"concurrency": 2}}}`)
+	cfg, _, err := Load(path)
+	require.NoError(t, err)
+
+	var mu sync.Mutex
+	var applied []Config
+	var logs strings.Builder
+	var logMu sync.Mutex
+	const interval = 200 * time.Millisecond
+	w := &Watcher{Path: path, Interval: interval, Log: zerolog.New(syncWriter{&logMu, &logs}),
+		Apply: func(c Config, _ []Change) { mu.Lock(); defer mu.Unlock(); applied = append(applied, c) }}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go w.Run(ctx, cfg)
+
+	// Each save leaves the file empty for half an interval, across the
+	// watcher's next look (the last change was applied at a look): one
+	// look lands in it, two in a row cannot (a ticker drops the ticks it
+	// misses).
+	for n := 3; n <= 8; n++ {
+		time.Sleep(interval * 3 / 4)
+		require.NoError(t, os.WriteFile(path, nil, 0o644))
+		time.Sleep(interval / 2)
+		writeAtomically(t, path, fmt.Sprintf(`{"roles": {"developer": {"concurrency": %d}}}`, n))
+		require.Eventually(t, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(applied) > 0 && applied[len(applied)-1].Roles["developer"].Concurrency == n
+		}, 10*time.Second, 10*time.Millisecond)
+	}
+	logMu.Lock()
+	defer logMu.Unlock()
+	require.NotContains(t, logs.String(), "configuration refused")
 }
 
 func TestChangeNeedsRestart(t *testing.T) {
