@@ -176,45 +176,46 @@ func TestBadMessagesDeadLettered(t *testing.T) {
 // the cause is fixed (troupe dev restarted without the fault); the job is
 // revived and completes, and the lineage shows in dlq show and jobs show.
 func TestReplayAfterFix(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	cfg := writeConfig(t, `{"roles": {"developer": {"maxDeliver": 2, "backoff": ["50ms"]}}}`)
-	d := startDevIn(t, dir, []string{"TROUPE_FAULT_PANIC_ON=POISON"}, "--config", cfg)
-	events := d.events("*.*")
-	job := call[schemas.Job](d, "jobs.submit", schemas.Submission{Title: "Flaky", Tasks: []schemas.PlanTask{
-		{Key: "prd", Role: "pm"},
-		{Key: "impl", Role: "developer", Instructions: "Crashes with POISON until fixed.", DependsOn: []string{"prd"}},
-		{Key: "docs", Role: "writer", DependsOn: []string{"impl"}},
-	}})
-	require.Equal(t, schemas.JobFailed, d.waitJobEnd(events, job.ID).Status)
-	list := call[schemas.DeadLetterList](d, "dlq.list", schemas.DeadLetterListRequest{DeadLetterFilter: schemas.DeadLetterFilter{JobID: job.ID}})
-	require.Len(t, list.DeadLetters, 1)
-	dlID := list.DeadLetters[0].ID
+	forEachStore(t, func(t *testing.T, storeArgs []string) {
+		dir := t.TempDir()
+		cfg := writeConfig(t, `{"roles": {"developer": {"maxDeliver": 2, "backoff": ["50ms"]}}}`)
+		d := startDevIn(t, dir, []string{"TROUPE_FAULT_PANIC_ON=POISON"}, append(storeArgs, "--config", cfg)...)
+		events := d.events("*.*")
+		job := call[schemas.Job](d, "jobs.submit", schemas.Submission{Title: "Flaky", Tasks: []schemas.PlanTask{
+			{Key: "prd", Role: "pm"},
+			{Key: "impl", Role: "developer", Instructions: "Crashes with POISON until fixed.", DependsOn: []string{"prd"}},
+			{Key: "docs", Role: "writer", DependsOn: []string{"impl"}},
+		}})
+		require.Equal(t, schemas.JobFailed, d.waitJobEnd(events, job.ID).Status)
+		list := call[schemas.DeadLetterList](d, "dlq.list", schemas.DeadLetterListRequest{DeadLetterFilter: schemas.DeadLetterFilter{JobID: job.ID}})
+		require.Len(t, list.DeadLetters, 1)
+		dlID := list.DeadLetters[0].ID
 
-	// Fix the cause: restart without the fault, on the same data.
-	d.Stop()
-	d = startDevIn(t, dir, nil, "--config", cfg)
-	events = d.events("*.*")
-	stdout, stderr, code := d.cli("dlq", "replay", dlID, "--by", "ops")
-	require.Equal(t, 0, code, stderr)
-	require.Contains(t, stdout, "1 dead letter(s) replayed")
+		// Fix the cause: restart without the fault, on the same data.
+		d.Stop()
+		d = startDevIn(t, dir, nil, append(storeArgs, "--config", cfg)...)
+		events = d.events("*.*")
+		stdout, stderr, code := d.cli("dlq", "replay", dlID, "--by", "ops")
+		require.Equal(t, 0, code, stderr)
+		require.Contains(t, stdout, "1 dead letter(s) replayed")
 
-	done := d.waitJobEnd(events, job.ID)
-	require.Equal(t, schemas.JobDone, done.Status, done.Reason)
+		done := d.waitJobEnd(events, job.ID)
+		require.Equal(t, schemas.JobDone, done.Status, done.Reason)
 
-	stdout, _, code = d.cli("dlq", "show", dlID)
-	require.Equal(t, 0, code)
-	require.Contains(t, stdout, "replayed by ops")
-	stdout, _, code = d.cli("jobs", "show", job.ID)
-	require.Equal(t, 0, code)
-	require.Contains(t, stdout, "task_dead_lettered")
-	require.Contains(t, stdout, "dead_letter_replayed: dead letter "+dlID+" replayed by ops")
+		stdout, _, code = d.cli("dlq", "show", dlID)
+		require.Equal(t, 0, code)
+		require.Contains(t, stdout, "replayed by ops")
+		stdout, _, code = d.cli("jobs", "show", job.ID)
+		require.Equal(t, 0, code)
+		require.Contains(t, stdout, "task_dead_lettered")
+		require.Contains(t, stdout, "dead_letter_replayed: dead letter "+dlID+" replayed by ops")
 
-	// Replaying twice is refused.
-	_, stderr, code = d.cli("dlq", "replay", dlID)
-	require.Equal(t, 1, code)
-	require.Contains(t, stderr, "is replayed already")
-	reconcile(t, d, []string{job.ID})
+		// Replaying twice is refused.
+		_, stderr, code = d.cli("dlq", "replay", dlID)
+		require.Equal(t, 1, code)
+		require.Contains(t, stderr, "is replayed already")
+		reconcile(t, d, []string{job.ID})
+	})
 }
 
 // TestReconcilerRedispatchesLostTask: a task message purged from

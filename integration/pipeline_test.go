@@ -99,3 +99,18 @@ func runDefaultPlan(t *testing.T, d *dev) {
 	require.NoError(t, err)
 	require.True(t, strings.Count(stdout, "file") > 0)
 }
+
+// forEachStore runs test on troupe dev's default store, SQLite, and on
+// PostgreSQL (whose transactions are pipelined), in parallel subtests;
+// storeArgs are troupe dev's arguments for the store.
+func forEachStore(t *testing.T, test func(t *testing.T, storeArgs []string)) {
+	t.Parallel()
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		test(t, nil)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		test(t, []string{"--database-url", postgrestest.TestURL(t)})
+	})
+}
