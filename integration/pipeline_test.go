@@ -111,6 +111,14 @@ func forEachStore(t *testing.T, test func(t *testing.T, storeArgs []string)) {
 	})
 	t.Run("postgres", func(t *testing.T) {
 		t.Parallel()
-		test(t, []string{"--database-url", postgrestest.TestURL(t)})
+		// A small pool: these run beside many other tests on one server,
+		// whose max_connections (100 by default) they share.
+		url := postgrestest.TestURL(t)
+		if strings.Contains(url, "://") {
+			url += "&pool_max_conns=4"
+		} else {
+			url += " pool_max_conns=4"
+		}
+		test(t, []string{"--database-url", url})
 	})
 }

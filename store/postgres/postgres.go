@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -31,31 +32,44 @@ type Store struct {
 	// appName is the application_name of the pool's connections: the
 	// connection string's, or troupe/<random> when it names none.
 	appName string
+	// poolSize is the most connections the pool holds, and keeps.
+	poolSize int
 }
 
 var _ store.Store = (*Store)(nil)
 
-// Default pool settings; change them on DB(). Every open connection may
-// stay idle (until connMaxIdleTime): a pool that keeps fewer closes and
-// opens connections under a bursty load, and each new one costs the
-// server a backend start (a 2,000-job run at 200 jobs/s opened 386 of
-// them with 10 kept).
+// Pool settings. Every open connection may stay idle (until
+// connMaxIdleTime): a pool that keeps fewer closes and opens connections
+// under a bursty load, and each new one costs the server a backend start (a
+// 2,000-job run at 200 jobs/s opened 386 of them with 10 kept). The
+// connection string's pool_max_conns (pgxpool's name for it) sets the
+// size instead of defaultPoolSize: many processes against one server may
+// need less each, to stay under its max_connections.
 const (
-	maxOpenConns    = 20
-	maxIdleConns    = maxOpenConns
+	defaultPoolSize = 20
 	connMaxIdleTime = 5 * time.Minute
 )
 
 // Open connects to the database at url, a postgres:// URL or a key=value
 // DSN; parameters pgx does not know, such as search_path, are sent as
-// run-time parameters. The pool holds up to 20 connections. Open does not
-// migrate (call Migrate), but fails with an error wrapping
-// store.ErrSchemaTooNew when the database was migrated by a newer troupe.
+// run-time parameters, but for pool_max_conns: the most connections the
+// pool holds (default 20), all of which it keeps. Open does not migrate
+// (call Migrate), but fails with an error wrapping store.ErrSchemaTooNew
+// when the database was migrated by a newer troupe.
 func Open(ctx context.Context, url string) (*Store, error) {
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		// pgx's message can quote the URL, password included.
 		return nil, errors.New("opening postgres: invalid connection string")
+	}
+	size := defaultPoolSize
+	if v, ok := cfg.RuntimeParams["pool_max_conns"]; ok {
+		delete(cfg.RuntimeParams, "pool_max_conns")
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("opening postgres: pool_max_conns: %q is not a positive number", v)
+		}
+		size = n
 	}
 	// A name of its own tells this pool's connections from others'
 	// (pg_stat_activity, FlushStats).
@@ -63,10 +77,10 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		cfg.RuntimeParams["application_name"] = "troupe/" + uuid.NewString()[:8]
 	}
 	db := stdlib.OpenDB(*cfg)
-	db.SetMaxOpenConns(maxOpenConns)
-	db.SetMaxIdleConns(maxIdleConns)
+	db.SetMaxOpenConns(size)
+	db.SetMaxIdleConns(size)
 	db.SetConnMaxIdleTime(connMaxIdleTime)
-	s := &Store{Store: sqlcore.New(db, dialect{}, migrations), appName: cfg.RuntimeParams["application_name"]}
+	s := &Store{Store: sqlcore.New(db, dialect{}, migrations), appName: cfg.RuntimeParams["application_name"], poolSize: size}
 	if err := s.Ping(ctx); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("opening postgres: %w", err)
@@ -136,7 +150,7 @@ func (s *Store) FlushStats(ctx context.Context) error {
 		return fmt.Errorf("flushing statistics: %w", err)
 	}
 	db.SetMaxIdleConns(0) // closes the idle ones; busy ones close when returned
-	defer db.SetMaxIdleConns(maxIdleConns)
+	defer db.SetMaxIdleConns(s.poolSize)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var left int

@@ -387,3 +387,28 @@ func TestTransactionTimedOutIsNotRunAgain(t *testing.T) {
 	require.Error(t, err)
 	require.Equal(t, 1, attempts)
 }
+
+// pool_max_conns in the connection string sizes the pool, and is not sent
+// to the server (which would refuse it as an unknown parameter).
+func TestPoolMaxConns(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	url := postgrestest.TestURL(t)
+	with := func(v string) string {
+		if strings.Contains(url, "://") {
+			return url + "&pool_max_conns=" + v
+		}
+		return url + " pool_max_conns=" + v
+	}
+	s, err := postgres.Open(ctx, with("3"))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	require.Equal(t, 3, s.DB().Stats().MaxOpenConnections)
+	_, _, err = s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "j", Status: schemas.JobRunning}})
+	require.NoError(t, err)
+
+	for _, bad := range []string{"0", "many"} {
+		_, err := postgres.Open(ctx, with(bad))
+		require.ErrorContains(t, err, "pool_max_conns")
+	}
+}
