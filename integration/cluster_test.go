@@ -22,7 +22,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/troupe-dev/troupe/schemas"
-	"github.com/troupe-dev/troupe/store/postgres/postgrestest"
 )
 
 var (
@@ -339,7 +338,7 @@ func TestNATSRestart(t *testing.T) {
 		t.Skip("fault injection: slow")
 	}
 	t.Parallel()
-	dbURL := postgrestest.TestURL(t)
+	dbURL := testPGURL(t)
 	node := newNATSNodes(t, 1)[0]
 	node.start()
 	s := startServices(t, node.url(), dbURL, writeConfig(t, clusterConfig))
@@ -370,7 +369,7 @@ func TestClusterNodeKilled(t *testing.T) {
 		t.Skip("fault injection: slow")
 	}
 	t.Parallel()
-	dbURL := postgrestest.TestURL(t)
+	dbURL := testPGURL(t)
 	nodes, urls, d := startCluster(t, 3)
 	cfg := writeConfig(t, `{"nats": {"replicas": 3}, "reliability": {"reconcileInterval": "1s", "staleAfter": "10s", "ackWait": "10s"}}`)
 	s := startServices(t, urls, dbURL, cfg)
@@ -396,7 +395,7 @@ func TestSIGTERMServices(t *testing.T) {
 		t.Skip("fault injection: slow")
 	}
 	t.Parallel()
-	dbURL := postgrestest.TestURL(t)
+	dbURL := testPGURL(t)
 	node := newNATSNodes(t, 1)[0]
 	node.start()
 	cfg := writeConfig(t, clusterConfig)

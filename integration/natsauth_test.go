@@ -21,7 +21,6 @@ import (
 	"github.com/troupe-dev/troupe/internal/config"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store/postgres"
-	"github.com/troupe-dev/troupe/store/postgres/postgrestest"
 )
 
 // TestLeastPrivilegeNATS: a nats-server configured with what troupe
@@ -33,7 +32,7 @@ import (
 // through every role to done.
 func TestLeastPrivilegeNATS(t *testing.T) {
 	t.Parallel()
-	dbURL := postgrestest.TestURL(t)
+	dbURL := testPGURL(t)
 	node := newNATSNodes(t, 1)[0]
 	envDir := filepath.Join(t.TempDir(), "nats-env")
 	gen := exec.Command(troupeBin(t), "nats-config", "--env-dir", envDir)

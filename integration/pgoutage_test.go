@@ -92,6 +92,9 @@ func TestPostgresOutage(t *testing.T) {
 	proxy := newTCPProxy(t, direct.Host)
 	viaProxy := *direct
 	viaProxy.Host = proxy.ln.Addr().String()
+	q := viaProxy.Query()
+	q.Set("pool_max_conns", "5") // see testPGURL
+	viaProxy.RawQuery = q.Encode()
 
 	node := newNATSNodes(t, 1)[0]
 	node.start()

@@ -23,8 +23,7 @@ func TestPipelineSQLite(t *testing.T) {
 // TestPipelinePostgres is the same pipeline with PostgreSQL as the store.
 func TestPipelinePostgres(t *testing.T) {
 	t.Parallel()
-	url := postgrestest.TestURL(t)
-	d := startDev(t, "--database-url", url)
+	d := startDev(t, "--database-url", testPGURL(t))
 	runDefaultPlan(t, d)
 }
 
@@ -111,14 +110,17 @@ func forEachStore(t *testing.T, test func(t *testing.T, storeArgs []string)) {
 	})
 	t.Run("postgres", func(t *testing.T) {
 		t.Parallel()
-		// A small pool: these run beside many other tests on one server,
-		// whose max_connections (100 by default) they share.
-		url := postgrestest.TestURL(t)
-		if strings.Contains(url, "://") {
-			url += "&pool_max_conns=4"
-		} else {
-			url += " pool_max_conns=4"
-		}
-		test(t, []string{"--database-url", url})
+		test(t, []string{"--database-url", testPGURL(t)})
 	})
+}
+
+// testPGURL is the URL of a test schema for Troupe's processes, with a
+// small pool: the integration tests run beside the store tests on one
+// server and share its max_connections (100 by default).
+func testPGURL(t *testing.T) string {
+	url := postgrestest.TestURL(t)
+	if strings.Contains(url, "://") {
+		return url + "&pool_max_conns=5"
+	}
+	return url + " pool_max_conns=5"
 }
