@@ -36,6 +36,9 @@ func (dialect) RunTx(ctx context.Context, db *sql.DB, fn func(sqlcore.DBTX) erro
 			return fmt.Errorf("beginning transaction: connection is a %T, not pgx's", driverConn)
 		}
 		tx := &pipeTx{conn: sc.Conn()}
+		// lost reports whether err lost the connection, with nothing of
+		// the transaction kept, so that another connection may run it.
+		lost := func(err error) bool { return tx.conn.IsClosed() && ctx.Err() == nil && lostConnection(err) }
 		committed := false
 		defer func() {
 			// Also runs while a panic unwinds; the panic then goes on.
@@ -44,16 +47,14 @@ func (dialect) RunTx(ctx context.Context, db *sql.DB, fn func(sqlcore.DBTX) erro
 			}
 		}()
 		if err := fn(tx); err != nil {
-			if tx.conn.IsClosed() && ctx.Err() == nil && lostConnection(err) {
-				// COMMIT has not gone: nothing of this transaction
-				// is kept, and another connection may do.
+			if lost(err) { // COMMIT has not gone
 				return &connLostError{err}
 			}
 			return err
 		}
 		if err := tx.commit(ctx); err != nil {
 			var skipped *commitSkippedError
-			if errors.As(err, &skipped) && tx.conn.IsClosed() && ctx.Err() == nil && lostConnection(err) {
+			if errors.As(err, &skipped) && lost(err) {
 				return &connLostError{err}
 			}
 			// Otherwise not run again: COMMIT may have been carried out.

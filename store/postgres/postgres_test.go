@@ -259,6 +259,17 @@ func holdEventID(t *testing.T, other *pgx.Conn, jobID string) pgx.Tx {
 	return tx
 }
 
+// finishWithEvent is the transaction of the tests below: it moves the
+// running job to done (a statement sent at once) and inserts event e1 (a
+// write held back until COMMIT).
+func finishWithEvent(ctx context.Context, q store.Querier, jobID string) error {
+	moved, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: jobID, From: []string{schemas.JobRunning}, To: schemas.JobDone})
+	if err != nil || !moved {
+		return fmt.Errorf("moving job: %v %w", moved, err)
+	}
+	return q.EventInsert(ctx, []store.Event{{ID: "e1", JobID: jobID, Kind: "k"}})
+}
+
 // requireNotCommitted checks that the transaction of the tests below,
 // which moved the job to done and inserted event e1, left nothing.
 func requireNotCommitted(t *testing.T, s *postgres.Store, jobID string) {
@@ -288,11 +299,7 @@ func TestTransactionCancelledAtCommitDoesNotCommit(t *testing.T) {
 	tctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	err := s.InTx(tctx, func(q store.Querier) error {
-		moved, err := q.JobSetStatus(tctx, store.JobSetStatusParams{ID: job.ID, From: []string{schemas.JobRunning}, To: schemas.JobDone})
-		if err != nil || !moved {
-			return fmt.Errorf("moving job: %v %w", moved, err)
-		}
-		if err := q.EventInsert(tctx, []store.Event{{ID: "e1", JobID: job.ID, Kind: "k"}}); err != nil {
+		if err := finishWithEvent(tctx, q, job.ID); err != nil {
 			return err
 		}
 		time.AfterFunc(300*time.Millisecond, cancel) // while the commit waits
@@ -314,10 +321,7 @@ func TestTransactionWaitingLongAtCommitIsCancelled(t *testing.T) {
 	otherTx := holdEventID(t, other, job.ID)
 
 	err := s.InTx(ctx, func(q store.Querier) error {
-		if _, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: job.ID, From: []string{schemas.JobRunning}, To: schemas.JobDone}); err != nil {
-			return err
-		}
-		return q.EventInsert(ctx, []store.Event{{ID: "e1", JobID: job.ID, Kind: "k"}})
+		return finishWithEvent(ctx, q, job.ID)
 	})
 	require.ErrorContains(t, err, "committing transaction")
 	require.ErrorContains(t, err, "canceling statement")
@@ -338,10 +342,7 @@ func TestTransactionWhoseRoundTripFailedDoesNotCommit(t *testing.T) {
 	cancel()
 
 	err := s.InTx(ctx, func(q store.Querier) error {
-		if _, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: job.ID, From: []string{schemas.JobRunning}, To: schemas.JobDone}); err != nil {
-			return err
-		}
-		if err := q.EventInsert(ctx, []store.Event{{ID: "e1", JobID: job.ID, Kind: "k"}}); err != nil {
+		if err := finishWithEvent(ctx, q, job.ID); err != nil {
 			return err
 		}
 		_, err := q.JobGetByID(done, job.ID) // fails before it is sent, with the event
