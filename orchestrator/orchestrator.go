@@ -633,7 +633,7 @@ func closeOpenTasks(ctx context.Context, q store.Querier, jobID, status, reason 
 		if o.Status != schemas.OutputStaged && o.Status != schemas.OutputAwaitingReview {
 			continue
 		}
-		if _, err := q.OutputSetStatus(ctx, o.ID, []string{schemas.OutputStaged, schemas.OutputAwaitingReview}, schemas.OutputCancelled); err != nil {
+		if _, err := q.OutputSetStatus(ctx, store.OutputSetStatusParams{ID: o.ID, From: []string{schemas.OutputStaged, schemas.OutputAwaitingReview}, To: schemas.OutputCancelled}); err != nil {
 			return err
 		}
 	}
@@ -665,8 +665,9 @@ func (s *Service) handleEvent(ctx context.Context, msg jetstream.Msg) error {
 // and marks the job done when every task is promoted.
 func (s *Service) advance(ctx context.Context, jobID string) error {
 	var wrote bool
+	done := 0 // the job's tasks, once it is done
 	err := s.store.InTx(ctx, func(q store.Querier) error {
-		job, err := q.JobGetByID(ctx, jobID)
+		job, tasks, err := q.JobGetWithTasks(ctx, jobID)
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return bus.Permanent(fmt.Errorf("unknown job %q", jobID))
@@ -680,10 +681,6 @@ func (s *Service) advance(ctx context.Context, jobID string) error {
 			wrote = stopped
 			return err
 		}
-		tasks, err := q.TaskListByJob(ctx, jobID)
-		if err != nil {
-			return err
-		}
 		promoted := map[string]bool{}
 		for _, t := range tasks {
 			if t.Status == schemas.TaskPromoted {
@@ -691,12 +688,13 @@ func (s *Service) advance(ctx context.Context, jobID string) error {
 			}
 		}
 		if len(promoted) == len(tasks) {
-			moved, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: jobID, From: []string{schemas.JobRunning}, To: schemas.JobDone})
-			if err != nil || !moved {
+			// With its event and COMMIT in one round trip on PostgreSQL.
+			if _, err := q.JobSetStatus(ctx, store.JobSetStatusParams{
+				ID: jobID, From: []string{schemas.JobRunning}, To: schemas.JobDone, Else: errJobMoved,
+			}); err != nil {
 				return err
 			}
-			wrote = true
-			s.log.Info().Str("job_id", jobID).Msg("job done")
+			wrote, done = true, len(tasks)
 			return bus.Emit(ctx, q, s.subj, schemas.Event{JobID: jobID, Kind: schemas.EventJobDone, Message: fmt.Sprintf("%d tasks promoted", len(tasks))})
 		}
 		queued := schemas.TaskQueued
@@ -725,11 +723,21 @@ func (s *Service) advance(ctx context.Context, jobID string) error {
 		}
 		return nil
 	})
+	if errors.Is(err, errJobMoved) {
+		return nil // cancelled or failed meanwhile: nothing to do
+	}
+	if err == nil && done > 0 {
+		s.log.Info().Str("job_id", jobID).Int("tasks", done).Msg("job done")
+	}
 	if wrote {
 		s.cfg.Notify()
 	}
 	return err
 }
+
+// errJobMoved rolls back a job's completion when the job is no longer
+// running.
+var errJobMoved = errors.New("job moved on")
 
 func allIn(keys []string, set map[string]bool) bool {
 	return !slices.ContainsFunc(keys, func(k string) bool { return !set[k] })

@@ -274,7 +274,7 @@ func ignoreDecided(err error) error {
 // park puts an output that passed the rules into the queue of a person.
 func (s *Service) park(ctx context.Context, out store.Output) error {
 	err := s.store.InTx(ctx, func(q store.Querier) error {
-		moved, err := q.OutputSetStatus(ctx, out.ID, []string{schemas.OutputStaged}, schemas.OutputAwaitingReview)
+		moved, err := q.OutputSetStatus(ctx, store.OutputSetStatusParams{ID: out.ID, From: []string{schemas.OutputStaged}, To: schemas.OutputAwaitingReview})
 		if err != nil || !moved {
 			return err
 		}
@@ -285,7 +285,7 @@ func (s *Service) park(ctx context.Context, out store.Output) error {
 		}
 		if !moved {
 			// The job ended meanwhile: nobody needs to decide.
-			_, err := q.OutputSetStatus(ctx, out.ID, []string{schemas.OutputAwaitingReview}, schemas.OutputCancelled)
+			_, err := q.OutputSetStatus(ctx, store.OutputSetStatusParams{ID: out.ID, From: []string{schemas.OutputAwaitingReview}, To: schemas.OutputCancelled})
 			return err
 		}
 		return bus.Emit(ctx, q, s.subj, schemas.Event{
@@ -363,21 +363,16 @@ func (s *Service) decideWith(ctx context.Context, out store.Output, from []strin
 		if d.Decision == "reject" {
 			taskTo, outTo, feedback = schemas.TaskRejected, schemas.OutputRejected, &d.Feedback
 		}
-		moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{
+		// Both must move, else the transaction fails with errDecided; on
+		// PostgreSQL they go with the rest, and COMMIT, in one round trip.
+		if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{
 			ID: out.TaskID, From: []string{schemas.TaskStaged, schemas.TaskAwaitingReview}, Revision: &revision, Status: &taskTo, Feedback: feedback,
-		})
-		if err != nil {
+			Else: errDecided,
+		}); err != nil {
 			return err
 		}
-		if !moved {
-			return errDecided
-		}
-		moved, err = q.OutputSetStatus(ctx, out.ID, from, outTo)
-		if err != nil {
+		if _, err := q.OutputSetStatus(ctx, store.OutputSetStatusParams{ID: out.ID, From: from, To: outTo, Else: errDecided}); err != nil {
 			return err
-		}
-		if !moved {
-			return errDecided
 		}
 		if err := q.ReviewInsert(ctx, rev); err != nil {
 			return err

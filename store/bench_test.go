@@ -88,22 +88,15 @@ func stage(ctx context.Context, st store.Store, task store.Task) error {
 		PromptTokens: 2100, CompletionTokens: 4300, LatencyMS: 5200, Prompt: benchPrompt,
 	}
 	return st.InTx(ctx, func(q store.Querier) error {
-		out, created, err := q.OutputStage(ctx, out)
-		if err != nil {
+		if err := q.OutputAdd(ctx, out, fmt.Errorf("task %s: staged twice", task.ID)); err != nil {
 			return err
-		}
-		if !created {
-			return fmt.Errorf("task %s: staged twice", task.ID)
 		}
 		staged, rev, noReason := schemas.TaskStaged, task.Revision, ""
-		moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{
+		if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{
 			ID: task.ID, From: []string{schemas.TaskQueued, schemas.TaskRunning}, Revision: &rev, Status: &staged, Reason: &noReason,
-		})
-		if err != nil {
+			Else: errors.New("task moved on"),
+		}); err != nil {
 			return err
-		}
-		if !moved {
-			return errors.New("task moved on")
 		}
 		m, err := bus.OutboxJSON(subj.Review(task.Role), "review."+out.ID, schemas.ReviewRequest{
 			OutputID: out.ID, TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: task.Revision,

@@ -57,7 +57,8 @@ type Querier interface {
 	JobList(ctx context.Context, p JobListParams) ([]Job, error)
 	// JobSetStatus moves a job to p.To when its status is one of p.From (any
 	// status when From is empty), setting Reason to p.Reason, and reports
-	// whether it moved; ErrNotFound when there is no such job.
+	// whether it moved; ErrNotFound when there is no such job. With p.Else
+	// set it must move (see TaskUpdateParams.Else).
 	JobSetStatus(ctx context.Context, p JobSetStatusParams) (bool, error)
 
 	// TaskInsert adds tasks to an existing job (a job planned after it was
@@ -67,6 +68,8 @@ type Querier interface {
 	TaskGetByID(ctx context.Context, id string) (Task, error)
 	// TaskListByJob returns a job's tasks in creation order.
 	TaskListByJob(ctx context.Context, jobID string) ([]Task, error)
+	// JobGetWithTasks is JobGetByID and TaskListByJob in one query.
+	JobGetWithTasks(ctx context.Context, id string) (Job, []Task, error)
 	// TaskStart marks a task running for one more attempt, when it is
 	// p.Revision of job p.JobID as p.Role, queued or running, and has no
 	// output of that revision yet; it returns the task as updated and its
@@ -76,7 +79,8 @@ type Querier interface {
 	// TaskUpdate changes a task when its status is one of p.From (any when
 	// empty) and, when p.Revision is set, its revision equals *p.Revision;
 	// it reports whether it changed. Nil fields are left as they are.
-	// ErrNotFound when there is no such task.
+	// ErrNotFound when there is no such task. With p.Else set it must
+	// change (see TaskUpdateParams.Else).
 	TaskUpdate(ctx context.Context, p TaskUpdateParams) (bool, error)
 
 	// OutputStage inserts a staged output. Outputs are unique per (task,
@@ -84,6 +88,12 @@ type Querier interface {
 	// is returned with created false. Status defaults to "staged"; ErrNotFound
 	// when the task does not exist.
 	OutputStage(ctx context.Context, o Output) (out Output, created bool, err error)
+	// OutputAdd is OutputStage for a transaction that reads nothing back:
+	// when the task's revision has an output already, the transaction
+	// fails with exists. ErrNotFound when the task does not
+	// exist; that too may come from a later statement or the commit.
+	// Like TaskUpdateParams.Else, the insert is held back on PostgreSQL.
+	OutputAdd(ctx context.Context, o Output, exists error) error
 	// OutputGetByID returns one output, or ErrNotFound.
 	OutputGetByID(ctx context.Context, id string) (Output, error)
 	// OutputGetByTaskRevision returns the output of one task revision, or ErrNotFound.
@@ -92,10 +102,10 @@ type Querier interface {
 	OutputListByJob(ctx context.Context, jobID string) ([]Output, error)
 	// OutputList returns outputs filtered by status and role, oldest first.
 	OutputList(ctx context.Context, p OutputListParams) ([]Output, error)
-	// OutputSetStatus moves an output to to when its status is one of from
-	// (any when from is empty) and reports whether it moved; ErrNotFound when
-	// there is no such output.
-	OutputSetStatus(ctx context.Context, id string, from []string, to string) (bool, error)
+	// OutputSetStatus moves an output to p.To when its status is one of
+	// p.From (any when empty) and reports whether it moved; ErrNotFound when
+	// there is no such output. With p.Else set it must move (see TaskUpdateParams.Else).
+	OutputSetStatus(ctx context.Context, p OutputSetStatusParams) (bool, error)
 
 	// ReviewInsert records a review decision; ErrNotFound when the output
 	// does not exist.
@@ -445,6 +455,15 @@ type JobSetStatusParams struct {
 	From   []string
 	To     string
 	Reason string
+	Else   error // as TaskUpdateParams.Else
+}
+
+// OutputSetStatusParams are the arguments of OutputSetStatus.
+type OutputSetStatusParams struct {
+	ID   string
+	From []string
+	To   string
+	Else error // as TaskUpdateParams.Else
 }
 
 // TaskStartParams names the task message a worker starts.
@@ -463,6 +482,16 @@ type TaskUpdateParams struct {
 	Reason       *string
 	Feedback     *string
 	IncrAttempts bool
+	// Else makes the update one that must change the task: when it
+	// changes none (the task is not in a status From names, say), the
+	// transaction it is part of fails with Else, which the caller tells
+	// apart with errors.Is. TaskUpdate then reports true at once, and on
+	// PostgreSQL the update is held back and sent with the transaction's
+	// next statement or its commit, so that a transaction of such writes
+	// is one round trip to the server. Outside a transaction TaskUpdate
+	// returns Else itself. For updates whose "no" ends the transaction
+	// anyway; one whose "no" leads elsewhere reads its answer.
+	Else error
 }
 
 // OutputListParams filter OutputList.

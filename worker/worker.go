@@ -578,8 +578,12 @@ func (w *Worker) finishStage(ctx context.Context, log zerolog.Logger, task store
 	return nil
 }
 
-// errTaskMoved rolls back a stage whose task is no longer running.
-var errTaskMoved = errors.New("task moved on")
+// errTaskMoved rolls back a stage whose task is no longer running, and
+// errStagedAlready one whose task revision has its output already.
+var (
+	errTaskMoved     = errors.New("task moved on")
+	errStagedAlready = errors.New("output staged already")
+)
 
 // stage stores the output of this revision once, with the review request in
 // the same transaction.
@@ -597,12 +601,11 @@ func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task,
 		// Review rejects it with this reason, for the next revision.
 		out.Checks = []schemas.Check{{Name: "answer_format", Passed: false, Detail: bus.Clip(resp.ParseError, 2000)}}
 	}
-	var created bool
 	rows := calls.take()
+	// The output must be new and the task still waiting for it, else
+	// the transaction fails; on PostgreSQL it is one round trip.
 	err := w.store.InTx(ctx, func(q store.Querier) error {
-		var err error
-		out, created, err = q.OutputStage(ctx, out)
-		if err != nil || !created {
+		if err := q.OutputAdd(ctx, out, errStagedAlready); err != nil {
 			return err
 		}
 		if len(rows) > 0 {
@@ -611,12 +614,11 @@ func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task,
 			}
 		}
 		staged, rev, noReason := schemas.TaskStaged, task.Revision, ""
-		moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskQueued, schemas.TaskRunning}, Revision: &rev, Status: &staged, Reason: &noReason})
-		if err != nil {
+		if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{
+			ID: task.ID, From: []string{schemas.TaskQueued, schemas.TaskRunning}, Revision: &rev, Status: &staged, Reason: &noReason,
+			Else: errTaskMoved, // cancelled, failed or dead-lettered while the model worked
+		}); err != nil {
 			return err
-		}
-		if !moved {
-			return errTaskMoved // cancelled, failed or dead-lettered while the model worked
 		}
 		m, err := bus.OutboxJSON(w.subj.Review(task.Role), "review."+out.ID, schemas.ReviewRequest{
 			OutputID: out.ID, TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: task.Revision,
@@ -632,19 +634,20 @@ func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task,
 			Role: task.Role, Revision: task.Revision, Message: fmt.Sprintf("%d files", len(out.Files)),
 		})
 	})
-	if err != nil || !created {
-		calls.add(rows...) // rolled back, or not written: recorded on their own
+	if err != nil {
+		calls.add(rows...) // rolled back: recorded on their own
 	}
-	if errors.Is(err, errTaskMoved) {
+	switch {
+	case errors.Is(err, errStagedAlready):
+		// An earlier delivery staged this revision: nothing to add.
+		return nil
+	case errors.Is(err, errTaskMoved):
 		log.Info().Msg("task moved on while the model worked; output dropped")
 		return nil
-	}
-	if err != nil {
+	case err != nil:
 		return fmt.Errorf("staging output: %w", err)
 	}
-	if created {
-		w.cfg.Notify()
-		log.Info().Str("output_id", out.ID).Int("files", len(out.Files)).Msg("output staged")
-	}
+	w.cfg.Notify()
+	log.Info().Str("output_id", out.ID).Int("files", len(out.Files)).Msg("output staged")
 	return nil
 }

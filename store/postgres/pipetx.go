@@ -135,6 +135,29 @@ func (t *pipeTx) Defer(query string, args []any, scan func(sqlcore.Row) error, o
 	t.held = append(t.held, heldWrite{query: query, args: args, scan: scan, onErr: onErr})
 }
 
+// noRowChanged is the SQLSTATE of troupe_expect_rows (migration 0004),
+// which fails a statement that had to change a row and changed none.
+const noRowChanged = "TR001"
+
+// DeferChange holds back a write that must change a row. The server
+// counts the rows it changed and fails the statement when there are none,
+// so that the rest of the round trip, COMMIT included, does not run: a
+// transaction of such writes needs one round trip, not one for each write
+// and another for COMMIT.
+func (t *pipeTx) DeferChange(query string, args []any, none error, onErr func(error) error) {
+	t.Defer(`WITH changed AS (`+query+` RETURNING 1) SELECT troupe_expect_rows(count(*)) FROM changed`, args, nil,
+		func(err error) error {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == noRowChanged {
+				return none
+			}
+			if onErr != nil {
+				return onErr(err)
+			}
+			return fmt.Errorf("%s: %w", statementName(query), err)
+		})
+}
+
 // send sends BEGIN when it has not gone, the writes held back, and then
 // last (unless it is ""), all in one round trip, and reads the results of
 // all but last. A write's error ends it: last has not run then (the server

@@ -39,7 +39,7 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	err = s.Migrate(ctx)
 	require.ErrorIs(t, err, store.ErrSchemaTooNew)
 	require.ErrorContains(t, err, "9999")
-	require.ErrorContains(t, err, "up to 3")
+	require.ErrorContains(t, err, "up to 4")
 	require.NoError(t, s.Close())
 
 	_, err = postgres.Open(ctx, url)
@@ -83,7 +83,7 @@ func TestMigrateConcurrently(t *testing.T) {
 	}
 	var versions int
 	require.NoError(t, s.DB().QueryRowContext(ctx, `SELECT count(*) FROM schema_migrations`).Scan(&versions))
-	require.Equal(t, 3, versions)
+	require.Equal(t, 4, versions)
 	_, err = s.JobGetByID(ctx, "x")
 	require.ErrorIs(t, err, store.ErrNotFound)
 }

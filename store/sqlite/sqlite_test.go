@@ -32,7 +32,7 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	err = s.Migrate(ctx)
 	require.ErrorIs(t, err, store.ErrSchemaTooNew)
 	require.ErrorContains(t, err, "9999")
-	require.ErrorContains(t, err, "up to 3")
+	require.ErrorContains(t, err, "up to 4")
 	require.NoError(t, s.Close())
 
 	_, err = sqlite.Open(ctx, path)

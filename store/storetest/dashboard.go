@@ -189,7 +189,7 @@ func exerciseDashboard(t *testing.T, setup func(t *testing.T) (store.Store, cont
 				require.Equal(t, tt.want, n, tt.name)
 			}
 
-			moved, err := s.OutputSetStatus(ctx, waiting.ID, []string{schemas.OutputAwaitingReview}, schemas.OutputPromoted)
+			moved, err := s.OutputSetStatus(ctx, store.OutputSetStatusParams{ID: waiting.ID, From: []string{schemas.OutputAwaitingReview}, To: schemas.OutputPromoted})
 			require.NoError(t, err)
 			require.True(t, moved)
 			n, err := s.OutputCount(ctx, schemas.OutputAwaitingReview, "")

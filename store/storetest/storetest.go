@@ -46,6 +46,16 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 		outboxDirect(t, ctx, st)
 	})
 
+	t.Run("MustChange", func(t *testing.T) {
+		st, ctx := setup(t)
+		mustChange(t, ctx, st)
+	})
+
+	t.Run("JobGetWithTasks", func(t *testing.T) {
+		st, ctx := setup(t)
+		jobGetWithTasks(t, ctx, st)
+	})
+
 	t.Run("TaskInsert", func(t *testing.T) {
 		st, ctx := setup(t)
 		job := store.Job{ID: uuid.NewString(), Title: "planned later", Status: schemas.JobPlanning}
@@ -1140,28 +1150,28 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			out, _, err := s.OutputStage(ctx, store.Output{TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: 1})
 			require.NoError(t, err)
 
-			moved, err := s.OutputSetStatus(ctx, out.ID, []string{schemas.OutputAwaitingReview}, schemas.OutputPromoted)
+			moved, err := s.OutputSetStatus(ctx, store.OutputSetStatusParams{ID: out.ID, From: []string{schemas.OutputAwaitingReview}, To: schemas.OutputPromoted})
 			require.NoError(t, err)
 			require.False(t, moved)
 			got, err := s.OutputGetByID(ctx, out.ID)
 			require.NoError(t, err)
 			require.Equal(t, schemas.OutputStaged, got.Status)
 
-			moved, err = s.OutputSetStatus(ctx, out.ID, []string{schemas.OutputStaged, schemas.OutputAwaitingReview}, schemas.OutputPromoted)
+			moved, err = s.OutputSetStatus(ctx, store.OutputSetStatusParams{ID: out.ID, From: []string{schemas.OutputStaged, schemas.OutputAwaitingReview}, To: schemas.OutputPromoted})
 			require.NoError(t, err)
 			require.True(t, moved)
 			got, err = s.OutputGetByID(ctx, out.ID)
 			require.NoError(t, err)
 			require.Equal(t, schemas.OutputPromoted, got.Status)
 
-			moved, err = s.OutputSetStatus(ctx, out.ID, nil, schemas.OutputRejected)
+			moved, err = s.OutputSetStatus(ctx, store.OutputSetStatusParams{ID: out.ID, To: schemas.OutputRejected})
 			require.NoError(t, err)
 			require.True(t, moved)
 		})
 
 		t.Run("NotFound", func(t *testing.T) {
 			s, ctx := setup(t)
-			moved, err := s.OutputSetStatus(ctx, uuid.NewString(), []string{schemas.OutputStaged}, schemas.OutputPromoted)
+			moved, err := s.OutputSetStatus(ctx, store.OutputSetStatusParams{ID: uuid.NewString(), From: []string{schemas.OutputStaged}, To: schemas.OutputPromoted})
 			require.ErrorIs(t, err, store.ErrNotFound)
 			require.False(t, moved)
 		})

@@ -20,7 +20,7 @@ type Upgradable interface {
 
 // UpgradeFromV1 checks that a database as a troupe that knew only
 // 0001_init.sql left it (setup: the statements that make it, run through
-// the store open returns) is migrated to versions 1 to 3, gains the
+// the store open returns) is migrated to versions 1 to 4, gains the
 // indexes of 0002 (indexQuery lists them by name, in order, among the
 // five it names), loses the outbox rows it had sent (0003) and keeps its
 // other rows.
@@ -51,7 +51,7 @@ func UpgradeFromV1(t *testing.T, open func() Upgradable, setup []string, indexQu
 	s = open()
 	t.Cleanup(func() { _ = s.Close() })
 	require.NoError(t, s.Migrate(ctx))
-	require.Equal(t, []string{"1", "2", "3"}, column(t, s.DB(), `SELECT version FROM schema_migrations ORDER BY version`))
+	require.Equal(t, []string{"1", "2", "3", "4"}, column(t, s.DB(), `SELECT version FROM schema_migrations ORDER BY version`))
 	// 0003: the sent rows are gone, the unsent one is still to publish.
 	require.Equal(t, []string{"unsent"}, column(t, s.DB(), `SELECT msg_id FROM outbox`))
 	require.Equal(t, []string{"jobs_status_updated_at", "model_calls_job_id_created_at", "outputs_role_status",

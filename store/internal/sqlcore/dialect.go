@@ -63,6 +63,12 @@ func (s stdDB) QueryRowContext(ctx context.Context, query string, args ...any) R
 // args are encoded when it is sent: they must not change meanwhile.
 type Deferrer interface {
 	Defer(query string, args []any, scan func(Row) error, onErr func(error) error)
+	// DeferChange holds back a write that must change a row (see
+	// Queries.writeChange). When it changes none, the server fails it,
+	// which ends the transaction: what was sent after it, COMMIT
+	// included, is skipped. Its error is then none itself; any other
+	// goes through onErr when that is set.
+	DeferChange(query string, args []any, none error, onErr func(error) error)
 }
 
 // TxRunner is a Dialect that runs transactions itself instead of through

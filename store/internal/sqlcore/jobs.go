@@ -58,11 +58,20 @@ func (q *Queries) JobCreate(ctx context.Context, p store.JobCreateParams) (store
 		// ON CONFLICT rather than look-then-insert: of two concurrent
 		// creates with one key, the second waits for the first and then
 		// writes nothing.
-		res, err := q.exec(ctx, `INSERT INTO jobs (`+jobColumns+`)
+		insert := `INSERT INTO jobs (` + jobColumns + `)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (idempotency_key) WHERE idempotency_key <> '' DO NOTHING`,
-			job.ID, job.Title, job.Brief, job.IdempotencyKey, job.Status, job.Reason, job.BudgetTokens,
-			attachments, toMicros(job.CreatedAt), toMicros(job.UpdatedAt))
+			ON CONFLICT (idempotency_key) WHERE idempotency_key <> '' DO NOTHING`
+		args := []any{job.ID, job.Title, job.Brief, job.IdempotencyKey, job.Status, job.Reason, job.BudgetTokens,
+			attachments, toMicros(job.CreatedAt), toMicros(job.UpdatedAt)}
+		if job.IdempotencyKey == "" {
+			// Nothing to read back: held back with the tasks.
+			if err := q.write(ctx, func(err error) error { return fmt.Errorf("inserting job: %w", err) }, insert, args...); err != nil {
+				return err
+			}
+			created = true
+			return q.tasksInsert(ctx, job, p.Tasks)
+		}
+		res, err := q.exec(ctx, insert, args...)
 		if err != nil {
 			return fmt.Errorf("inserting job: %w", err)
 		}
@@ -80,17 +89,22 @@ func (q *Queries) JobCreate(ctx context.Context, p store.JobCreateParams) (store
 			return nil
 		}
 		created = true
-		for i, t := range p.Tasks {
-			if err := q.taskInsert(ctx, job, i, t, nil); err != nil {
-				return err
-			}
-		}
-		return nil
+		return q.tasksInsert(ctx, job, p.Tasks)
 	})
 	if err != nil {
 		return store.Job{}, false, fmt.Errorf("creating job: %w", err)
 	}
 	return job, created, nil
+}
+
+// tasksInsert inserts a new job's tasks in the order given.
+func (q *Queries) tasksInsert(ctx context.Context, job store.Job, tasks []store.Task) error {
+	for i, t := range tasks {
+		if err := q.taskInsert(ctx, job, i, t, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // JobGetByID returns one job, or ErrNotFound.
@@ -136,10 +150,6 @@ func (q *Queries) JobSetStatus(ctx context.Context, p store.JobSetStatusParams) 
 		w.add(`status IN (`+placeholders(len(p.From))+`)`, anys(p.From)...)
 	}
 	args := append([]any{p.To, p.Reason, toMicros(now())}, w.args...)
-	moved, err := q.execChanged(ctx, `SELECT 1 FROM jobs WHERE id = ?`, p.ID,
+	return q.update(ctx, p.Else, "setting job "+p.ID+" status", `SELECT 1 FROM jobs WHERE id = ?`, p.ID,
 		`UPDATE jobs SET status = ?, reason = ?, updated_at = ?`+w.String(), args...)
-	if err != nil {
-		return false, fmt.Errorf("setting job %s status: %w", p.ID, err)
-	}
-	return moved, nil
 }

@@ -35,26 +35,13 @@ func scanOutput(s scanner) (store.Output, error) {
 // or returns the task revision's existing output with created false. It
 // returns ErrNotFound when the task does not exist.
 func (q *Queries) OutputStage(ctx context.Context, o store.Output) (store.Output, bool, error) {
-	o.ID = orNewID(o.ID)
-	o.CreatedAt = orNow(o.CreatedAt)
-	if o.Status == "" {
-		o.Status = schemas.OutputStaged
-	}
-	files, err := toJSON(o.Files)
+	o, query, args, err := outputInsert(o)
 	if err != nil {
-		return store.Output{}, false, fmt.Errorf("staging output: %w", err)
-	}
-	checks, err := toJSON(o.Checks)
-	if err != nil {
-		return store.Output{}, false, fmt.Errorf("staging output: %w", err)
+		return store.Output{}, false, err
 	}
 	created := false
 	err = q.inTx(ctx, func(q *Queries) error {
-		res, err := q.exec(ctx, `INSERT INTO outputs (`+outputColumns+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (task_id, revision) DO NOTHING`,
-			o.ID, o.TaskID, o.JobID, o.Role, o.Revision, o.Status, o.Content, files, o.Model,
-			o.PromptTokens, o.CompletionTokens, o.LatencyMS, o.Prompt, checks, toMicros(o.CreatedAt))
+		res, err := q.exec(ctx, query, args...)
 		if q.parentMissing(err) {
 			return fmt.Errorf("task %s: %w", o.TaskID, store.ErrNotFound)
 		}
@@ -80,6 +67,44 @@ func (q *Queries) OutputStage(ctx context.Context, o store.Output) (store.Output
 		return store.Output{}, false, fmt.Errorf("staging output of task %s revision %d: %w", o.TaskID, o.Revision, err)
 	}
 	return o, created, nil
+}
+
+// OutputAdd is store.Querier's: OutputStage's insert as a write that must
+// add the row (writeChange), held back on PostgreSQL.
+func (q *Queries) OutputAdd(ctx context.Context, o store.Output, exists error) error {
+	o, query, args, err := outputInsert(o)
+	if err != nil {
+		return err
+	}
+	return q.writeChange(ctx, exists, func(err error) error {
+		if q.parentMissing(err) {
+			err = fmt.Errorf("task %s: %w", o.TaskID, store.ErrNotFound)
+		}
+		return fmt.Errorf("staging output of task %s revision %d: %w", o.TaskID, o.Revision, err)
+	}, query, args...)
+}
+
+// outputInsert returns o with its defaults and the statement that inserts
+// it unless its task revision has an output.
+func outputInsert(o store.Output) (store.Output, string, []any, error) {
+	o.ID = orNewID(o.ID)
+	o.CreatedAt = orNow(o.CreatedAt)
+	if o.Status == "" {
+		o.Status = schemas.OutputStaged
+	}
+	files, err := toJSON(o.Files)
+	if err != nil {
+		return o, "", nil, fmt.Errorf("staging output: %w", err)
+	}
+	checks, err := toJSON(o.Checks)
+	if err != nil {
+		return o, "", nil, fmt.Errorf("staging output: %w", err)
+	}
+	return o, `INSERT INTO outputs (` + outputColumns + `)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (task_id, revision) DO NOTHING`,
+		[]any{o.ID, o.TaskID, o.JobID, o.Role, o.Revision, o.Status, o.Content, files, o.Model,
+			o.PromptTokens, o.CompletionTokens, o.LatencyMS, o.Prompt, checks, toMicros(o.CreatedAt)}, nil
 }
 
 // OutputGetByID returns one output, or ErrNotFound.
@@ -141,19 +166,15 @@ func (q *Queries) OutputList(ctx context.Context, p store.OutputListParams) ([]s
 	return outputs, nil
 }
 
-// OutputSetStatus moves an output to to when its status is one of from (any
-// when empty) and reports whether it moved. It returns ErrNotFound when the
-// output does not exist.
-func (q *Queries) OutputSetStatus(ctx context.Context, id string, from []string, to string) (bool, error) {
+// OutputSetStatus moves an output to p.To when its status is one of p.From
+// (any when empty) and reports whether it moved. It returns ErrNotFound
+// when the output does not exist.
+func (q *Queries) OutputSetStatus(ctx context.Context, p store.OutputSetStatusParams) (bool, error) {
 	var w where
-	w.add(`id = ?`, id)
-	if len(from) > 0 {
-		w.add(`status IN (`+placeholders(len(from))+`)`, anys(from)...)
+	w.add(`id = ?`, p.ID)
+	if len(p.From) > 0 {
+		w.add(`status IN (`+placeholders(len(p.From))+`)`, anys(p.From)...)
 	}
-	moved, err := q.execChanged(ctx, `SELECT 1 FROM outputs WHERE id = ?`, id,
-		`UPDATE outputs SET status = ?`+w.String(), append([]any{to}, w.args...)...)
-	if err != nil {
-		return false, fmt.Errorf("setting output %s status: %w", id, err)
-	}
-	return moved, nil
+	return q.update(ctx, p.Else, "setting output "+p.ID+" status", `SELECT 1 FROM outputs WHERE id = ?`, p.ID,
+		`UPDATE outputs SET status = ?`+w.String(), append([]any{p.To}, w.args...)...)
 }

@@ -228,6 +228,47 @@ func (q *Queries) writeReturning(ctx context.Context, scan func(Row) error, onEr
 	return err
 }
 
+// writeChange runs a write that must change a row (an update given
+// store.TaskUpdateParams.Else, say): when it changes none, it fails with
+// none, unwrapped, and so does the transaction. Inside a transaction of a
+// Deferrer it is held back like write, and the server itself fails it, so
+// that what was sent after it does not run. Any other error goes through
+// onErr when that is set.
+func (q *Queries) writeChange(ctx context.Context, none error, onErr func(error) error, query string, args ...any) error {
+	if d, ok := q.db.(Deferrer); ok {
+		d.DeferChange(q.dialect.Rebind(query), args, none, onErr)
+		return nil
+	}
+	res, err := q.exec(ctx, query, args...)
+	if err == nil {
+		var n int64
+		if n, err = res.RowsAffected(); err == nil && n == 0 {
+			return none
+		}
+	}
+	if err != nil && onErr != nil {
+		return onErr(err)
+	}
+	return err
+}
+
+// update runs an update that reports whether it changed its row, or, with
+// none set (store.TaskUpdateParams.Else), one that must (writeChange),
+// which reports true. what names the row in errors, as in "updating task
+// x".
+func (q *Queries) update(ctx context.Context, none error, what, existsQuery, id, query string, args ...any) (bool, error) {
+	if none != nil {
+		return true, q.writeChange(ctx, none, func(err error) error {
+			return fmt.Errorf("%s: %w", what, err)
+		}, query, args...)
+	}
+	changed, err := q.execChanged(ctx, existsQuery, id, query, args...)
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", what, err)
+	}
+	return changed, nil
+}
+
 func (q *Queries) queryRow(ctx context.Context, query string, args ...any) Row {
 	return q.db.QueryRowContext(ctx, q.dialect.Rebind(query), args...)
 }

@@ -91,6 +91,35 @@ func (q *Queries) TaskListByJob(ctx context.Context, jobID string) ([]store.Task
 	return tasks, nil
 }
 
+// JobGetWithTasks returns a job and its tasks in creation order, as
+// JobGetByID and TaskListByJob do, in one query (one round trip) when the
+// job has tasks; ErrNotFound when there is no such job.
+func (q *Queries) JobGetWithTasks(ctx context.Context, id string) (store.Job, []store.Task, error) {
+	var job store.Job
+	tasks, err := queryAll(ctx, q, func(s scanner) (store.Task, error) {
+		var jr jobRow
+		var tr taskRow
+		if err := s.Scan(append(jr.dest(), tr.dest()...)...); err != nil {
+			return store.Task{}, err
+		}
+		var err error
+		if job, err = jr.job(); err != nil {
+			return store.Task{}, err
+		}
+		return tr.task()
+	}, `SELECT `+prefixed("j.", jobColumns)+`, `+prefixed("t.", taskColumns)+`
+		FROM jobs j JOIN tasks t ON t.job_id = j.id
+		WHERE j.id = ? AND t.job_id = ? ORDER BY t.created_at, t.ord, t.id`, id, id)
+	if err == nil && len(tasks) == 0 {
+		job, err := q.JobGetByID(ctx, id) // a job without tasks, or none
+		return job, nil, err
+	}
+	if err != nil {
+		return store.Job{}, nil, fmt.Errorf("getting job %s with its tasks: %w", id, err)
+	}
+	return job, tasks, nil
+}
+
 // TaskUpdate changes a task when its status is one of p.From (any when
 // empty) and, when p.Revision is set, its revision equals *p.Revision, and
 // reports whether it changed. It returns ErrNotFound when the task does not
@@ -125,12 +154,8 @@ func (q *Queries) TaskUpdate(ctx context.Context, p store.TaskUpdateParams) (boo
 	if p.Revision != nil {
 		w.add(`revision = ?`, *p.Revision)
 	}
-	changed, err := q.execChanged(ctx, `SELECT 1 FROM tasks WHERE id = ?`, p.ID,
+	return q.update(ctx, p.Else, "updating task "+p.ID, `SELECT 1 FROM tasks WHERE id = ?`, p.ID,
 		`UPDATE tasks SET `+strings.Join(sets, ", ")+w.String(), append(args, w.args...)...)
-	if err != nil {
-		return false, fmt.Errorf("updating task %s: %w", p.ID, err)
-	}
-	return changed, nil
 }
 
 // TaskStart is store.Querier's. Where the database allows (PostgreSQL) it
