@@ -85,6 +85,9 @@ type benchReport struct {
 	Process   string     `json:"process,omitempty"`
 	// GroupCommit is what the SQLite store's group commit did in the run.
 	GroupCommit *sqlite.GroupCommitStats `json:"group_commit,omitempty"`
+	// TxGroup is what the PostgreSQL store's grouping of write-only
+	// transactions did in the run.
+	TxGroup *postgres.TxGroupStats `json:"tx_group,omitempty"`
 	// Postgres is what PostgreSQL counted for the database in the run.
 	Postgres *pgCounts `json:"postgres,omitempty"`
 
@@ -360,6 +363,11 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	if grouped != nil {
 		group0 = grouped.GroupCommitStats()
 	}
+	txGrouped, _ := st.(interface{ TxGroupStats() postgres.TxGroupStats })
+	var txGroup0 postgres.TxGroupStats
+	if txGrouped != nil {
+		txGroup0 = txGrouped.TxGroupStats()
+	}
 	// PostgreSQL's counts, when it is the embedded Troupe's store (a
 	// running Troupe's backends would report theirs late): read with every
 	// backend's counts reported, before and after.
@@ -481,6 +489,12 @@ func runBench(ctx context.Context, e *env, args []string) error {
 			rep.GroupCommit = &sqlite.GroupCommitStats{
 				Groups: g.Groups - group0.Groups, Transactions: g.Transactions - group0.Transactions, Alone: g.Alone - group0.Alone,
 				Busy: g.Busy - group0.Busy,
+			}
+		}
+		if txGrouped != nil {
+			g := txGrouped.TxGroupStats()
+			rep.TxGroup = &postgres.TxGroupStats{
+				Transactions: g.Transactions - txGroup0.Transactions, Commits: g.Commits - txGroup0.Commits, Again: g.Again - txGroup0.Again,
 			}
 		}
 	}
@@ -822,6 +836,10 @@ func printBench(w io.Writer, r benchReport) {
 	if g := r.GroupCommit; g != nil && g.Groups > 0 {
 		fmt.Fprintf(w, "  group commit     %d transactions in %d groups (%.1f a group), %d alone; the writer busy %.0f%% of the run\n",
 			g.Transactions, g.Groups, float64(g.Transactions)/float64(g.Groups), g.Alone, 100*g.Busy.Seconds()/r.TotalSeconds)
+	}
+	if g := r.TxGroup; g != nil && g.Commits > 0 {
+		fmt.Fprintf(w, "  write-only txs   %d committed in %d database transactions (%.1f a transaction), %d sent again alone\n",
+			g.Transactions, g.Commits, float64(g.Transactions)/float64(g.Commits), g.Again)
 	}
 	if p := r.Postgres; p != nil && r.Jobs > 0 {
 		n := float64(r.Jobs)

@@ -9,3 +9,7 @@ func SetCommitPatience(d time.Duration) (restore func()) {
 	commitPatience = d
 	return func() { commitPatience = was }
 }
+
+// GroupSenders is how many groups of write-only transactions may be on
+// their way at once.
+const GroupSenders = groupSenders

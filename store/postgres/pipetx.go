@@ -24,45 +24,97 @@ import (
 // instead of seven. Each round trip costs the server a wake-up and a
 // reply besides the statement's own work: with pgbench here, seven inserts
 // ran 1.7 times as many transactions a second pipelined as one at a time.
-func (dialect) RunTx(ctx context.Context, db *sql.DB, fn func(sqlcore.DBTX) error) error {
-	conn, err := db.Conn(ctx)
+// A transaction that sent nothing before its commit goes with others that
+// did the same, in one (txGroup).
+func (d dialect) RunTx(ctx context.Context, db *sql.DB, fn func(sqlcore.DBTX) error) error {
+	tx := &pipeTx{db: db}
+	defer tx.end(ctx)
+	if err := fn(tx); err != nil {
+		if tx.lost(ctx, err) { // COMMIT has not gone
+			return &connLostError{err}
+		}
+		return err
+	}
+	if d.group != nil && tx.conn == nil && len(tx.held) > 0 {
+		// Nothing sent, so no connection taken: committed with others.
+		return d.group.commit(ctx, tx.held)
+	}
+	return tx.finish(ctx, tx.commit(ctx))
+}
+
+// connect takes a connection of the pool for the transaction, at its
+// first round trip: one that sends nothing before its commit takes none
+// (see txGroup).
+func (t *pipeTx) connect(ctx context.Context) error {
+	if t.conn != nil {
+		return nil
+	}
+	conn, release, err := takeConn(ctx, t.db)
 	if err != nil {
 		return fmt.Errorf("beginning transaction: %w", err)
 	}
-	defer conn.Close()
-	return conn.Raw(func(driverConn any) error {
-		sc, ok := driverConn.(*stdlib.Conn)
-		if !ok {
-			return fmt.Errorf("beginning transaction: connection is a %T, not pgx's", driverConn)
+	t.conn, t.release = conn, release
+	return nil
+}
+
+// takeConn takes one of db's connections and returns it as pgx's, with
+// release, which gives it back. database/sql lends a driver's connection
+// for the duration of a function (Conn.Raw): a goroutine runs that
+// function until release.
+func takeConn(ctx context.Context, db *sql.DB) (*pgx.Conn, func(), error) {
+	c, err := db.Conn(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	got := make(chan any, 1)
+	done := make(chan struct{})
+	go func() {
+		defer c.Close()
+		if err := c.Raw(func(driverConn any) error {
+			got <- driverConn
+			<-done
+			return nil
+		}); err != nil {
+			got <- err // f did not run
 		}
-		tx := &pipeTx{conn: sc.Conn()}
-		// lost reports whether err lost the connection, with nothing of
-		// the transaction kept, so that another connection may run it.
-		lost := func(err error) bool { return tx.conn.IsClosed() && ctx.Err() == nil && lostConnection(err) }
-		committed := false
-		defer func() {
-			// Also runs while a panic unwinds; the panic then goes on.
-			if !committed {
-				tx.rollback(ctx)
-			}
-		}()
-		if err := fn(tx); err != nil {
-			if lost(err) { // COMMIT has not gone
-				return &connLostError{err}
-			}
-			return err
-		}
-		if err := tx.commit(ctx); err != nil {
-			var skipped *commitSkippedError
-			if errors.As(err, &skipped) && lost(err) {
-				return &connLostError{err}
-			}
-			// Otherwise not run again: COMMIT may have been carried out.
-			return err
-		}
-		committed = true
-		return nil
-	})
+	}()
+	switch v := (<-got).(type) {
+	case *stdlib.Conn:
+		return v.Conn(), func() { close(done) }, nil
+	case error:
+		return nil, nil, v
+	default:
+		close(done)
+		return nil, nil, fmt.Errorf("connection is a %T, not pgx's", v)
+	}
+}
+
+// end rolls back what the transaction began and did not commit (also
+// while a panic unwinds) and gives its connection back.
+func (t *pipeTx) end(ctx context.Context) {
+	if t.conn == nil {
+		return
+	}
+	t.rollback(ctx)
+	t.release()
+}
+
+// lost reports whether err lost the connection with nothing of the
+// transaction kept, so that another connection may run it.
+func (t *pipeTx) lost(ctx context.Context, err error) bool {
+	return t.conn != nil && t.conn.IsClosed() && ctx.Err() == nil && lostConnection(err)
+}
+
+// finish is commit's err as a transaction's outcome: the connection lost
+// before COMMIT went (nothing kept) is a connLostError, which runs the
+// transaction again; otherwise COMMIT may have been carried out, and the
+// error stands.
+func (t *pipeTx) finish(ctx context.Context, err error) error {
+	var skipped *commitSkippedError
+	if err != nil && errors.As(err, &skipped) && t.lost(ctx, err) {
+		return &connLostError{err}
+	}
+	return err
 }
 
 // lostConnection reports whether err says the connection was lost: the
@@ -107,7 +159,11 @@ const commitGiveUp = 5 * time.Minute
 // pipeTx is a transaction on a pgx connection that sends BEGIN and the
 // writes held back (Defer) with its next statement.
 type pipeTx struct {
-	conn *pgx.Conn
+	db *sql.DB
+	// conn is taken at the first round trip (connect); release gives
+	// it back.
+	conn    *pgx.Conn
+	release func()
 	// begun is set once BEGIN has been sent.
 	begun bool
 	held  []heldWrite
@@ -166,6 +222,10 @@ func (t *pipeTx) DeferChange(query string, args []any, none error, onErr func(er
 func (t *pipeTx) send(ctx context.Context, last string, args []any) (pgx.BatchResults, error) {
 	if t.failed != nil {
 		return nil, fmt.Errorf("an earlier statement of this transaction failed: %w", t.failed)
+	}
+	if err := t.connect(ctx); err != nil {
+		t.failed = err
+		return nil, err
 	}
 	br, err := t.sendBatch(ctx, last, args)
 	if err != nil {
@@ -317,6 +377,9 @@ func (t *pipeTx) commit(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err // nothing sent: nothing kept
 	}
+	if err := t.connect(ctx); err != nil {
+		return err // nothing sent
+	}
 	wait, giveUp := context.WithTimeout(context.WithoutCancel(ctx), commitGiveUp)
 	defer giveUp()
 	patience, cancel := context.WithTimeout(ctx, commitPatience)
@@ -359,9 +422,11 @@ func (t *pipeTx) commitFailed(wait context.Context, err error, before bool) erro
 	case wait.Err() != nil:
 		// Not wrapped: the caller's context did not end.
 		return fmt.Errorf("committing transaction: no answer from the server in %s; whether it committed is not known (%v)", commitGiveUp, err)
-	case before && (errors.As(err, &pgErr) || pgconn.SafeToRetry(err)):
+	case before && (errors.As(err, &pgErr) || pgconn.SafeToRetry(err)),
+		before && !t.conn.IsClosed() && t.conn.PgConn().TxStatus() == 'E':
 		// The server failed a statement before COMMIT, and so skipped
-		// COMMIT, or nothing was sent.
+		// COMMIT (the transaction is left aborted, whatever error the
+		// statement's onErr made of it), or nothing was sent.
 		return &commitSkippedError{fmt.Errorf("committing transaction: %w", err)}
 	case before && !t.conn.IsClosed() && t.conn.PgConn().TxStatus() == 'I':
 		// This side failed (reading a result) and the server went on

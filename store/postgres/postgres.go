@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -33,7 +34,20 @@ type Store struct {
 	// connection string's, or troupe/<random> when it names none.
 	appName string
 	// poolSize is the most connections the pool holds, and keeps.
-	poolSize int
+	poolSize   int
+	group      *txGroup
+	closeGroup sync.Once
+}
+
+// TxGroupStats returns what committing write-only transactions together
+// (txGroup) has done since the store opened.
+func (s *Store) TxGroupStats() TxGroupStats { return s.group.stats() }
+
+// Close stops committing transactions together, once the groups on their
+// way are done, and closes the pool.
+func (s *Store) Close() error {
+	s.closeGroup.Do(s.group.close)
+	return s.Store.Close()
 }
 
 var _ store.Store = (*Store)(nil)
@@ -80,7 +94,8 @@ func Open(ctx context.Context, url string) (*Store, error) {
 	db.SetMaxOpenConns(size)
 	db.SetMaxIdleConns(size)
 	db.SetConnMaxIdleTime(connMaxIdleTime)
-	s := &Store{Store: sqlcore.New(db, dialect{}, migrations), appName: cfg.RuntimeParams["application_name"], poolSize: size}
+	group := newTxGroup(db)
+	s := &Store{Store: sqlcore.New(db, dialect{group: group}, migrations), group: group, appName: cfg.RuntimeParams["application_name"], poolSize: size}
 	if err := s.Ping(ctx); err != nil {
 		_ = s.Close()
 		return nil, fmt.Errorf("opening postgres: %w", err)
@@ -93,7 +108,9 @@ func Open(ctx context.Context, url string) (*Store, error) {
 }
 
 // dialect is PostgreSQL's: $n placeholders and advisory locks.
-type dialect struct{}
+type dialect struct {
+	group *txGroup // commits write-only transactions together
+}
 
 func (dialect) Rebind(query string) string { return sqlcore.RebindDollar(query) }
 

@@ -59,7 +59,9 @@ func (s stdDB) QueryRowContext(ctx context.Context, query string, args ...any) R
 // statement or its commit, in one round trip (see Queries.write). A write
 // held back reports its error then, through onErr when that is set, and
 // hands a RETURNING row to scan when that is set; scan must not fail once
-// the row has come (it may be read with COMMIT already on its way). Its
+// the row has come (it may be read with COMMIT already on its way), and
+// must set what it reads rather than add to it: a write may be sent more
+// than once (with a group of transactions that failed, then alone). Its
 // args are encoded when it is sent: they must not change meanwhile.
 type Deferrer interface {
 	Defer(query string, args []any, scan func(Row) error, onErr func(error) error)

@@ -75,20 +75,32 @@ func (q *Queries) outboxInsertOne(ctx context.Context, m store.OutboxMessage, wi
 			VALUES (?, ?, ?, ?, ?)`,
 			append(withArgs, m.Subject, m.MsgID, m.Payload, headers, toMicros(m.CreatedAt))...)
 	}
-	// Claimed for the relay that publishes it once this commits. The row
-	// joins the ones handed over only once its seq is known: when the
-	// statement has run, which may be at the commit.
+	// Claimed for the relay that publishes it once this commits.
 	m.Attempts, m.LastError, m.NextAttemptAt = 0, "", time.Time{}
+	query := with + `INSERT INTO outbox (subject, msg_id, payload, headers, created_at, claimed_by, claimed_until)
+		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq`
+	args := append(withArgs, m.Subject, m.MsgID, m.Payload, headers, toMicros(m.CreatedAt), d.Owner, toMicros(now().Add(d.Lease)))
 	committed := q.committed
+	if _, held := q.db.(Deferrer); !held {
+		// Run now: the row joins the ones handed over once written.
+		return q.writeReturning(ctx, func(row Row) error {
+			if err := row.Scan(&m.Seq); err != nil {
+				return err
+			}
+			*committed = append(*committed, m)
+			return nil
+		}, nil, query, args...)
+	}
+	// Held back: its seq is known once the statement has run, at a later
+	// statement or the commit, and it may run more than once (a group of
+	// PostgreSQL transactions sent again one by one), each time setting
+	// it again. A failed statement fails the transaction, and the rows
+	// gathered with it.
+	i := len(*committed)
+	*committed = append(*committed, m)
 	return q.writeReturning(ctx, func(row Row) error {
-		if err := row.Scan(&m.Seq); err != nil {
-			return err
-		}
-		*committed = append(*committed, m)
-		return nil
-	}, nil, with+`INSERT INTO outbox (subject, msg_id, payload, headers, created_at, claimed_by, claimed_until)
-		VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING seq`,
-		append(withArgs, m.Subject, m.MsgID, m.Payload, headers, toMicros(m.CreatedAt), d.Owner, toMicros(now().Add(d.Lease)))...)
+		return row.Scan(&(*committed)[i].Seq)
+	}, nil, query, args...)
 }
 
 // OutboxListUnsent returns up to limit (100 when not positive) unsent

@@ -180,22 +180,30 @@ func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store
 	)
 	var err error
 	if q.dialect.WritingWith() {
-		// One statement: no transaction needed (group commit is SQLite's).
-		// The updated task always has its job (tasks.job_id is a foreign
-		// key), so the join drops no row the update wrote.
+		// One statement, held back (so that on PostgreSQL it commits with
+		// other write-only transactions). The updated task always has its
+		// job (tasks.job_id is a foreign key), so the join drops no row
+		// the update wrote.
 		var tr taskRow
 		var jr jobRow
-		err = q.queryRow(ctx, `WITH t AS (`+update+`)
+		err = q.inTx(ctx, func(q *Queries) error {
+			return q.writeReturning(ctx, func(row Row) error {
+				// Each time the statement runs (see outboxInsertOne).
+				err := row.Scan(append(tr.dest(), jr.dest()...)...)
+				started = err == nil
+				if errors.Is(err, sql.ErrNoRows) {
+					return nil // not started; the row must not fail once come
+				}
+				return err
+			}, nil, `WITH t AS (`+update+`)
 			SELECT `+prefixed("t.", taskColumns)+`, `+prefixed("j.", jobColumns)+` FROM t JOIN jobs j ON j.id = t.job_id`,
-			args...).Scan(append(tr.dest(), jr.dest()...)...)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			err = nil
-		case err == nil:
+				args...)
+		})
+		if err == nil && started {
 			if t, err = tr.task(); err == nil {
 				j, err = jr.job()
-				started = err == nil
 			}
+			started = err == nil
 		}
 	} else {
 		err = q.inTx(ctx, func(q *Queries) error {
