@@ -663,15 +663,60 @@ func (s *Service) handleEvent(ctx context.Context, msg jetstream.Msg) error {
 
 // advance queues every pending task whose upstream tasks are all promoted,
 // and marks the job done when every task is promoted.
+//
+// It looks at the job first, outside a transaction: most promotions find
+// nothing to do (a redelivery), or every task promoted, and finishing a
+// job without a token budget is then a transaction that only writes
+// (committed with others on PostgreSQL): its tasks stay promoted, and the
+// job must still be running, else nothing is written.
 func (s *Service) advance(ctx context.Context, jobID string) error {
+	job, tasks, err := s.store.JobGetWithTasks(ctx, jobID)
+	if errors.Is(err, store.ErrNotFound) {
+		return bus.Permanent(fmt.Errorf("unknown job %q", jobID))
+	}
+	if err != nil || job.Status != schemas.JobRunning {
+		return err
+	}
+	if job.BudgetTokens > 0 || !allPromoted(tasks) {
+		return s.advanceInTx(ctx, jobID)
+	}
+	err = s.store.InTx(ctx, func(q store.Querier) error {
+		return s.finish(ctx, q, jobID, len(tasks))
+	})
+	if errors.Is(err, errJobMoved) {
+		return nil // cancelled or failed meanwhile: nothing to do
+	}
+	if err != nil {
+		return err
+	}
+	s.log.Info().Str("job_id", jobID).Int("tasks", len(tasks)).Msg("job done")
+	s.cfg.Notify()
+	return nil
+}
+
+// finish marks a running job done, with its event; errJobMoved when the
+// job is no longer running.
+func (s *Service) finish(ctx context.Context, q store.Querier, jobID string, tasks int) error {
+	if _, err := q.JobSetStatus(ctx, store.JobSetStatusParams{
+		ID: jobID, From: []string{schemas.JobRunning}, To: schemas.JobDone, Else: errJobMoved,
+	}); err != nil {
+		return err
+	}
+	return bus.Emit(ctx, q, s.subj, schemas.Event{JobID: jobID, Kind: schemas.EventJobDone, Message: fmt.Sprintf("%d tasks promoted", tasks)})
+}
+
+func allPromoted(tasks []store.Task) bool {
+	return !slices.ContainsFunc(tasks, func(t store.Task) bool { return t.Status != schemas.TaskPromoted })
+}
+
+// advanceInTx is advance in one transaction that reads the job again: for
+// a job with tasks to queue, or a token budget to check first.
+func (s *Service) advanceInTx(ctx context.Context, jobID string) error {
 	var wrote bool
 	done := 0 // the job's tasks, once it is done
 	err := s.store.InTx(ctx, func(q store.Querier) error {
 		job, tasks, err := q.JobGetWithTasks(ctx, jobID)
 		if err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				return bus.Permanent(fmt.Errorf("unknown job %q", jobID))
-			}
 			return err
 		}
 		if job.Status != schemas.JobRunning {
@@ -681,21 +726,15 @@ func (s *Service) advance(ctx context.Context, jobID string) error {
 			wrote = stopped
 			return err
 		}
+		if allPromoted(tasks) {
+			wrote, done = true, len(tasks)
+			return s.finish(ctx, q, jobID, len(tasks))
+		}
 		promoted := map[string]bool{}
 		for _, t := range tasks {
 			if t.Status == schemas.TaskPromoted {
 				promoted[t.Key] = true
 			}
-		}
-		if len(promoted) == len(tasks) {
-			// With its event and COMMIT in one round trip on PostgreSQL.
-			if _, err := q.JobSetStatus(ctx, store.JobSetStatusParams{
-				ID: jobID, From: []string{schemas.JobRunning}, To: schemas.JobDone, Else: errJobMoved,
-			}); err != nil {
-				return err
-			}
-			wrote, done = true, len(tasks)
-			return bus.Emit(ctx, q, s.subj, schemas.Event{JobID: jobID, Kind: schemas.EventJobDone, Message: fmt.Sprintf("%d tasks promoted", len(tasks))})
 		}
 		queued := schemas.TaskQueued
 		for _, t := range tasks {
