@@ -13,3 +13,6 @@ func SetCommitPatience(d time.Duration) (restore func()) {
 // GroupSenders is how many groups of write-only transactions may be on
 // their way at once.
 const GroupSenders = groupSenders
+
+// GroupQueued is how many write-only transactions of s wait for a sender.
+func GroupQueued(s *Store) int { return len(s.group.in) }

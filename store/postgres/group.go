@@ -5,6 +5,8 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 )
@@ -35,8 +37,9 @@ type txGroup struct {
 
 // TxGroupStats is what a store's txGroup did.
 type TxGroupStats struct {
-	// Transactions is how many write-only transactions it committed, in
-	// Commits database transactions (groups, and those sent again alone).
+	// Transactions is how many write-only transactions its senders took
+	// (and did not find given up), in Commits database transactions
+	// (groups, and those sent again alone).
 	Transactions, Commits int64
 	// Again is how many were sent again alone after a statement of their
 	// group failed.
@@ -63,9 +66,29 @@ const (
 )
 
 type groupMember struct {
-	held  []heldWrite
-	state atomic.Int32
-	done  chan error // the outcome, once taken
+	ctx      context.Context // the caller's
+	held     []heldWrite
+	state    atomic.Int32
+	done     chan error // the outcome, once taken
+	answered atomic.Bool
+}
+
+// answer gives m its outcome, unless it has one.
+func (m *groupMember) answer(err error) {
+	if m.answered.CompareAndSwap(false, true) {
+		m.done <- err
+	}
+}
+
+// groupPanic is the outcome of a transaction whose sender panicked (a held
+// write's scan, say): its caller panics with it, as it would have alone.
+type groupPanic struct {
+	value any
+	stack []byte
+}
+
+func (p *groupPanic) Error() string {
+	return fmt.Sprintf("committing transaction: panic: %v\n\n%s", p.value, p.stack)
 }
 
 // errStoreClosed is the error of a transaction queued when the store closed.
@@ -93,7 +116,7 @@ func (g *txGroup) commit(ctx context.Context, held []heldWrite) error {
 	if err := ctx.Err(); err != nil {
 		return err // nothing sent: nothing kept
 	}
-	m := &groupMember{held: held, done: make(chan error, 1)}
+	m := &groupMember{ctx: ctx, held: held, done: make(chan error, 1)}
 	select {
 	case g.in <- m:
 	case <-ctx.Done():
@@ -103,14 +126,22 @@ func (g *txGroup) commit(ctx context.Context, held []heldWrite) error {
 	}
 	select {
 	case err := <-m.done:
-		return err
+		return outcome(err)
 	case <-ctx.Done():
 	case <-g.stop:
 	}
 	if m.state.CompareAndSwap(memberQueued, memberWithdrawn) {
 		return cmp.Or(ctx.Err(), errStoreClosed)
 	}
-	return <-m.done
+	return outcome(<-m.done)
+}
+
+// outcome is a member's answer as its caller gets it.
+func outcome(err error) error {
+	if p, ok := err.(*groupPanic); ok {
+		panic(p)
+	}
+	return err
 }
 
 // send takes what has queued, up to groupMax, and commits it, until the
@@ -149,26 +180,63 @@ func take(batch []*groupMember, m *groupMember) []*groupMember {
 
 // run commits batch as one transaction, or, when a statement of it failed
 // and so nothing of it was kept, each member alone.
+//
+// Each member's context counts as it would alone. One that ended before
+// anything was sent gets its error. While the group is on its way, the end
+// of any member's context asks the server to cancel (see pipeTx.commit):
+// unless COMMIT was done, nothing of the group is kept, and each member is
+// sent again alone, on its own context, so that one waiting for a lock
+// holds up neither the others nor this sender.
 func (g *txGroup) run(batch []*groupMember) {
-	// No caller's context: once sent, COMMIT's answer is read (see
-	// pipeTx.commit), and the members' contexts end at different times.
-	ctx := context.Background()
-	var held []heldWrite
+	defer func() {
+		if r := recover(); r != nil {
+			p := &groupPanic{value: r, stack: debug.Stack()}
+			for _, m := range batch {
+				m.answer(p)
+			}
+		}
+	}()
+	live := batch[:0:0]
 	for _, m := range batch {
-		held = append(held, m.held...)
+		if err := m.ctx.Err(); err != nil {
+			m.answer(err) // nothing sent: nothing kept
+			continue
+		}
+		live = append(live, m)
 	}
-	g.transactions.Add(int64(len(batch)))
+	g.transactions.Add(int64(len(live)))
+	switch len(live) {
+	case 0:
+		return
+	case 1:
+		live[0].answer(g.commitOne(live[0].ctx, live[0].held))
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var held []heldWrite
+	for _, m := range live {
+		held = append(held, m.held...)
+		defer context.AfterFunc(m.ctx, cancel)()
+	}
 	err := g.commitOne(ctx, held)
 	var skipped *commitSkippedError
-	if err != nil && len(batch) > 1 && errors.As(err, &skipped) {
-		g.again.Add(int64(len(batch)))
-		for _, m := range batch {
-			m.done <- g.commitOne(ctx, m.held)
+	if err == nil || !errors.As(err, &skipped) {
+		for _, m := range live {
+			m.answer(err)
 		}
 		return
 	}
-	for _, m := range batch {
-		m.done <- err
+	g.again.Add(int64(len(live)))
+	for _, m := range live {
+		g.wg.Go(func() {
+			defer func() {
+				if r := recover(); r != nil {
+					m.answer(&groupPanic{value: r, stack: debug.Stack()})
+				}
+			}()
+			m.answer(g.commitOne(m.ctx, m.held))
+		})
 	}
 }
 

@@ -62,8 +62,9 @@ func TestWriteOnlyTransactionsCommitTogetherEachWithItsOutcome(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, r := range rows {
-			_, dup := handed[r.MsgID]
-			require.False(t, dup, "row %s handed over twice", r.MsgID)
+			if _, dup := handed[r.MsgID]; dup {
+				t.Errorf("row %s handed over twice", r.MsgID)
+			}
 			handed[r.MsgID] = r.Seq
 		}
 	}
@@ -77,6 +78,8 @@ func TestWriteOnlyTransactionsCommitTogetherEachWithItsOutcome(t *testing.T) {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
+		// In order, each queued before the next: the first group holds
+		// a transaction that commits before one that fails.
 		wg.Go(func() {
 			errs[i] = s.InTx(ctx, func(q store.Querier) error {
 				if err := q.LessonInsert(ctx, []store.Lesson{{ID: fmt.Sprintf("lesson-%d", i), Text: "t", Scope: "all"}}); err != nil {
@@ -92,8 +95,8 @@ func TestWriteOnlyTransactionsCommitTogetherEachWithItsOutcome(t *testing.T) {
 				return nil
 			})
 		})
+		require.Eventually(t, func() bool { return postgres.GroupQueued(s) == i+1 }, 5*time.Second, time.Millisecond)
 	}
-	time.Sleep(300 * time.Millisecond) // all of them queued behind the blocked senders
 	release()
 	wg.Wait()
 
@@ -156,4 +159,80 @@ func TestWriteOnlyTransactionCancelledWhileQueuedIsWithdrawn(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, lessons, 1)
 	require.Equal(t, "after", lessons[0].ID)
+}
+
+// A group waits for none of its members: when one waits for a lock and its
+// context ends, the server is asked to cancel, and the others commit alone
+// at once, long before the commit's own patience runs out.
+func TestWriteOnlyTransactionGroupGivesUpWithItsMember(t *testing.T) {
+	t.Parallel()
+	defer postgres.SetCommitPatience(time.Minute)()
+	ctx := context.Background()
+	s, other := pipelineStore(t)
+	job := runningJob(t, s)
+	// Event e1, inserted and not committed on a connection of the pool.
+	holder, err := s.DB().BeginTx(ctx, nil)
+	require.NoError(t, err)
+	defer func() { _ = holder.Rollback() }()
+	_, err = holder.ExecContext(ctx, `INSERT INTO events (id, job_id, kind, occurred_at) VALUES ('e1', $1, 'k', 0)`, job.ID)
+	require.NoError(t, err)
+	release := blockSenders(t, s, other, job.ID)
+
+	var wg sync.WaitGroup
+	var waited, innocent error
+	var innocentTook time.Duration
+	wctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	wg.Go(func() { // waits for e1's lock
+		waited = s.InTx(wctx, func(q store.Querier) error {
+			return q.EventInsert(wctx, []store.Event{{ID: "e1", JobID: job.ID, Kind: "k"}})
+		})
+	})
+	require.Eventually(t, func() bool { return postgres.GroupQueued(s) == 1 }, 5*time.Second, time.Millisecond)
+	wg.Go(func() {
+		start := time.Now()
+		innocent = s.InTx(ctx, func(q store.Querier) error {
+			return q.LessonInsert(ctx, []store.Lesson{{ID: "innocent", Text: "t", Scope: "all"}})
+		})
+		innocentTook = time.Since(start)
+	})
+	require.Eventually(t, func() bool { return postgres.GroupQueued(s) == 2 }, 5*time.Second, time.Millisecond)
+	release() // one sender takes both, in one group
+	wg.Wait()
+
+	require.ErrorIs(t, waited, context.DeadlineExceeded)
+	require.NoError(t, innocent)
+	require.Less(t, innocentTook, 20*time.Second, "the innocent member waited for the commit's patience")
+	lessons, err := s.LessonList(ctx, store.LessonListParams{})
+	require.NoError(t, err)
+	require.Len(t, lessons, 1)
+	require.NoError(t, holder.Rollback())
+	events, err := s.EventListByJob(ctx, job.ID)
+	require.NoError(t, err)
+	for _, e := range events {
+		require.NotEqual(t, "e1", e.ID, "the member that gave up was committed")
+	}
+}
+
+// A transaction that went on after a statement failed before it reached
+// the server (its context ended while it waited for a connection) does
+// not commit what it held back: it is no write-only transaction.
+func TestTransactionWhoseConnectionNeverCameDoesNotCommit(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s, _ := pipelineStore(t)
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	err := s.InTx(ctx, func(q store.Querier) error {
+		if err := q.LessonInsert(ctx, []store.Lesson{{ID: "held", Text: "t", Scope: "all"}}); err != nil {
+			return err
+		}
+		_, err := q.JobGetByID(cancelled, "x") // fails; swallowed
+		require.Error(t, err)
+		return nil
+	})
+	require.ErrorContains(t, err, "an earlier statement of it failed")
+	lessons, err := s.LessonList(ctx, store.LessonListParams{})
+	require.NoError(t, err)
+	require.Empty(t, lessons)
 }

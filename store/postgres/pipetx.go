@@ -35,7 +35,7 @@ func (d dialect) RunTx(ctx context.Context, db *sql.DB, fn func(sqlcore.DBTX) er
 		}
 		return err
 	}
-	if d.group != nil && tx.conn == nil && len(tx.held) > 0 {
+	if d.group != nil && tx.conn == nil && tx.failed == nil && len(tx.held) > 0 {
 		// Nothing sent, so no connection taken: committed with others.
 		return d.group.commit(ctx, tx.held)
 	}
@@ -281,7 +281,9 @@ func (w heldWrite) read(br pgx.BatchResults) error {
 		return nil
 	}
 	if w.onErr != nil {
-		return w.onErr(err)
+		if mapped := w.onErr(err); mapped != nil {
+			return mapped
+		}
 	}
 	return fmt.Errorf("%s: %w", statementName(w.query), err)
 }
@@ -375,10 +377,10 @@ func (t *pipeTx) commit(ctx context.Context) error {
 		return errors.New("committing transaction: a statement of it failed earlier; rolled back")
 	}
 	if err := ctx.Err(); err != nil {
-		return err // nothing sent: nothing kept
+		return &commitSkippedError{err} // nothing sent: nothing kept
 	}
 	if err := t.connect(ctx); err != nil {
-		return err // nothing sent
+		return &commitSkippedError{err} // nothing sent
 	}
 	wait, giveUp := context.WithTimeout(context.WithoutCancel(ctx), commitGiveUp)
 	defer giveUp()

@@ -718,6 +718,26 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			require.Equal(t, 4, got.Attempts)
 		})
 
+		t.Run("InsideATransactionAnswersAtOnce", func(t *testing.T) {
+			s, ctx := setup(t)
+			job, task := newJob(t, s)
+			err := s.InTx(ctx, func(q store.Querier) error {
+				got, gotJob, started, err := q.TaskStart(ctx, params(task))
+				require.NoError(t, err)
+				require.True(t, started, "started inside a transaction but said not")
+				require.Equal(t, job.ID, gotJob.ID)
+				require.Equal(t, 3, got.Attempts)
+				_, _, started, err = q.TaskStart(ctx, store.TaskStartParams{ID: task.ID, JobID: task.JobID, Role: task.Role, Revision: 0})
+				require.NoError(t, err)
+				require.False(t, started, "a stale revision started")
+				return nil
+			})
+			require.NoError(t, err)
+			stored, err := s.TaskGetByID(ctx, task.ID)
+			require.NoError(t, err)
+			require.Equal(t, 3, stored.Attempts)
+		})
+
 		t.Run("StartsNothingElse", func(t *testing.T) {
 			s, ctx := setup(t)
 			_, task := newJob(t, s)

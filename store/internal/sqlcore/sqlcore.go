@@ -235,6 +235,9 @@ func (q *Queries) writeReturning(ctx context.Context, scan func(Row) error, onEr
 // that what was sent after it does not run. Any other error goes through
 // onErr when that is set.
 func (q *Queries) writeChange(ctx context.Context, none error, onErr func(error) error, query string, args ...any) error {
+	if none == nil {
+		none = errNoRowChanged
+	}
 	if d, ok := q.db.(Deferrer); ok {
 		d.DeferChange(q.dialect.Rebind(query), args, none, onErr)
 		return nil
@@ -251,6 +254,9 @@ func (q *Queries) writeChange(ctx context.Context, none error, onErr func(error)
 	}
 	return err
 }
+
+// errNoRowChanged is writeChange's error when its caller named none.
+var errNoRowChanged = errors.New("the write changed no row")
 
 // update runs an update that reports whether it changed its row, or, with
 // none set (store.TaskUpdateParams.Else), one that must (writeChange),

@@ -180,25 +180,30 @@ func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store
 	)
 	var err error
 	if q.dialect.WritingWith() {
-		// One statement, held back (so that on PostgreSQL it commits with
-		// other write-only transactions). The updated task always has its
+		// One statement, held back when it is a transaction of its own
+		// (so that on PostgreSQL it commits with other write-only
+		// transactions). The updated task always has its
 		// job (tasks.job_id is a foreign key), so the join drops no row
 		// the update wrote.
 		var tr taskRow
 		var jr jobRow
-		err = q.inTx(ctx, func(q *Queries) error {
-			return q.writeReturning(ctx, func(row Row) error {
-				// Each time the statement runs (see outboxInsertOne).
-				err := row.Scan(append(tr.dest(), jr.dest()...)...)
-				started = err == nil
-				if errors.Is(err, sql.ErrNoRows) {
-					return nil // not started; the row must not fail once come
-				}
-				return err
-			}, nil, `WITH t AS (`+update+`)
-			SELECT `+prefixed("t.", taskColumns)+`, `+prefixed("j.", jobColumns)+` FROM t JOIN jobs j ON j.id = t.job_id`,
-				args...)
-		})
+		scan := func(row Row) error {
+			// Each time the statement runs (see outboxInsertOne).
+			err := row.Scan(append(tr.dest(), jr.dest()...)...)
+			started = err == nil
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil // not started; the row must not fail once come
+			}
+			return err
+		}
+		stmt := `WITH t AS (` + update + `)
+			SELECT ` + prefixed("t.", taskColumns) + `, ` + prefixed("j.", jobColumns) + ` FROM t JOIN jobs j ON j.id = t.job_id`
+		if q.pool == nil {
+			// In the caller's transaction, which needs the answer now.
+			err = scan(q.queryRow(ctx, stmt, args...))
+		} else {
+			err = q.inTx(ctx, func(q *Queries) error { return q.writeReturning(ctx, scan, nil, stmt, args...) })
+		}
 		if err == nil && started {
 			if t, err = tr.task(); err == nil {
 				j, err = jr.job()
