@@ -213,26 +213,3 @@ func TestWriteOnlyTransactionGroupGivesUpWithItsMember(t *testing.T) {
 		require.NotEqual(t, "e1", e.ID, "the member that gave up was committed")
 	}
 }
-
-// A transaction that went on after a statement failed before it reached
-// the server (its context ended while it waited for a connection) does
-// not commit what it held back: it is no write-only transaction.
-func TestTransactionWhoseConnectionNeverCameDoesNotCommit(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	s, _ := pipelineStore(t)
-	cancelled, cancel := context.WithCancel(ctx)
-	cancel()
-	err := s.InTx(ctx, func(q store.Querier) error {
-		if err := q.LessonInsert(ctx, []store.Lesson{{ID: "held", Text: "t", Scope: "all"}}); err != nil {
-			return err
-		}
-		_, err := q.JobGetByID(cancelled, "x") // fails; swallowed
-		require.Error(t, err)
-		return nil
-	})
-	require.ErrorContains(t, err, "an earlier statement of it failed")
-	lessons, err := s.LessonList(ctx, store.LessonListParams{})
-	require.NoError(t, err)
-	require.Empty(t, lessons)
-}

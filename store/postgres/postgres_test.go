@@ -331,8 +331,9 @@ func TestTransactionWaitingLongAtCommitIsCancelled(t *testing.T) {
 }
 
 // A statement that fails before it reaches the server (its context is
-// done) may take the transaction's BEGIN or held writes with it: nothing
-// more runs, and the transaction does not commit, though fn went on.
+// done) may take the transaction's BEGIN or held writes with it, or never
+// get a connection: nothing more runs, and the transaction does not
+// commit, though fn went on.
 func TestTransactionWhoseRoundTripFailedDoesNotCommit(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
@@ -363,6 +364,21 @@ func TestTransactionWhoseRoundTripFailedDoesNotCommit(t *testing.T) {
 	})
 	require.Error(t, err)
 	requireNotCommitted(t, s, job.ID)
+
+	// Nor do writes held back before a statement whose connection never
+	// came: the transaction is not one that only writes.
+	err = s.InTx(ctx, func(q store.Querier) error {
+		if err := q.LessonInsert(ctx, []store.Lesson{{ID: "held", Text: "t", Scope: "all"}}); err != nil {
+			return err
+		}
+		_, err := q.JobGetByID(done, "x") // fails; swallowed
+		require.Error(t, err)
+		return nil
+	})
+	require.ErrorContains(t, err, "an earlier statement of it failed")
+	lessons, err := s.LessonList(ctx, store.LessonListParams{})
+	require.NoError(t, err)
+	require.Empty(t, lessons)
 }
 
 // A transaction whose statement timed out on a context of its caller's
