@@ -173,11 +173,11 @@ func (w *Worker) fetch(ctx, runCtx context.Context, cons jetstream.Consumer) {
 				return
 			}
 		}
-		if !w.sem.acquire(ctx) {
+		if !w.sem.reserve(ctx) {
 			return
 		}
 		free := 1
-		for w.sem.tryAcquire() {
+		for w.sem.tryReserve() {
 			free++
 		}
 		pullCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -187,8 +187,15 @@ func (w *Worker) fetch(ctx, runCtx context.Context, cons jetstream.Consumer) {
 			for msg := range batch.Messages() {
 				got++
 				if ctx.Err() != nil {
+					w.sem.unreserve(1)
 					_ = msg.Nak() // stopping: let another worker have it now
-					w.sem.release()
+					continue
+				}
+				if !w.sem.start() {
+					// The limit was lowered since the pull was sent: this
+					// message waits for no slot here. Another worker, or
+					// this one when a slot frees, takes it.
+					_ = msg.Nak()
 					continue
 				}
 				w.wg.Add(1)
@@ -204,9 +211,7 @@ func (w *Worker) fetch(ctx, runCtx context.Context, cons jetstream.Consumer) {
 			err = batch.Error()
 		}
 		cancel()
-		for range free - got {
-			w.sem.release()
-		}
+		w.sem.unreserve(free - got)
 		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
 			w.log.Warn().Err(err).Msg("fetching tasks; retrying in 1s")
 			select {

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"sync"
@@ -316,12 +317,46 @@ func TestLiveConcurrencyAndModel(t *testing.T) {
 	require.EqualValues(t, 8, second.calls.Load())
 	require.EqualValues(t, 4, second.peak.Load(), "four at a time after the change")
 
+	// The fetch loop, idle now, waits on a pull for four messages: the
+	// lower limit must hold for what that pull brings too.
+	require.Eventually(t, func() bool {
+		w.sem.mu.Lock()
+		defer w.sem.mu.Unlock()
+		return w.sem.running == 0 && w.sem.reserved == 4
+	}, 10*time.Second, time.Millisecond)
 	w.SetConcurrency(2)
 	third := &slowModel{delay: 150 * time.Millisecond}
 	w.SetModel(third)
 	ids = f.queue(t, 6)
 	f.waitStaged(t, ids)
 	require.EqualValues(t, 2, third.peak.Load(), "a lower limit holds too")
+}
+
+// TestPingCountsRunningTasks: a worker's ping answer counts the tasks it
+// runs, not the slots its fetch loop holds for messages still to come.
+func TestPingCountsRunningTasks(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 30*time.Second)
+	m := &slowModel{delay: time.Minute}
+	w := startWorker(t, f, Config{Concurrency: 3}, m)
+	t.Cleanup(func() { // before Stop, which waits for the task
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		_ = w.Stop(ctx)
+	})
+	ping := func() schemas.WorkerInfo {
+		msg, err := f.js.Conn().Request(w.subj.WorkersPing(), nil, 5*time.Second)
+		require.NoError(t, err)
+		var info schemas.WorkerInfo
+		require.NoError(t, json.Unmarshal(msg.Data, &info))
+		return info
+	}
+	require.Eventually(t, func() bool { return w.sem.limitNow() == 3 && ping().InFlight == 0 }, 10*time.Second, 10*time.Millisecond)
+	f.queue(t, 1)
+	require.Eventually(t, func() bool { return m.running.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
+	info := ping()
+	require.Equal(t, 1, info.InFlight, "one task runs; two slots wait for messages")
+	require.Equal(t, 3, info.Concurrency)
 }
 
 // TestMessagesThatStartNothing: a task message for another job, or for a
