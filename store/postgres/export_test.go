@@ -3,7 +3,8 @@ package postgres
 import "time"
 
 // SetCommitPatience sets how long a commit waits before it asks the server
-// to cancel, until the test ends.
+// to cancel, until the test ends. Only tests that are not parallel may
+// call it: every store of the package reads it.
 func SetCommitPatience(d time.Duration) (restore func()) {
 	was := commitPatience
 	commitPatience = d

@@ -165,7 +165,8 @@ func TestWriteOnlyTransactionCancelledWhileQueuedIsWithdrawn(t *testing.T) {
 // context ends, the server is asked to cancel, and the others commit alone
 // at once, long before the commit's own patience runs out.
 func TestWriteOnlyTransactionGroupGivesUpWithItsMember(t *testing.T) {
-	t.Parallel()
+	// Not parallel: the patience is the package's, which the parallel
+	// tests read.
 	defer postgres.SetCommitPatience(time.Minute)()
 	ctx := context.Background()
 	s, other := pipelineStore(t)
