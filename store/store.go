@@ -72,10 +72,11 @@ type Querier interface {
 	JobGetWithTasks(ctx context.Context, id string) (Job, []Task, error)
 	// TaskStart marks a task running for one more attempt, when it is
 	// p.Revision of job p.JobID as p.Role, queued or running, and has no
-	// output of that revision yet; it returns the task as updated and its
-	// job. When it changes nothing, started is false and the caller reads
-	// what stands in the way.
-	TaskStart(ctx context.Context, p TaskStartParams) (task Task, job Job, started bool, err error)
+	// output of that revision yet; it returns the task as updated, its
+	// job and, when p.Lessons asks, the lessons its prompt may use. When
+	// it changes nothing, started is false and the caller reads what
+	// stands in the way.
+	TaskStart(ctx context.Context, p TaskStartParams) (st TaskStarted, started bool, err error)
 	// TaskUpdate changes a task when its status is one of p.From (any when
 	// empty) and, when p.Revision is set, its revision equals *p.Revision;
 	// it reports whether it changed. Nil fields are left as they are.
@@ -470,6 +471,17 @@ type OutputSetStatusParams struct {
 type TaskStartParams struct {
 	ID, JobID, Role string
 	Revision        int
+	// Lessons, when positive, also reads up to this many lessons scoped
+	// to Role or "all", newest first (LessonList with IncludeGlobal), with
+	// the task: on PostgreSQL in the same statement.
+	Lessons int
+}
+
+// TaskStarted is what TaskStart read when it started a task.
+type TaskStarted struct {
+	Task    Task
+	Job     Job
+	Lessons []Lesson // when TaskStartParams.Lessons asked for them
 }
 
 // TaskUpdateParams are the arguments of TaskUpdate.

@@ -315,14 +315,15 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	log := w.log.With().Str("job_id", m.JobID).Str("task_id", m.TaskID).Int("revision", m.Revision).Logger()
 	// Most messages start their task: one write marks it running and reads
 	// it with its job. Anything else is told apart by reading.
-	task, job, started, err := w.store.TaskStart(ctx, store.TaskStartParams{ID: m.TaskID, JobID: m.JobID, Role: m.Role, Revision: m.Revision})
+	st, started, err := w.store.TaskStart(ctx, store.TaskStartParams{ID: m.TaskID, JobID: m.JobID, Role: m.Role, Revision: m.Revision, Lessons: maxLessons})
 	if err != nil {
 		return err
 	}
 	if !started {
 		return w.notStarted(ctx, log, m)
 	}
-	req, budget, err := w.request(ctx, task, job)
+	task := st.Task
+	req, budget, err := w.request(ctx, task, st.Job, st.Lessons)
 	if err != nil {
 		return err
 	}
@@ -498,10 +499,15 @@ func (w *Worker) generate(ctx context.Context, msg jetstream.Msg, task store.Tas
 	return w.taskModel(ctx).Generate(ctx, req)
 }
 
+// maxLessons is how many of the newest lessons of a task's role (and of
+// every role) TaskStart reads for its prompt; review.SelectLessons picks
+// among them what fits.
+const maxLessons = 500
+
 // request gathers what the task reads from the shared area: its job, the
-// promoted outputs of its upstream tasks, the lessons that apply and the
-// feedback on its previous revision.
-func (w *Worker) request(ctx context.Context, task store.Task, job store.Job) (llm.Request, int64, error) {
+// promoted outputs of its upstream tasks, the lessons that apply (rows,
+// read by TaskStart) and the feedback on its previous revision.
+func (w *Worker) request(ctx context.Context, task store.Task, job store.Job, rows []store.Lesson) (llm.Request, int64, error) {
 	tc := llm.TaskContext{
 		JobID: job.ID, JobTitle: job.Title, Brief: job.Brief, TaskID: task.ID, Key: task.Key,
 		Instructions: task.Instructions, Revision: task.Revision, Attachments: job.Attachments,
@@ -526,10 +532,6 @@ func (w *Worker) request(ctx context.Context, task store.Task, job store.Job) (l
 				tc.Inputs = append(tc.Inputs, llm.Input{Path: a.Path, Role: up.Role, TaskKey: up.Key, Content: a.Content})
 			}
 		}
-	}
-	rows, err := w.store.LessonList(ctx, store.LessonListParams{Scope: task.Role, IncludeGlobal: true, Limit: 500})
-	if err != nil {
-		return llm.Request{}, 0, fmt.Errorf("reading lessons: %w", err)
 	}
 	lessons := make([]schemas.Lesson, len(rows))
 	for i, l := range rows {

@@ -699,10 +699,12 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 		t.Run("StartsAndReturnsTheTaskWithItsJob", func(t *testing.T) {
 			s, ctx := setup(t)
 			job, task := newJob(t, s)
-			got, gotJob, started, err := s.TaskStart(ctx, params(task))
+			st, started, err := s.TaskStart(ctx, params(task))
 			require.NoError(t, err)
 			require.True(t, started)
-			require.Equal(t, job, gotJob)
+			got := st.Task
+			require.Equal(t, job, st.Job)
+			require.Empty(t, st.Lessons, "none asked for")
 			stored, err := s.TaskGetByID(ctx, task.ID)
 			require.NoError(t, err)
 			require.Equal(t, stored, got)
@@ -712,22 +714,47 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			require.Equal(t, want, got)
 
 			// A running task starts again: a redelivery after a crash.
-			got, _, started, err = s.TaskStart(ctx, params(task))
+			st, started, err = s.TaskStart(ctx, params(task))
 			require.NoError(t, err)
 			require.True(t, started)
-			require.Equal(t, 4, got.Attempts)
+			require.Equal(t, 4, st.Task.Attempts)
+		})
+
+		t.Run("ReadsTheRolesLessonsWithTheTask", func(t *testing.T) {
+			s, ctx := setup(t)
+			_, task := newJob(t, s) // a developer's
+			var lessons []store.Lesson
+			for i, scope := range []string{"developer", "all", "tester", "developer", "all", "developer"} {
+				lessons = append(lessons, store.Lesson{ID: fmt.Sprintf("l%d", i), Text: fmt.Sprintf("lesson %d: \"quoted\", ü, \\n", i),
+					Scope: scope, ReviewID: "r" + scope, JobID: task.JobID, CreatedAt: at(i)})
+			}
+			lessons[3].CreatedAt = lessons[4].CreatedAt // ties go by id, newest first
+			require.NoError(t, s.LessonInsert(ctx, lessons))
+			want, err := s.LessonList(ctx, store.LessonListParams{Scope: "developer", IncludeGlobal: true, Limit: 4})
+			require.NoError(t, err)
+			require.Equal(t, []string{"l5", "l4", "l3", "l1"}, lessonIDs(want))
+
+			p := params(task)
+			p.Lessons = 4
+			st, started, err := s.TaskStart(ctx, p)
+			require.NoError(t, err)
+			require.True(t, started)
+			require.Equal(t, want, st.Lessons, "the lessons LessonList gives")
 		})
 
 		t.Run("InsideATransactionAnswersAtOnce", func(t *testing.T) {
 			s, ctx := setup(t)
 			job, task := newJob(t, s)
 			err := s.InTx(ctx, func(q store.Querier) error {
-				got, gotJob, started, err := q.TaskStart(ctx, params(task))
+				p := params(task)
+				p.Lessons = 10
+				st, started, err := q.TaskStart(ctx, p)
 				require.NoError(t, err)
 				require.True(t, started, "started inside a transaction but said not")
-				require.Equal(t, job.ID, gotJob.ID)
-				require.Equal(t, 3, got.Attempts)
-				_, _, started, err = q.TaskStart(ctx, store.TaskStartParams{ID: task.ID, JobID: task.JobID, Role: task.Role, Revision: 0})
+				require.Equal(t, job.ID, st.Job.ID)
+				require.Equal(t, 3, st.Task.Attempts)
+				require.Empty(t, st.Lessons)
+				_, started, err = q.TaskStart(ctx, store.TaskStartParams{ID: task.ID, JobID: task.JobID, Role: task.Role, Revision: 0})
 				require.NoError(t, err)
 				require.False(t, started, "a stale revision started")
 				return nil
@@ -756,25 +783,25 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			p.ID = uuid.NewString()
 			wrong["no such task"] = p
 			for name, p := range wrong {
-				got, job, started, err := s.TaskStart(ctx, p)
+				p.Lessons = 10
+				st, started, err := s.TaskStart(ctx, p)
 				require.NoError(t, err, name)
 				require.False(t, started, name)
-				require.Zero(t, got, name)
-				require.Zero(t, job, name)
+				require.Zero(t, st, name)
 			}
 
 			// Another task's output of the same revision is no obstacle.
 			_, fresh := newJob(t, s)
 			_, _, err := s.OutputStage(ctx, store.Output{TaskID: other.ID, JobID: other.JobID, Role: other.Role, Revision: other.Revision, Content: "c"})
 			require.NoError(t, err)
-			_, _, started, err := s.TaskStart(ctx, params(fresh))
+			_, started, err := s.TaskStart(ctx, params(fresh))
 			require.NoError(t, err)
 			require.True(t, started, "another task's output of the revision stopped the start")
 
 			// Staged already: its output of this revision exists.
 			_, _, err = s.OutputStage(ctx, store.Output{TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: task.Revision, Content: "c"})
 			require.NoError(t, err)
-			_, _, started, err = s.TaskStart(ctx, params(task))
+			_, started, err = s.TaskStart(ctx, params(task))
 			require.NoError(t, err)
 			require.False(t, started, "a task with an output of its revision")
 
@@ -782,7 +809,7 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			_, other2 := newJob(t, s)
 			_, err = s.TaskUpdate(ctx, store.TaskUpdateParams{ID: other2.ID, Status: ptr(schemas.TaskCancelled)})
 			require.NoError(t, err)
-			_, _, started, err = s.TaskStart(ctx, params(other2))
+			_, started, err = s.TaskStart(ctx, params(other2))
 			require.NoError(t, err)
 			require.False(t, started, "a cancelled task")
 
@@ -2763,3 +2790,11 @@ func contents(outs []store.Output) []string {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func lessonIDs(lessons []store.Lesson) []string {
+	ids := make([]string, len(lessons))
+	for i, l := range lessons {
+		ids[i] = l.ID
+	}
+	return ids
+}

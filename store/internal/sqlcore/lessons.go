@@ -2,6 +2,7 @@ package sqlcore
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"github.com/troupe-dev/troupe/store"
@@ -60,6 +61,27 @@ func (q *Queries) LessonList(ctx context.Context, p store.LessonListParams) ([]s
 		`SELECT `+lessonColumns+` FROM lessons`+w.String()+` ORDER BY created_at DESC, id DESC LIMIT ?`, args...)
 	if err != nil {
 		return nil, fmt.Errorf("listing lessons: %w", err)
+	}
+	return lessons, nil
+}
+
+// decodeLessons reads the JSON array of lesson objects that TaskStart's
+// statement builds on PostgreSQL.
+func decodeLessons(data []byte) ([]store.Lesson, error) {
+	var rows []struct {
+		ID        string `json:"id"`
+		Text      string `json:"text"`
+		Scope     string `json:"scope"`
+		ReviewID  string `json:"review_id"`
+		JobID     string `json:"job_id"`
+		CreatedAt int64  `json:"created_at"`
+	}
+	if err := json.Unmarshal(data, &rows); err != nil {
+		return nil, fmt.Errorf("reading lessons: %w", err)
+	}
+	lessons := make([]store.Lesson, len(rows))
+	for i, r := range rows {
+		lessons[i] = store.Lesson{ID: r.ID, Text: r.Text, Scope: r.Scope, ReviewID: r.ReviewID, JobID: r.JobID, CreatedAt: fromMicros(r.CreatedAt)}
 	}
 	return lessons, nil
 }

@@ -160,7 +160,7 @@ func (q *Queries) TaskUpdate(ctx context.Context, p store.TaskUpdateParams) (boo
 
 // TaskStart is store.Querier's. Where the database allows (PostgreSQL) it
 // is one statement; the worker's notStarted reads apart what it refuses.
-func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store.Task, store.Job, bool, error) {
+func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store.TaskStarted, bool, error) {
 	update := `UPDATE tasks SET status = ?, attempts = attempts + 1, updated_at = ?
 		WHERE id = ? AND revision = ? AND status IN (?, ?) AND (job_id = ? AND role = ?) IS TRUE
 		AND NOT EXISTS (SELECT 1 FROM outputs o WHERE o.task_id = ? AND o.revision = ?)
@@ -176,6 +176,7 @@ func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store
 	var (
 		t       store.Task
 		j       store.Job
+		lessons []store.Lesson
 		started bool
 	)
 	var err error
@@ -187,17 +188,31 @@ func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store
 		// the update wrote.
 		var tr taskRow
 		var jr jobRow
+		var lessonsJSON []byte
+		dest := append(tr.dest(), jr.dest()...)
+		stmt := `WITH t AS (` + update + `)
+			SELECT ` + prefixed("t.", taskColumns) + `, ` + prefixed("j.", jobColumns)
+		if p.Lessons > 0 {
+			// The lessons come with the row, as one JSON array: no round
+			// trip of their own.
+			stmt += `, (SELECT coalesce(json_agg(json_build_object('id', l.id, 'text', l.text, 'scope', l.scope,
+					'review_id', l.review_id, 'job_id', l.job_id, 'created_at', l.created_at)
+					ORDER BY l.created_at DESC, l.id DESC), '[]')::text
+				FROM (SELECT ` + lessonColumns + ` FROM lessons WHERE scope IN (?, 'all')
+					ORDER BY created_at DESC, id DESC LIMIT ?) l)`
+			args = append(args, p.Role, p.Lessons)
+			dest = append(dest, &lessonsJSON)
+		}
+		stmt += ` FROM t JOIN jobs j ON j.id = t.job_id`
 		scan := func(row Row) error {
 			// Each time the statement runs (see outboxInsertOne).
-			err := row.Scan(append(tr.dest(), jr.dest()...)...)
+			err := row.Scan(dest...)
 			started = err == nil
 			if errors.Is(err, sql.ErrNoRows) {
 				return nil // not started; the row must not fail once come
 			}
 			return err
 		}
-		stmt := `WITH t AS (` + update + `)
-			SELECT ` + prefixed("t.", taskColumns) + `, ` + prefixed("j.", jobColumns) + ` FROM t JOIN jobs j ON j.id = t.job_id`
 		if q.pool == nil {
 			// In the caller's transaction, which needs the answer now.
 			err = scan(q.queryRow(ctx, stmt, args...))
@@ -207,6 +222,9 @@ func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store
 		if err == nil && started {
 			if t, err = tr.task(); err == nil {
 				j, err = jr.job()
+			}
+			if err == nil && p.Lessons > 0 {
+				lessons, err = decodeLessons(lessonsJSON)
 			}
 			started = err == nil
 		}
@@ -221,14 +239,20 @@ func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store
 				return err
 			}
 			j, err = queryOne(ctx, q, scanJob, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`, t.JobID)
+			if err == nil && p.Lessons > 0 {
+				lessons, err = q.LessonList(ctx, store.LessonListParams{Scope: p.Role, IncludeGlobal: true, Limit: p.Lessons})
+			}
 			started = err == nil
 			return err
 		})
 	}
 	if err != nil {
-		return store.Task{}, store.Job{}, false, fmt.Errorf("starting task %s: %w", p.ID, err)
+		return store.TaskStarted{}, false, fmt.Errorf("starting task %s: %w", p.ID, err)
 	}
-	return t, j, started, nil
+	if !started {
+		return store.TaskStarted{}, false, nil
+	}
+	return store.TaskStarted{Task: t, Job: j, Lessons: lessons}, true, nil
 }
 
 // TaskListStale returns tasks whose status is one of p.Statuses and whose
