@@ -740,6 +740,19 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			require.NoError(t, err)
 			require.True(t, started)
 			require.Equal(t, want, st.Lessons, "the lessons LessonList gives")
+
+			// The limit falls between two lessons of the same time.
+			for _, limit := range []int{1, 2, 3} {
+				want, err := s.LessonList(ctx, store.LessonListParams{Scope: "developer", IncludeGlobal: true, Limit: limit})
+				require.NoError(t, err)
+				_, task := newJob(t, s)
+				p := params(task)
+				p.Lessons = limit
+				st, started, err := s.TaskStart(ctx, p)
+				require.NoError(t, err)
+				require.True(t, started)
+				require.Equal(t, lessonIDs(want), lessonIDs(st.Lessons), "limit %d", limit)
+			}
 		})
 
 		t.Run("InsideATransactionAnswersAtOnce", func(t *testing.T) {

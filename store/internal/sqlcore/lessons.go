@@ -79,6 +79,9 @@ func decodeLessons(data []byte) ([]store.Lesson, error) {
 	if err := json.Unmarshal(data, &rows); err != nil {
 		return nil, fmt.Errorf("reading lessons: %w", err)
 	}
+	if len(rows) == 0 {
+		return nil, nil // as LessonList
+	}
 	lessons := make([]store.Lesson, len(rows))
 	for i, r := range rows {
 		lessons[i] = store.Lesson{ID: r.ID, Text: r.Text, Scope: r.Scope, ReviewID: r.ReviewID, JobID: r.JobID, CreatedAt: fromMicros(r.CreatedAt)}
