@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -202,6 +204,21 @@ func TestLeastPrivilegeNATS(t *testing.T) {
 	require.Contains(t, errOut, "this NATS user may not use it")
 	_, errOut, code = cli("reviewer", "dlq", "discard", dead.DeadLetters[0].ID)
 	require.Equal(t, 0, code, errOut)
+
+	// troupe bench's user asks every process how much it used, and every
+	// worker how busy it is: each answers, under its own user.
+	client := connectAs(t, node.url(), creds("client"))
+	infos, err := bus.PingProcesses(ctx, client, bus.Subjects{Prefix: bus.DefaultPrefix}, time.Second)
+	require.NoError(t, err)
+	var answered []string
+	for _, info := range infos {
+		require.Positive(t, info.CPUSeconds, "%v", info.Services)
+		answered = append(answered, info.Services...)
+	}
+	require.ElementsMatch(t, slices.Collect(maps.Keys(procs)), answered)
+	pinged, err := bus.PingWorkers(ctx, client, bus.Subjects{Prefix: bus.DefaultPrefix}, time.Second)
+	require.NoError(t, err)
+	require.Len(t, pinged, len(schemas.Roles))
 
 	// The orchestrator's sweeper may fetch and delete a message that
 	// exhausted its deliveries (here: one long gone).

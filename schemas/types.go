@@ -505,4 +505,29 @@ type WorkerInfo struct {
 	Concurrency int       `json:"concurrency"`
 	InFlight    int       `json:"in_flight"`
 	StartedAt   time.Time `json:"started_at"`
+	// Dispatch counts, since the worker started, how long each task it
+	// started had waited: stored in JetStream → this worker starting it.
+	Dispatch []Bucket `json:"dispatch,omitempty"`
+}
+
+// Bucket is one bucket of a latency histogram: Count durations longer
+// than Low and at most High, in seconds.
+type Bucket struct {
+	Low   float64 `json:"low"`
+	High  float64 `json:"high"`
+	Count uint64  `json:"count"`
+}
+
+// ProcessInfo is what every Troupe process answers on
+// <prefix>.processes.ping: who it is and what it has used.
+type ProcessInfo struct {
+	ID        string    `json:"id"`
+	Host      string    `json:"host"`
+	PID       int       `json:"pid"`
+	Services  []string  `json:"services"` // "dev", or as their NATS users are named: orchestrator, review, worker-<role>
+	StartedAt time.Time `json:"started_at"`
+	// CPUSeconds is the CPU time, user and system, used since it started.
+	CPUSeconds float64 `json:"cpu_seconds"`
+	RSSMB      float64 `json:"rss_mb"`      // resident now, MiB (0 without /proc)
+	PeakRSSMB  float64 `json:"peak_rss_mb"` // the most it has been resident, MiB
 }

@@ -10,37 +10,35 @@ import (
 // running tasks finish and takes no new ones until they are under it.
 //
 // The fetch loop reserves slots before it pulls, one per message it asks
-// for; a message that arrives turns its reservation into a running task
-// only if the limit still has room, which it may not after setLimit
-// lowered it.
+// for; a message that arrives turns its reservation into a running task.
+// After setLimit lowered the limit there may be no room for it: it then
+// keeps its reservation (so no more is pulled for it) and waits, in
+// waitStart, until a running task ends.
 type slots struct {
 	mu       sync.Mutex
 	limit    int
 	running  int
 	reserved int
-	freed    chan struct{} // signalled when a slot frees or the limit grows
+	// changed is closed, and replaced, whenever a task ends, a
+	// reservation is given up or the limit changes: every waiter looks
+	// again.
+	changed chan struct{}
 }
 
 func newSlots(limit int) *slots {
-	return &slots{limit: limit, freed: make(chan struct{}, 1)}
+	return &slots{limit: limit, changed: make(chan struct{})}
 }
 
 // reserve takes a slot for a message to come, waiting for one; false when
 // ctx ended first.
 func (s *slots) reserve(ctx context.Context) bool {
-	for {
-		if ctx.Err() != nil {
-			return false
-		}
-		if s.tryReserve() {
+	return s.waitFor(ctx, func() bool {
+		if s.running+s.reserved < s.limit {
+			s.reserved++
 			return true
 		}
-		select {
-		case <-s.freed:
-		case <-ctx.Done():
-			return false
-		}
-	}
+		return false
+	})
 }
 
 // tryReserve takes a slot for a message to come when one is free.
@@ -54,17 +52,59 @@ func (s *slots) tryReserve() bool {
 	return false
 }
 
-// start turns a reservation into a running task; false when the limit,
-// lowered since, has no room for it (the reservation is given up).
+// start turns a reservation into a running task when the limit has room
+// for it; when it has not (it was lowered since the pull), the
+// reservation stays, for waitStart.
 func (s *slots) start() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.reserved--
 	if s.running < s.limit {
+		s.reserved--
 		s.running++
 		return true
 	}
 	return false
+}
+
+// waitStart waits until the limit has room for a reserved message that
+// start refused, and starts it; false, with the reservation given up,
+// when ctx ended first.
+func (s *slots) waitStart(ctx context.Context) bool {
+	if s.waitFor(ctx, func() bool {
+		if s.running < s.limit {
+			s.reserved--
+			s.running++
+			return true
+		}
+		return false
+	}) {
+		return true
+	}
+	s.unreserve(1)
+	return false
+}
+
+// waitFor waits until take, called with the lock held, succeeds; false
+// when ctx ended first.
+func (s *slots) waitFor(ctx context.Context, take func() bool) bool {
+	for {
+		s.mu.Lock()
+		if ctx.Err() != nil {
+			s.mu.Unlock()
+			return false
+		}
+		if take() {
+			s.mu.Unlock()
+			return true
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // unreserve gives up n reservations no message came for.
@@ -73,31 +113,30 @@ func (s *slots) unreserve(n int) {
 		return
 	}
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.reserved -= n
-	s.mu.Unlock()
 	s.signal()
 }
 
 // release frees a running task's slot.
 func (s *slots) release() {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.running--
-	s.mu.Unlock()
 	s.signal()
 }
 
 func (s *slots) setLimit(n int) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	s.limit = n
-	s.mu.Unlock()
 	s.signal()
 }
 
+// signal wakes every waiter; the lock is held.
 func (s *slots) signal() {
-	select {
-	case s.freed <- struct{}{}:
-	default:
-	}
+	close(s.changed)
+	s.changed = make(chan struct{})
 }
 
 // inUse and limitNow read the state, for pings and tests.

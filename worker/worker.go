@@ -94,7 +94,10 @@ type Worker struct {
 	settler *bus.Settler
 
 	sem *slots // one per running task
-	wg  sync.WaitGroup
+	// dispatch counts how long the tasks it started had waited, for the
+	// ping answer (troupe bench against a running Troupe).
+	dispatch telemetry.Histogram
+	wg       sync.WaitGroup
 
 	// fetchCancel stops fetching; runCancel aborts running tasks (their
 	// messages are nacked and redelivered) when the grace period is over.
@@ -191,21 +194,22 @@ func (w *Worker) fetch(ctx, runCtx context.Context, cons jetstream.Consumer) {
 					_ = msg.Nak() // stopping: let another worker have it now
 					continue
 				}
-				if !w.sem.start() {
-					// The limit was lowered since the pull was sent: this
-					// message waits for no slot here. Another worker, or
-					// this one when a slot frees, takes it.
-					_ = msg.Nak()
+				if w.sem.start() {
+					w.run(runCtx, msg)
 					continue
 				}
+				// The limit was lowered since the pull was sent: the
+				// message keeps its reservation, so no more is pulled, and
+				// waits, kept alive, for a running task to end. A nak would
+				// spend one of its deliveries.
 				w.wg.Add(1)
-				w.cfg.Metrics.InFlight(w.cfg.Role, 1)
-				if md, err := msg.Metadata(); err == nil {
-					w.cfg.Metrics.Dispatch(w.cfg.Role, time.Since(md.Timestamp))
-				}
 				go func() {
-					defer func() { w.sem.release(); w.cfg.Metrics.InFlight(w.cfg.Role, -1); w.wg.Done() }()
-					w.settler.Handle(runCtx, msg, w.handle)
+					defer w.wg.Done()
+					if !w.waitForSlot(ctx, msg) {
+						_ = msg.Nak() // stopping: let another worker have it now
+						return
+					}
+					w.run(runCtx, msg)
 				}()
 			}
 			err = batch.Error()
@@ -220,6 +224,42 @@ func (w *Worker) fetch(ctx, runCtx context.Context, cons jetstream.Consumer) {
 			}
 		}
 	}
+}
+
+// run handles a message that has its slot, which it frees at the end.
+func (w *Worker) run(ctx context.Context, msg jetstream.Msg) {
+	w.wg.Add(1)
+	w.cfg.Metrics.InFlight(w.cfg.Role, 1)
+	if md, err := msg.Metadata(); err == nil {
+		d := time.Since(md.Timestamp)
+		w.cfg.Metrics.Dispatch(w.cfg.Role, d)
+		w.dispatch.Observe(d)
+	}
+	go func() {
+		defer func() { w.sem.release(); w.cfg.Metrics.InFlight(w.cfg.Role, -1); w.wg.Done() }()
+		w.settler.Handle(ctx, msg, w.handle)
+	}()
+}
+
+// waitForSlot waits for a slot for a message that start refused, telling
+// JetStream meanwhile that the message is in progress; false when ctx
+// ended first.
+func (w *Worker) waitForSlot(ctx context.Context, msg jetstream.Msg) bool {
+	alive, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		t := time.NewTicker(w.cfg.Heartbeat)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				_ = msg.InProgress()
+			case <-alive.Done():
+				return
+			}
+		}
+	}()
+	return w.sem.waitStart(ctx)
 }
 
 // Stop stops fetching, lets running tasks finish within ctx, then aborts
@@ -291,6 +331,7 @@ func (w *Worker) answerPings() error {
 	sub, err := w.js.Conn().Subscribe(w.subj.WorkersPing(), func(m *nats.Msg) {
 		info := w.info
 		info.InFlight = w.sem.inUse()
+		info.Dispatch = w.dispatch.Buckets()
 		info.Concurrency = w.sem.limitNow()
 		info.Model = w.modelNow().Name()
 		data, _ := json.Marshal(info)

@@ -332,6 +332,34 @@ func TestLiveConcurrencyAndModel(t *testing.T) {
 	require.EqualValues(t, 2, third.peak.Load(), "a lower limit holds too")
 }
 
+// TestLoweredLimitSpendsNoDelivery: a message a pull brings beyond a limit
+// lowered since waits for a slot rather than being nacked, which would
+// spend a delivery it never used: here its only one.
+func TestLoweredLimitSpendsNoDelivery(t *testing.T) {
+	t.Parallel()
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1})
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	nc, js, err := bus.Connect(srv.ClientURL(), "test", zerolog.New(zerolog.NewTestWriter(t)))
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	topo := bus.Topology{Roles: []string{"developer"}, AckWait: 30 * time.Second, RoleMaxDeliver: map[string]int{"developer": 1}}
+	require.NoError(t, topo.Ensure(context.Background(), js))
+	f := fixture{store: sqlite.NewTestStore(t), js: js, topo: topo}
+
+	m := &slowModel{delay: 200 * time.Millisecond}
+	w := startWorker(t, f, Config{Concurrency: 2, Heartbeat: 50 * time.Millisecond}, m)
+	require.Eventually(t, func() bool {
+		w.sem.mu.Lock()
+		defer w.sem.mu.Unlock()
+		return w.sem.running == 0 && w.sem.reserved == 2
+	}, 10*time.Second, time.Millisecond)
+	w.SetConcurrency(1)
+	f.waitStaged(t, f.queue(t, 2))
+	require.EqualValues(t, 2, m.calls.Load())
+	require.EqualValues(t, 1, m.peak.Load(), "one at a time under the lower limit")
+}
+
 // TestPingCountsRunningTasks: a worker's ping answer counts the tasks it
 // runs, not the slots its fetch loop holds for messages still to come.
 func TestPingCountsRunningTasks(t *testing.T) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -207,6 +209,11 @@ func (a *App) Start(ctx context.Context) error {
 		return err
 	}
 
+	if err := a.answerProcessPings(nc, bus.Subjects{Prefix: topo.WithDefaults().Prefix}); err != nil {
+		a.Stop(ctx)
+		return err
+	}
+
 	var streamOf func(string) string // nil: one message at a time
 	if cfg.NATS.UseAtomicBatches() {
 		streamOf = topo.StreamOf()
@@ -311,6 +318,27 @@ func (a *App) Start(ctx context.Context) error {
 	a.Ops.SetCheck("store", st.Ping)
 	a.Ops.SetCheck("streams", func(ctx context.Context) error { return topo.Check(ctx, js) })
 	a.watchConfig(ctx)
+	return nil
+}
+
+// answerProcessPings answers <prefix>.processes.ping with who this process
+// is and the CPU and memory it has used (troupe bench against a running
+// Troupe reads them). The subscription ends when the connection drains.
+func (a *App) answerProcessPings(nc *nats.Conn, subj bus.Subjects) error {
+	host, _ := os.Hostname()
+	me := schemas.ProcessInfo{ID: uuid.NewString(), Host: host, PID: os.Getpid(), Services: a.services(), StartedAt: time.Now().UTC()}
+	_, err := nc.Subscribe(subj.ProcessesPing(), func(m *nats.Msg) {
+		info := me
+		info.CPUSeconds, info.RSSMB, info.PeakRSSMB = telemetry.ProcessCPUSeconds(), telemetry.RSSMB(), telemetry.PeakRSSMB()
+		// The kernel's peak and /proc's now are counted apart, and can
+		// disagree by a few pages.
+		info.PeakRSSMB = max(info.PeakRSSMB, info.RSSMB)
+		data, _ := json.Marshal(info)
+		_ = m.Respond(data)
+	})
+	if err != nil {
+		return fmt.Errorf("answering process pings: %w", err)
+	}
 	return nil
 }
 

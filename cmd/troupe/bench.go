@@ -15,7 +15,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -75,14 +74,20 @@ type benchReport struct {
 	// its concurrency over the model's mean latency (0 offline).
 	IdealPerSecond float64 `json:"ideal_jobs_per_second,omitempty"`
 
-	Dispatch  *quantiles `json:"dispatch_ms,omitempty"` // task stored in JetStream → worker start
-	EndToEnd  quantiles  `json:"end_to_end_ms"`         // submit reply → job_done
-	Raw       *quantiles `json:"raw_jetstream_ms,omitempty"`
-	RawRatio  float64    `json:"dispatch_p99_over_raw_p99,omitempty"`
-	InFlight  *inFlight  `json:"in_flight,omitempty"`
-	CPU       float64    `json:"cpu_seconds,omitempty"`
-	PeakRSSMB float64    `json:"peak_rss_mb,omitempty"`
-	Process   string     `json:"process,omitempty"`
+	Dispatch *quantiles `json:"dispatch_ms,omitempty"` // task stored in JetStream → worker start
+	// DispatchFrom says where Dispatch came from when it is not every
+	// task's own figure: a running Troupe's workers' histograms.
+	DispatchFrom string     `json:"dispatch_from,omitempty"`
+	EndToEnd     quantiles  `json:"end_to_end_ms"` // submit reply → job_done
+	Raw          *quantiles `json:"raw_jetstream_ms,omitempty"`
+	RawRatio     float64    `json:"dispatch_p99_over_raw_p99,omitempty"`
+	InFlight     *inFlight  `json:"in_flight,omitempty"`
+	CPU          float64    `json:"cpu_seconds,omitempty"`
+	PeakRSSMB    float64    `json:"peak_rss_mb,omitempty"`
+	Process      string     `json:"process,omitempty"`
+	// Processes are a running Troupe's processes, as they answered
+	// <prefix>.processes.ping before and after the run.
+	Processes []processUse `json:"processes,omitempty"`
 	// GroupCommit is what the SQLite store's group commit did in the run.
 	GroupCommit *sqlite.GroupCommitStats `json:"group_commit,omitempty"`
 	// TxGroup is what the PostgreSQL store's grouping of write-only
@@ -95,6 +100,9 @@ type benchReport struct {
 	Promoted            int      `json:"promoted_outputs"`
 	ExactlyOnce         bool     `json:"exactly_once"`
 	Problems            []string `json:"problems,omitempty"`
+	// Notes say what could not be measured; unlike problems they do not
+	// fail the run.
+	Notes []string `json:"notes,omitempty"`
 }
 
 type quantiles struct {
@@ -108,6 +116,9 @@ type quantiles struct {
 type inFlight struct {
 	Max  int     `json:"max"`
 	Mean float64 `json:"mean"` // over the samples taken while jobs ran
+	// Workers is how many of a running Troupe's workers of the role
+	// answered the samples; Max is theirs, Mean their mean.
+	Workers int `json:"workers,omitempty"`
 }
 
 func quantilesOf(ds []time.Duration) quantiles {
@@ -326,17 +337,30 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		}
 	}
 
+	// A running Troupe is measured by its pings: where its processes and
+	// workers stand now, their tasks in flight every 100 ms while the jobs
+	// run, and where they stand at the end.
+	var meter *remoteMeter
+	if !b.embedded {
+		if meter, err = startRemoteMeter(ctx, nc, subj, b.role); err != nil {
+			return fmt.Errorf("asking the running Troupe's processes and workers: %w", err)
+		}
+	}
+
 	progress := newProgress(e.stderr, b.jobs, b.json)
 	sampling := make(chan struct{})
 	go func() {
 		t := time.NewTicker(10 * time.Millisecond)
 		defer t.Stop()
-		for {
+		for i := 0; ; i++ {
 			select {
 			case <-sampling:
 				return
 			case <-t.C:
 				flight.sample()
+				if meter != nil && i%10 == 0 {
+					meter.sample()
+				}
 				mu.Lock()
 				done := len(ended)
 				mu.Unlock()
@@ -383,7 +407,7 @@ func runBench(ctx context.Context, e *env, args []string) error {
 			pg = nil
 		}
 	}
-	cpu0 := cpuSeconds()
+	cpu0 := telemetry.ProcessCPUSeconds()
 	start := time.Now()
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -454,6 +478,12 @@ func runBench(ctx context.Context, e *env, args []string) error {
 	rep.TotalSeconds = time.Since(start).Seconds()
 	close(sampling)
 	progress.finish()
+	if meter != nil {
+		meter.finish(ctx, &rep)
+		if rep.Raw != nil && rep.Raw.P99 > 0 && rep.Dispatch != nil {
+			rep.RawRatio = rep.Dispatch.P99 / rep.Raw.P99
+		}
+	}
 	mu.Lock()
 	rep.EndToEnd = quantilesOf(e2e)
 	done := 0
@@ -478,8 +508,8 @@ func runBench(ctx context.Context, e *env, args []string) error {
 		q := quantilesOf(dispatch.all())
 		rep.Dispatch = &q
 		rep.InFlight = &inFlight{Max: int(flight.max.Load()), Mean: flight.mean()}
-		rep.CPU = cpuSeconds() - cpu0
-		rep.PeakRSSMB = peakRSSMB()
+		rep.CPU = telemetry.ProcessCPUSeconds() - cpu0
+		rep.PeakRSSMB = telemetry.PeakRSSMB()
 		rep.Process = "one process: Troupe (every service, embedded NATS and store) and the load generator"
 		if rep.Raw != nil && rep.Raw.P99 > 0 {
 			rep.RawRatio = q.P99 / rep.Raw.P99
@@ -704,25 +734,6 @@ func (f *flightMeter) mean() float64 {
 	return 0
 }
 
-func cpuSeconds() float64 {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return tv(ru.Utime) + tv(ru.Stime)
-}
-
-func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }
-
-// peakRSSMB is the process's peak resident set (Linux reports KiB).
-func peakRSSMB() float64 {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return float64(ru.Maxrss) / 1024
-}
-
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
 // progress draws a progress bar on a terminal, and a line every few
@@ -815,7 +826,11 @@ func printBench(w io.Writer, r benchReport) {
 	}
 	fmt.Fprintf(w, "  e2e latency      p50 %.1fms  p99 %.1fms  max %.1fms\n", r.EndToEnd.P50, r.EndToEnd.P99, r.EndToEnd.Max)
 	if r.Dispatch != nil {
-		fmt.Fprintf(w, "  dispatch         p50 %.2fms  p90 %.2fms  p99 %.2fms  (task stored in JetStream → worker start)\n", r.Dispatch.P50, r.Dispatch.P90, r.Dispatch.P99)
+		from := ""
+		if r.DispatchFrom != "" {
+			from = "; from " + r.DispatchFrom
+		}
+		fmt.Fprintf(w, "  dispatch         p50 %.2fms  p90 %.2fms  p99 %.2fms  (task stored in JetStream → worker start%s)\n", r.Dispatch.P50, r.Dispatch.P90, r.Dispatch.P99, from)
 	}
 	if r.Raw != nil {
 		fmt.Fprintf(w, "  raw JetStream    p50 %.2fms  p90 %.2fms  p99 %.2fms  (%d messages, same stream settings)\n", r.Raw.P50, r.Raw.P90, r.Raw.P99, r.Raw.N)
@@ -824,7 +839,22 @@ func printBench(w io.Writer, r benchReport) {
 		}
 	}
 	if r.InFlight != nil {
-		fmt.Fprintf(w, "  in flight        max %d, mean %.0f per worker (concurrency %d)\n", r.InFlight.Max, r.InFlight.Mean, r.Concurrency)
+		workers := ""
+		if r.InFlight.Workers > 0 {
+			workers = fmt.Sprintf(", %d %s worker(s) sampled every 100ms", r.InFlight.Workers, r.Role)
+		}
+		fmt.Fprintf(w, "  in flight        max %d, mean %.1f per worker (concurrency %d%s)\n", r.InFlight.Max, r.InFlight.Mean, r.Concurrency, workers)
+	}
+	for _, p := range r.Processes {
+		perJob, since := "", ""
+		if r.Jobs > 0 {
+			perJob = fmt.Sprintf(" (%.2f ms a job)", 1000*p.CPUSeconds/float64(r.Jobs))
+		}
+		if p.Whole {
+			since = ", since it started during the run"
+		}
+		fmt.Fprintf(w, "  process          %s pid %d (%s): %.1f CPU seconds%s%s, peak RSS %.0f MB, RSS %.0f MB at the end\n",
+			p.Host, p.PID, strings.Join(p.Services, ", "), p.CPUSeconds, perJob, since, p.PeakRSSMB, p.RSSMB)
 	}
 	if r.Process != "" {
 		perJob := ""
@@ -856,6 +886,9 @@ func printBench(w io.Writer, r benchReport) {
 	}
 	if r.ExactlyOnce {
 		fmt.Fprintf(w, "  check            every job done, %d outputs promoted: each job promoted exactly once\n", r.Promoted)
+	}
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "  note             %s\n", n)
 	}
 	for _, p := range r.Problems {
 		fmt.Fprintf(w, "  PROBLEM          %s\n", p)

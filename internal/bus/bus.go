@@ -56,6 +56,10 @@ func (s Subjects) Event(jobID, kind string) string {
 // schemas.WorkerInfo.
 func (s Subjects) WorkersPing() string { return s.Prefix + ".workers.ping" }
 
+// ProcessesPing is the subject every running Troupe process answers with
+// its schemas.ProcessInfo.
+func (s Subjects) ProcessesPing() string { return s.Prefix + ".processes.ping" }
+
 // DLQ is the dead-letter subject of a source (a consumer's name).
 func (s Subjects) DLQ(source string) string { return s.Prefix + ".dlq." + source }
 

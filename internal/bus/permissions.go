@@ -144,7 +144,7 @@ func (t Topology) Users() []User {
 				streamInfo, orch,
 				consume(StreamEvents, ConsumerOrchestrator), consume(StreamAdvisories, ConsumerSweeper),
 			),
-			Subscribe: cat(api("jobs.*", "artifacts.*", "dlq.*"), service, []string{InboxPrefix(UserOrchestrator) + ".>"}),
+			Subscribe: cat(api("jobs.*", "artifacts.*", "dlq.*"), service, []string{s.ProcessesPing(), InboxPrefix(UserOrchestrator) + ".>"}),
 			Responses: true,
 		},
 	}}
@@ -163,7 +163,7 @@ func (t Topology) Users() []User {
 				// API, the workers' pings, the queue depth of every role.
 				api("reviews.decide", "dlq.replay", "dlq.discard"), []string{s.WorkersPing()}, queues,
 			),
-			Subscribe: cat(api("reviews.*", "memory.*"), service, []string{s.Prefix + ".events.>", InboxPrefix(UserReview) + ".>"}),
+			Subscribe: cat(api("reviews.*", "memory.*"), service, []string{s.Prefix + ".events.>", s.ProcessesPing(), InboxPrefix(UserReview) + ".>"}),
 			Responses: true,
 		},
 	})
@@ -174,7 +174,7 @@ func (t Topology) Users() []User {
 			About: "troupe worker --role " + role + ": consumes " + role + " tasks only (" + WorkerConsumer(role) + ")",
 			Permissions: &Permissions{
 				Publish:   cat(s.WorkerSubjects(role), streamInfo, consume(StreamTasks, WorkerConsumer(role))),
-				Subscribe: []string{s.WorkersPing(), InboxPrefix(WorkerUser(role)) + ".>"},
+				Subscribe: []string{s.WorkersPing(), s.ProcessesPing(), InboxPrefix(WorkerUser(role)) + ".>"},
 				Responses: true,
 			},
 		})
@@ -184,9 +184,9 @@ func (t Topology) Users() []User {
 	users = append(users,
 		User{
 			Name:  UserClient,
-			About: "troupe submit, jobs, memory, workspace, reviews ls|show, dlq ls|show, and the nats CLI (--inbox-prefix " + InboxPrefix(UserClient) + "): submits, follows, reads and cancels jobs",
+			About: "troupe submit, jobs, memory, workspace, reviews ls|show, dlq ls|show, bench, and the nats CLI (--inbox-prefix " + InboxPrefix(UserClient) + "): submits, follows, reads and cancels jobs, and asks the workers and processes how busy they are",
 			Permissions: &Permissions{
-				Publish:   cat(read, service),
+				Publish:   cat(read, service, []string{s.WorkersPing(), s.ProcessesPing()}),
 				Subscribe: []string{s.Prefix + ".events.>", InboxPrefix(UserClient) + ".>"},
 			},
 		},
@@ -194,7 +194,7 @@ func (t Topology) Users() []User {
 			Name:  UserReviewer,
 			About: "what client may, and troupe reviews approve|reject, dlq replay|discard: a person's decisions",
 			Permissions: &Permissions{
-				Publish:   cat(read, api("reviews.decide", "dlq.replay", "dlq.discard"), service),
+				Publish:   cat(read, api("reviews.decide", "dlq.replay", "dlq.discard"), service, []string{s.WorkersPing(), s.ProcessesPing()}),
 				Subscribe: []string{s.Prefix + ".events.>", InboxPrefix(UserReviewer) + ".>"},
 			},
 		},

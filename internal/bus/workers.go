@@ -17,6 +17,27 @@ import (
 // collects the answers that arrive within wait (or until ctx ends),
 // ordered by role then id.
 func PingWorkers(ctx context.Context, nc *nats.Conn, subj Subjects, wait time.Duration) ([]schemas.WorkerInfo, error) {
+	out, err := ping[schemas.WorkerInfo](ctx, nc, subj.WorkersPing(), wait, func(w schemas.WorkerInfo) string { return w.ID })
+	slices.SortFunc(out, func(a, b schemas.WorkerInfo) int {
+		return cmp.Or(strings.Compare(a.Role, b.Role), strings.Compare(a.ID, b.ID))
+	})
+	return out, err
+}
+
+// PingProcesses asks every running Troupe process for its
+// schemas.ProcessInfo and collects the answers that arrive within wait
+// (or until ctx ends), ordered by host, then pid.
+func PingProcesses(ctx context.Context, nc *nats.Conn, subj Subjects, wait time.Duration) ([]schemas.ProcessInfo, error) {
+	out, err := ping[schemas.ProcessInfo](ctx, nc, subj.ProcessesPing(), wait, func(p schemas.ProcessInfo) string { return p.ID })
+	slices.SortFunc(out, func(a, b schemas.ProcessInfo) int {
+		return cmp.Or(strings.Compare(a.Host, b.Host), cmp.Compare(a.PID, b.PID), strings.Compare(a.ID, b.ID))
+	})
+	return out, err
+}
+
+// ping publishes a request on subject and collects the answers, those
+// that decode into a T with an id, that arrive within wait.
+func ping[T any](ctx context.Context, nc *nats.Conn, subject string, wait time.Duration, id func(T) string) ([]T, error) {
 	inbox := nc.NewRespInbox()
 	replies := make(chan *nats.Msg, 256)
 	sub, err := nc.ChanSubscribe(inbox, replies)
@@ -24,18 +45,18 @@ func PingWorkers(ctx context.Context, nc *nats.Conn, subj Subjects, wait time.Du
 		return nil, err
 	}
 	defer sub.Unsubscribe()
-	if err := nc.PublishRequest(subj.WorkersPing(), inbox, nil); err != nil {
+	if err := nc.PublishRequest(subject, inbox, nil); err != nil {
 		return nil, err
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
-	var out []schemas.WorkerInfo
+	var out []T
 	for {
 		select {
 		case m := <-replies:
-			var wi schemas.WorkerInfo
-			if json.Unmarshal(m.Data, &wi) == nil && wi.ID != "" {
-				out = append(out, wi)
+			var v T
+			if json.Unmarshal(m.Data, &v) == nil && id(v) != "" {
+				out = append(out, v)
 			}
 			continue
 		case <-timer.C:
@@ -43,8 +64,5 @@ func PingWorkers(ctx context.Context, nc *nats.Conn, subj Subjects, wait time.Du
 		}
 		break
 	}
-	slices.SortFunc(out, func(a, b schemas.WorkerInfo) int {
-		return cmp.Or(strings.Compare(a.Role, b.Role), strings.Compare(a.ID, b.ID))
-	})
 	return out, nil
 }
