@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -334,7 +335,8 @@ func TestLiveConcurrencyAndModel(t *testing.T) {
 
 // TestLoweredLimitSpendsNoDelivery: a message a pull brings beyond a limit
 // lowered since waits for a slot rather than being nacked, which would
-// spend a delivery it never used: here its only one.
+// spend a delivery it never used (here its only one), and is kept alive
+// while it waits longer than its AckWait.
 func TestLoweredLimitSpendsNoDelivery(t *testing.T) {
 	t.Parallel()
 	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1})
@@ -343,12 +345,15 @@ func TestLoweredLimitSpendsNoDelivery(t *testing.T) {
 	nc, js, err := bus.Connect(srv.ClientURL(), "test", zerolog.New(zerolog.NewTestWriter(t)))
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
-	topo := bus.Topology{Roles: []string{"developer"}, AckWait: 30 * time.Second, RoleMaxDeliver: map[string]int{"developer": 1}}
+	var exhausted atomic.Int32
+	_, err = nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>", func(*nats.Msg) { exhausted.Add(1) })
+	require.NoError(t, err)
+	topo := bus.Topology{Roles: []string{"developer"}, AckWait: time.Second, RoleMaxDeliver: map[string]int{"developer": 1}}
 	require.NoError(t, topo.Ensure(context.Background(), js))
 	f := fixture{store: sqlite.NewTestStore(t), js: js, topo: topo}
 
-	m := &slowModel{delay: 200 * time.Millisecond}
-	w := startWorker(t, f, Config{Concurrency: 2, Heartbeat: 50 * time.Millisecond}, m)
+	m := &slowModel{delay: 2500 * time.Millisecond} // the second waits 2.5 AckWaits
+	w := startWorker(t, f, Config{Concurrency: 2, Heartbeat: 200 * time.Millisecond}, m)
 	require.Eventually(t, func() bool {
 		w.sem.mu.Lock()
 		defer w.sem.mu.Unlock()
@@ -358,6 +363,8 @@ func TestLoweredLimitSpendsNoDelivery(t *testing.T) {
 	f.waitStaged(t, f.queue(t, 2))
 	require.EqualValues(t, 2, m.calls.Load())
 	require.EqualValues(t, 1, m.peak.Load(), "one at a time under the lower limit")
+	require.NoError(t, nc.Flush())
+	require.Zero(t, exhausted.Load(), "a waiting message ran out of AckWait")
 }
 
 // TestPingCountsRunningTasks: a worker's ping answer counts the tasks it

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,6 +38,7 @@ type remoteMeter struct {
 
 	procs0   map[string]schemas.ProcessInfo
 	workers0 map[string]schemas.WorkerInfo
+	started  time.Time // when the meter first asked
 
 	inbox string
 	sub   *nats.Subscription
@@ -55,7 +58,7 @@ const pingWait = 500 * time.Millisecond
 // run, and listens for the in-flight samples that sample asks for.
 func startRemoteMeter(ctx context.Context, nc *nats.Conn, subj bus.Subjects, role string) (*remoteMeter, error) {
 	m := &remoteMeter{nc: nc, subj: subj, role: role, procs0: map[string]schemas.ProcessInfo{},
-		workers0: map[string]schemas.WorkerInfo{}, flight: map[string]*flightSamples{}}
+		workers0: map[string]schemas.WorkerInfo{}, flight: map[string]*flightSamples{}, started: time.Now()}
 	procs, err := bus.PingProcesses(ctx, nc, subj, pingWait)
 	if err != nil {
 		return nil, err
@@ -111,8 +114,16 @@ func (m *remoteMeter) finish(ctx context.Context, rep *benchReport) {
 			use.CPUSeconds -= p0.CPUSeconds
 		} else {
 			use.Whole = true
+			if p.StartedAt.Before(m.started) {
+				rep.Notes = append(rep.Notes, fmt.Sprintf("process %s pid %d did not answer before the run: its CPU seconds are since it started", p.Host, p.PID))
+			}
 		}
 		rep.Processes = append(rep.Processes, use)
+	}
+	for id, p0 := range m.procs0 {
+		if !slices.ContainsFunc(procs, func(p schemas.ProcessInfo) bool { return p.ID == id }) {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("process %s pid %d answered before the run, not after it (stopped, or slow to answer)", p0.Host, p0.PID))
+		}
 	}
 
 	workers, err := bus.PingWorkers(ctx, m.nc, m.subj, pingWait)
@@ -120,19 +131,33 @@ func (m *remoteMeter) finish(ctx context.Context, rep *benchReport) {
 		return
 	}
 	var after, before [][]schemas.Bucket
+	answered := map[string]bool{}
 	for _, w := range workers {
 		if w.Role != m.role {
 			continue
 		}
+		answered[w.ID] = true
 		rep.Concurrency = max(rep.Concurrency, w.Concurrency)
+		w0, ok := m.workers0[w.ID]
+		if !ok && w.StartedAt.Before(m.started) {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("a %s worker (pid %d) did not answer before the run: its dispatch latencies since it started are counted", m.role, w.PID))
+		}
 		after = append(after, w.Dispatch)
-		before = append(before, m.workers0[w.ID].Dispatch)
+		before = append(before, w0.Dispatch)
+	}
+	for id, w0 := range m.workers0 {
+		if w0.Role == m.role && !answered[id] {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("a %s worker (pid %d) answered before the run, not after it: its dispatch latencies are missing", m.role, w0.PID))
+		}
 	}
 	if len(after) == 0 {
 		rep.Notes = append(rep.Notes, "no "+m.role+" worker answered "+m.subj.WorkersPing()+": no dispatch latency or tasks in flight")
 		return
 	}
-	if d := telemetry.BucketsSince(after, before); len(d) > 0 {
+	d := telemetry.BucketsSince(after, before)
+	if len(d) == 0 {
+		rep.Notes = append(rep.Notes, "the "+m.role+" workers reported no dispatch latencies for the run (a Troupe older than this command?)")
+	} else {
 		var n uint64
 		for _, b := range d {
 			n += b.Count

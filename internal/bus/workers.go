@@ -36,7 +36,8 @@ func PingProcesses(ctx context.Context, nc *nats.Conn, subj Subjects, wait time.
 }
 
 // ping publishes a request on subject and collects the answers, those
-// that decode into a T with an id, that arrive within wait.
+// that decode into a T with an id (the first of each id), that arrive
+// within wait.
 func ping[T any](ctx context.Context, nc *nats.Conn, subject string, wait time.Duration, id func(T) string) ([]T, error) {
 	inbox := nc.NewRespInbox()
 	replies := make(chan *nats.Msg, 256)
@@ -51,11 +52,13 @@ func ping[T any](ctx context.Context, nc *nats.Conn, subject string, wait time.D
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	var out []T
+	seen := map[string]bool{}
 	for {
 		select {
 		case m := <-replies:
 			var v T
-			if json.Unmarshal(m.Data, &v) == nil && id(v) != "" {
+			if json.Unmarshal(m.Data, &v) == nil && id(v) != "" && !seen[id(v)] {
+				seen[id(v)] = true
 				out = append(out, v)
 			}
 			continue

@@ -8,31 +8,10 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/troupe-dev/troupe/schemas"
 )
-
-// ProcessCPUSeconds is the CPU time, user and system, the process has
-// used since it started.
-func ProcessCPUSeconds() float64 {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return float64(ru.Utime.Sec+ru.Stime.Sec) + float64(ru.Utime.Usec+ru.Stime.Usec)/1e6
-}
-
-// PeakRSSMB is the process's peak resident set in MiB (getrusage's
-// ru_maxrss, which Linux reports in KiB).
-func PeakRSSMB() float64 {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return float64(ru.Maxrss) / 1024
-}
 
 // RSSMB is the process's resident set now in MiB, from /proc/self/statm;
 // 0 where there is no /proc.
@@ -59,10 +38,14 @@ const (
 	bucketCount = 106
 )
 
+// bucketBounds are exact and the same on every platform: each is one
+// correctly rounded product scaled by a power of two (math.Pow's last bits
+// vary by architecture, and bounds are matched between processes).
 var bucketBounds = func() [bucketCount]float64 {
+	quarter := [4]float64{1, 1.189207115002721, 1.4142135623730951, 1.681792830507429} // 2^(k/4)
 	var b [bucketCount]float64
 	for i := range b {
-		b[i] = bucketFirst.Seconds() * math.Pow(2, float64(i)/4)
+		b[i] = math.Ldexp(bucketFirst.Seconds()*quarter[i%4], i/4)
 	}
 	return b
 }()
@@ -92,7 +75,8 @@ func (h *Histogram) Observe(d time.Duration) {
 }
 
 // Buckets returns the buckets that hold a count, in order: the first holds
-// everything up to 50 µs (Low 0), the last everything above its Low.
+// everything up to 50 µs (Low 0), the last (High about 66 minutes)
+// everything above its Low, longer durations too.
 func (h *Histogram) Buckets() []schemas.Bucket {
 	var out []schemas.Bucket
 	for i := range h.counts {

@@ -60,6 +60,17 @@ func TestQuantileFromBuckets(t *testing.T) {
 		require.InEpsilon(t, exact, got, 0.19, "q%v", q)
 	}
 	require.Zero(t, Quantile(nil, 0.5))
+
+	// Inside a bucket the quantile is interpolated, not a bound: spread
+	// evenly over one bucket, the median is its middle.
+	var one Histogram
+	for i := 1; i <= 1000; i++ {
+		one.Observe(time.Duration(float64(time.Millisecond) * (1 + 0.1*float64(i)/1000)))
+	}
+	b := one.Buckets()
+	require.Len(t, b, 1, "1 to 1.1 ms: one bucket, (0.95, 1.13] ms")
+	exact := 1.05e-3
+	require.InEpsilon(t, exact, Quantile(b, 0.5), 0.01)
 }
 
 func TestBucketsSince(t *testing.T) {
