@@ -32,24 +32,14 @@ func newSlots(limit int) *slots {
 // reserve takes a slot for a message to come, waiting for one; false when
 // ctx ended first.
 func (s *slots) reserve(ctx context.Context) bool {
-	return s.waitFor(ctx, func() bool {
-		if s.running+s.reserved < s.limit {
-			s.reserved++
-			return true
-		}
-		return false
-	})
+	return s.waitFor(ctx, s.takeReservation)
 }
 
 // tryReserve takes a slot for a message to come when one is free.
 func (s *slots) tryReserve() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.running+s.reserved < s.limit {
-		s.reserved++
-		return true
-	}
-	return false
+	return s.takeReservation()
 }
 
 // start turns a reservation into a running task when the limit has room
@@ -58,6 +48,20 @@ func (s *slots) tryReserve() bool {
 func (s *slots) start() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.takeStart()
+}
+
+// takeReservation and takeStart change the counts when the limit has
+// room; the lock is held.
+func (s *slots) takeReservation() bool {
+	if s.running+s.reserved < s.limit {
+		s.reserved++
+		return true
+	}
+	return false
+}
+
+func (s *slots) takeStart() bool {
 	if s.running < s.limit {
 		s.reserved--
 		s.running++
@@ -70,14 +74,7 @@ func (s *slots) start() bool {
 // start refused, and starts it; false, with the reservation given up,
 // when ctx ended first.
 func (s *slots) waitStart(ctx context.Context) bool {
-	if s.waitFor(ctx, func() bool {
-		if s.running < s.limit {
-			s.reserved--
-			s.running++
-			return true
-		}
-		return false
-	}) {
+	if s.waitFor(ctx, s.takeStart) {
 		return true
 	}
 	s.unreserve(1)

@@ -59,13 +59,18 @@ type fixture struct {
 
 func setup(t *testing.T, ackWait time.Duration) fixture {
 	t.Helper()
+	return setupWith(t, bus.Topology{Roles: []string{"developer"}, AckWait: ackWait})
+}
+
+// setupWith starts a server with topo's streams and consumers.
+func setupWith(t *testing.T, topo bus.Topology) fixture {
+	t.Helper()
 	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1})
 	require.NoError(t, err)
 	t.Cleanup(srv.Shutdown)
 	nc, js, err := bus.Connect(srv.ClientURL(), "test", zerolog.New(zerolog.NewTestWriter(t)))
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
-	topo := bus.Topology{Roles: []string{"developer"}, AckWait: ackWait}
 	require.NoError(t, topo.Ensure(context.Background(), js))
 	return fixture{store: sqlite.NewTestStore(t), js: js, topo: topo}
 }
@@ -320,11 +325,7 @@ func TestLiveConcurrencyAndModel(t *testing.T) {
 
 	// The fetch loop, idle now, waits on a pull for four messages: the
 	// lower limit must hold for what that pull brings too.
-	require.Eventually(t, func() bool {
-		w.sem.mu.Lock()
-		defer w.sem.mu.Unlock()
-		return w.sem.running == 0 && w.sem.reserved == 4
-	}, 10*time.Second, time.Millisecond)
+	waitIdlePull(t, w, 4)
 	w.SetConcurrency(2)
 	third := &slowModel{delay: 150 * time.Millisecond}
 	w.SetModel(third)
@@ -333,32 +334,32 @@ func TestLiveConcurrencyAndModel(t *testing.T) {
 	require.EqualValues(t, 2, third.peak.Load(), "a lower limit holds too")
 }
 
+// waitIdlePull waits until w runs nothing and its fetch loop waits on a
+// pull for n messages.
+func waitIdlePull(t *testing.T, w *Worker, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		w.sem.mu.Lock()
+		defer w.sem.mu.Unlock()
+		return w.sem.running == 0 && w.sem.reserved == n
+	}, 10*time.Second, time.Millisecond)
+}
+
 // TestLoweredLimitSpendsNoDelivery: a message a pull brings beyond a limit
 // lowered since waits for a slot rather than being nacked, which would
 // spend a delivery it never used (here its only one), and is kept alive
 // while it waits longer than its AckWait.
 func TestLoweredLimitSpendsNoDelivery(t *testing.T) {
 	t.Parallel()
-	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1})
-	require.NoError(t, err)
-	t.Cleanup(srv.Shutdown)
-	nc, js, err := bus.Connect(srv.ClientURL(), "test", zerolog.New(zerolog.NewTestWriter(t)))
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
+	f := setupWith(t, bus.Topology{Roles: []string{"developer"}, AckWait: time.Second, RoleMaxDeliver: map[string]int{"developer": 1}})
+	nc := f.js.Conn()
 	var exhausted atomic.Int32
-	_, err = nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>", func(*nats.Msg) { exhausted.Add(1) })
+	_, err := nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>", func(*nats.Msg) { exhausted.Add(1) })
 	require.NoError(t, err)
-	topo := bus.Topology{Roles: []string{"developer"}, AckWait: time.Second, RoleMaxDeliver: map[string]int{"developer": 1}}
-	require.NoError(t, topo.Ensure(context.Background(), js))
-	f := fixture{store: sqlite.NewTestStore(t), js: js, topo: topo}
 
 	m := &slowModel{delay: 2500 * time.Millisecond} // the second waits 2.5 AckWaits
 	w := startWorker(t, f, Config{Concurrency: 2, Heartbeat: 200 * time.Millisecond}, m)
-	require.Eventually(t, func() bool {
-		w.sem.mu.Lock()
-		defer w.sem.mu.Unlock()
-		return w.sem.running == 0 && w.sem.reserved == 2
-	}, 10*time.Second, time.Millisecond)
+	waitIdlePull(t, w, 2)
 	w.SetConcurrency(1)
 	f.waitStaged(t, f.queue(t, 2))
 	require.EqualValues(t, 2, m.calls.Load())
