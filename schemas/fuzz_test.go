@@ -1,10 +1,12 @@
 package schemas
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 )
 
@@ -90,5 +92,44 @@ func FuzzDecodeMessages(f *testing.F) {
 		check(t, SchemaEvent, data, func(b []byte) (any, error) { return Decode[Event](SchemaEvent, b) })
 		check(t, SchemaReviewDecision, data, func(b []byte) (any, error) { return Decode[ReviewDecision](SchemaReviewDecision, b) })
 		check(t, SchemaDeadLetterAction, data, func(b []byte) (any, error) { return Decode[DeadLetterAction](SchemaDeadLetterAction, b) })
+	})
+}
+
+// FuzzParseReadsAsEncodingJSON: what the validator sees is what
+// encoding/json decodes (numbers as json.Number), for every valid document:
+// invalid UTF-8 and lone surrogates mangled alike, the last of duplicate
+// names kept.
+func FuzzParseReadsAsEncodingJSON(f *testing.F) {
+	seeds, err := filepath.Glob("testdata/*/*/*.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, seed := range seeds {
+		data, err := os.ReadFile(seed)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	for _, s := range []string{"\"a\xff\xfeb\"", `"\ud800x"`, `"\udc00\ud800"`, "\"\xed\xa0\x80\"", `{"a":1,"a":[2,{"b":null}]}`, `[1e400, -0, 1.50, 12345678901234567890]`, ` {"é\u0000":"\n"} `} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if !json.Valid(data) {
+			return
+		}
+		got, _, err := parse(data)
+		if err != nil {
+			t.Fatalf("parse %q: %v", data, err)
+		}
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.UseNumber()
+		var want any
+		if err := dec.Decode(&want); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(want, got) {
+			t.Fatalf("parse %q:\n got %#v\nwant %#v", data, got, want)
+		}
 	})
 }
