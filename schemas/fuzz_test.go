@@ -14,19 +14,7 @@ import (
 // it returns for a submission is the payload's fault, and that whatever it
 // accepts unmarshals into a Submission that validates again once marshalled.
 func FuzzValidateSubmission(f *testing.F) {
-	for _, pattern := range []string{"testdata/good/submission/*.json", "testdata/bad/submission/*.json"} {
-		seeds, err := filepath.Glob(pattern)
-		if err != nil {
-			f.Fatal(err)
-		}
-		for _, seed := range seeds {
-			data, err := os.ReadFile(seed)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(data)
-		}
-	}
+	addSeeds(f, "testdata/good/submission/*.json", "testdata/bad/submission/*.json")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		err := Validate(SchemaSubmission, data)
 		if err != nil {
@@ -57,19 +45,7 @@ func FuzzValidateSubmission(f *testing.F) {
 // decoding never panics, every refusal is ErrInvalid with a message, and
 // what is accepted round-trips through its Go type.
 func FuzzDecodeMessages(f *testing.F) {
-	for _, pattern := range []string{"testdata/good/*/*.json", "testdata/bad/task/*.json", "testdata/bad/review_request/*.json", "testdata/bad/event/*.json"} {
-		seeds, err := filepath.Glob(pattern)
-		if err != nil {
-			f.Fatal(err)
-		}
-		for _, seed := range seeds {
-			data, err := os.ReadFile(seed)
-			if err != nil {
-				f.Fatal(err)
-			}
-			f.Add(data)
-		}
-	}
+	addSeeds(f, "testdata/good/*/*.json", "testdata/bad/task/*.json", "testdata/bad/review_request/*.json", "testdata/bad/event/*.json")
 	check := func(t *testing.T, schema string, data []byte, decode func([]byte) (any, error)) {
 		v, err := decode(data)
 		if err != nil {
@@ -100,17 +76,7 @@ func FuzzDecodeMessages(f *testing.F) {
 // invalid UTF-8 and lone surrogates mangled alike, the last of duplicate
 // names kept.
 func FuzzParseReadsAsEncodingJSON(f *testing.F) {
-	seeds, err := filepath.Glob("testdata/*/*/*.json")
-	if err != nil {
-		f.Fatal(err)
-	}
-	for _, seed := range seeds {
-		data, err := os.ReadFile(seed)
-		if err != nil {
-			f.Fatal(err)
-		}
-		f.Add(data)
-	}
+	addSeeds(f, "testdata/*/*/*.json")
 	for _, s := range []string{"\"a\xff\xfeb\"", `"\ud800x"`, `"\udc00\ud800"`, "\"\xed\xa0\x80\"", `{"a":1,"a":[2,{"b":null}]}`, `[1e400, -0, 1.50, 12345678901234567890]`, ` {"é\u0000":"\n"} `} {
 		f.Add([]byte(s))
 	}
@@ -132,4 +98,22 @@ func FuzzParseReadsAsEncodingJSON(f *testing.F) {
 			t.Fatalf("parse %q:\n got %#v\nwant %#v", data, got, want)
 		}
 	})
+}
+
+// addSeeds adds every file the patterns match to f's corpus.
+func addSeeds(f *testing.F, patterns ...string) {
+	f.Helper()
+	for _, pattern := range patterns {
+		seeds, err := filepath.Glob(pattern)
+		if err != nil {
+			f.Fatal(err)
+		}
+		for _, seed := range seeds {
+			data, err := os.ReadFile(seed)
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(data)
+		}
+	}
 }
