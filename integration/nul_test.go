@@ -1,6 +1,8 @@
 package integration
 
 import (
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -14,7 +16,8 @@ import (
 // TestNULRefused, on SQLite and PostgreSQL (whose text cannot hold a NUL
 // character, so a NUL once meant a 500 there and a stored job here): a
 // NUL in a title, brief, instructions or feedback is refused with an error
-// naming the field, and nothing is stored or published; a model answer
+// naming the field (by the API and by the dashboard's pages), and nothing
+// is stored or published; a model answer
 // with a NUL in its summary and in a file is staged, rejected by review
 // with the reason (never promoted), and the revision is promoted.
 func TestNULRefused(t *testing.T) {
@@ -39,6 +42,15 @@ func TestNULRefused(t *testing.T) {
 			require.NotNil(t, er, tc.body)
 			require.Equal(t, "invalid_request", er.Code, tc.body)
 			require.Contains(t, er.Error, tc.want, tc.body)
+		}
+		// The dashboard's pages read the store: their queries are refused alike.
+		for _, path := range []string{"/jobs?q=a%00b", "/memory?q=%00", "/deadletters?q=%00", "/jobs/x%00y"} {
+			resp, err := http.Get(d.Web + path)
+			require.NoError(t, err)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			require.Equal(t, http.StatusBadRequest, resp.StatusCode, "%s: %s", path, body)
+			require.Contains(t, string(body), `contains a NUL character (\u0000), not allowed in text`, path)
 		}
 		require.Empty(t, call[schemas.JobList](d, "jobs.list", schemas.ListRequest{}).Jobs, "no job was stored")
 		require.Equal(t, before, streamSeqs(t, js), "nothing was published")
