@@ -8,6 +8,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/troupe-dev/troupe/internal/config"
 	"github.com/troupe-dev/troupe/internal/imagecheck"
 	"github.com/troupe-dev/troupe/internal/imagecheck/imagechecktest"
 	"github.com/troupe-dev/troupe/internal/llm"
@@ -98,4 +99,23 @@ func TestScalingCostsAboutTheImage(t *testing.T) {
 	t.Logf("%dx%d 8-bit RGBA: %d MB decoded, %d MB allocated to scale it to %d pixels wide, heap %d MB after",
 		w, h, img.Bytes>>20, allocated>>20, llm.DefaultMaxImageSide, after.HeapAlloc>>20)
 	require.Less(t, allocated, 2*img.Bytes, "scaling allocates less than the decoded image again")
+}
+
+// TestOneGatePerProcess: every model ForRoles builds, whatever its role or
+// provider, shares one gate of models.imageDecodes and the configured
+// bound on decoded bytes.
+func TestOneGatePerProcess(t *testing.T) {
+	t.Parallel()
+	var cfg config.Config
+	cfg.Models = config.Models{Default: "a/vision", MaxImageBytes: 1 << 20, ImageDecodes: 1, Providers: map[string]config.Provider{
+		"a": {BaseURL: "http://127.0.0.1:1", Models: []config.Model{{ID: "vision", Input: []string{"text", "image"}}}},
+		"b": {BaseURL: "http://127.0.0.1:2", Models: []config.Model{{ID: "vision", Input: []string{"text", "image"}}}},
+	}}
+	cfg.Roles = map[string]config.Role{"developer": {Model: "b/vision"}}
+	models, err := llm.ForRoles(cfg, []string{"pm", "developer"})
+	require.NoError(t, err)
+	pm, dev := models["pm"].(*llm.OpenAI).Spec(), models["developer"].(*llm.OpenAI).Spec()
+	require.NotNil(t, pm.ImageDecodes)
+	require.Same(t, pm.ImageDecodes, dev.ImageDecodes)
+	require.Equal(t, int64(1<<20), dev.MaxImageBytes)
 }
