@@ -119,3 +119,17 @@ func TestOneGatePerProcess(t *testing.T) {
 	require.Same(t, pm.ImageDecodes, dev.ImageDecodes)
 	require.Equal(t, int64(1<<20), dev.MaxImageBytes)
 }
+
+// BenchmarkFitImage reports what scaling a 4000x2000 RGBA image (30 MB
+// decoded) down to 1568 pixels allocates (B/op) and takes.
+func BenchmarkFitImage(b *testing.B) {
+	data := imagechecktest.ZeroPNG(4000, 2000, 8, imagechecktest.RGBA)
+	a := schemas.Attachment{Name: "wide.png", MediaType: "image/png", Data: base64.StdEncoding.EncodeToString(data)}
+	gate := imagecheck.NewGate(1)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := llm.FitImage(context.Background(), a, llm.DefaultMaxImageSide, 0, gate); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
