@@ -79,15 +79,17 @@ func Check(mediaType string, data []byte, maxBytes int64) (*Image, error) {
 	if maxBytes <= 0 {
 		maxBytes = DefaultMaxBytes
 	}
-	label := strings.ToLower(mediaType)
+	// Labels are compared as written, not folded: a worker sends as
+	// images the attachments whose media type starts "image/", naming
+	// the type to the provider as given.
 	sniffed := sniff(data)
-	labelled := strings.HasPrefix(label, "image/")
+	labelled := strings.HasPrefix(mediaType, "image/")
 	switch {
 	case sniffed == "" && !labelled:
 		return nil, nil
 	case sniffed == "":
 		return nil, fmt.Errorf("%w: the content is %s, not a PNG, JPEG, GIF or WebP image as media_type %q says", ErrNotImage, describe(data), mediaType)
-	case sniffed != label:
+	case sniffed != mediaType:
 		return nil, fmt.Errorf("%w: the content is an %s image, but media_type says %q", ErrNotImage, sniffed, mediaType)
 	}
 	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))

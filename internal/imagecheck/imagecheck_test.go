@@ -55,7 +55,8 @@ func TestCheck(t *testing.T) {
 	}{
 		{"text as text", "text/plain", []byte("hello\n"), 0, 0, nil, ""},
 		{"small png", "image/png", encode(t, "png", rgba), 0, 40 * 30 * 4, nil, ""},
-		{"label case ignored", "IMAGE/PNG", encode(t, "png", rgba), 0, 40 * 30 * 4, nil, ""},
+		{"labels are lower case", "IMAGE/PNG", encode(t, "png", rgba), 0, 0, imagecheck.ErrNotImage,
+			`the content is an image/png image, but media_type says "IMAGE/PNG"`},
 		{"jpeg counts 4:4:4", "image/jpeg", encode(t, "jpeg", rgba), 0, 40 * 30 * 3, nil, ""},
 		{"gif is paletted", "image/gif", encode(t, "gif", rgba), 0, 40 * 30, nil, ""},
 		{"a shell script labelled png", "image/png", []byte("#!/bin/sh\nrm -rf /\n"), 0, 0, imagecheck.ErrNotImage,
