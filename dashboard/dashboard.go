@@ -157,7 +157,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /events", s.events)
 
 	cop := http.NewCrossOriginProtection()
-	return securityHeaders(cop.Handler(s.auth.middleware(mux)))
+	return securityHeaders(cop.Handler(s.auth.middleware(refuseNUL(mux))))
 }
 
 // Listen serves the dashboard on addr and returns the address it listens on.

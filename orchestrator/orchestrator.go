@@ -59,7 +59,11 @@ type Config struct {
 	// Concurrency is how many events (and advisories) are handled at
 	// once. Defaults to 64.
 	Concurrency int
-	Logger      zerolog.Logger
+	// MaxImageBytes bounds the decoded pixels of an image attachment; a
+	// submission with a larger one is refused. Defaults to
+	// imagecheck.DefaultMaxBytes.
+	MaxImageBytes int64
+	Logger        zerolog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -321,8 +325,8 @@ type prepared struct {
 	isNew    bool // set by create: false when the idempotency key named an existing job
 }
 
-// prepare validates a submission's plan (or takes the default one) and
-// makes the job and its tasks.
+// prepare validates a submission's plan (or takes the default one) and its
+// attachments, and makes the job and its tasks.
 func (s *Service) prepare(sub schemas.Submission) (prepared, error) {
 	plan := sub.Tasks
 	planning := len(plan) == 0 && s.cfg.Planner != nil
@@ -330,6 +334,9 @@ func (s *Service) prepare(sub schemas.Submission) (prepared, error) {
 		plan = DefaultPlan()
 	}
 	if err := ValidatePlan(plan); err != nil {
+		return prepared{}, err
+	}
+	if err := checkAttachments(sub.Attachments, s.cfg.MaxImageBytes); err != nil {
 		return prepared{}, err
 	}
 	now := time.Now().UTC().Truncate(time.Microsecond) // what the store keeps

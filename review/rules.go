@@ -102,14 +102,15 @@ func Checks(out store.Output, limits Limits) []schemas.Check {
 
 // CheckRules runs every rule check on one staged output of role and returns
 // one Check per rule, in the order not_empty, size_limits, safe_paths,
-// required_sections, no_secrets. A failed check's Detail says what failed;
-// it never quotes a secret.
+// no_nul, required_sections, no_secrets. A failed check's Detail says what
+// failed; it never quotes a secret.
 func CheckRules(role string, content string, files []schemas.File, limits Limits) []schemas.Check {
 	limits = limits.WithDefaults()
 	return []schemas.Check{
 		checkNotEmpty(files),
 		checkSizeLimits(content, files, limits),
 		checkSafePaths(files),
+		checkNoNUL(content, files),
 		checkRequiredSections(role, files),
 		checkNoSecrets(content, files),
 	}

@@ -45,7 +45,7 @@ func TestCheckRulesOrderAndPass(t *testing.T) {
 		require.True(t, c.Passed, "%s: %s", c.Name, c.Detail)
 		require.NotEmpty(t, c.Detail)
 	}
-	require.Equal(t, []string{CheckNotEmpty, CheckSizeLimits, CheckSafePaths, CheckRequiredSections, CheckNoSecrets}, names)
+	require.Equal(t, []string{CheckNotEmpty, CheckSizeLimits, CheckSafePaths, CheckNoNUL, CheckRequiredSections, CheckNoSecrets}, names)
 	require.True(t, Passed(checks))
 	require.Empty(t, Feedback(checks))
 }

@@ -132,8 +132,11 @@ func Decode[T any](schema string, data []byte) (T, error) {
 // json.Number so that integers keep their precision. It also returns the
 // problems encoding/json would not report but that make a document mean
 // different things to different readers: a key given twice (the validator
-// would see the last value, json.Unmarshal every one) and a number no
-// float64 holds (or whose exponent would cost the validator seconds).
+// would see the last value, json.Unmarshal every one), a number no
+// float64 holds (or whose exponent would cost the validator seconds), and
+// a NUL character in a string, which SQLite keeps but PostgreSQL's text
+// refuses, so a document that holds one is refused here, whatever its
+// schema, rather than by a store later.
 func parse(data []byte) (any, []problem, error) {
 	if !json.Valid(data) {
 		var v any
@@ -174,6 +177,9 @@ func readValue(dec *jsontext.Decoder, loc []string, probs *[]problem) (any, erro
 				return nil, err
 			}
 			key := kt.String()
+			if strings.ContainsRune(key, 0) {
+				*probs = append(*probs, problem{loc: slices.Clone(loc), msg: "has a name with a NUL character (\\u0000)"})
+			}
 			// loc's array is reused by siblings: a problem keeps a clone.
 			at := append(loc, key)
 			v, err := readValue(dec, at, probs)
@@ -199,7 +205,11 @@ func readValue(dec *jsontext.Decoder, loc []string, probs *[]problem) (any, erro
 		_, err := dec.ReadToken()
 		return arr, err
 	case '"':
-		return tok.String(), nil
+		str := tok.String()
+		if strings.ContainsRune(str, 0) {
+			*probs = append(*probs, problem{loc: slices.Clone(loc), msg: "contains a NUL character (\\u0000), not allowed in text"})
+		}
+		return str, nil
 	case '0':
 		n := tok.String()
 		if !numberInRange(n) {

@@ -649,6 +649,10 @@ func (w *Worker) stage(ctx context.Context, log zerolog.Logger, task store.Task,
 		// Review rejects it with this reason, for the next revision.
 		out.Checks = []schemas.Check{{Name: "answer_format", Passed: false, Detail: bus.Clip(resp.ParseError, 2000)}}
 	}
+	var nul *schemas.Check
+	if out.Content, nul = storableSummary(out.Content); nul != nil {
+		out.Checks = append(out.Checks, *nul)
+	}
 	rows := calls.take()
 	// The output must be new and the task still waiting for it, else
 	// the transaction fails; on PostgreSQL it is one round trip.

@@ -257,7 +257,7 @@ func (a *App) Start(ctx context.Context) error {
 			Planner: planner, Metrics: metrics,
 			Prefix: cfg.NATS.Prefix, MaxRevisions: cfg.MaxRevisions(), NoRevisions: cfg.MaxRevisions() == 0,
 			Notify: a.relay.Notify, OnDeadLetter: cfg.Reliability.OnDeadLetter, Logger: a.Log,
-			Prices: cfg.Prices(), DefaultBudget: cfg.Budgets.MaxTokensPerJob,
+			Prices: cfg.Prices(), DefaultBudget: cfg.Budgets.MaxTokensPerJob, MaxImageBytes: cfg.Models.MaxImageBytes,
 			Reconcile: orchestrator.ReconcileConfig{Interval: reconcile, StaleAfter: staleAfter},
 		}, st, nc, js)
 		if err := a.orch.Start(ctx); err != nil {

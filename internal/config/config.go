@@ -253,6 +253,14 @@ type Models struct {
 	// MaxImageSide is the longest side, in pixels, an image attachment is
 	// sent with; larger ones are scaled down first. Defaults to 1568.
 	MaxImageSide int `json:"maxImageSide,omitempty"`
+	// MaxImageBytes bounds the bytes an image attachment's pixels take
+	// once decoded, as its header says: a larger one is refused at
+	// submission, and by a worker before it decodes it. Defaults to
+	// 67108864 (64 MiB).
+	MaxImageBytes int64 `json:"maxImageBytes,omitempty"`
+	// ImageDecodes is how many images one process decodes (to scale them
+	// down) at once, across every role. Defaults to 2.
+	ImageDecodes int `json:"imageDecodes,omitempty"`
 }
 
 // Provider is an OpenAI-compatible endpoint.
@@ -400,6 +408,12 @@ func (c Config) Validate() error {
 	}
 	if err := c.NATS.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.Models.MaxImageBytes < 0 {
+		bad("models.maxImageBytes", "must not be negative")
+	}
+	if c.Models.ImageDecodes < 0 {
+		bad("models.imageDecodes", "must not be negative")
 	}
 	refs := map[string]bool{}
 	for _, pname := range sortedKeys(c.Models.Providers) {

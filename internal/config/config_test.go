@@ -64,6 +64,8 @@ func TestParseErrorsNameTheField(t *testing.T) {
 		{"unset variable", `{"models": {"providers": {"p": {"baseUrl": "https://x", "apiKey": "${TROUPE_TEST_UNSET_VAR}", "models": [{"id": "m"}]}}}}`,
 			`environment variable TROUPE_TEST_UNSET_VAR is not set`},
 		{"max revisions", `{"review": {"maxRevisions": 99}}`, `review.maxRevisions: 99 is out of range`},
+		{"negative image bytes", `{"models": {"maxImageBytes": -1}}`, `models.maxImageBytes: must not be negative`},
+		{"negative image decodes", `{"models": {"imageDecodes": -2}}`, `models.imageDecodes: must not be negative`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 
 	openai "github.com/sashabaranov/go-openai"
 
+	"github.com/troupe-dev/troupe/internal/imagecheck"
 	"github.com/troupe-dev/troupe/schemas"
 )
 
@@ -39,6 +40,14 @@ type Spec struct {
 	// are scaled down. Defaults to DefaultMaxImageSide; negative sends
 	// images as they are.
 	MaxImageSide int
+	// MaxImageBytes bounds the decoded pixels of one image; a larger one
+	// fails the call before it is decoded. Defaults to
+	// imagecheck.DefaultMaxBytes.
+	MaxImageBytes int64
+	// ImageDecodes bounds the images decoded at once; share one across
+	// every model of a process. Defaults to one gate of
+	// imagecheck.DefaultDecodes shared by every model that names none.
+	ImageDecodes *imagecheck.Gate
 }
 
 // OpenAI calls a chat-completions endpoint: OpenAI, DashScope/Qwen, Kimi,
@@ -82,8 +91,15 @@ func (m *OpenAI) Generate(ctx context.Context, req Request) (Response, error) {
 		if side == 0 {
 			side = DefaultMaxImageSide
 		}
+		gate := m.spec.ImageDecodes
+		if gate == nil {
+			gate = defaultDecodes
+		}
 		for _, a := range images {
-			a, err := fitImage(a, side)
+			a, err := fitImage(ctx, a, side, m.spec.MaxImageBytes, gate)
+			if ctx.Err() != nil {
+				return Response{}, ctx.Err()
+			}
 			if err != nil {
 				return Response{}, fmt.Errorf("%w: %w", ErrRejected, err)
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/troupe-dev/troupe/internal/imagecheck/imagechecktest"
 	"github.com/troupe-dev/troupe/internal/llm"
 	"github.com/troupe-dev/troupe/internal/llm/llmtest"
 	"github.com/troupe-dev/troupe/schemas"
@@ -249,18 +250,18 @@ func TestProviderLimitIsShared(t *testing.T) {
 	require.Equal(t, 2, peak, "two models of one provider share its limit")
 }
 
-// TestHugeImageIsRefused: a small file that claims a huge canvas is
-// refused before it is decoded (it would exhaust memory).
-func TestHugeImageIsRefused(t *testing.T) {
+// TestImageBoundIsConfigured: a small file that claims a canvas larger
+// than models.maxImageBytes is refused before it is decoded.
+func TestImageBoundIsConfigured(t *testing.T) {
 	t.Parallel()
 	srv := setup(t)
-	var buf bytes.Buffer
-	require.NoError(t, png.Encode(&buf, image.NewGray(image.Rect(0, 0, 8000, 8000))))
 	req := request(&recorder{})
-	req.Task.Attachments = []schemas.Attachment{{Name: "bomb.png", MediaType: "image/png", Data: base64.StdEncoding.EncodeToString(buf.Bytes())}}
-	_, err := model(srv, "vision-model", true).Generate(context.Background(), req)
+	req.Task.Attachments = []schemas.Attachment{{Name: "bomb.png", MediaType: "image/png",
+		Data: base64.StdEncoding.EncodeToString(imagechecktest.ZeroPNG(8000, 8000, 8, imagechecktest.Gray))}}
+	m := llm.NewOpenAI(llm.Spec{Ref: "fake/vision-model", ID: "vision-model", BaseURL: srv.URL(), APIKey: key, Images: true, MaxImageBytes: 32 << 20}, nil)
+	_, err := m.Generate(context.Background(), req)
 	require.ErrorIs(t, err, llm.ErrRejected)
-	require.ErrorContains(t, err, "8000x8000 pixels")
+	require.ErrorContains(t, err, "8000x8000 pixels of 8-bit grey, 64 MB decoded; at most 32 MiB may be")
 	require.Empty(t, srv.Requests())
 }
 

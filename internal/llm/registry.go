@@ -8,17 +8,21 @@ import (
 	"strings"
 
 	"github.com/troupe-dev/troupe/internal/config"
+	"github.com/troupe-dev/troupe/internal/imagecheck"
 )
 
 // ForRoles builds every role's model from the configuration: the role's
 // model (else models.default) with its fallbacks after it, or the offline
 // model when none is configured. Calls to one provider share one limit on
-// calls in flight (models.providers.<name>.maxConcurrency), whatever the role.
+// calls in flight (models.providers.<name>.maxConcurrency), whatever the role,
+// and every model shares one bound on images decoded at once
+// (models.imageDecodes).
 func ForRoles(cfg config.Config, roles []string) (map[string]Model, error) {
 	limiters := map[string]chan struct{}{}
 	for name, p := range cfg.Models.Providers {
 		limiters[name] = make(chan struct{}, max(p.MaxConcurrency, 1))
 	}
+	decodes := imagecheck.NewGate(cfg.Models.ImageDecodes)
 	out := map[string]Model{}
 	for _, role := range roles {
 		rc := cfg.Roles[role]
@@ -35,6 +39,7 @@ func ForRoles(cfg config.Config, roles []string) (map[string]Model, error) {
 			}
 			spec.Temperature = rc.Temperature
 			spec.MaxImageSide = cfg.Models.MaxImageSide
+			spec.MaxImageBytes, spec.ImageDecodes = cfg.Models.MaxImageBytes, decodes
 			provider, _, _ := strings.Cut(ref, "/")
 			chain = append(chain, NewOpenAI(spec, limiters[provider]))
 		}
