@@ -1,6 +1,9 @@
 package redact
 
-import "strings"
+import (
+	"net/url"
+	"strings"
+)
 
 // Shapes masks the credentials of well-known shapes in s, whatever their
 // value: URL user information (scheme://user:pass@host), name=value
@@ -260,4 +263,32 @@ func shortName(name string) bool {
 		}
 	}
 	return false
+}
+
+// IsCredentialName reports whether a parameter, header, field or
+// environment variable so named carries a credential: API_KEY,
+// access_token, X-Amz-Signature, DB_PASS, key.
+func IsCredentialName(name string) bool { return specificName(name) || shortName(name) }
+
+// ShapedValues returns the values in s that Shapes masks (a URL's
+// password, a query's key=...), as they are and URL-decoded: the secrets
+// a configured URL carries.
+func ShapedValues(s string) []string {
+	var spans []span
+	spans = userinfoSpans(s, spans)
+	spans = paramSpans(s, spans)
+	spans = memberSpans(s, spans)
+	spans = bearerSpans(s, spans)
+	var out []string
+	for _, sp := range spans {
+		v := s[sp.from:sp.to]
+		out = append(out, v)
+		if _, pass, ok := strings.Cut(v, ":"); ok && sp.to < len(s) && s[sp.to] == '@' {
+			out = append(out, pass) // a URL's password alone, beside user:password
+		}
+		if u, err := url.QueryUnescape(v); err == nil && u != v {
+			out = append(out, u)
+		}
+	}
+	return out
 }
