@@ -56,6 +56,7 @@ func TestShapes(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
 		`Post "http://127.0.0.1:1/v1?key=SECRETVALUE123/chat/completions": EOF`: `Post "http://127.0.0.1:1/v1?key=***": EOF`,
+		"dial https://h/v1?key=abc: connection refused":                         "dial https://h/v1?key=***: connection refused",
 		"https://h/v1?api_key=abc&model=x":                                      "https://h/v1?api_key=***&model=x",
 		"https://h/v1?access_token=abc&x-api-key=def&apikey=ghi":                "https://h/v1?access_token=***&x-api-key=***&apikey=***",
 		"https://h/v1?sig=abc&X-Amz-Signature=def&client_secret=ghi":            "https://h/v1?sig=***&X-Amz-Signature=***&client_secret=***",

@@ -102,6 +102,9 @@ func paramSpans(s string, spans []span) []span {
 		for end < len(s) && !strings.ContainsRune(" \t\r\n&;,\"'\\#<>)}", rune(s[end])) {
 			end++
 		}
+		if end > i && s[end-1] == ':' && (end == len(s) || s[end] == ' ') {
+			end-- // "...?key=x: connection refused": the colon is the message's
+		}
 		if end > i {
 			spans = append(spans, span{i, end})
 		}
