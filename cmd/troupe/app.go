@@ -97,6 +97,7 @@ func (a *App) Start(ctx context.Context) error {
 	// From here on, the configuration's secrets are masked in everything
 	// the process writes: logs, reasons, events, dead letters, replies.
 	redact.Add(cfg.Secrets()...)
+	redact.Add(a.Dashboard.secrets()...)
 	if a.Ops == nil {
 		a.Ops = telemetry.NewOps()
 	}
