@@ -15,7 +15,7 @@
 //
 // The process keeps one set of secrets (Add), which only grows: a key
 // replaced by a configuration change may still be in errors in flight, and
-// nothing is ever unmasked. String, Error and Writer mask with it.
+// nothing is ever unmasked. String and Writer mask with it.
 package redact
 
 import (
@@ -81,29 +81,6 @@ func (r *Redactor) String(s string) string {
 	return Shapes(s)
 }
 
-// Error returns err with a masked message; errors.Is and errors.As still
-// see what it wraps. nil stays nil, and an error with nothing to mask is
-// returned as it is.
-func (r *Redactor) Error(err error) error {
-	if err == nil {
-		return nil
-	}
-	msg := err.Error()
-	clean := r.String(msg)
-	if clean == msg {
-		return err
-	}
-	return &redacted{msg: clean, err: err}
-}
-
-type redacted struct {
-	msg string
-	err error
-}
-
-func (e *redacted) Error() string { return e.msg }
-func (e *redacted) Unwrap() error { return e.err }
-
 // Forms returns the forms s is masked in, in ASCII lower case: they are
 // matched ignoring case, which covers the secret lower- and upper-cased,
 // and %2f as well as %2F.
@@ -116,7 +93,7 @@ func Forms(s string) []string {
 		// a token in a JSON document) the secret starts at any of three
 		// offsets; the characters that encode its bytes alone are the
 		// same whatever surrounds it.
-		for shift := 1; shift <= 2; shift++ {
+		for shift := 0; shift <= 2; shift++ {
 			if core := base64Core(enc, b, shift); len(core) >= 8 {
 				forms = append(forms, core)
 			}
@@ -145,14 +122,17 @@ func Forms(s string) []string {
 func base64Core(enc *base64.Encoding, b []byte, shift int) string {
 	padded := append(make([]byte, shift), b...)
 	full := enc.WithPadding(base64.NoPadding).EncodeToString(padded)
-	// The first group of 4 characters mixes the shift bytes with b's;
-	// after it, each 3 bytes are 4 characters of b alone, up to the last
-	// whole group.
-	whole := (len(padded) / 3) * 4
-	if whole <= 4 {
+	// After a shift, the first group of 4 characters mixes the shift
+	// bytes with b's; after it, each 3 bytes are 4 characters of b alone,
+	// up to the last whole group (the rest mixes with what follows).
+	from, whole := 0, (len(padded)/3)*4
+	if shift > 0 {
+		from = 4
+	}
+	if whole <= from {
 		return ""
 	}
-	return full[4:whole]
+	return full[from:whole]
 }
 
 // The process's secrets.
@@ -161,8 +141,8 @@ var (
 	process atomic.Pointer[Redactor]
 )
 
-// Add makes the process mask secrets, from now on, wherever String, Error
-// and Writer are used.
+// Add makes the process mask secrets, from now on, wherever String and
+// Writer are used.
 func Add(secrets ...string) {
 	mu.Lock()
 	defer mu.Unlock()
@@ -179,15 +159,8 @@ func Add(secrets ...string) {
 	process.Store(cur.With(fresh...))
 }
 
-// Process is the Redactor of the process's secrets.
-func Process() *Redactor { return process.Load() }
-
 // String masks s with the process's secrets and the well-known shapes.
 func String(s string) string { return process.Load().String(s) }
-
-// Error masks err's message with the process's secrets and the
-// well-known shapes.
-func Error(err error) error { return process.Load().Error(err) }
 
 // Writer returns a writer that masks what it writes with the process's
 // secrets (as they are when each write happens) before passing it to w: a
