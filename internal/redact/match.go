@@ -39,21 +39,38 @@ func bucket(h uint32) uint32 { return (h * 2654435761) >> 16 }
 // find appends the spans of s that match a pattern, leftmost first, the
 // longest at each position, not overlapping.
 func (m *matcher) find(s string, spans []span) []span {
+	if len(s) < 4 {
+		return spans
+	}
+	// Before each look, h holds the three bytes from i, lower-cased, the
+	// first in its low byte; the fourth is added.
+	h := uint32(lower(s[0])) | uint32(lower(s[1]))<<8 | uint32(lower(s[2]))<<16
 	for i := 0; i+4 <= len(s); i++ {
-		h := uint32(lower(s[i])) | uint32(lower(s[i+1]))<<8 | uint32(lower(s[i+2]))<<16 | uint32(lower(s[i+3]))<<24
-		b := bucket(h)
-		if m.bits[b/64]&(1<<(b%64)) == 0 {
-			continue
-		}
-		for _, p := range m.heads[h] {
-			if len(s)-i >= len(p) && strings.EqualFold(s[i:i+len(p)], p) {
-				spans = append(spans, span{i, i + len(p)})
-				i += len(p) - 1
-				break
+		h |= uint32(lower(s[i+3])) << 24
+		if b := bucket(h); m.bits[b/64]&(1<<(b%64)) != 0 {
+			if p := m.at(s, i, h); p > 0 {
+				spans = append(spans, span{i, i + p})
+				i += p - 1
+				if i+4 < len(s) {
+					h = uint32(lower(s[i+1])) | uint32(lower(s[i+2]))<<8 | uint32(lower(s[i+3]))<<16
+				}
+				continue
 			}
 		}
+		h >>= 8
 	}
 	return spans
+}
+
+// at is the length of the longest pattern at s[i:] whose first four bytes
+// are h, or 0.
+func (m *matcher) at(s string, i int, h uint32) int {
+	for _, p := range m.heads[h] {
+		if len(s)-i >= len(p) && strings.EqualFold(s[i:i+len(p)], p) {
+			return len(p)
+		}
+	}
+	return 0
 }
 
 func lower(c byte) byte {
