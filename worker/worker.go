@@ -22,6 +22,7 @@ import (
 
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/internal/llm"
+	"github.com/troupe-dev/troupe/internal/redact"
 	"github.com/troupe-dev/troupe/internal/telemetry"
 	"github.com/troupe-dev/troupe/review"
 	"github.com/troupe-dev/troupe/schemas"
@@ -416,7 +417,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	if err != nil {
 		w.cfg.Metrics.TaskDone(task.Role, "failed", 0)
 		// The task says what went wrong while it waits for the retry.
-		reason, rev := fmt.Sprintf("attempt %d failed: %s", task.Attempts, bus.Clip(err.Error(), 1000)), task.Revision
+		reason, rev := redact.String(fmt.Sprintf("attempt %d failed: %s", task.Attempts, bus.Clip(err.Error(), 1000))), task.Revision
 		if _, uerr := w.store.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskRunning}, Revision: &rev, Reason: &reason}); uerr != nil {
 			log.Warn().Err(uerr).Msg("recording the failure on the task")
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/internal/config"
 	"github.com/troupe-dev/troupe/internal/llm"
+	"github.com/troupe-dev/troupe/internal/redact"
 	"github.com/troupe-dev/troupe/internal/telemetry"
 	"github.com/troupe-dev/troupe/orchestrator"
 	"github.com/troupe-dev/troupe/review"
@@ -93,6 +94,10 @@ type App struct {
 // the topology and starts the chosen services.
 func (a *App) Start(ctx context.Context) error {
 	cfg := a.Config
+	// From here on, the configuration's secrets are masked in everything
+	// the process writes: logs, reasons, events, dead letters, replies.
+	redact.Add(cfg.Secrets()...)
+	redact.Add(a.Dashboard.secrets()...)
 	if a.Ops == nil {
 		a.Ops = telemetry.NewOps()
 	}

@@ -21,6 +21,15 @@ type dashboardAuth struct {
 	SessionKey []byte
 }
 
+// secrets are the credentials the process must never show.
+func (a dashboardAuth) secrets() []string {
+	out := []string{a.Token, string(a.SessionKey)}
+	for _, pw := range a.Users {
+		out = append(out, pw)
+	}
+	return out
+}
+
 // dashboardFlags are the dashboard's flags of troupe dev and troupe review.
 type dashboardFlags struct {
 	addr string

@@ -6,6 +6,7 @@ import (
 
 	"github.com/troupe-dev/troupe/internal/config"
 	"github.com/troupe-dev/troupe/internal/llm"
+	"github.com/troupe-dev/troupe/internal/redact"
 )
 
 // watchConfig applies changes to the configuration file while the
@@ -37,6 +38,7 @@ func (a *App) watchConfig(ctx context.Context) {
 
 // applyConfig makes a new configuration current in the running services.
 func (a *App) applyConfig(cfg config.Config, changes []config.Change) {
+	redact.Add(cfg.Secrets()...) // a new key is masked before anything can show it
 	live := 0
 	for _, c := range changes {
 		// Warnings, so that troupe dev's default level shows them too: a

@@ -9,6 +9,8 @@ import (
 	"os"
 	"sort"
 	"strings"
+
+	"github.com/troupe-dev/troupe/internal/redact"
 )
 
 // command is one subcommand.
@@ -79,7 +81,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		case errors.As(err, &ee):
 			return ee.code
 		default:
-			fmt.Fprintf(stderr, "troupe %s: %v\n", c.name, err)
+			// The one place the CLI prints an error: masked, as logs are.
+			fmt.Fprintf(stderr, "troupe %s: %s\n", c.name, redact.String(err.Error()))
 			return 1
 		}
 	}

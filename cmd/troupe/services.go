@@ -17,6 +17,7 @@ import (
 
 	"github.com/troupe-dev/troupe/internal/config"
 	"github.com/troupe-dev/troupe/internal/llm"
+	"github.com/troupe-dev/troupe/internal/redact"
 	"github.com/troupe-dev/troupe/schemas"
 )
 
@@ -64,7 +65,9 @@ func (c *common) logger(w io.Writer) (zerolog.Logger, error) {
 	if err != nil || c.logLevel == "" {
 		return zerolog.Logger{}, fmt.Errorf("--log-level: %q is not a level; use debug, info, warn or error", c.logLevel)
 	}
-	return zerolog.New(w).Level(lvl).With().Timestamp().Logger(), nil
+	// Every line is masked (redact): an error logged anywhere may quote a
+	// key or a URL's credentials.
+	return zerolog.New(redact.Writer(w)).Level(lvl).With().Timestamp().Logger(), nil
 }
 
 // serviceFlags are the flags of the service commands.

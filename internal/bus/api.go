@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
+	"github.com/troupe-dev/troupe/internal/redact"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
 )
@@ -121,6 +122,7 @@ func handle[Req any](c EndpointConfig, schema string, fn func(ctx context.Contex
 	}
 	if err != nil {
 		e := ToAPIError(err, log)
+		e.Message = redact.String(e.Message)
 		errBody, _ := json.Marshal(schemas.ErrorReply{Error: e.Message, Code: e.Code, Jobs: e.Jobs})
 		if rerr := r.Error(strconv.Itoa(e.Status), e.Message, errBody); rerr != nil {
 			log.Warn().Err(rerr).Msg("sending the error reply failed")

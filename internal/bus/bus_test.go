@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
 
+	"github.com/troupe-dev/troupe/internal/redact"
 	"github.com/troupe-dev/troupe/schemas"
 )
 
@@ -149,4 +151,30 @@ func TestCursorRoundTrip(t *testing.T) {
 	require.Equal(t, "abc", id)
 	_, _, err = DecodeCursor("!!")
 	require.Error(t, err)
+}
+
+// TestDeadLetterReasonIsMasked: a dead letter's reason carries the error
+// that killed the message; the process's secrets and credentials of known
+// shapes are masked in its header and in what is recorded (which becomes
+// the task's and the job's reasons).
+func TestDeadLetterReasonIsMasked(t *testing.T) {
+	t.Parallel()
+	js, _ := setup(t)
+	ctx := context.Background()
+	const secret = "dlq-test-secret-4f9a2b7c"
+	redact.Add(secret)
+	var recorded schemas.DeadLetter
+	d := NewDeadLetter("workers-pm", StreamTasks, 1, time.Now(), "troupe.tasks.pm", []byte(`{}`), nil,
+		`model: Post "http://h/v1?key=SECRETVALUE123/chat/completions": EOF; said `+strings.ToUpper(secret), ClassExhausted, 3)
+	require.NoError(t, PublishDeadLetter(ctx, js, Subjects{Prefix: DefaultPrefix}, d, func(_ context.Context, d schemas.DeadLetter) error {
+		recorded = d
+		return nil
+	}))
+	s, err := js.Stream(ctx, StreamDLQ)
+	require.NoError(t, err)
+	m, err := s.GetLastMsgForSubject(ctx, "troupe.dlq.workers-pm")
+	require.NoError(t, err)
+	for _, reason := range []string{m.Header.Get(HeaderReason), recorded.Reason} {
+		require.Equal(t, `model: Post "http://h/v1?key=***": EOF; said ***`, reason)
+	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/troupe-dev/troupe/internal/redact"
 	"github.com/troupe-dev/troupe/schemas"
 )
 
@@ -223,8 +224,11 @@ func NewDeadLetter(source, stream string, seq uint64, stored time.Time, subject 
 var deadLetterNS = uuid.MustParse("5b1c0f1e-7d52-4d7e-9a55-2f1d7d3c9a10")
 
 // PublishDeadLetter publishes d to troupe.dlq.<source> with the headers
-// that say why, then records it.
+// that say why, then records it. Its reason is masked first (redact): it
+// becomes a header, the dead letter's record and the task's and job's
+// reasons.
 func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, subj Subjects, d schemas.DeadLetter, record func(context.Context, schemas.DeadLetter) error) error {
+	d.Reason = redact.String(d.Reason)
 	headers := map[string]string{
 		HeaderReason:          Clip(d.Reason, 1024),
 		HeaderErrorClass:      d.Class,

@@ -8,12 +8,14 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/troupe-dev/troupe/internal/redact"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
 )
 
 // Emit records events on their jobs' timelines and queues them in the
-// outbox, inside the caller's transaction.
+// outbox, inside the caller's transaction. Their messages are masked
+// (redact): they often carry an error.
 func Emit(ctx context.Context, q store.Querier, subj Subjects, events ...schemas.Event) error {
 	if len(events) == 0 {
 		return nil
@@ -27,6 +29,7 @@ func Emit(ctx context.Context, q store.Querier, subj Subjects, events ...schemas
 		if ev.Time.IsZero() {
 			ev.Time = time.Now().UTC()
 		}
+		ev.Message = redact.String(ev.Message)
 		m, err := OutboxJSON(subj.Event(ev.JobID, ev.Kind), "event."+ev.ID, ev)
 		if err != nil {
 			return err

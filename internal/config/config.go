@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/troupe-dev/troupe/internal/redact"
 	"github.com/troupe-dev/troupe/schemas"
 )
 
@@ -28,6 +29,10 @@ type Config struct {
 	Budgets  Budgets         `json:"budgets"`
 	// Reliability configures dead letters and the reconciler.
 	Reliability Reliability `json:"reliability"`
+
+	// envSecrets are the values Parse put in place of ${VAR} whose
+	// variable is named like a credential (OPENAI_API_KEY, DB_PASSWORD).
+	envSecrets []string
 }
 
 // Reliability configures what happens when messages fail or go missing.
@@ -187,10 +192,12 @@ var subjectToken = regexp.MustCompile(`^[^.*> \t\r\n]+$`)
 
 // Validate reports every problem of the nats section, each naming its
 // field (and the environment variable that may have set it).
-func (n NATS) Validate() error {
+func (n NATS) Validate() error { return n.validate(nil) }
+
+func (n NATS) validate(subs substitutions) error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, subs.hide(args)...)))
 	}
 	if n.Sync != "" && n.Sync != "always" && n.Sync != "periodic" {
 		bad("nats.sync", "%q is not a sync policy; use \"always\" or \"periodic\"", n.Sync)
@@ -401,12 +408,16 @@ func (c Config) WithDefaults() Config {
 }
 
 // Validate reports every problem, each naming its field.
-func (c Config) Validate() error {
+func (c Config) Validate() error { return c.validate(nil) }
+
+// validate is Validate showing, in place of every value Parse substituted
+// for ${VAR}, the ${VAR}: a key put in the wrong field is never printed.
+func (c Config) validate(subs substitutions) error {
 	var errs []error
 	bad := func(field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, subs.hide(args)...)))
 	}
-	if err := c.NATS.Validate(); err != nil {
+	if err := c.NATS.validate(subs); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Models.MaxImageBytes < 0 {
@@ -440,7 +451,7 @@ func (c Config) Validate() error {
 				var quoted []string
 				for _, in := range m.Input {
 					if in != "text" && in != "image" {
-						quoted = append(quoted, fmt.Sprintf("%q", in))
+						quoted = append(quoted, fmt.Sprintf("%q", subs.hide([]any{in})...))
 					}
 				}
 				what := strings.Join(quoted, ", ")
@@ -565,6 +576,7 @@ var envRef = regexp.MustCompile(`\$\{([A-Za-z_][A-Za-z0-9_]*)\}`)
 // environment, applies defaults and validates it.
 func Parse(data []byte) (Config, error) {
 	var missing []string
+	var subs substitutions
 	expanded := envRef.ReplaceAllFunc(data, func(m []byte) []byte {
 		name := string(envRef.FindSubmatch(m)[1])
 		v, ok := os.LookupEnv(name)
@@ -572,6 +584,7 @@ func Parse(data []byte) (Config, error) {
 			missing = append(missing, name)
 			return m
 		}
+		subs = append(subs, substitution{name, v})
 		// The value lands inside a JSON string: escape it as one.
 		q, _ := json.Marshal(v)
 		return q[1 : len(q)-1]
@@ -588,11 +601,55 @@ func Parse(data []byte) (Config, error) {
 	if err := dec.Decode(&c); err != nil {
 		return Config{}, fmt.Errorf("invalid configuration: %w", err)
 	}
-	if err := c.Validate(); err != nil {
+	if err := c.validate(subs); err != nil {
 		return Config{}, err
+	}
+	for _, sub := range subs {
+		if redact.IsCredentialName(sub.name) {
+			c.envSecrets = append(c.envSecrets, sub.value)
+		}
 	}
 	return c.WithDefaults(), nil
 }
+
+// substitution is a value Parse put in place of ${name}.
+type substitution struct{ name, value string }
+
+type substitutions []substitution
+
+// hide returns args with every substituted value shown as the ${VAR} it
+// came from: a string holding one (all of it, or a part of at least
+// redact.MinLen bytes), a number that is one.
+func (subs substitutions) hide(args []any) []any {
+	if len(subs) == 0 {
+		return args
+	}
+	out := make([]any, len(args))
+	for i, a := range args {
+		out[i] = a
+		switch v := a.(type) {
+		case string:
+			for _, sub := range subs {
+				if sub.value != "" && (v == sub.value || len(sub.value) >= redact.MinLen && strings.Contains(v, sub.value)) {
+					v = strings.ReplaceAll(v, sub.value, "${"+sub.name+"}")
+				}
+			}
+			out[i] = v
+		case int, int64:
+			for _, sub := range subs {
+				if fmt.Sprint(v) == strings.TrimSpace(sub.value) {
+					out[i] = verbatim("${" + sub.name + "}")
+				}
+			}
+		}
+	}
+	return out
+}
+
+// verbatim prints as it is whatever the verb.
+type verbatim string
+
+func (v verbatim) Format(f fmt.State, _ rune) { _, _ = f.Write([]byte(v)) }
 
 // MaxRevisions is review.maxRevisions with its default applied.
 func (c Config) MaxRevisions() int {
@@ -611,40 +668,63 @@ func (c Config) Policies() map[string]string {
 	return out
 }
 
-// Redacted returns c with every secret replaced by "***", for display.
+// Redacted returns c with every secret replaced by "***", for display:
+// the secret fields, credentials in URLs (user:password@, key=,
+// access_token=...), and every secret of Secrets wherever it was put.
 func (c Config) Redacted() Config {
 	r := c
 	mask := func(s string) string {
 		if s == "" {
 			return ""
 		}
-		return "***"
+		return redact.Mask
 	}
+	red := redact.New(c.Secrets()...)
 	r.NATS.Password = mask(c.NATS.Password)
 	r.NATS.Token = mask(c.NATS.Token)
-	r.NATS.URL = RedactDSN(c.NATS.URL)
-	r.Database.URL = RedactDSN(c.Database.URL)
+	r.NATS.URL = red.String(c.NATS.URL)
+	r.Database.URL = red.String(c.Database.URL)
 	r.Models.Providers = map[string]Provider{}
 	for k, p := range c.Models.Providers {
 		p.APIKey = mask(p.APIKey)
-		p.BaseURL = RedactDSN(p.BaseURL)
+		p.BaseURL = red.String(p.BaseURL)
 		r.Models.Providers[k] = p
 	}
-	return r
+	// A secret in any other field (a key substituted into the wrong one):
+	// masked through the JSON form, which every field has.
+	data, err := json.Marshal(r)
+	if err != nil {
+		return r
+	}
+	var clean Config
+	if err := json.Unmarshal([]byte(red.String(string(data))), &clean); err != nil {
+		return r
+	}
+	clean.envSecrets = c.envSecrets
+	return clean
 }
 
-var (
-	dsnUserinfo = regexp.MustCompile(`(://)[^/@,\s]*@`)
-	dsnPassword = regexp.MustCompile(`(?i)((?:^|[\s?&])(?:password|pass|pwd|token|api[_-]?key|secret)=)[^\s&]*`)
-)
+// Secrets are the values of c that must never be shown: every provider's
+// API key, the credentials in its base URL, in the NATS and database URLs
+// and of NATS, and every value substituted for a ${VAR} named like a
+// credential (OPENAI_API_KEY, DB_PASSWORD), wherever it was put.
+func (c Config) Secrets() []string {
+	out := []string{c.NATS.Password, c.NATS.Token}
+	out = append(out, redact.ShapedValues(c.NATS.URL)...)
+	out = append(out, redact.ShapedValues(c.Database.URL)...)
+	for _, name := range sortedKeys(c.Models.Providers) {
+		p := c.Models.Providers[name]
+		out = append(out, p.APIKey)
+		out = append(out, redact.ShapedValues(p.BaseURL)...)
+	}
+	out = append(out, c.envSecrets...)
+	return slices.DeleteFunc(out, func(s string) bool { return s == "" })
+}
 
 // RedactDSN hides credentials in connection strings: user:password@ in
-// URLs (each of a comma-separated list) and password=... in key=value
-// DSNs or query strings.
-func RedactDSN(u string) string {
-	u = dsnUserinfo.ReplaceAllString(u, "${1}***@")
-	return dsnPassword.ReplaceAllString(u, "${1}***")
-}
+// URLs (each of a comma-separated list) and password=..., key=... and
+// the like in key=value DSNs or query strings (see redact.Shapes).
+func RedactDSN(u string) string { return redact.Shapes(u) }
 
 func sortedKeys[V any](m map[string]V) []string {
 	keys := make([]string, 0, len(m))

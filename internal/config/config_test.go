@@ -182,3 +182,64 @@ func TestNATSSecretsRedacted(t *testing.T) {
 	require.NoError(t, err)
 	require.NotContains(t, string(shown), `"tls"`, "no TLS, no tls object")
 }
+
+// TestRedactedURLCredentials: config check and the logged changes mask a
+// key in a provider's base URL whatever its parameter is called, and the
+// key wherever else it appears.
+func TestRedactedURLCredentials(t *testing.T) {
+	t.Parallel()
+	for _, param := range []string{"key", "api_key", "apikey", "access_token", "x-api-key", "token", "sig", "client_secret"} {
+		secret := "Q9v" + strings.ReplaceAll(param, "_", "") + "7kLmN2pX"
+		c := Config{Models: Models{Providers: map[string]Provider{"p": {
+			BaseURL: "https://gw.example.com/v1?api-version=2024-06-01&" + param + "=" + secret,
+			Models:  []Model{{ID: "m", Name: "mirror of " + secret}},
+		}}}}
+		shown, err := json.Marshal(c.Redacted())
+		require.NoError(t, err)
+		require.NotContains(t, string(shown), secret, param)
+		require.Equal(t, "https://gw.example.com/v1?api-version=2024-06-01&"+param+"=***", c.Redacted().Models.Providers["p"].BaseURL, param)
+		require.Contains(t, c.Secrets(), secret, param)
+
+		next := c
+		next.Models.Providers = map[string]Provider{"p": {BaseURL: "https://gw.example.com/v2?" + param + "=" + secret, Models: c.Models.Providers["p"].Models}}
+		for _, ch := range Diff(c, next) {
+			require.NotContains(t, ch.String(), secret, param)
+		}
+	}
+}
+
+// TestValidationHidesSubstitutedValues: a value that came from ${VAR} is
+// shown as ${VAR} in a validation error, never as itself: a key set in the
+// wrong field is not printed.
+func TestValidationHidesSubstitutedValues(t *testing.T) {
+	t.Setenv("TROUPE_TEST_PM_REVIEW", "sk-test-5f1d0c9a7b3e42d8")
+	t.Setenv("TROUPE_TEST_REPLICAS", "9")
+	t.Setenv("TROUPE_TEST_HOST", "gw.example.com")
+	_, err := Parse([]byte(`{"roles": {"pm": {"review": "${TROUPE_TEST_PM_REVIEW}"}},
+		"nats": {"replicas": ${TROUPE_TEST_REPLICAS}},
+		"models": {"default": "p/${TROUPE_TEST_PM_REVIEW}", "providers": {"p": {"baseUrl": "https://${TROUPE_TEST_HOST}", "models": [{"id": "m"}]}}}}`))
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "sk-test-5f1d0c9a7b3e42d8")
+	require.Contains(t, err.Error(), `roles.pm.review: "${TROUPE_TEST_PM_REVIEW}" is not a policy`)
+	require.Contains(t, err.Error(), `models.default: "p/${TROUPE_TEST_PM_REVIEW}" is not a configured model`)
+	require.Contains(t, err.Error(), `nats.replicas: ${TROUPE_TEST_REPLICAS} is out of range 1..5`)
+}
+
+// TestSecretsFromEnvironment: a value substituted for a variable named
+// like a credential is a secret wherever it was put; other substituted
+// values are not (masking a host name or a number everywhere would blank
+// the logs).
+func TestSecretsFromEnvironment(t *testing.T) {
+	t.Setenv("TROUPE_TEST_GATEWAY_TOKEN", "gateway-token-value-77")
+	t.Setenv("TROUPE_TEST_MODEL_NAME", "Friendly Name")
+	c, err := Parse([]byte(`{"models": {"default": "p/m", "providers": {"p": {"baseUrl": "https://gw.example.com/${TROUPE_TEST_GATEWAY_TOKEN}/v1",
+		"models": [{"id": "m", "name": "${TROUPE_TEST_MODEL_NAME}"}]}}}}`))
+	require.NoError(t, err)
+	require.Contains(t, c.Secrets(), "gateway-token-value-77")
+	require.NotContains(t, c.Secrets(), "Friendly Name")
+	shown, err := json.Marshal(c.Redacted())
+	require.NoError(t, err)
+	require.NotContains(t, string(shown), "gateway-token-value-77")
+	require.Contains(t, string(shown), `"baseUrl":"https://gw.example.com/***/v1"`)
+	require.Contains(t, string(shown), "Friendly Name")
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/troupe-dev/troupe/internal/redact"
 	"github.com/troupe-dev/troupe/schemas"
 )
 
@@ -50,12 +51,14 @@ type Call struct {
 	CompletionTokens int64
 	Latency          time.Duration
 	Outcome          string // ok | retry | rejected | error
-	Err              string // why, when not ok; never holds the API key
+	Err              string // why, when not ok; masked (redact)
 }
 
-// record tells req.Record of a call, when it listens.
+// record tells req.Record of a call, when it listens. Its error is
+// masked: it is stored (model_calls.error) and shown by jobs show.
 func (req Request) record(c Call) {
 	if req.Record != nil {
+		c.Err = redact.String(c.Err)
 		req.Record(c)
 	}
 }

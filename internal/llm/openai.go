@@ -14,6 +14,7 @@ import (
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/troupe-dev/troupe/internal/imagecheck"
+	"github.com/troupe-dev/troupe/internal/redact"
 	"github.com/troupe-dev/troupe/schemas"
 )
 
@@ -54,6 +55,7 @@ type Spec struct {
 // Ollama, vLLM and others that speak the protocol.
 type OpenAI struct {
 	spec    Spec
+	redact  *redact.Redactor // the key and the base URL's credentials
 	client  *openai.Client
 	limiter chan struct{} // shared by every model of the provider
 	timeout time.Duration
@@ -65,7 +67,12 @@ func NewOpenAI(spec Spec, limiter chan struct{}) *OpenAI {
 	cfg := openai.DefaultConfig(spec.APIKey)
 	cfg.BaseURL = strings.TrimRight(spec.BaseURL, "/")
 	cfg.HTTPClient = retryAfterDoer{&http.Client{}}
-	return &OpenAI{spec: spec, client: openai.NewClientWithConfig(cfg), limiter: limiter, timeout: 10 * time.Minute}
+	// The key and what the base URL carries (?key=..., user:pass@) are
+	// masked in this model's errors and, from now on, in everything the
+	// process writes: an error is text in many places before it is logged.
+	secrets := append([]string{spec.APIKey}, redact.ShapedValues(spec.BaseURL)...)
+	redact.Add(secrets...)
+	return &OpenAI{spec: spec, redact: redact.New(secrets...), client: openai.NewClientWithConfig(cfg), limiter: limiter, timeout: 10 * time.Minute}
 }
 
 // Name is the model's reference.
@@ -235,13 +242,11 @@ func (m *OpenAI) call(ctx context.Context, msgs []openai.ChatCompletionMessage) 
 
 // classify sorts a failed call: rate limits, server errors, timeouts and
 // broken connections are worth retrying (after the Retry-After the
-// provider gave); a refusal is not. The API key never appears in the error.
+// provider gave); a refusal is not. No secret appears in the error: not
+// the API key in any form a provider may echo it in, nor a credential of
+// the base URL, which net/http puts in its errors.
 func (m *OpenAI) classify(err error, after time.Duration) error {
-	msg := err.Error()
-	if m.spec.APIKey != "" {
-		msg = strings.ReplaceAll(msg, m.spec.APIKey, "***")
-	}
-	clean := fmt.Errorf("%s: %s", m.spec.Ref, msg)
+	clean := fmt.Errorf("%s: %s", m.spec.Ref, m.redact.String(err.Error()))
 	status := 0
 	var apiErr *openai.APIError
 	var reqErr *openai.RequestError

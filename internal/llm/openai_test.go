@@ -8,6 +8,7 @@ import (
 	"image"
 	"image/color"
 	"image/png"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -299,4 +300,43 @@ func TestBeforeStopsEveryCall(t *testing.T) {
 	_, err := model(srv, "text-model", false).Generate(context.Background(), req)
 	require.ErrorIs(t, err, spent)
 	require.Len(t, srv.Requests(), 1, "the repair was not sent")
+}
+
+// TestProviderErrorsHideSecrets: what a provider echoes of the key (lower-
+// cased, base64-encoded, inside a Basic authorization) and the credentials
+// of the base URL, which net/http puts in its errors, are masked in the
+// error and in the call's record.
+func TestProviderErrorsHideSecrets(t *testing.T) {
+	t.Parallel()
+	t.Run("the key echoed", func(t *testing.T) {
+		t.Parallel()
+		srv := setup(t)
+		forms := []string{
+			strings.ToLower(key), strings.ToUpper(key),
+			base64.StdEncoding.EncodeToString([]byte(key)), base64.RawURLEncoding.EncodeToString([]byte(key)),
+			base64.StdEncoding.EncodeToString([]byte("user:" + key)),
+		}
+		srv.Enqueue(llmtest.Reply{Status: 401, Message: "Incorrect API key provided: " + strings.Join(forms, ", ")})
+		rec := &recorder{}
+		_, err := model(srv, "text-model", false).Generate(context.Background(), request(rec))
+		require.ErrorIs(t, err, llm.ErrRejected)
+		require.Contains(t, err.Error(), "Incorrect API key provided: ***")
+		require.Len(t, rec.calls, 1)
+		for _, f := range forms {
+			require.NotContains(t, err.Error(), f)
+			require.NotContains(t, rec.calls[0].Err, f)
+		}
+		require.NotContains(t, err.Error(), base64.StdEncoding.EncodeToString([]byte(key))[:12], "nor a part")
+	})
+	t.Run("a key in the base URL", func(t *testing.T) {
+		t.Parallel()
+		m := llm.NewOpenAI(llm.Spec{Ref: "fake/text-model", ID: "text-model", BaseURL: llmtest.HangUp(t) + "?key=SECRETVALUE123", APIKey: key}, nil)
+		rec := &recorder{}
+		_, err := m.Generate(context.Background(), request(rec))
+		var retry *llm.RetryError
+		require.ErrorAs(t, err, &retry, "a connection that broke is worth retrying")
+		require.Contains(t, err.Error(), "?key=***")
+		require.NotContains(t, err.Error(), "SECRETVALUE123")
+		require.NotContains(t, rec.calls[0].Err, "SECRETVALUE123")
+	})
 }

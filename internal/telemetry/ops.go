@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"github.com/troupe-dev/troupe/internal/redact"
 )
 
 // Check reports an error when a dependency is not ready.
@@ -82,7 +84,7 @@ func (o *Ops) Ready(ctx context.Context) (map[string]string, int) {
 	}
 	for _, n := range names {
 		if err := checks[n](ctx); err != nil {
-			status[n] = err.Error()
+			status[n] = redact.String(err.Error()) // answered to anyone who asks
 			code = http.StatusServiceUnavailable
 			continue
 		}

@@ -48,3 +48,16 @@ func TestOps(t *testing.T) {
 	require.Contains(t, body, "connection refused")
 	require.Contains(t, body, `"nats":"ok"`)
 }
+
+// TestReadyHidesCredentials: /readyz answers anyone who asks; a check's
+// error that quotes a URL with its password is masked.
+func TestReadyHidesCredentials(t *testing.T) {
+	t.Parallel()
+	o := NewOps()
+	o.SetCheck("store", func(context.Context) error {
+		return errors.New(`connecting to postgres://troupe:hunter2@db:5432/troupe?password=hunter3: refused`)
+	})
+	status, code := o.Ready(context.Background())
+	require.Equal(t, 503, code)
+	require.Equal(t, "connecting to postgres://***@db:5432/troupe?password=***: refused", status["store"])
+}

@@ -14,6 +14,7 @@ import (
 	_ "image/jpeg" // register JPEG decoder for image.DecodeConfig
 	_ "image/png"  // register PNG decoder for image.DecodeConfig
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -43,6 +44,9 @@ type Reply struct {
 	// invalid_request_error.
 	Status     int
 	RetryAfter string
+	// Message, when set, is the error's message in place of the usual
+	// one: a provider that echoes what it was sent (the key, the URL).
+	Message string
 
 	// Delay answers slowly; the answer is abandoned if the client goes away.
 	Delay time.Duration
@@ -298,21 +302,27 @@ func (s *Server) handleChat(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	message := func(usual string) string {
+		if reply.Message != "" {
+			return reply.Message
+		}
+		return usual
+	}
 	switch {
 	case reply.Status == http.StatusTooManyRequests:
 		if reply.RetryAfter != "" {
 			w.Header().Set("Retry-After", reply.RetryAfter)
 		}
-		fail(reply.Status, "Rate limit reached for requests. Please try again later.", "requests", "rate_limit_exceeded")
+		fail(reply.Status, message("Rate limit reached for requests. Please try again later."), "requests", "rate_limit_exceeded")
 		return
 	case reply.Status >= 500:
 		if reply.RetryAfter != "" {
 			w.Header().Set("Retry-After", reply.RetryAfter)
 		}
-		fail(reply.Status, "The server had an error while processing your request. Sorry about that!", "server_error", nil)
+		fail(reply.Status, message("The server had an error while processing your request. Sorry about that!"), "server_error", nil)
 		return
 	case reply.Status != 0 && reply.Status != http.StatusOK:
-		fail(reply.Status, fmt.Sprintf("scripted error %d", reply.Status), "invalid_request_error", nil)
+		fail(reply.Status, message(fmt.Sprintf("scripted error %d", reply.Status)), "invalid_request_error", nil)
 		return
 	}
 
@@ -645,4 +655,28 @@ func writeError(w http.ResponseWriter, status int, message, typ string, code any
 			"code":    code,
 		},
 	})
+}
+
+// HangUp starts a server that closes every connection as soon as it is
+// made, without answering: a provider behind a broken proxy. It returns
+// its base URL including /v1; it stops when the test finishes.
+func HangUp(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("llmtest: listening: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+		}
+	}()
+	t.Cleanup(func() { _ = ln.Close(); <-done })
+	return "http://" + ln.Addr().String() + "/v1"
 }
