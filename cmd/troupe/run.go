@@ -79,7 +79,7 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		case errors.As(err, &ee):
 			return ee.code
 		default:
-			fmt.Fprintf(stderr, "troupe %s: %v\n", c.name, err)
+			fmt.Fprintf(stderr, "troupe %s: %s\n", c.name, termText(err.Error()))
 			return 1
 		}
 	}
