@@ -703,10 +703,11 @@ func writeFile(dir, rel string, data []byte) error {
 func runWorkspace(ctx context.Context, e *env, args []string) error {
 	return sub(ctx, e, "workspace", args, map[string]func(context.Context, *env, []string) error{
 		"export": func(ctx context.Context, e *env, args []string) error {
-			fs := newFlags(e, "workspace export", "workspace export DIR [--prefix P]")
+			fs := newFlags(e, "workspace export", "workspace export DIR [--prefix P] [--history]")
 			var cf clientFlags
 			cf.register(fs)
 			prefix := fs.String("prefix", "", "only artifacts whose path starts with this, e.g. projects/<job id>/")
+			history := fs.Bool("history", false, "also write every version of each path, as "+historyDir+"/PATH@vN")
 			pos, err := parse(fs, args)
 			if err != nil {
 				return err
@@ -721,27 +722,9 @@ func runWorkspace(ctx context.Context, e *env, args []string) error {
 			}
 			defer c.nc.Close()
 			dir := pos[0]
-			files := 0
-			req := schemas.ArtifactListRequest{Prefix: *prefix, Limit: 500}
-			for {
-				var page schemas.ArtifactList
-				if err := c.call(ctx, "artifacts.list", req, &page); err != nil {
-					return err
-				}
-				for _, a := range page.Artifacts {
-					var full schemas.Artifact
-					if err := c.call(ctx, "artifacts.get", schemas.ArtifactGetRequest{Path: a.Path, Version: a.Version}, &full); err != nil {
-						return err
-					}
-					if err := writeFile(dir, full.Path, []byte(full.Content)); err != nil {
-						return err
-					}
-					files++
-				}
-				if page.NextCursor == "" {
-					break
-				}
-				req.Cursor = page.NextCursor
+			x, err := exportArtifacts(ctx, c, dir, *prefix, *history)
+			if err != nil {
+				return err
 			}
 			days, err := exportMemory(ctx, c, dir)
 			if err != nil {
@@ -753,10 +736,81 @@ func runWorkspace(ctx context.Context, e *env, args []string) error {
 				}
 			}
 			if cf.json {
-				return printJSON(e.stdout, map[string]any{"dir": dir, "files": files, "memory": "MEMORY.md", "daily_files": days})
+				return printJSON(e.stdout, map[string]any{"dir": dir, "files": x.files, "memory": "MEMORY.md", "daily_files": days,
+					"older_versions": x.older, "history_files": x.versions})
 			}
-			fmt.Fprintf(e.stdout, "exported %d file(s), MEMORY.md and %d daily memory file(s) to %s\n", files, days, dir)
+			if *history {
+				fmt.Fprintf(e.stdout, "exported %d file(s) (each path's newest version), every version of them (%d file(s)) under %s, MEMORY.md and %d daily memory file(s) to %s\n",
+					x.files, x.versions, filepath.Join(dir, historyDir), days, dir)
+				return nil
+			}
+			fmt.Fprintf(e.stdout, "exported %d file(s), MEMORY.md and %d daily memory file(s) to %s\n", x.files, days, dir)
+			if x.older > 0 {
+				fmt.Fprintf(e.stdout, "each file is its path's newest version: %d older version(s) of %d path(s) were not written; --history writes every version under %s/\n",
+					x.older, x.olderPaths, historyDir)
+			}
 			return nil
 		},
 	})
+}
+
+// historyDir is where workspace export --history writes every version of
+// each path, as PATH@vN: out of the way of the newest versions' tree (and,
+// a dot directory, of go test ./... run over the export).
+const historyDir = ".history"
+
+// artifactExport counts what exportArtifacts wrote.
+type artifactExport struct {
+	files      int // paths, written at their newest version
+	older      int // their older versions
+	olderPaths int // paths with older versions
+	versions   int // files written under historyDir
+}
+
+// exportArtifacts writes the newest version of every artifact under prefix
+// to dir/PATH and, with history, every version to dir/.history/PATH@vN.
+func exportArtifacts(ctx context.Context, c *client, dir, prefix string, history bool) (artifactExport, error) {
+	var x artifactExport
+	req := schemas.ArtifactListRequest{Prefix: prefix, Limit: 500}
+	for {
+		var page schemas.ArtifactList
+		if err := c.call(ctx, "artifacts.list", req, &page); err != nil {
+			return x, err
+		}
+		for _, a := range page.Artifacts {
+			if history && (a.Path == historyDir || strings.HasPrefix(a.Path, historyDir+"/")) {
+				return x, fmt.Errorf("artifact %s is under %s/, where --history writes versions: export without --history, or with --prefix excluding it", term(a.Path), historyDir)
+			}
+			first := a.Version
+			if history {
+				first = 1
+			}
+			for v := first; v <= a.Version; v++ {
+				var full schemas.Artifact
+				if err := c.call(ctx, "artifacts.get", schemas.ArtifactGetRequest{Path: a.Path, Version: v}, &full); err != nil {
+					return x, err
+				}
+				if history {
+					if err := writeFile(dir, fmt.Sprintf("%s/%s@v%d", historyDir, full.Path, v), []byte(full.Content)); err != nil {
+						return x, err
+					}
+					x.versions++
+				}
+				if v == a.Version {
+					if err := writeFile(dir, full.Path, []byte(full.Content)); err != nil {
+						return x, err
+					}
+				}
+			}
+			x.files++
+			if a.Version > 1 {
+				x.older += a.Version - 1
+				x.olderPaths++
+			}
+		}
+		if page.NextCursor == "" {
+			return x, nil
+		}
+		req.Cursor = page.NextCursor
+	}
 }
