@@ -418,6 +418,7 @@ func (a *App) startDashboard(cfg config.Config, st store.Store, nc *nats.Conn, j
 	d, err := dashboard.New(dashboard.Config{
 		Prefix: cfg.NATS.Prefix, Roles: schemas.Roles, Token: a.Dashboard.Token, Users: a.Dashboard.Users, SessionKey: a.Dashboard.SessionKey,
 		Reviewer: a.Dashboard.Reviewer, Prices: cfg.Prices(), Logger: a.Log,
+		TrustedProxies: a.Dashboard.TrustedProxies, Metrics: a.Ops.Metrics,
 		Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes},
 	}, st, nc, js)
 	if err != nil {

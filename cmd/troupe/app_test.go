@@ -44,3 +44,33 @@ func TestSQLiteStoreIsPrivate(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), info.Mode().Perm())
 }
+
+// TestDashboardCredentialsChecked: a weak session key is refused whatever
+// the address, a weak password beyond loopback only; each error names the
+// variable.
+func TestDashboardCredentialsChecked(t *testing.T) {
+	for _, tc := range []struct {
+		addr, key, users, proxies string
+		err                       string
+	}{
+		{addr: "127.0.0.1:8080", key: "k3y", err: "TROUPE_DASHBOARD_SESSION_KEY: 3 bytes"},
+		{addr: "127.0.0.1:8080", key: "9a3f0c1e77d24b58a6e1f0c3b2d49e87"},
+		{addr: "0.0.0.0:8080", users: "ada:x", err: "TROUPE_DASHBOARD_USERS: the password of ada"},
+		{addr: "127.0.0.1:8080", users: "ada:x"},
+		{addr: "0.0.0.0:8080", users: "ada:Tr0ub4dor&3x!"},
+		{addr: "127.0.0.1:8080", proxies: "10.0.0.0/8, 192.168.1.4", users: "ada:x"},
+		{addr: "127.0.0.1:8080", proxies: "proxy.example", err: "TROUPE_DASHBOARD_TRUSTED_PROXIES"},
+	} {
+		t.Setenv("TROUPE_DASHBOARD_SESSION_KEY", tc.key)
+		t.Setenv("TROUPE_DASHBOARD_USERS", tc.users)
+		t.Setenv("TROUPE_DASHBOARD_TRUSTED_PROXIES", tc.proxies)
+		t.Setenv("TROUPE_DASHBOARD_TOKEN", "")
+		d := dashboardFlags{addr: tc.addr}
+		_, err := d.auth()
+		if tc.err == "" {
+			require.NoError(t, err, "%+v", tc)
+			continue
+		}
+		require.ErrorContains(t, err, tc.err, "%+v", tc)
+	}
+}
