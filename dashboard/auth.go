@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -236,7 +237,7 @@ func (a *auth) limited(w http.ResponseWriter, r *http.Request, user string) bool
 	a.metrics.DashboardSignInFailure("rate_limited")
 	a.log.Warn().Str("client", ip.String()).Str("path", r.URL.Path).Dur("retry_after", wait).
 		Msg("dashboard sign-in refused: too many failures")
-	secs := int(wait.Seconds()) + 1
+	secs := int(math.Ceil(wait.Seconds()))
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
 	http.Error(w, fmt.Sprintf("too many failed sign-ins; try again in %d s", secs), http.StatusTooManyRequests)
 	return true

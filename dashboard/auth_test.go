@@ -111,7 +111,7 @@ func TestFailedSignInsLimited(t *testing.T) {
 	}
 	r := signIn(b, "wrong-guess-z", nil)
 	require.Equal(t, http.StatusTooManyRequests, r.status)
-	require.Equal(t, "7", r.header.Get("Retry-After"))
+	require.Equal(t, "6", r.header.Get("Retry-After"))
 	r = signIn(b, token, nil)
 	require.Equal(t, http.StatusTooManyRequests, r.status, "no guess is checked, right or wrong")
 
