@@ -385,11 +385,13 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
-// logout revokes the session it signs out, so a copy of its cookie is
-// refused too, and clears the cookie.
+// logout revokes the session it signs out, here and in the other
+// replicas (shareRevocations), so a copy of its cookie is refused too, and
+// clears the cookie.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	if sess := viewerOf(r).session; sess.Authed {
 		s.auth.revoked.add(sess.Nonce, sess.Expires, s.auth.now())
+		s.publishRevocation(revocation{Nonce: sess.Nonce, Expires: sess.Expires})
 		s.log.Info().Str("reviewer", sess.Name).Msg("dashboard sign-out")
 	}
 	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.auth.overTLS(r)})

@@ -287,3 +287,30 @@ func TestFlashOnlyFromServer(t *testing.T) {
 	require.Equal(t, "choose at least one dead letter", flash(t, mallory.page(r.location()).body))
 	require.Empty(t, flash(t, b.page(r.location()).body))
 }
+
+// TestSignOutReachesEveryReplica: replicas sharing the session key learn
+// each other's sign-outs, and one that starts later asks for them.
+func TestSignOutReachesEveryReplica(t *testing.T) {
+	t.Parallel()
+	const token = "0f4c8e2a9b7d1e36"
+	cfg := Config{Token: token, SessionKey: []byte("7c1d9e0b4a6f23c85e7d1b0a9f4c2e68")}
+	f := setup(t, cfg, services{})
+	replica := func() string {
+		d, err := New(cfg, f.store, f.nc, f.js)
+		require.NoError(t, err)
+		hs := httptest.NewServer(d.Handler())
+		t.Cleanup(hs.Close)
+		t.Cleanup(func() { _ = d.Close(t.Context()) })
+		return hs.URL
+	}
+	other := replica()
+	b := f.browser(t)
+	c := signIn(t, f, b, token)
+	require.Equal(t, http.StatusOK, withCookie(t, other, "/", c))
+
+	p := b.page("/")
+	require.Equal(t, http.StatusSeeOther, b.post("/logout", url.Values{"csrf": {csrfToken(t, p.body)}}).status)
+	require.Eventually(t, func() bool { return withCookie(t, other, "/", c) == http.StatusSeeOther },
+		10*time.Second, 10*time.Millisecond, "the other replica hears of the sign-out")
+	require.Equal(t, http.StatusSeeOther, withCookie(t, replica(), "/", c), "a replica started since asks for it")
+}

@@ -104,6 +104,7 @@ type Server struct {
 	live  *live
 	http  *http.Server
 	stats roleStatsCache
+	subs  []*nats.Subscription // shareRevocations'
 }
 
 // New returns a dashboard over the store and the NATS connection.
@@ -123,7 +124,12 @@ func New(cfg Config, st store.Store, nc *nats.Conn, js jetstream.JetStream) (*Se
 		store: st, nc: nc, js: js, subj: bus.Subjects{Prefix: cfg.Prefix}, pages: p,
 		auth: newAuth(cfg),
 	}
+	s.auth.log = s.log
 	s.live = newLive(nc, s.subj)
+	if err := s.shareRevocations(); err != nil {
+		s.unsubscribe()
+		return nil, fmt.Errorf("dashboard: sharing sign-outs: %w", err)
+	}
 	return s, nil
 }
 
@@ -239,10 +245,18 @@ func (s *Server) Listen(addr string) (string, error) {
 // within ctx.
 func (s *Server) Close(ctx context.Context) error {
 	s.live.close()
+	s.unsubscribe()
 	if s.http == nil {
 		return nil
 	}
 	return s.http.Shutdown(ctx)
+}
+
+func (s *Server) unsubscribe() {
+	for _, sub := range s.subs {
+		_ = sub.Unsubscribe()
+	}
+	s.subs = nil
 }
 
 // securityHeaders forbids every script but the dashboard's own, framing

@@ -109,3 +109,16 @@ func (r *revocations) has(nonce string) bool {
 	_, ok := r.ids[nonce]
 	return ok
 }
+
+// list returns the revocations in force.
+func (r *revocations) list(now time.Time) []revocation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]revocation, 0, len(r.ids))
+	for id, exp := range r.ids {
+		if exp >= now.Unix() {
+			out = append(out, revocation{Nonce: id, Expires: exp})
+		}
+	}
+	return out
+}
