@@ -8,11 +8,19 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/troupe-dev/troupe/internal/telemetry"
 )
 
 const (
@@ -22,9 +30,14 @@ const (
 
 // session is what the signed session cookie holds.
 type session struct {
-	Name    string `json:"n,omitempty"` // the reviewer's name
-	Authed  bool   `json:"a,omitempty"` // signed in with the token
-	Nonce   string `json:"x"`           // the CSRF token is derived from it
+	Name   string `json:"n,omitempty"` // the reviewer's name
+	Authed bool   `json:"a,omitempty"` // signed in with the token
+	// Cred is the fingerprint of the token it signed in with: a session
+	// outlives no change of the token.
+	Cred string `json:"c,omitempty"`
+	// Nonce is the session's id: the CSRF token and flash messages are
+	// derived from it, and signing out revokes it.
+	Nonce   string `json:"x"`
 	Expires int64  `json:"e"`
 }
 
@@ -36,6 +49,7 @@ type viewer struct {
 	CanSignOut bool
 	// NameFixed is true when the name comes from basic auth.
 	NameFixed bool
+	session   session
 }
 
 type viewerKey struct{}
@@ -48,25 +62,37 @@ func viewerOf(r *http.Request) viewer {
 // auth checks who a request comes from: basic-auth users, a token asked
 // for at sign-in, or nobody (loopback only). Every visitor has a signed
 // session cookie, whose nonce the CSRF token of each form is derived from.
+// Failed sign-ins are logged, counted and limited (failures).
 type auth struct {
 	token    string
 	users    map[string]string
 	reviewer string
 	key      []byte
+	cred     string // the token's fingerprint (session.Cred)
+	proxies  []netip.Prefix
+	log      zerolog.Logger
+	metrics  *telemetry.Metrics
+	failures *failures
+	revoked  *revocations
+	now      func() time.Time
 }
 
-func newAuth(token string, users map[string]string, reviewer string, key []byte) *auth {
-	a := &auth{token: token, users: users, reviewer: reviewer}
-	if len(key) > 0 {
+func newAuth(cfg Config) *auth {
+	a := &auth{token: cfg.Token, users: cfg.Users, reviewer: cfg.Reviewer, proxies: cfg.TrustedProxies,
+		log: cfg.Logger, metrics: cfg.Metrics, failures: newFailures(), revoked: newRevocations(), now: time.Now}
+	if len(cfg.SessionKey) > 0 {
 		// Shared by the replicas of review, so each accepts the others'
-		// sessions and forms. Hashed: any length of secret will do.
-		sum := sha256.Sum256(append([]byte("troupe-dashboard-session\x00"), key...))
+		// sessions and forms; at least 32 bytes (CheckSessionKey).
+		sum := sha256.Sum256(append([]byte("troupe-dashboard-session\x00"), cfg.SessionKey...))
 		a.key = sum[:]
 	} else {
 		// Never derived from the token or passwords: a signed cookie, which
 		// any visitor gets, must not let anyone test guesses offline.
 		a.key = make([]byte, 32)
 		_, _ = rand.Read(a.key)
+	}
+	if a.token != "" {
+		a.cred = base64.RawURLEncoding.EncodeToString(a.mac("credential:" + a.token)[:16])
 	}
 	return a
 }
@@ -117,21 +143,29 @@ func (a *auth) read(r *http.Request) (session, bool) {
 		return session{}, false
 	}
 	var s session
-	if json.Unmarshal(data, &s) != nil || s.Nonce == "" || time.Now().Unix() > s.Expires {
+	if json.Unmarshal(data, &s) != nil || s.Nonce == "" || a.now().Unix() > s.Expires {
 		return session{}, false
 	}
 	return s, true
 }
 
+// write sets the session cookie: Secure when the browser came over TLS,
+// to us or to a trusted proxy.
 func (a *auth) write(w http.ResponseWriter, r *http.Request, s session) {
 	http.SetCookie(w, &http.Cookie{
 		Name: sessionCookie, Value: a.sign(s), Path: "/", HttpOnly: true,
-		Secure: r.TLS != nil, SameSite: http.SameSiteLaxMode, Expires: time.Unix(s.Expires, 0),
+		Secure: a.overTLS(r), SameSite: http.SameSiteLaxMode, Expires: time.Unix(s.Expires, 0),
 	})
 }
 
-func newSession() session {
-	return session{Nonce: rand.Text(), Expires: time.Now().Add(sessionTTL).Unix()}
+func (a *auth) newSession() session {
+	return session{Nonce: rand.Text(), Expires: a.now().Add(sessionTTL).Unix()}
+}
+
+// signedIn reports whether s was signed in with the token in use, and not
+// signed out since.
+func (a *auth) signedIn(s session) bool {
+	return s.Authed && a.token != "" && subtle.ConstantTimeCompare([]byte(s.Cred), []byte(a.cred)) == 1 && !a.revoked.has(s.Nonce)
 }
 
 func (a *auth) csrf(s session) string {
@@ -149,21 +183,101 @@ func (a *auth) checkCSRF(r *http.Request) bool {
 	return got != "" && subtle.ConstantTimeCompare([]byte(got), []byte(a.csrf(s))) == 1
 }
 
-func (a *auth) basicUser(r *http.Request) (string, bool) {
-	name, pw, ok := r.BasicAuth()
-	if !ok {
-		return "", false
+// flashQuery is the query that carries a flash message to the next page
+// of the session s: the text and its signature, so that only the server
+// can put words in the banner.
+func (a *auth) flashQuery(s session, text string) string {
+	return "flash=" + url.QueryEscape(text) + "&fs=" + base64.RawURLEncoding.EncodeToString(a.mac("flash:"+s.Nonce+"\x00"+text))
+}
+
+// flash is the flash message of r's query when the server signed it for
+// the session s; "" otherwise.
+func (a *auth) flash(r *http.Request, s session) string {
+	q := r.URL.Query()
+	text, sig := q.Get("flash"), q.Get("fs")
+	got, err := base64.RawURLEncoding.DecodeString(sig)
+	if text == "" || err != nil || s.Nonce == "" || !hmac.Equal(got, a.mac("flash:"+s.Nonce+"\x00"+text)) {
+		return ""
+	}
+	return text
+}
+
+// failed logs and counts a failed sign-in (never the secret tried) and
+// spends one failure of the client's address and, when given, the user's.
+func (a *auth) failed(r *http.Request, reason, user string) {
+	ip := a.clientAddr(r)
+	keys := []string{addrKey(ip)}
+	ev := a.log.Warn().Str("client", ip.String()).Str("reason", reason).Str("path", r.URL.Path)
+	if user != "" {
+		keys = append(keys, "user:"+user)
+		if _, known := a.users[user]; known {
+			ev = ev.Str("user", user)
+		} else {
+			// What was typed as a name may be a password.
+			ev = ev.Bool("user_known", false)
+		}
+	}
+	a.failures.fail(a.now(), keys...)
+	a.metrics.DashboardSignInFailure(reason)
+	ev.Msg("dashboard sign-in failed")
+}
+
+// limited refuses, with 429 and Retry-After, a sign-in from a client (or
+// for a user, when given) that failed too often; it reports whether it did.
+func (a *auth) limited(w http.ResponseWriter, r *http.Request, user string) bool {
+	ip := a.clientAddr(r)
+	keys := []string{addrKey(ip)}
+	if user != "" {
+		keys = append(keys, "user:"+user)
+	}
+	wait := a.failures.wait(a.now(), keys...)
+	if wait <= 0 {
+		return false
+	}
+	a.metrics.DashboardSignInFailure("rate_limited")
+	a.log.Warn().Str("client", ip.String()).Str("path", r.URL.Path).Dur("retry_after", wait).
+		Msg("dashboard sign-in refused: too many failures")
+	secs := int(math.Ceil(wait.Seconds()))
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	http.Error(w, fmt.Sprintf("too many failed sign-ins; try again in %d s", secs), http.StatusTooManyRequests)
+	return true
+}
+
+// basicUser checks the request's basic-auth credentials: ok when they are
+// a user's, refused (answered) when too many failed.
+func (a *auth) basicUser(w http.ResponseWriter, r *http.Request) (name string, ok, answered bool) {
+	name, pw, given := r.BasicAuth()
+	if !given {
+		return "", false, false
+	}
+	if a.limited(w, r, name) {
+		return name, false, true
 	}
 	want, known := a.users[name]
 	// Compare even for unknown names, so timing does not tell them apart.
 	match := subtle.ConstantTimeCompare([]byte(pw), []byte(want)) == 1
-	return name, known && match
+	if !known || !match {
+		a.failed(r, "wrong_password", name)
+		return name, false, false
+	}
+	return name, true, false
 }
 
-func (a *auth) bearer(r *http.Request) bool {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	return ok && subtle.ConstantTimeCompare([]byte(tok), []byte(a.token)) == 1
+// bearer checks a request's Bearer token: ok when it is the dashboard's,
+// refused (answered) when too many failed.
+func (a *auth) bearer(w http.ResponseWriter, r *http.Request) (ok, answered bool) {
+	tok, given := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !given {
+		return false, false
+	}
+	if a.limited(w, r, "") {
+		return false, true
+	}
+	if subtle.ConstantTimeCompare([]byte(tok), []byte(a.token)) != 1 {
+		a.failed(r, "wrong_token", "")
+		return false, false
+	}
+	return true, false
 }
 
 // middleware lets a request through when its sender is known, gives every
@@ -178,13 +292,16 @@ func (a *auth) middleware(next http.Handler) http.Handler {
 		public := strings.HasPrefix(r.URL.Path, "/static/") || r.URL.Path == "/login"
 		s, ok := a.read(r)
 		if !ok {
-			s = newSession()
+			s = a.newSession()
 			a.write(w, r, s)
 		}
-		v := viewer{Name: s.Name, CSRF: a.csrf(s)}
+		v := viewer{Name: s.Name, CSRF: a.csrf(s), session: s}
 		switch {
 		case len(a.users) > 0:
-			name, ok := a.basicUser(r)
+			name, ok, answered := a.basicUser(w, r)
+			if answered {
+				return
+			}
 			if !ok {
 				w.Header().Set("WWW-Authenticate", `Basic realm="troupe", charset="UTF-8"`)
 				http.Error(w, "sign in with a dashboard user (TROUPE_DASHBOARD_USERS)", http.StatusUnauthorized)
@@ -192,15 +309,25 @@ func (a *auth) middleware(next http.Handler) http.Handler {
 			}
 			v.Name, v.NameFixed = name, true
 		case a.token != "":
-			if !s.Authed && !a.bearer(r) && !public {
-				if r.Method == http.MethodGet && r.URL.Path != "/events" {
-					http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
-				} else {
-					http.Error(w, "sign in first", http.StatusUnauthorized)
+			signedIn := a.signedIn(s)
+			if !signedIn && !public {
+				ok, answered := a.bearer(w, r)
+				if answered {
+					return
 				}
-				return
+				if !ok {
+					if r.Method == http.MethodGet && r.URL.Path != "/events" {
+						http.Redirect(w, r, "/login?next="+url.QueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+					} else {
+						http.Error(w, "sign in first", http.StatusUnauthorized)
+					}
+					return
+				}
 			}
-			v.CanSignOut = s.Authed
+			v.CanSignOut = signedIn
+			if !signedIn {
+				v.Name = ""
+			}
 		}
 		if v.Name == "" {
 			v.Name = a.reviewer
@@ -233,9 +360,12 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	sess, _ := s.auth.read(r)
 	if s.cfg.Token != "" {
+		if s.auth.limited(w, r, "") {
+			return
+		}
 		tok := r.PostFormValue("token")
 		if subtle.ConstantTimeCompare([]byte(tok), []byte(s.cfg.Token)) != 1 {
-			s.log.Warn().Str("remote", r.RemoteAddr).Msg("dashboard sign-in with a wrong token")
+			s.auth.failed(r, "wrong_token", "")
 			fail("that token is not the dashboard's token")
 			return
 		}
@@ -243,20 +373,28 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 			fail("name: say who you are; it is recorded with each decision")
 			return
 		}
-		sess = newSession() // a new nonce on every sign-in
-		sess.Authed = true
+		sess = s.auth.newSession() // a new nonce on every sign-in
+		sess.Authed, sess.Cred = true, s.auth.cred
 	}
 	sess.Name = name
 	if sess.Nonce == "" {
-		sess = newSession()
+		sess = s.auth.newSession()
 		sess.Name = name
 	}
 	s.auth.write(w, r, sess)
 	http.Redirect(w, r, next, http.StatusSeeOther)
 }
 
+// logout revokes the session it signs out, here and in the other
+// replicas (shareRevocations), so a copy of its cookie is refused too, and
+// clears the cookie.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
-	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true})
+	if sess := viewerOf(r).session; sess.Authed {
+		s.auth.revoked.add(sess.Nonce, sess.Expires, s.auth.now())
+		s.publishRevocation(revocation{Nonce: sess.Nonce, Expires: sess.Expires})
+		s.log.Info().Str("reviewer", sess.Name).Msg("dashboard sign-out")
+	}
+	http.SetCookie(w, &http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true, Secure: s.auth.overTLS(r)})
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
 

@@ -16,8 +16,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net"
 	"net/http"
+	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +30,7 @@ import (
 
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/internal/config"
+	"github.com/troupe-dev/troupe/internal/telemetry"
 	"github.com/troupe-dev/troupe/review"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
@@ -48,10 +52,17 @@ type Config struct {
 	Token string
 	// Users, when set, are the basic-auth users and their passwords.
 	Users map[string]string
-	// SessionKey signs session cookies and CSRF tokens. Replicas that
-	// share it accept each other's sessions; without it each process
-	// makes a random one.
+	// SessionKey signs session cookies, CSRF tokens and flash messages:
+	// at least 32 bytes (CheckSessionKey). Replicas that share it accept
+	// each other's sessions; without it each process makes a random one.
 	SessionKey []byte
+	// TrustedProxies are the reverse proxies whose X-Forwarded-For (the
+	// client's address, for the limits on failed sign-ins) and
+	// X-Forwarded-Proto (https: the session cookie is Secure) are
+	// believed. Defaults to none: the peer is the client.
+	TrustedProxies []netip.Prefix
+	// Metrics counts failed sign-ins; nil for none.
+	Metrics *telemetry.Metrics
 	// Reviewer is the name decisions are recorded under when nobody
 	// signed in with a name (loopback without credentials).
 	Reviewer string
@@ -93,11 +104,17 @@ type Server struct {
 	live  *live
 	http  *http.Server
 	stats roleStatsCache
+	subs  []*nats.Subscription // shareRevocations'
 }
 
 // New returns a dashboard over the store and the NATS connection.
 func New(cfg Config, st store.Store, nc *nats.Conn, js jetstream.JetStream) (*Server, error) {
 	cfg = cfg.withDefaults()
+	if len(cfg.SessionKey) > 0 {
+		if err := CheckSessionKey(cfg.SessionKey); err != nil {
+			return nil, fmt.Errorf("dashboard session key: %w", err)
+		}
+	}
 	p, err := parsePages()
 	if err != nil {
 		return nil, err
@@ -105,18 +122,51 @@ func New(cfg Config, st store.Store, nc *nats.Conn, js jetstream.JetStream) (*Se
 	s := &Server{
 		cfg: cfg, log: cfg.Logger.With().Str("service", "dashboard").Logger(),
 		store: st, nc: nc, js: js, subj: bus.Subjects{Prefix: cfg.Prefix}, pages: p,
-		auth: newAuth(cfg.Token, cfg.Users, cfg.Reviewer, cfg.SessionKey),
+		auth: newAuth(cfg),
 	}
+	s.auth.log = s.log
 	s.live = newLive(nc, s.subj)
+	if err := s.shareRevocations(); err != nil {
+		s.unsubscribe()
+		return nil, fmt.Errorf("dashboard: sharing sign-outs: %w", err)
+	}
 	return s, nil
 }
 
-// CheckExposure refuses to serve on anything but loopback without a token
-// or basic-auth users.
-func CheckExposure(addr, token string, users map[string]string) error {
-	if token != "" || len(users) > 0 {
-		return nil
+// Minimum strengths of the dashboard's secrets. Every one needs at least
+// minDistinct different characters besides its length, so that neither
+// "aaaa…" nor "abab…" passes.
+const (
+	MinSessionKeyBytes = 32
+	MinTokenChars      = 16
+	MinPasswordChars   = 12
+	minDistinct        = 8
+)
+
+// CheckSessionKey refuses a session key that could be guessed from a
+// cookie: one is given to every visitor, so guesses can be tested offline.
+func CheckSessionKey(key []byte) error {
+	return checkStrength(string(key), MinSessionKeyBytes, "bytes", "openssl rand -hex 32 makes one")
+}
+
+func checkStrength(secret string, min int, unit, hint string) error {
+	distinct := map[rune]bool{}
+	for _, r := range secret {
+		distinct[r] = true
 	}
+	if len(secret) < min || len(distinct) < minDistinct {
+		return fmt.Errorf("%d %s with %d different characters is too easy to guess: use at least %d %s, at least %d of them different (%s)",
+			len(secret), unit, len(distinct), min, unit, minDistinct, hint)
+	}
+	return nil
+}
+
+// CheckExposure refuses to serve on anything but loopback without a token
+// or basic-auth users, or with a token or password too weak to face the
+// network: a token of fewer than MinTokenChars characters, a password of
+// fewer than MinPasswordChars, or either with fewer than 8 different
+// characters. On loopback any credentials will do.
+func CheckExposure(addr, token string, users map[string]string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("dashboard address %q: %w", addr, err)
@@ -127,6 +177,19 @@ func CheckExposure(addr, token string, users map[string]string) error {
 	where := addr
 	if host == "" {
 		where += " (every interface)"
+	}
+	if token != "" {
+		if err := checkStrength(token, MinTokenChars, "characters", "openssl rand -hex 32 makes one"); err != nil {
+			return fmt.Errorf("TROUPE_DASHBOARD_TOKEN: %w, to serve the dashboard on %s", err, where)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(users)) {
+		if err := checkStrength(users[name], MinPasswordChars, "characters", "openssl rand -base64 18 makes one"); err != nil {
+			return fmt.Errorf("TROUPE_DASHBOARD_USERS: the password of %s: %w, to serve the dashboard on %s", name, err, where)
+		}
+	}
+	if token != "" || len(users) > 0 {
+		return nil
 	}
 	return fmt.Errorf("dashboard on %s is reachable beyond this machine: set TROUPE_DASHBOARD_TOKEN, or TROUPE_DASHBOARD_USERS=name:password[,name:password], or bind it to 127.0.0.1", where)
 }
@@ -182,10 +245,18 @@ func (s *Server) Listen(addr string) (string, error) {
 // within ctx.
 func (s *Server) Close(ctx context.Context) error {
 	s.live.close()
+	s.unsubscribe()
 	if s.http == nil {
 		return nil
 	}
 	return s.http.Shutdown(ctx)
+}
+
+func (s *Server) unsubscribe() {
+	for _, sub := range s.subs {
+		_ = sub.Unsubscribe()
+	}
+	s.subs = nil
 }
 
 // securityHeaders forbids every script but the dashboard's own, framing

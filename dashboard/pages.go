@@ -498,7 +498,7 @@ func (s *Server) decide(w http.ResponseWriter, r *http.Request) {
 	if next := r.PostFormValue("next"); next != "" && next != id {
 		target = "/reviews/" + url.PathEscape(next)
 	}
-	http.Redirect(w, r, target+"?flash="+url.QueryEscape(flash), http.StatusSeeOther)
+	s.redirectFlash(w, r, target, flash)
 }
 
 func (s *Server) memory(w http.ResponseWriter, r *http.Request) {
@@ -625,28 +625,30 @@ func (s *Server) actOnDeadLetters(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if len(reqs) == 0 {
-		redirectFlash(w, r, back, "choose at least one dead letter")
+		s.redirectFlash(w, r, back, "choose at least one dead letter")
 		return
 	}
 	n := 0
 	for _, req := range reqs {
 		var reply schemas.DeadLetterActionReply
 		if err := s.call(r.Context(), "dlq."+action, req, &reply); err != nil {
-			redirectFlash(w, r, back, action+" failed after "+strconv.Itoa(n)+": "+err.Error())
+			s.redirectFlash(w, r, back, action+" failed after "+strconv.Itoa(n)+": "+err.Error())
 			return
 		}
 		n += reply.Count
 	}
 	verb := map[string]string{"replay": "Replayed", "discard": "Discarded"}[action]
-	redirectFlash(w, r, back, verb+" "+plural(n, "dead letter"))
+	s.redirectFlash(w, r, back, verb+" "+plural(n, "dead letter"))
 }
 
-func redirectFlash(w http.ResponseWriter, r *http.Request, target, flash string) {
+// redirectFlash redirects to target with a flash message for the next
+// page, signed for the session (auth.flashQuery).
+func (s *Server) redirectFlash(w http.ResponseWriter, r *http.Request, target, flash string) {
 	sep := "?"
 	if strings.Contains(target, "?") {
 		sep = "&"
 	}
-	http.Redirect(w, r, target+sep+"flash="+url.QueryEscape(flash), http.StatusSeeOther)
+	http.Redirect(w, r, target+sep+s.auth.flashQuery(viewerOf(r).session, flash), http.StatusSeeOther)
 }
 
 // roleWorkers is one role on the workers page.

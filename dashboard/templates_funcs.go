@@ -84,7 +84,9 @@ func (s *Server) renderPage(w http.ResponseWriter, r *http.Request, name string,
 		p.Nav = name
 	}
 	if p.Flash == "" {
-		p.Flash = r.URL.Query().Get("flash")
+		// Only what this server said to this session: ?flash= alone is
+		// ignored, so a link cannot put words in the banner.
+		p.Flash = s.auth.flash(r, p.Viewer.session)
 	}
 	var buf bytes.Buffer
 	if err := t.ExecuteTemplate(&buf, "layout", p); err != nil {

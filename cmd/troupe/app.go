@@ -106,8 +106,8 @@ func (a *App) Start(ctx context.Context) error {
 	}
 	metrics := a.Ops.Metrics
 	if a.Embedded {
-		if err := os.MkdirAll(a.DataDir, 0o755); err != nil {
-			return fmt.Errorf("creating data directory: %w", err)
+		if err := makeDataDir(a.DataDir, a.Log); err != nil {
+			return err
 		}
 		unlock, err := lockDir(a.DataDir)
 		if err != nil {
@@ -423,6 +423,7 @@ func (a *App) startDashboard(cfg config.Config, st store.Store, nc *nats.Conn, j
 	d, err := dashboard.New(dashboard.Config{
 		Prefix: cfg.NATS.Prefix, Roles: schemas.Roles, Token: a.Dashboard.Token, Users: a.Dashboard.Users, SessionKey: a.Dashboard.SessionKey,
 		Reviewer: a.Dashboard.Reviewer, Prices: cfg.Prices(), Logger: a.Log,
+		TrustedProxies: a.Dashboard.TrustedProxies, Metrics: a.Ops.Metrics,
 		Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes},
 	}, st, nc, js)
 	if err != nil {
@@ -529,11 +530,31 @@ func openStore(ctx context.Context, url string) (store.Store, error) {
 		return nil, fmt.Errorf("database url %s: use postgres://… for PostgreSQL or a file path for SQLite", config.RedactDSN(url))
 	}
 	if dir := filepath.Dir(path); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		// The database holds every brief and output: directories made
+		// for it are its owner's only, like the file (sqlite.Open).
+		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("creating %s: %w", dir, err)
 		}
 	}
 	return sqlite.Open(ctx, path)
+}
+
+// makeDataDir creates troupe dev's data directory, for its owner only
+// (0700): it holds the database and the NATS store. A directory made by an
+// older troupe (0755) keeps its mode, with a warning saying how to close it.
+func makeDataDir(dir string, log zerolog.Logger) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating data directory: %w", err)
+	}
+	info, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("creating data directory: %w", err)
+	}
+	if perm := info.Mode().Perm(); perm&0o077 != 0 {
+		log.Warn().Str("dir", dir).Str("mode", fmt.Sprintf("%04o", perm)).
+			Msg("the data directory is open to other users of this machine; chmod 700 it")
+	}
+	return nil
 }
 
 // waitStop blocks until ctx ends, then stops a within grace.

@@ -82,7 +82,7 @@ func submitBatch(ctx context.Context, e *env, cf clientFlags, path string) error
 		if !j.Created {
 			note = " (existing: same idempotency key)"
 		}
-		fmt.Fprintf(e.stdout, "job %s %s: %s%s\n", j.ID, j.Status, j.Title, note)
+		fmt.Fprintf(e.stdout, "job %s %s: %s%s\n", term(j.ID), j.Status, term(j.Title), note)
 	}
 	fmt.Fprintf(e.stdout, "%d job(s) submitted, %d created\n", len(all.Jobs), all.Created)
 	return nil

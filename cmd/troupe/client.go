@@ -203,7 +203,7 @@ func runSubmit(ctx context.Context, e *env, args []string) error {
 		return nil
 	}
 	if !cf.json {
-		fmt.Fprintf(e.stdout, "job %s submitted: %s\n", job.ID, job.Title)
+		fmt.Fprintf(e.stdout, "job %s submitted: %s\n", job.ID, term(job.Title))
 	}
 	final, err := follow(ctx, e, c, job, events, cf.json)
 	if errors.Is(err, context.Canceled) {
@@ -263,7 +263,7 @@ func follow(ctx context.Context, e *env, c *client, job schemas.Job, events <-ch
 			if !quiet {
 				fmt.Fprintf(e.stdout, "job %s %s", job.ID, job.Status)
 				if job.Reason != "" {
-					fmt.Fprintf(e.stdout, ": %s", job.Reason)
+					fmt.Fprintf(e.stdout, ": %s", term(job.Reason))
 				}
 				fmt.Fprintln(e.stdout)
 			}
@@ -275,13 +275,9 @@ func follow(ctx context.Context, e *env, c *client, job schemas.Job, events <-ch
 func printEvent(w io.Writer, ev schemas.Event, keys map[string]string) {
 	what := ev.Kind
 	if k := keys[ev.TaskID]; k != "" {
-		what = fmt.Sprintf("%-15s %-10s rev %d  %s", k, ev.Role, ev.Revision, ev.Kind)
+		what = fmt.Sprintf("%-15s %-10s rev %d  %s", term(k), term(ev.Role), ev.Revision, ev.Kind)
 	}
-	msg := ev.Message
-	if len(msg) > 100 {
-		msg = msg[:97] + "..."
-	}
-	fmt.Fprintf(w, "%s  %s  %s\n", ev.Time.Local().Format("15:04:05"), what, strings.ReplaceAll(msg, "\n", " "))
+	fmt.Fprintf(w, "%s  %s  %s\n", ev.Time.Local().Format("15:04:05"), term(what), short(ev.Message, 100))
 }
 
 func runJobs(ctx context.Context, e *env, args []string) error {
@@ -301,15 +297,7 @@ func runJobs(ctx context.Context, e *env, args []string) error {
 				if cf.json {
 					return printJSON(e.stdout, list)
 				}
-				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tSTATUS\tCREATED\tTITLE")
-				for _, j := range list.Jobs {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", j.ID, j.Status, j.CreatedAt.Local().Format(time.DateTime), j.Title)
-				}
-				tw.Flush()
-				if list.NextCursor != "" {
-					fmt.Fprintf(e.stdout, "more: --cursor %s\n", list.NextCursor)
-				}
+				printJobList(e.stdout, list)
 				return nil
 			})
 		},
@@ -375,13 +363,25 @@ func withID(_ context.Context, e *env, name string, args []string, fn func(c *cl
 	})
 }
 
+func printJobList(w io.Writer, list schemas.JobList) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATUS\tCREATED\tTITLE")
+	for _, j := range list.Jobs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", term(j.ID), j.Status, j.CreatedAt.Local().Format(time.DateTime), term(j.Title))
+	}
+	tw.Flush()
+	if list.NextCursor != "" {
+		fmt.Fprintf(w, "more: --cursor %s\n", term(list.NextCursor))
+	}
+}
+
 func printJob(w io.Writer, j schemas.Job) {
-	fmt.Fprintf(w, "Job %s  %s\n  title:   %s\n", j.ID, j.Status, j.Title)
+	fmt.Fprintf(w, "Job %s  %s\n  title:   %s\n", term(j.ID), j.Status, term(j.Title))
 	if j.Brief != "" {
 		fmt.Fprintf(w, "  brief:   %s\n", short(j.Brief, 200))
 	}
 	if j.Reason != "" {
-		fmt.Fprintf(w, "  reason:  %s\n", j.Reason)
+		fmt.Fprintf(w, "  reason:  %s\n", term(j.Reason))
 	}
 	if t := j.Totals; t != nil {
 		fmt.Fprintf(w, "  tasks:   %d/%d promoted\n  tokens:  %d prompt + %d completion in %d model call(s)",
@@ -394,7 +394,7 @@ func printJob(w io.Writer, j schemas.Job) {
 		}
 		fmt.Fprintln(w)
 		for _, m := range t.ByModel {
-			line := fmt.Sprintf("    %-10s %-28s %3d call(s)", m.Role, m.Model, m.Calls)
+			line := fmt.Sprintf("    %-10s %-28s %3d call(s)", term(m.Role), term(m.Model), m.Calls)
 			if m.Failed > 0 {
 				line += fmt.Sprintf(" (%d failed)", m.Failed)
 			}
@@ -410,9 +410,9 @@ func printJob(w io.Writer, j schemas.Job) {
 	for _, t := range j.Tasks {
 		var outs []string
 		for _, o := range t.Outputs {
-			outs = append(outs, fmt.Sprintf("r%d %s (%s)", o.Revision, o.Status, o.ID))
+			outs = append(outs, fmt.Sprintf("r%d %s (%s)", o.Revision, o.Status, term(o.ID)))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", t.Key, t.Role, t.Status, t.Revision, strings.Join(t.DependsOn, ","), strings.Join(outs, "; "))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", term(t.Key), term(t.Role), t.Status, t.Revision, term(strings.Join(t.DependsOn, ",")), strings.Join(outs, "; "))
 	}
 	tw.Flush()
 	if n := countReviews(j); n > 0 {
@@ -420,19 +420,19 @@ func printJob(w io.Writer, j schemas.Job) {
 	}
 	for _, t := range j.Tasks {
 		for _, r := range t.Reviews {
-			line := fmt.Sprintf("  %s r? %s by %s", t.Key, r.Decision, r.Reviewer)
+			line := fmt.Sprintf("  %s r? %s by %s", term(t.Key), term(r.Decision), term(r.Reviewer))
 			for _, o := range t.Outputs {
 				if o.ID == r.OutputID {
-					line = fmt.Sprintf("  %s r%d %s by %s", t.Key, o.Revision, r.Decision, r.Reviewer)
+					line = fmt.Sprintf("  %s r%d %s by %s", term(t.Key), o.Revision, term(r.Decision), term(r.Reviewer))
 				}
 			}
 			if r.Feedback != "" {
-				line += ": " + strings.ReplaceAll(r.Feedback, "\n", " ")
+				line += ": " + term(strings.ReplaceAll(r.Feedback, "\n", " "))
 			}
 			fmt.Fprintln(w, line)
 		}
 		if t.Reason != "" {
-			fmt.Fprintf(w, "  %s: %s\n", t.Key, t.Reason)
+			fmt.Fprintf(w, "  %s: %s\n", term(t.Key), term(t.Reason))
 		}
 	}
 	keys := map[string]string{}
@@ -442,7 +442,7 @@ func printJob(w io.Writer, j schemas.Job) {
 	for _, ev := range j.Events {
 		switch ev.Kind {
 		case schemas.EventJobPlanned, schemas.EventTaskDeadLettered, schemas.EventDeadLetterReplayed, schemas.EventTaskRedispatched:
-			fmt.Fprintf(w, "  %s %s %s: %s\n", ev.Time.Local().Format(time.TimeOnly), keys[ev.TaskID], ev.Kind, ev.Message)
+			fmt.Fprintf(w, "  %s %s %s: %s\n", ev.Time.Local().Format(time.TimeOnly), term(keys[ev.TaskID]), term(ev.Kind), term(ev.Message))
 		}
 	}
 }
@@ -507,7 +507,7 @@ func runReviews(ctx context.Context, e *env, args []string) error {
 				return printJSON(e.stdout, r)
 			}
 			verb := map[string]string{"promote": "promoted", "reject": "rejected"}[decision]
-			fmt.Fprintf(e.stdout, "output %s %s by %s", r.OutputID, verb, r.Reviewer)
+			fmt.Fprintf(e.stdout, "output %s %s by %s", term(r.OutputID), verb, term(r.Reviewer))
 			if len(r.Lessons) > 0 {
 				fmt.Fprintf(e.stdout, "; %d lesson(s) added to MEMORY", len(r.Lessons))
 			}
@@ -535,16 +535,7 @@ func runReviews(ctx context.Context, e *env, args []string) error {
 					fmt.Fprintln(e.stdout, "no output waits for review")
 					return nil
 				}
-				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "OUTPUT\tROLE\tTASK\tREV\tWAITING\tJOB")
-				for _, it := range list.Items {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", it.Output.ID, it.Output.Role, it.Task.Key, it.Output.Revision,
-						time.Since(it.Output.CreatedAt).Round(time.Second), it.JobTitle)
-				}
-				tw.Flush()
-				if list.NextCursor != "" {
-					fmt.Fprintf(e.stdout, "more: --cursor %s\n", list.NextCursor)
-				}
+				printReviewList(e.stdout, list)
 				return nil
 			})
 		},
@@ -559,17 +550,17 @@ func runReviews(ctx context.Context, e *env, args []string) error {
 				}
 				o := it.Output
 				fmt.Fprintf(e.stdout, "Output %s  %s\n  job:    %s\n  task:   %s (%s), revision %d\n  model:  %s, %d+%d tokens\n",
-					o.ID, o.Status, it.JobTitle, it.Task.Key, o.Role, o.Revision, o.Model, o.PromptTokens, o.CompletionTokens)
+					term(o.ID), o.Status, term(it.JobTitle), term(it.Task.Key), term(o.Role), o.Revision, term(o.Model), o.PromptTokens, o.CompletionTokens)
 				for _, ch := range it.Checks {
 					mark := "ok  "
 					if !ch.Passed {
 						mark = "FAIL"
 					}
-					fmt.Fprintf(e.stdout, "  check %s %s %s\n", mark, ch.Name, ch.Detail)
+					fmt.Fprintf(e.stdout, "  check %s %s %s\n", mark, term(ch.Name), term(ch.Detail))
 				}
-				fmt.Fprintf(e.stdout, "\n%s\n", o.Content)
+				fmt.Fprintf(e.stdout, "\n%s\n", termText(o.Content))
 				for _, f := range o.Files {
-					fmt.Fprintf(e.stdout, "\n=== %s ===\n%s\n", f.Path, f.Content)
+					fmt.Fprintf(e.stdout, "\n=== %s ===\n%s\n", term(f.Path), termText(f.Content))
 				}
 				return nil
 			})
@@ -577,6 +568,19 @@ func runReviews(ctx context.Context, e *env, args []string) error {
 		"approve": decide("promote"),
 		"reject":  decide("reject"),
 	})
+}
+
+func printReviewList(w io.Writer, list schemas.ReviewList) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "OUTPUT\tROLE\tTASK\tREV\tWAITING\tJOB")
+	for _, it := range list.Items {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", term(it.Output.ID), term(it.Output.Role), term(it.Task.Key), it.Output.Revision,
+			time.Since(it.Output.CreatedAt).Round(time.Second), term(it.JobTitle))
+	}
+	tw.Flush()
+	if list.NextCursor != "" {
+		fmt.Fprintf(w, "more: --cursor %s\n", term(list.NextCursor))
+	}
 }
 
 type stringsFlag []string
@@ -632,7 +636,7 @@ func runMemory(ctx context.Context, e *env, args []string) error {
 				fmt.Fprintln(e.stdout, "MEMORY holds no lesson yet")
 			}
 			for _, l := range lessons {
-				fmt.Fprintf(e.stdout, "%s  %-9s  %s\n", l.CreatedAt.Local().Format(time.DateOnly), l.Scope, l.Text)
+				fmt.Fprintf(e.stdout, "%s  %-9s  %s\n", l.CreatedAt.Local().Format(time.DateOnly), term(l.Scope), term(l.Text))
 			}
 			return nil
 		},
@@ -699,10 +703,11 @@ func writeFile(dir, rel string, data []byte) error {
 func runWorkspace(ctx context.Context, e *env, args []string) error {
 	return sub(ctx, e, "workspace", args, map[string]func(context.Context, *env, []string) error{
 		"export": func(ctx context.Context, e *env, args []string) error {
-			fs := newFlags(e, "workspace export", "workspace export DIR [--prefix P]")
+			fs := newFlags(e, "workspace export", "workspace export DIR [--prefix P] [--history]")
 			var cf clientFlags
 			cf.register(fs)
 			prefix := fs.String("prefix", "", "only artifacts whose path starts with this, e.g. projects/<job id>/")
+			history := fs.Bool("history", false, "also write every version of each path, as "+historyDir+"/PATH@vN")
 			pos, err := parse(fs, args)
 			if err != nil {
 				return err
@@ -717,27 +722,9 @@ func runWorkspace(ctx context.Context, e *env, args []string) error {
 			}
 			defer c.nc.Close()
 			dir := pos[0]
-			files := 0
-			req := schemas.ArtifactListRequest{Prefix: *prefix, Limit: 500}
-			for {
-				var page schemas.ArtifactList
-				if err := c.call(ctx, "artifacts.list", req, &page); err != nil {
-					return err
-				}
-				for _, a := range page.Artifacts {
-					var full schemas.Artifact
-					if err := c.call(ctx, "artifacts.get", schemas.ArtifactGetRequest{Path: a.Path, Version: a.Version}, &full); err != nil {
-						return err
-					}
-					if err := writeFile(dir, full.Path, []byte(full.Content)); err != nil {
-						return err
-					}
-					files++
-				}
-				if page.NextCursor == "" {
-					break
-				}
-				req.Cursor = page.NextCursor
+			x, err := exportArtifacts(ctx, c, dir, *prefix, *history)
+			if err != nil {
+				return err
 			}
 			days, err := exportMemory(ctx, c, dir)
 			if err != nil {
@@ -749,10 +736,81 @@ func runWorkspace(ctx context.Context, e *env, args []string) error {
 				}
 			}
 			if cf.json {
-				return printJSON(e.stdout, map[string]any{"dir": dir, "files": files, "memory": "MEMORY.md", "daily_files": days})
+				return printJSON(e.stdout, map[string]any{"dir": dir, "files": x.files, "memory": "MEMORY.md", "daily_files": days,
+					"older_versions": x.older, "history_files": x.versions})
 			}
-			fmt.Fprintf(e.stdout, "exported %d file(s), MEMORY.md and %d daily memory file(s) to %s\n", files, days, dir)
+			if *history {
+				fmt.Fprintf(e.stdout, "exported %d file(s) (each path's newest version), every version of them (%d file(s)) under %s, MEMORY.md and %d daily memory file(s) to %s\n",
+					x.files, x.versions, filepath.Join(dir, historyDir), days, dir)
+				return nil
+			}
+			fmt.Fprintf(e.stdout, "exported %d file(s), MEMORY.md and %d daily memory file(s) to %s\n", x.files, days, dir)
+			if x.older > 0 {
+				fmt.Fprintf(e.stdout, "each file is its path's newest version: %d older version(s) of %d path(s) were not written; --history writes every version under %s/\n",
+					x.older, x.olderPaths, historyDir)
+			}
 			return nil
 		},
 	})
+}
+
+// historyDir is where workspace export --history writes every version of
+// each path, as PATH@vN: out of the way of the newest versions' tree (and,
+// a dot directory, of go test ./... run over the export).
+const historyDir = ".history"
+
+// artifactExport counts what exportArtifacts wrote.
+type artifactExport struct {
+	files      int // paths, written at their newest version
+	older      int // their older versions
+	olderPaths int // paths with older versions
+	versions   int // files written under historyDir
+}
+
+// exportArtifacts writes the newest version of every artifact under prefix
+// to dir/PATH and, with history, every version to dir/.history/PATH@vN.
+func exportArtifacts(ctx context.Context, c *client, dir, prefix string, history bool) (artifactExport, error) {
+	var x artifactExport
+	req := schemas.ArtifactListRequest{Prefix: prefix, Limit: 500}
+	for {
+		var page schemas.ArtifactList
+		if err := c.call(ctx, "artifacts.list", req, &page); err != nil {
+			return x, err
+		}
+		for _, a := range page.Artifacts {
+			if history && (a.Path == historyDir || strings.HasPrefix(a.Path, historyDir+"/")) {
+				return x, fmt.Errorf("artifact %s is under %s/, where --history writes versions: export without --history, or with --prefix excluding it", term(a.Path), historyDir)
+			}
+			first := a.Version
+			if history {
+				first = 1
+			}
+			for v := first; v <= a.Version; v++ {
+				var full schemas.Artifact
+				if err := c.call(ctx, "artifacts.get", schemas.ArtifactGetRequest{Path: a.Path, Version: v}, &full); err != nil {
+					return x, err
+				}
+				if history {
+					if err := writeFile(dir, fmt.Sprintf("%s/%s@v%d", historyDir, full.Path, v), []byte(full.Content)); err != nil {
+						return x, err
+					}
+					x.versions++
+				}
+				if v == a.Version {
+					if err := writeFile(dir, full.Path, []byte(full.Content)); err != nil {
+						return x, err
+					}
+				}
+			}
+			x.files++
+			if a.Version > 1 {
+				x.older += a.Version - 1
+				x.olderPaths++
+			}
+		}
+		if page.NextCursor == "" {
+			return x, nil
+		}
+		req.Cursor = page.NextCursor
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/user"
 	"strings"
@@ -15,10 +16,11 @@ import (
 // dashboardAuth is who may use the dashboard, from the environment (never
 // from flags, which other users of the machine can read).
 type dashboardAuth struct {
-	Token      string
-	Users      map[string]string
-	Reviewer   string
-	SessionKey []byte
+	Token          string
+	Users          map[string]string
+	Reviewer       string
+	SessionKey     []byte
+	TrustedProxies []netip.Prefix
 }
 
 // secrets are the credentials the process must never show.
@@ -43,6 +45,16 @@ func (d *dashboardFlags) register(fs *flag.FlagSet) {
 func (d *dashboardFlags) auth() (dashboardAuth, error) {
 	a := dashboardAuth{Token: os.Getenv("TROUPE_DASHBOARD_TOKEN"), Reviewer: localUser(),
 		SessionKey: []byte(os.Getenv("TROUPE_DASHBOARD_SESSION_KEY"))}
+	if len(a.SessionKey) > 0 {
+		if err := dashboard.CheckSessionKey(a.SessionKey); err != nil {
+			return a, fmt.Errorf("TROUPE_DASHBOARD_SESSION_KEY: %w", err)
+		}
+	}
+	proxies, err := dashboard.ParseTrustedProxies(os.Getenv("TROUPE_DASHBOARD_TRUSTED_PROXIES"))
+	if err != nil {
+		return a, fmt.Errorf("TROUPE_DASHBOARD_TRUSTED_PROXIES: %w", err)
+	}
+	a.TrustedProxies = proxies
 	if a.Token != "" && len(a.Token) < 16 {
 		return a, fmt.Errorf("TROUPE_DASHBOARD_TOKEN: %d characters is too easy to guess; use at least 16 (openssl rand -hex 32 makes one)", len(a.Token))
 	}

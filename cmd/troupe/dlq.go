@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -59,7 +58,7 @@ func runDLQ(ctx context.Context, e *env, args []string) error {
 				return printJSON(e.stdout, reply)
 			}
 			for _, d := range reply.DeadLetters {
-				fmt.Fprintf(e.stdout, "%s %s (%s)\n", verb, d.ID, d.Subject)
+				fmt.Fprintf(e.stdout, "%s %s (%s)\n", verb, d.ID, term(d.Subject))
 			}
 			fmt.Fprintf(e.stdout, "%d dead letter(s) %s\n", reply.Count, verb)
 			return nil
@@ -87,7 +86,7 @@ func runDLQ(ctx context.Context, e *env, args []string) error {
 				tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintln(tw, "ID\tSTATUS\tCLASS\tSOURCE\tWHEN\tREASON")
 				for _, d := range list.DeadLetters {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.ID, d.Status, d.Class, d.Source,
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", term(d.ID), d.Status, d.Class, term(d.Source),
 						d.CreatedAt.Local().Format(time.DateTime), short(d.Reason, 80))
 				}
 				tw.Flush()
@@ -120,18 +119,18 @@ func runDLQ(ctx context.Context, e *env, args []string) error {
 }
 
 func printDeadLetter(w io.Writer, d schemas.DeadLetter, related []schemas.DeadLetter) {
-	fmt.Fprintf(w, "Dead letter %s  %s\n", d.ID, d.Status)
-	fmt.Fprintf(w, "  subject:   %s (stream %s, sequence %d)\n", d.Subject, d.Stream, d.StreamSeq)
-	fmt.Fprintf(w, "  source:    %s\n  class:     %s\n  attempts:  %d\n  when:      %s\n", d.Source, d.Class, d.Attempts, d.CreatedAt.Local().Format(time.DateTime))
-	fmt.Fprintf(w, "  reason:    %s\n", d.Reason)
+	fmt.Fprintf(w, "Dead letter %s  %s\n", term(d.ID), d.Status)
+	fmt.Fprintf(w, "  subject:   %s (stream %s, sequence %d)\n", term(d.Subject), term(d.Stream), d.StreamSeq)
+	fmt.Fprintf(w, "  source:    %s\n  class:     %s\n  attempts:  %d\n  when:      %s\n", term(d.Source), d.Class, d.Attempts, d.CreatedAt.Local().Format(time.DateTime))
+	fmt.Fprintf(w, "  reason:    %s\n", term(d.Reason))
 	if d.JobID != "" {
-		fmt.Fprintf(w, "  job:       %s\n  task:      %s\n", d.JobID, d.TaskID)
+		fmt.Fprintf(w, "  job:       %s\n  task:      %s\n", term(d.JobID), term(d.TaskID))
 	}
 	if d.ReplayOf != "" {
 		fmt.Fprintf(w, "  replay of: %s\n", d.ReplayOf)
 	}
 	if d.Status != schemas.DeadLetterOpen {
-		fmt.Fprintf(w, "  %s by %s at %s\n", d.Status, d.ResolvedBy, d.ResolvedAt.Local().Format(time.DateTime))
+		fmt.Fprintf(w, "  %s by %s at %s\n", d.Status, term(d.ResolvedBy), d.ResolvedAt.Local().Format(time.DateTime))
 	}
 	if d.TaskID != "" && len(related) > 1 {
 		fmt.Fprintln(w, "  lineage (the task's dead letters, newest first):")
@@ -143,13 +142,5 @@ func printDeadLetter(w io.Writer, d schemas.DeadLetter, related []schemas.DeadLe
 			fmt.Fprintln(w, line)
 		}
 	}
-	fmt.Fprintf(w, "\n%s\n", d.Payload)
-}
-
-func short(s string, n int) string {
-	s = strings.ReplaceAll(s, "\n", " ")
-	if len(s) <= n {
-		return s
-	}
-	return s[:n-3] + "..."
+	fmt.Fprintf(w, "\n%s\n", termText(d.Payload))
 }

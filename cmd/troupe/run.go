@@ -81,8 +81,9 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		case errors.As(err, &ee):
 			return ee.code
 		default:
-			// The one place the CLI prints an error: masked, as logs are.
-			fmt.Fprintf(stderr, "troupe %s: %s\n", c.name, redact.String(err.Error()))
+			// The one place the CLI prints an error: masked, as logs are, and
+			// with control characters escaped.
+			fmt.Fprintf(stderr, "troupe %s: %s\n", c.name, termText(redact.String(err.Error())))
 			return 1
 		}
 	}

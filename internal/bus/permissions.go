@@ -162,8 +162,11 @@ func (t Topology) Users() []User {
 				// The dashboard: decisions and dead-letter actions through the
 				// API, the workers' pings, the queue depth of every role.
 				api("reviews.decide", "dlq.replay", "dlq.discard"), []string{s.WorkersPing()}, queues,
+				// Sign-outs, shared by the dashboard's replicas.
+				[]string{s.Prefix + ".dashboard.>"},
 			),
-			Subscribe: cat(api("reviews.*", "memory.*"), service, []string{s.Prefix + ".events.>", s.ProcessesPing(), InboxPrefix(UserReview) + ".>"}),
+			Subscribe: cat(api("reviews.*", "memory.*"), service, []string{s.Prefix + ".events.>", s.ProcessesPing(), InboxPrefix(UserReview) + ".>"},
+				[]string{s.Prefix + ".dashboard.>"}),
 			Responses: true,
 		},
 	})

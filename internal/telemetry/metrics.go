@@ -22,6 +22,7 @@ type Metrics struct {
 	modelTokens       *prometheus.CounterVec
 	reviewDecisions   *prometheus.CounterVec
 	deadLetters       *prometheus.CounterVec
+	signInFailures    *prometheus.CounterVec
 
 	hooks Hooks
 }
@@ -68,8 +69,11 @@ func NewMetrics() *Metrics {
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "troupe_dead_letters_total", Help: "Dead letters by source (consumer) and class.",
 		}, []string{"source", "class"}),
+		signInFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "troupe_dashboard_sign_in_failures_total", Help: "Dashboard sign-ins refused, by reason (wrong_token, wrong_password, rate_limited).",
+		}, []string{"reason"}),
 	}
-	reg.MustRegister(m.tasks, m.taskDuration, m.dispatch, m.inFlight, m.modelCallDuration, m.modelTokens, m.reviewDecisions, m.deadLetters,
+	reg.MustRegister(m.tasks, m.taskDuration, m.dispatch, m.inFlight, m.modelCallDuration, m.modelTokens, m.reviewDecisions, m.deadLetters, m.signInFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -162,5 +166,12 @@ func (m *Metrics) ReviewDecision(role, decision, reviewer string) {
 func (m *Metrics) DeadLetter(source, class string) {
 	if m != nil {
 		m.deadLetters.WithLabelValues(source, class).Inc()
+	}
+}
+
+// DashboardSignInFailure counts a refused dashboard sign-in.
+func (m *Metrics) DashboardSignInFailure(reason string) {
+	if m != nil {
+		m.signInFailures.WithLabelValues(reason).Inc()
 	}
 }

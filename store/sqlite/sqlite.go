@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"strings"
 
 	"modernc.org/sqlite"
@@ -42,10 +43,15 @@ type Store struct {
 var _ store.Store = (*Store)(nil)
 
 // Open opens the SQLite database at path, creating the file when it does
-// not exist; ":memory:" is a private in-memory database. It does not
-// migrate (call Migrate), but fails with an error wrapping
-// store.ErrSchemaTooNew when the database was migrated by a newer troupe.
+// not exist, readable by its owner only (0600; SQLite gives the WAL and
+// shared-memory files the database file's mode); ":memory:" is a private
+// in-memory database. It does not migrate (call Migrate), but fails with an
+// error wrapping store.ErrSchemaTooNew when the database was migrated by a
+// newer troupe.
 func Open(ctx context.Context, path string) (*Store, error) {
+	if err := createPrivate(path); err != nil {
+		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
+	}
 	conn, err := sqlite.NewConnector(dsn(path))
 	if err != nil {
 		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
@@ -71,6 +77,24 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("opening sqlite %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// createPrivate creates the database file at path with mode 0600 when it
+// does not exist: SQLite itself would create it 0644, readable by every
+// user of the machine, and its WAL and shared-memory files after it. An
+// existing file keeps its mode: whoever made it chose it.
+func createPrivate(path string) error {
+	if inMemory(path) {
+		return nil
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // groupCommitMax bounds how many transactions commit together.

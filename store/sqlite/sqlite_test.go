@@ -123,3 +123,37 @@ func TestCachedStatementsNest(t *testing.T) {
 	require.NoError(t, outer.Close())
 	require.Equal(t, [][2]int{{1, 1}, {1, 2}, {1, 3}, {2, 2}, {2, 3}, {3, 3}}, pairs)
 }
+
+func TestOpenCreatesPrivateFiles(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "troupe.db")
+
+	s, err := sqlite.Open(ctx, path)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	require.NoError(t, s.Migrate(ctx)) // writes, so the WAL and shared-memory files exist
+
+	for _, name := range []string{path, path + "-wal", path + "-shm"} {
+		info, err := os.Stat(name)
+		require.NoError(t, err)
+		require.Equal(t, os.FileMode(0o600), info.Mode().Perm(), name)
+	}
+}
+
+func TestOpenKeepsAnExistingFilesMode(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "troupe.db")
+	require.NoError(t, os.WriteFile(path, nil, 0o640))
+	require.NoError(t, os.Chmod(path, 0o640))
+
+	s, err := sqlite.Open(ctx, path)
+	require.NoError(t, err)
+	require.NoError(t, s.Migrate(ctx))
+	require.NoError(t, s.Close())
+
+	info, err := os.Stat(path)
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o640), info.Mode().Perm())
+}
