@@ -136,11 +136,16 @@ var buildAll = sync.OnceValues(func() (map[string][]object, error) {
 	if out[buildBase], err = kustomize(filesys.MakeFsOnDisk(), "base", buildBase); err != nil {
 		return nil, err
 	}
-	if out[buildOverlay], err = kustomize(filesys.MakeFsOnDisk(), "overlays/example", buildOverlay); err != nil {
-		return nil, err
-	}
 	mem := filesys.MakeFsInMemory()
 	if err := copyToMemory(mem, ".", "/k8s"); err != nil {
+		return nil, err
+	}
+	// The overlay as a fresh checkout fills it in: secrets.env copied from
+	// the tracked template (a real one stays out of git, and out of here).
+	if err := exampleSecrets(mem, "/k8s/overlays/example"); err != nil {
+		return nil, err
+	}
+	if out[buildOverlay], err = kustomize(mem, "/k8s/overlays/example", buildOverlay); err != nil {
 		return nil, err
 	}
 	if err := mem.MkdirAll("/k8s/hpa-build"); err != nil {
@@ -155,6 +160,16 @@ var buildAll = sync.OnceValues(func() (map[string][]object, error) {
 	}
 	return out, nil
 })
+
+// exampleSecrets writes the overlay's secrets.env from its template,
+// secrets.env.example, as its README says to.
+func exampleSecrets(mem filesys.FileSystem, overlay string) error {
+	b, err := mem.ReadFile(filepath.Join(overlay, "secrets.env.example"))
+	if err != nil {
+		return err
+	}
+	return mem.WriteFile(filepath.Join(overlay, "secrets.env"), b)
+}
 
 func allBuilds(t *testing.T) map[string][]object {
 	t.Helper()
