@@ -118,7 +118,6 @@ func TestManifestFilesAreValid(t *testing.T) {
 	// builds that apply them.
 	require.NotContains(t, files, "nats/values.yaml")
 	require.NotContains(t, files, "overlays/example/developer.yaml")
-	require.NotContains(t, files, "components/hpa/delete-scaledobjects.yaml")
 }
 
 // TestStrictValidationRejectsUnknownFields: the checks above would catch
