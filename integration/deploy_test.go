@@ -5,8 +5,12 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
@@ -16,11 +20,13 @@ import (
 
 type composeFile struct {
 	Services map[string]struct {
-		Image       string            `yaml:"image"`
-		Command     []string          `yaml:"command"`
-		Environment map[string]string `yaml:"environment"`
-		Ports       []string          `yaml:"ports"`
-		Volumes     []string          `yaml:"volumes"`
+		Image           string            `yaml:"image"`
+		Command         []string          `yaml:"command"`
+		Environment     map[string]string `yaml:"environment"`
+		EnvFile         []composeEnvFile  `yaml:"env_file"`
+		Ports           []string          `yaml:"ports"`
+		Volumes         []string          `yaml:"volumes"`
+		StopGracePeriod string            `yaml:"stop_grace_period"`
 		Healthcheck *struct {
 			Test []string `yaml:"test"`
 		} `yaml:"healthcheck"`
@@ -31,16 +37,112 @@ type composeFile struct {
 	Volumes map[string]any `yaml:"volumes"`
 }
 
+type composeEnvFile struct {
+	Path     string `yaml:"path"`
+	Required bool   `yaml:"required"`
+}
+
+func readCompose(t *testing.T) composeFile {
+	t.Helper()
+	raw, err := os.ReadFile("../docker-compose.yml")
+	require.NoError(t, err)
+	var c composeFile
+	require.NoError(t, yaml.Unmarshal(raw, &c))
+	return c
+}
+
+// composeDefault resolves ${VAR:-default} the way compose does with VAR
+// unset.
+func composeDefault(s string) string {
+	return regexp.MustCompile(`\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}`).ReplaceAllString(s, "$1")
+}
+
+// envFileKeys returns the KEY=value pairs of an env file.
+func envFileKeys(t *testing.T, path string) map[string]string {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	require.NoError(t, err)
+	out := map[string]string{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		require.True(t, ok, "%s: %q", path, line)
+		out[k] = v
+	}
+	return out
+}
+
+// TestComposeRunsTheConfiguredModels: every Troupe service but the
+// migration reads a configuration file mounted from the repository (by
+// default deploy/compose/troupe.json, which names real models whose keys
+// .env.example lists and .env passes in), so docker compose up does not
+// fall back to the offline model unsaid; the offline file is a choice, and
+// the service says so. Each service gets longer than its --grace to stop
+// (compose's default is 10s).
+func TestComposeRunsTheConfiguredModels(t *testing.T) {
+	t.Parallel()
+	c := readCompose(t)
+	example := envFileKeys(t, "../.env.example")
+	for name, s := range c.Services {
+		if s.Image != "troupe:local" || name == "migrate" {
+			continue
+		}
+		where := "service " + name
+		cfgPath := s.Environment["TROUPE_CONFIG"]
+		require.NotEmpty(t, cfgPath, "%s: without TROUPE_CONFIG the service runs the offline model", where)
+		var host string
+		for _, v := range s.Volumes {
+			parts := strings.Split(composeDefault(v), ":")
+			if len(parts) >= 2 && parts[1] == cfgPath {
+				host = parts[0]
+			}
+		}
+		require.NotEmpty(t, host, "%s: nothing is mounted at %s", where, cfgPath)
+		require.True(t, slices.ContainsFunc(s.EnvFile, func(f composeEnvFile) bool { return f.Path == ".env" && f.Required }),
+			"%s: the model keys come from .env, which must be there", where)
+
+		// The file validates with .env.example's variables, and names
+		// real models.
+		cmd := exec.Command(troupeBin(t), "config", "check", "--config", filepath.Join("..", host))
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+		for k, v := range example {
+			cmd.Env = append(cmd.Env, k+"="+v)
+		}
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s: %s\n%s", where, host, out)
+		require.Contains(t, string(out), `"providers"`, "%s: %s configures no model", where, host)
+
+		// Longer than --grace.
+		grace := 30 * time.Second
+		for i, a := range s.Command {
+			if a == "--grace" {
+				grace, err = time.ParseDuration(s.Command[i+1])
+				require.NoError(t, err)
+			}
+		}
+		require.NotEmpty(t, s.StopGracePeriod, "%s: compose kills it 10s after SIGTERM, inside its %s grace", where, grace)
+		stop, err := time.ParseDuration(s.StopGracePeriod)
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, stop, grace+10*time.Second, "%s: stop_grace_period must exceed --grace", where)
+	}
+
+	// The offline choice runs, and says it runs offline.
+	offline, err := filepath.Abs("../deploy/compose/offline.json")
+	require.NoError(t, err)
+	d := startDev(t, "--config", offline)
+	require.Contains(t, d.logs.String(), "every role runs on the built-in offline model")
+}
+
 // TestComposeAgreesWithTheBinary: the compose file parses; it has NATS,
 // PostgreSQL, a one-shot migration, the orchestrator, review and a worker
 // per role; every Troupe service runs a command the binary has, with a
 // healthcheck on a path and port the binary serves; the data is on volumes.
 func TestComposeAgreesWithTheBinary(t *testing.T) {
 	t.Parallel()
-	raw, err := os.ReadFile("../docker-compose.yml")
-	require.NoError(t, err)
-	var c composeFile
-	require.NoError(t, yaml.Unmarshal(raw, &c))
+	c := readCompose(t)
 
 	want := []string{"nats", "postgres", "migrate", "orchestrator", "review"}
 	for _, r := range schemas.Roles {
