@@ -23,7 +23,9 @@ func dbPasswordVar(service string) string {
 // prefix + service, with the password from dbPasswordVar(service) when set.
 func applyDBRoles(ctx context.Context, out io.Writer, url, prefix string) error {
 	if !strings.HasPrefix(url, "postgres://") && !strings.HasPrefix(url, "postgresql://") && !strings.Contains(url, "=") {
-		return errors.New("--roles: the services' roles are PostgreSQL's; this database is SQLite")
+		// One file, opened by one process: nothing to grant.
+		fmt.Fprintln(out, "--roles: SQLite has no roles: nothing to grant")
+		return nil
 	}
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {

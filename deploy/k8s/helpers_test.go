@@ -34,6 +34,9 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/schemas"
 )
 
 // object is one Kubernetes object: from a kustomize build or a file.
@@ -161,14 +164,44 @@ var buildAll = sync.OnceValues(func() (map[string][]object, error) {
 	return out, nil
 })
 
-// exampleSecrets writes the overlay's secrets.env from its template,
-// secrets.env.example, as its README says to.
+// exampleSecrets fills in the overlay as its README says: secrets.env
+// from its template, secrets.env.example, and an env file per service in
+// nats-secrets/ as troupe nats-config writes them (placeholders here;
+// TestEachServiceHasItsOwnUsers builds with the real ones).
 func exampleSecrets(mem filesys.FileSystem, overlay string) error {
-	b, err := mem.ReadFile(filepath.Join(overlay, "secrets.env.example"))
+	return fillOverlay(overlay, mem.ReadFile, mem.WriteFile, nil)
+}
+
+// fillOverlay writes the overlay's secrets.env from its template, and
+// nats-secrets/<user>.env for each service's user: from natsEnv (the
+// files troupe nats-config wrote, by user) or placeholders.
+func fillOverlay(overlay string, read func(string) ([]byte, error), write func(string, []byte) error, natsEnv map[string][]byte) error {
+	b, err := read(filepath.Join(overlay, "secrets.env.example"))
 	if err != nil {
 		return err
 	}
-	return mem.WriteFile(filepath.Join(overlay, "secrets.env"), b)
+	if err := write(filepath.Join(overlay, "secrets.env"), b); err != nil {
+		return err
+	}
+	for _, user := range serviceUsers() {
+		body, ok := natsEnv[user]
+		if !ok {
+			body = []byte("TROUPE_NATS_USER=" + user + "\nTROUPE_NATS_PASSWORD=change-me\nTROUPE_NATS_INBOX_PREFIX=" + bus.InboxPrefix(user) + "\n")
+		}
+		if err := write(filepath.Join(overlay, "nats-secrets", user+".env"), body); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serviceUsers are the NATS users of the services the manifests run.
+func serviceUsers() []string {
+	users := []string{bus.UserOrchestrator, bus.UserReview}
+	for _, r := range schemas.Roles {
+		users = append(users, bus.WorkerUser(r))
+	}
+	return users
 }
 
 func allBuilds(t *testing.T) map[string][]object {

@@ -31,13 +31,16 @@ func TestOlderKustomizeBuilds(t *testing.T) {
 		}
 		t.Skipf("set %s=/path/to/kustomize (e.g. GOBIN=/tmp/k go install sigs.k8s.io/kustomize/kustomize/v5@v5.4.3) to build the manifests with kubectl's kustomize too", kustomizeBinEnv)
 	}
-	// A copy, as a fresh checkout is filled in: the overlay's secrets.env
-	// from its template, and a kustomization that adds the HPA component.
+	// A copy, as a fresh checkout is filled in: the overlay's secrets,
+	// and a kustomization that adds the HPA component.
 	dir := t.TempDir()
 	require.NoError(t, os.CopyFS(dir, os.DirFS(".")))
-	example, err := os.ReadFile("overlays/example/secrets.env.example")
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "overlays/example/secrets.env"), example, 0o600))
+	require.NoError(t, fillOverlay(filepath.Join(dir, "overlays/example"), os.ReadFile, func(p string, b []byte) error {
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			return err
+		}
+		return os.WriteFile(p, b, 0o600)
+	}, nil))
 	require.NoError(t, os.MkdirAll(filepath.Join(dir, "hpa-build"), 0o755))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "hpa-build/kustomization.yaml"), []byte(
 		"apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - ../base\ncomponents:\n  - ../components/hpa\n"), 0o644))
