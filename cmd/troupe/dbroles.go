@@ -20,8 +20,9 @@ func dbPasswordVar(service string) string {
 }
 
 // applyDBRoles gives each service its PostgreSQL role (pgroles), named
-// prefix + service, with the password from dbPasswordVar(service) when set.
-func applyDBRoles(ctx context.Context, out io.Writer, url, prefix string) error {
+// prefix + service, with the password from dbPasswordVar(service) when set;
+// subjectPrefix is nats.prefix, which the outbox rows' subjects start with.
+func applyDBRoles(ctx context.Context, out io.Writer, url, prefix, subjectPrefix string) error {
 	if !strings.HasPrefix(url, "postgres://") && !strings.HasPrefix(url, "postgresql://") && !strings.Contains(url, "=") {
 		// One file, opened by one process: nothing to grant.
 		fmt.Fprintln(out, "--roles: SQLite has no roles: nothing to grant")
@@ -41,7 +42,7 @@ func applyDBRoles(ctx context.Context, out io.Writer, url, prefix string) error 
 	for i := range roles {
 		roles[i].Password = os.Getenv(dbPasswordVar(roles[i].Service))
 	}
-	done, err := pgroles.Apply(ctx, conn, roles)
+	done, err := pgroles.Apply(ctx, conn, roles, pgroles.Options{SubjectPrefix: subjectPrefix})
 	if err != nil {
 		var missing []string
 		for _, r := range roles {

@@ -302,7 +302,7 @@ func runMigrate(ctx context.Context, e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "%s is migrated\n", config.RedactDSN(cfg.Database.URL))
 	if *roles {
-		return applyDBRoles(ctx, e.stdout, cfg.Database.URL, *rolePrefix)
+		return applyDBRoles(ctx, e.stdout, cfg.Database.URL, *rolePrefix, cfg.NATS.Prefix)
 	}
 	return nil
 }

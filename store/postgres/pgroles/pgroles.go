@@ -6,19 +6,21 @@
 // the tables.
 //
 // Grants work on tables and columns; what they cannot say is which rows.
-// Row-level security closes the one hole that matters most: a worker may
-// insert outputs, but only staged ones. Still open, and said in
-// docs/architecture.md: one worker role serves every Troupe role, so a
-// worker can update another role's tasks, fail any job (it fails its own
-// when a task is dead-lettered), write events of any kind and outbox rows
-// on any subject (published only by a relay whose NATS user may publish
-// there).
+// Row-level security closes the two holes that matter most: a worker may
+// insert outputs, but only staged ones, and outbox rows only on the
+// subjects a worker publishes (review requests, events, dead letters), so
+// it cannot forge a task for the orchestrator's relay to send. Still open,
+// and said in docs/architecture.md: one worker role serves every Troupe
+// role, so a worker can update another role's tasks, fail any job (it
+// fails its own when a task is dead-lettered), and write events of any
+// kind.
 package pgroles
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -129,6 +131,18 @@ func Names(prefix string) []Role {
 	return out
 }
 
+// Options tune Apply.
+type Options struct {
+	// SubjectPrefix is the NATS subject prefix (nats.prefix) of the outbox
+	// rows' subjects. Defaults to DefaultSubjectPrefix.
+	SubjectPrefix string
+}
+
+// DefaultSubjectPrefix is Troupe's default NATS subject prefix.
+const DefaultSubjectPrefix = "troupe"
+
+var subjectPrefix = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
+
 // Apply creates the roles that do not exist (able to log in, with their
 // password), sets the password of those given one, and grants each
 // exactly its service's privileges on the store's tables in the current
@@ -136,7 +150,14 @@ func Names(prefix string) []Role {
 // there. It runs in one transaction, as the tables' owner (a role that
 // may create roles, when one is missing), after the migrations. It
 // returns what it did, a line each, with no password in it.
-func Apply(ctx context.Context, conn *pgx.Conn, roles []Role) (done []string, err error) {
+func Apply(ctx context.Context, conn *pgx.Conn, roles []Role, opts Options) (done []string, err error) {
+	prefix := opts.SubjectPrefix
+	if prefix == "" {
+		prefix = DefaultSubjectPrefix
+	}
+	if !subjectPrefix.MatchString(prefix) {
+		return nil, fmt.Errorf("subject prefix %q: want tokens of letters, digits, - and _ joined by dots", prefix)
+	}
 	for _, r := range roles {
 		if _, ok := grants[r.Service]; !ok {
 			return nil, fmt.Errorf("role %s: %q is not a service; use %s", r.Name, r.Service, strings.Join(Services, ", "))
@@ -265,6 +286,7 @@ func Apply(ctx context.Context, conn *pgx.Conn, roles []Role) (done []string, er
 	if err != nil {
 		return nil, err
 	}
+	policies = append(policies, outboxPolicies(ident(schema, "outbox"), roles, prefix)...)
 	for _, p := range policies {
 		if err := exec(p); err != nil {
 			return nil, err
@@ -273,6 +295,7 @@ func Apply(ctx context.Context, conn *pgx.Conn, roles []Role) (done []string, er
 	if slices.ContainsFunc(roles, func(r Role) bool { return r.Service == Worker }) {
 		done = append(done, "outputs: row-level security on; a worker's role inserts staged outputs only")
 	}
+	done = append(done, "outbox: row-level security on; a worker's and review's roles insert rows on their own subjects only")
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("granting roles: %w", err)
 	}
@@ -304,4 +327,41 @@ func outputsPolicies(table string, roles []Role) ([]string, error) {
 		}
 	}
 	return stmts, nil
+}
+
+// outboxPolicies turn on row-level security on outbox: every role reads,
+// claims and deletes rows (its relay picks its subjects by itself); the
+// orchestrator's inserts any row; review's only dead letters and events;
+// a worker's also review requests, never a task.
+func outboxPolicies(table string, roles []Role, prefix string) []string {
+	stmts := []string{`ALTER TABLE ` + table + ` ENABLE ROW LEVEL SECURITY`}
+	policy := func(role Role, suffix, rest string) {
+		name := pgx.Identifier{"troupe_" + role.Name + "_outbox_" + suffix}.Sanitize()
+		stmts = append(stmts, `DROP POLICY IF EXISTS `+name+` ON `+table,
+			`CREATE POLICY `+name+` ON `+table+` `+rest)
+	}
+	// The prefix is checked against subjectPrefix: it needs no quoting.
+	on := func(kinds ...string) string {
+		var or []string
+		for _, k := range kinds {
+			or = append(or, `starts_with(subject, '`+prefix+`.`+k+`.')`)
+		}
+		return strings.Join(or, ` OR `)
+	}
+	for _, r := range roles {
+		role := pgx.Identifier{r.Name}.Sanitize()
+		switch r.Service {
+		case Orchestrator:
+			policy(r, "all", `FOR ALL TO `+role+` USING (true) WITH CHECK (true)`)
+			continue
+		case Review:
+			policy(r, "add", `FOR INSERT TO `+role+` WITH CHECK (`+on("events", "dlq")+`)`)
+		case Worker:
+			policy(r, "add", `FOR INSERT TO `+role+` WITH CHECK (`+on("review", "events", "dlq")+`)`)
+		}
+		policy(r, "read", `FOR SELECT TO `+role+` USING (true)`)
+		policy(r, "claim", `FOR UPDATE TO `+role+` USING (true) WITH CHECK (true)`)
+		policy(r, "sent", `FOR DELETE TO `+role+` USING (true)`)
+	}
+	return stmts
 }

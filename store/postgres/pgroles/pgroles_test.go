@@ -43,7 +43,7 @@ func setup(t *testing.T) (owner string, roles []pgroles.Role) {
 		}
 		_ = conn.Close(ctx)
 	})
-	done, err := pgroles.Apply(ctx, conn, roles)
+	done, err := pgroles.Apply(ctx, conn, roles, pgroles.Options{})
 	require.NoError(t, err)
 	require.NotEmpty(t, done)
 	for _, line := range done {
@@ -197,12 +197,20 @@ func TestServiceRolesDoTheirWorkOnly(t *testing.T) {
 		"delete a job":        `DELETE FROM jobs`,
 		"resolve dead letter": `UPDATE dead_letters SET status = 'discarded'`,
 		"truncate events":     `TRUNCATE events`,
+		"forge a task":        `INSERT INTO outbox (subject, msg_id, payload, created_at) VALUES ('troupe.tasks.tester', 'x', '\x7b7d', 0)`,
 		"create a table":      `CREATE TABLE evil (x int)`,
 		"drop a table":        `DROP TABLE lessons`,
 	} {
 		_, err := w.Exec(ctx, sql)
 		requireDenied(t, err, "worker: "+what)
 	}
+	// Review's role sends no task either.
+	r, err := pgx.Connect(ctx, as(t, owner, role(roles, pgroles.Review)))
+	require.NoError(t, err)
+	defer r.Close(context.Background())
+	_, err = r.Exec(ctx, `INSERT INTO outbox (subject, msg_id, payload, created_at) VALUES ('troupe.tasks.tester', 'x', '\x7b7d', 0)`)
+	requireDenied(t, err, "review: forge a task")
+
 	// The orchestrator's role writes no review, artifact or lesson either.
 	o, err := pgx.Connect(ctx, as(t, owner, role(roles, pgroles.Orchestrator)))
 	require.NoError(t, err)
@@ -237,11 +245,11 @@ func TestApplyAgain(t *testing.T) {
 	require.NoError(t, err)
 	defer conn.Close(context.Background())
 	again := pgroles.Names(strings.TrimSuffix(roles[0].Name, pgroles.Orchestrator))
-	_, err = pgroles.Apply(ctx, conn, again)
+	_, err = pgroles.Apply(ctx, conn, again, pgroles.Options{})
 	require.NoError(t, err)
-	_, err = pgroles.Apply(ctx, conn, []pgroles.Role{{Service: pgroles.Worker, Name: roles[0].Name + "_none"}})
+	_, err = pgroles.Apply(ctx, conn, []pgroles.Role{{Service: pgroles.Worker, Name: roles[0].Name + "_none"}}, pgroles.Options{})
 	require.ErrorContains(t, err, "does not exist, and has no password")
-	_, err = pgroles.Apply(ctx, conn, []pgroles.Role{{Service: "janitor", Name: "x"}})
+	_, err = pgroles.Apply(ctx, conn, []pgroles.Role{{Service: "janitor", Name: "x"}}, pgroles.Options{})
 	require.ErrorContains(t, err, `"janitor" is not a service`)
 
 	s, err := postgres.Open(ctx, as(t, owner, role(roles, pgroles.Worker)))
