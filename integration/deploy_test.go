@@ -276,7 +276,9 @@ func TestComposeIsLockedDown(t *testing.T) {
 	// What troupe nats-config writes, where the README says.
 	dir := t.TempDir()
 	envDir := filepath.Join(dir, "nats-secrets")
-	gen := exec.Command(troupeBin(t), "nats-config", "--env-dir", envDir)
+	// A low bcrypt cost: each connection below checks a password, on a
+	// busy machine under -race.
+	gen := exec.Command(troupeBin(t), "nats-config", "--env-dir", envDir, "--bcrypt-cost", "4")
 	gen.Env = append(os.Environ(), "TROUPE_CONFIG=")
 	auth, err := gen.Output()
 	require.NoError(t, err)
@@ -290,6 +292,7 @@ func TestComposeIsLockedDown(t *testing.T) {
 	require.NotEmpty(t, opts.Users)
 	require.Empty(t, opts.NoAuthUser)
 	opts.Host, opts.Port, opts.HTTPPort, opts.StoreDir = "127.0.0.1", -1, -1, filepath.Join(dir, "data")
+	opts.AuthTimeout = 30 // seconds
 	srv, err := server.NewServer(opts)
 	require.NoError(t, err)
 	go srv.Start()
@@ -301,7 +304,8 @@ func TestComposeIsLockedDown(t *testing.T) {
 	connect := func(envFile string) {
 		t.Helper()
 		creds := readEnvFile(t, envFile)
-		nc, err := natsgo.Connect(srv.ClientURL(), natsgo.UserInfo(creds["TROUPE_NATS_USER"], creds["TROUPE_NATS_PASSWORD"]), natsgo.MaxReconnects(0))
+		nc, err := natsgo.Connect(srv.ClientURL(), natsgo.UserInfo(creds["TROUPE_NATS_USER"], creds["TROUPE_NATS_PASSWORD"]),
+			natsgo.MaxReconnects(0), natsgo.Timeout(30*time.Second))
 		require.NoError(t, err, envFile)
 		nc.Close()
 	}
