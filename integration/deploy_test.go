@@ -61,24 +61,6 @@ func composeDefault(s string) string {
 	return regexp.MustCompile(`\$\{[A-Za-z_][A-Za-z0-9_]*:-([^}]*)\}`).ReplaceAllString(s, "$1")
 }
 
-// envFileKeys returns the KEY=value pairs of an env file.
-func envFileKeys(t *testing.T, path string) map[string]string {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	require.NoError(t, err)
-	out := map[string]string{}
-	for _, line := range strings.Split(string(raw), "\n") {
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		require.True(t, ok, "%s: %q", path, line)
-		out[k] = v
-	}
-	return out
-}
-
 // TestComposeRunsTheConfiguredModels: every Troupe service but the
 // migration reads a configuration file mounted from the repository (by
 // default deploy/compose/troupe.json, which names real models whose keys
@@ -89,7 +71,7 @@ func envFileKeys(t *testing.T, path string) map[string]string {
 func TestComposeRunsTheConfiguredModels(t *testing.T) {
 	t.Parallel()
 	c := readCompose(t)
-	example := envFileKeys(t, "../models.env.example")
+	example := readEnvFile(t, "../models.env.example")
 	for name, s := range c.Services {
 		if s.Image != "troupe:local" || name == "migrate" {
 			continue
