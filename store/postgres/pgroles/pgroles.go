@@ -8,8 +8,9 @@
 // Grants work on tables and columns; what they cannot say is which rows.
 // Row-level security closes the two holes that matter most: a worker may
 // insert outputs, but only staged ones, and outbox rows only on the
-// subjects a worker publishes (review requests, events, dead letters), so
-// it cannot forge a task for the orchestrator's relay to send. Still open,
+// subjects its relay sends (review requests, its events, dead letters), so
+// it cannot forge a task or a promotion for the orchestrator's relay to
+// send. Still open,
 // and said in docs/architecture.md: one worker role serves every Troupe
 // role, so a worker can update another role's tasks, fail any job (it
 // fails its own when a task is dead-lettered), and write events of any
@@ -133,15 +134,39 @@ func Names(prefix string) []Role {
 
 // Options tune Apply.
 type Options struct {
-	// SubjectPrefix is the NATS subject prefix (nats.prefix) of the outbox
-	// rows' subjects. Defaults to DefaultSubjectPrefix.
-	SubjectPrefix string
+	// OutboxSubjects are, by service, the NATS subjects (with the * and >
+	// wildcards) of the outbox rows its role may insert: its relay's
+	// (bus.Subjects.WorkerSubjects of every role, ReviewSubjects). Required
+	// for the worker's and review's roles; the orchestrator's inserts any.
+	OutboxSubjects map[string][]string
 }
 
-// DefaultSubjectPrefix is Troupe's default NATS subject prefix.
-const DefaultSubjectPrefix = "troupe"
+// subjectToken is a token of a subject Apply writes into a policy.
+var subjectToken = regexp.MustCompile(`^([A-Za-z0-9_$-]+|\*|>)$`)
 
-var subjectPrefix = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
+// subjectsRegexp returns the PostgreSQL regular expression, anchored, that
+// matches exactly the subjects the NATS patterns match.
+func subjectsRegexp(patterns []string) (string, error) {
+	var alts []string
+	for _, p := range patterns {
+		tokens := strings.Split(p, ".")
+		for i, t := range tokens {
+			if !subjectToken.MatchString(t) || (t == ">" && i != len(tokens)-1) {
+				return "", fmt.Errorf("outbox subject %q: want tokens of letters, digits, $, - and _, or * and a last >", p)
+			}
+			switch t {
+			case "*":
+				tokens[i] = `[^.]+`
+			case ">":
+				tokens[i] = `.+`
+			default:
+				tokens[i] = regexp.QuoteMeta(t)
+			}
+		}
+		alts = append(alts, strings.Join(tokens, `\.`))
+	}
+	return `^(` + strings.Join(alts, "|") + `)$`, nil
+}
 
 // Apply creates the roles that do not exist (able to log in, with their
 // password), sets the password of those given one, and grants each
@@ -151,13 +176,6 @@ var subjectPrefix = regexp.MustCompile(`^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$`)
 // may create roles, when one is missing), after the migrations. It
 // returns what it did, a line each, with no password in it.
 func Apply(ctx context.Context, conn *pgx.Conn, roles []Role, opts Options) (done []string, err error) {
-	prefix := opts.SubjectPrefix
-	if prefix == "" {
-		prefix = DefaultSubjectPrefix
-	}
-	if !subjectPrefix.MatchString(prefix) {
-		return nil, fmt.Errorf("subject prefix %q: want tokens of letters, digits, - and _ joined by dots", prefix)
-	}
 	for _, r := range roles {
 		if _, ok := grants[r.Service]; !ok {
 			return nil, fmt.Errorf("role %s: %q is not a service; use %s", r.Name, r.Service, strings.Join(Services, ", "))
@@ -165,6 +183,20 @@ func Apply(ctx context.Context, conn *pgx.Conn, roles []Role, opts Options) (don
 		if r.Name == "" {
 			return nil, fmt.Errorf("the %s role has no name", r.Service)
 		}
+	}
+	outbox := map[string]string{}
+	for _, r := range roles {
+		if r.Service == Orchestrator {
+			continue
+		}
+		if len(opts.OutboxSubjects[r.Service]) == 0 {
+			return nil, fmt.Errorf("role %s: no outbox subjects for the %s service", r.Name, r.Service)
+		}
+		re, err := subjectsRegexp(opts.OutboxSubjects[r.Service])
+		if err != nil {
+			return nil, err
+		}
+		outbox[r.Service] = re
 	}
 	tx, err := conn.Begin(ctx)
 	if err != nil {
@@ -286,7 +318,7 @@ func Apply(ctx context.Context, conn *pgx.Conn, roles []Role, opts Options) (don
 	if err != nil {
 		return nil, err
 	}
-	policies = append(policies, outboxPolicies(ident(schema, "outbox"), roles, prefix)...)
+	policies = append(policies, outboxPolicies(ident(schema, "outbox"), roles, outbox)...)
 	for _, p := range policies {
 		if err := exec(p); err != nil {
 			return nil, err
@@ -295,7 +327,7 @@ func Apply(ctx context.Context, conn *pgx.Conn, roles []Role, opts Options) (don
 	if slices.ContainsFunc(roles, func(r Role) bool { return r.Service == Worker }) {
 		done = append(done, "outputs: row-level security on; a worker's role inserts staged outputs only")
 	}
-	done = append(done, "outbox: row-level security on; a worker's and review's roles insert rows on their own subjects only")
+	done = append(done, "outbox: row-level security on; a worker's and review's roles insert rows on their relays' subjects only")
 	if err := tx.Commit(ctx); err != nil {
 		return nil, fmt.Errorf("granting roles: %w", err)
 	}
@@ -331,34 +363,25 @@ func outputsPolicies(table string, roles []Role) ([]string, error) {
 
 // outboxPolicies turn on row-level security on outbox: every role reads,
 // claims and deletes rows (its relay picks its subjects by itself); the
-// orchestrator's inserts any row; review's only dead letters and events;
-// a worker's also review requests, never a task.
-func outboxPolicies(table string, roles []Role, prefix string) []string {
+// orchestrator's inserts any row (its relay sends every subject); review's
+// and a worker's only rows whose subject matches their relay's subjects
+// (subjects, a regular expression by service), so neither can forge a
+// task or a promotion for the orchestrator's relay to send.
+func outboxPolicies(table string, roles []Role, subjects map[string]string) []string {
 	stmts := []string{`ALTER TABLE ` + table + ` ENABLE ROW LEVEL SECURITY`}
 	policy := func(role Role, suffix, rest string) {
 		name := pgx.Identifier{"troupe_" + role.Name + "_outbox_" + suffix}.Sanitize()
 		stmts = append(stmts, `DROP POLICY IF EXISTS `+name+` ON `+table,
 			`CREATE POLICY `+name+` ON `+table+` `+rest)
 	}
-	// The prefix is checked against subjectPrefix: it needs no quoting.
-	on := func(kinds ...string) string {
-		var or []string
-		for _, k := range kinds {
-			or = append(or, `starts_with(subject, '`+prefix+`.`+k+`.')`)
-		}
-		return strings.Join(or, ` OR `)
-	}
 	for _, r := range roles {
 		role := pgx.Identifier{r.Name}.Sanitize()
-		switch r.Service {
-		case Orchestrator:
+		if r.Service == Orchestrator {
 			policy(r, "all", `FOR ALL TO `+role+` USING (true) WITH CHECK (true)`)
 			continue
-		case Review:
-			policy(r, "add", `FOR INSERT TO `+role+` WITH CHECK (`+on("events", "dlq")+`)`)
-		case Worker:
-			policy(r, "add", `FOR INSERT TO `+role+` WITH CHECK (`+on("review", "events", "dlq")+`)`)
 		}
+		// subjectsRegexp let through no quote: the literal needs none.
+		policy(r, "add", `FOR INSERT TO `+role+` WITH CHECK (subject ~ '`+subjects[r.Service]+`')`)
 		policy(r, "read", `FOR SELECT TO `+role+` USING (true)`)
 		policy(r, "claim", `FOR UPDATE TO `+role+` USING (true) WITH CHECK (true)`)
 		policy(r, "sent", `FOR DELETE TO `+role+` USING (true)`)

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
+	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
 	"github.com/troupe-dev/troupe/store/postgres"
@@ -43,13 +44,24 @@ func setup(t *testing.T) (owner string, roles []pgroles.Role) {
 		}
 		_ = conn.Close(ctx)
 	})
-	done, err := pgroles.Apply(ctx, conn, roles, pgroles.Options{})
+	done, err := pgroles.Apply(ctx, conn, roles, options())
 	require.NoError(t, err)
 	require.NotEmpty(t, done)
 	for _, line := range done {
 		require.NotContains(t, line, "pw-", "no password in what Apply says")
 	}
 	return owner, roles
+}
+
+// options are what troupe migrate --roles gives Apply: the relays'
+// subjects of the default prefix.
+func options() pgroles.Options {
+	subj := bus.Subjects{Prefix: bus.DefaultPrefix}
+	var workers []string
+	for _, role := range schemas.Roles {
+		workers = append(workers, subj.WorkerSubjects(role)...)
+	}
+	return pgroles.Options{OutboxSubjects: map[string][]string{pgroles.Review: subj.ReviewSubjects(), pgroles.Worker: workers}}
 }
 
 // as returns url with the role's credentials.
@@ -198,6 +210,7 @@ func TestServiceRolesDoTheirWorkOnly(t *testing.T) {
 		"resolve dead letter": `UPDATE dead_letters SET status = 'discarded'`,
 		"truncate events":     `TRUNCATE events`,
 		"forge a task":        `INSERT INTO outbox (subject, msg_id, payload, created_at) VALUES ('troupe.tasks.tester', 'x', '\x7b7d', 0)`,
+		"forge a promotion":   `INSERT INTO outbox (subject, msg_id, payload, created_at) VALUES ('troupe.events.` + job.ID + `.output_promoted', 'x', '\x7b7d', 0)`,
 		"create a table":      `CREATE TABLE evil (x int)`,
 		"drop a table":        `DROP TABLE lessons`,
 	} {
@@ -210,6 +223,8 @@ func TestServiceRolesDoTheirWorkOnly(t *testing.T) {
 	defer r.Close(context.Background())
 	_, err = r.Exec(ctx, `INSERT INTO outbox (subject, msg_id, payload, created_at) VALUES ('troupe.tasks.tester', 'x', '\x7b7d', 0)`)
 	requireDenied(t, err, "review: forge a task")
+	_, err = r.Exec(ctx, `INSERT INTO outbox (subject, msg_id, payload, created_at) VALUES ('troupe.events.x.job_done', 'x', '\x7b7d', 0)`)
+	requireDenied(t, err, "review: an event it does not write")
 
 	// The orchestrator's role writes no review, artifact or lesson either.
 	o, err := pgx.Connect(ctx, as(t, owner, role(roles, pgroles.Orchestrator)))
@@ -245,12 +260,17 @@ func TestApplyAgain(t *testing.T) {
 	require.NoError(t, err)
 	defer conn.Close(context.Background())
 	again := pgroles.Names(strings.TrimSuffix(roles[0].Name, pgroles.Orchestrator))
-	_, err = pgroles.Apply(ctx, conn, again, pgroles.Options{})
+	_, err = pgroles.Apply(ctx, conn, again, options())
 	require.NoError(t, err)
-	_, err = pgroles.Apply(ctx, conn, []pgroles.Role{{Service: pgroles.Worker, Name: roles[0].Name + "_none"}}, pgroles.Options{})
+	_, err = pgroles.Apply(ctx, conn, []pgroles.Role{{Service: pgroles.Worker, Name: roles[0].Name + "_none"}}, options())
 	require.ErrorContains(t, err, "does not exist, and has no password")
-	_, err = pgroles.Apply(ctx, conn, []pgroles.Role{{Service: "janitor", Name: "x"}}, pgroles.Options{})
+	_, err = pgroles.Apply(ctx, conn, []pgroles.Role{{Service: "janitor", Name: "x"}}, options())
 	require.ErrorContains(t, err, `"janitor" is not a service`)
+	_, err = pgroles.Apply(ctx, conn, again, pgroles.Options{})
+	require.ErrorContains(t, err, "no outbox subjects")
+	_, err = pgroles.Apply(ctx, conn, again, pgroles.Options{OutboxSubjects: map[string][]string{
+		pgroles.Review: {"troupe.events.*.x"}, pgroles.Worker: {"troupe.review.x'); DROP TABLE jobs; --"}}})
+	require.ErrorContains(t, err, "want tokens of letters")
 
 	s, err := postgres.Open(ctx, as(t, owner, role(roles, pgroles.Worker)))
 	require.NoError(t, err)
