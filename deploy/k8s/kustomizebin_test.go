@@ -12,8 +12,9 @@ import (
 
 // kustomizeBinEnv lists kustomize binaries (separated like PATH) to build
 // the manifests with, besides the kustomize/api this module links: the
-// versions kubectl ships. .ci/run builds v5.4.3, the one kubectl 1.31 and
-// 1.32 carry, from the Go module proxy.
+// versions kubectl ships. .ci/run builds v5.4.3 (the v5.4 line of kubectl
+// 1.31; 1.32 has v5.5) from the Go module proxy, and adds kubectl when there is one
+// (a path ending in kubectl builds with "kubectl kustomize").
 const kustomizeBinEnv = "TROUPE_TEST_KUSTOMIZE"
 
 // TestOlderKustomizeBuilds: each kustomize binary named in
@@ -55,10 +56,15 @@ func TestOlderKustomizeBuilds(t *testing.T) {
 		return out
 	}
 	for _, bin := range bins {
-		version, err := exec.Command(bin, "version").CombinedOutput()
+		// kubectl builds with "kubectl kustomize DIR", its kustomize.
+		versionArgs, build := []string{"version"}, "build"
+		if filepath.Base(bin) == "kubectl" {
+			versionArgs, build = []string{"version", "--client"}, "kustomize"
+		}
+		version, err := exec.Command(bin, versionArgs...).CombinedOutput()
 		require.NoError(t, err, "%s version: %s", bin, version)
 		for name, sub := range map[string]string{buildBase: "base", buildOverlay: "overlays/example", buildHPA: "hpa-build"} {
-			out, err := exec.Command(bin, "build", filepath.Join(dir, sub)).CombinedOutput()
+			out, err := exec.Command(bin, build, filepath.Join(dir, sub)).CombinedOutput()
 			require.NoError(t, err, "%s (%s) build %s:\n%s", bin, version, name, out)
 			docs, err := splitYAML(out)
 			require.NoError(t, err)
