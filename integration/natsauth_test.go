@@ -23,11 +23,12 @@ import (
 	"github.com/troupe-dev/troupe/internal/config"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store/postgres"
+	"github.com/troupe-dev/troupe/store/postgres/pgroles"
 )
 
 // TestLeastPrivilegeNATS: a nats-server configured with what troupe
 // nats-config prints, every service a process of its own under its own
-// user. The workers and the review service, which may not create streams,
+// user, and its own PostgreSQL role (troupe migrate --roles). The workers and the review service, which may not create streams,
 // start first and wait for the orchestrator, which may; a developer
 // worker's user can neither take another role's tasks nor decide a review
 // nor touch the streams; and a job submitted with the client's user runs
@@ -51,10 +52,19 @@ func TestLeastPrivilegeNATS(t *testing.T) {
 	require.NoError(t, conf.Close())
 	node.start()
 
+	// Each service under its own PostgreSQL role too (troupe migrate
+	// --roles): the whole run below needs nothing more of the store.
+	dbURLs := serviceDBURLs(t, dbURL)
+	dbUser := func(natsUser string) string {
+		if strings.HasPrefix(natsUser, "worker-") {
+			return dbURLs[pgroles.Worker]
+		}
+		return dbURLs[natsUser] // none for the client and the reviewer: they go through NATS
+	}
 	creds := func(user string) map[string]string { return readEnvFile(t, filepath.Join(envDir, user+".env")) }
 	env := func(user string) []string {
 		// A developer task that says POISON panics its handler every time.
-		e := []string{"TROUPE_NATS_URL=" + node.url(), "TROUPE_DATABASE_URL=" + dbURL, "TROUPE_FAULT_PANIC_ON=POISON"}
+		e := []string{"TROUPE_NATS_URL=" + node.url(), "TROUPE_DATABASE_URL=" + dbUser(user), "TROUPE_FAULT_PANIC_ON=POISON"}
 		for k, v := range creds(user) {
 			e = append(e, k+"="+v)
 		}
@@ -246,6 +256,11 @@ func TestLeastPrivilegeNATS(t *testing.T) {
 		for _, line := range strings.Split(s.p.logs.String(), "\n") {
 			if strings.Contains(line, "Permissions Violation") && !strings.Contains(line, `$JS.API.STREAM.UPDATE.`) {
 				t.Errorf("%s was refused: %s", user, line)
+			}
+			// Nor did its PostgreSQL role lack a privilege, even where the
+			// service only warns (a model call it could not record).
+			if strings.Contains(line, "SQLSTATE 42501") {
+				t.Errorf("%s was refused by PostgreSQL: %s", user, line)
 			}
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/troupe-dev/troupe/internal/llm"
 	"github.com/troupe-dev/troupe/internal/redact"
 	"github.com/troupe-dev/troupe/schemas"
+	"github.com/troupe-dev/troupe/store/postgres/pgroles"
 )
 
 // common are the flags every command takes.
@@ -274,10 +275,13 @@ func runWorker(ctx context.Context, e *env, args []string) error {
 }
 
 func runMigrate(ctx context.Context, e *env, args []string) error {
-	fs := newFlags(e, "migrate", "migrate [--database-url URL]")
+	fs := newFlags(e, "migrate", "migrate [--database-url URL] [--roles [--role-prefix troupe_]]")
 	var c common
 	c.register(fs)
 	dbURL := fs.String("database-url", "", "postgres:// URL or SQLite file (default $TROUPE_DATABASE_URL, else the configuration's database.url)")
+	roles := fs.Bool("roles", false, "then give each service a PostgreSQL role of its own, with only the privileges it needs: <prefix>orchestrator, <prefix>review, <prefix>worker, created with the passwords in "+
+		dbPasswordVar("<SERVICE>")+" (an existing role keeps its password unless one is given); run it as the tables' owner")
+	rolePrefix := fs.String("role-prefix", pgroles.DefaultPrefix, "--roles: what the roles' names start with")
 	if _, err := parse(fs, args); err != nil {
 		return err
 	}
@@ -300,6 +304,9 @@ func runMigrate(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "%s is migrated\n", config.RedactDSN(cfg.Database.URL))
+	if *roles {
+		return applyDBRoles(ctx, e.stdout, cfg.Database.URL, *rolePrefix, cfg.NATS.Prefix)
+	}
 	return nil
 }
 

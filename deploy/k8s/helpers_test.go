@@ -34,6 +34,9 @@ import (
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/schemas"
 )
 
 // object is one Kubernetes object: from a kustomize build or a file.
@@ -136,11 +139,16 @@ var buildAll = sync.OnceValues(func() (map[string][]object, error) {
 	if out[buildBase], err = kustomize(filesys.MakeFsOnDisk(), "base", buildBase); err != nil {
 		return nil, err
 	}
-	if out[buildOverlay], err = kustomize(filesys.MakeFsOnDisk(), "overlays/example", buildOverlay); err != nil {
-		return nil, err
-	}
 	mem := filesys.MakeFsInMemory()
 	if err := copyToMemory(mem, ".", "/k8s"); err != nil {
+		return nil, err
+	}
+	// The overlay as a fresh checkout fills it in: secrets.env copied from
+	// the tracked template (a real one stays out of git, and out of here).
+	if err := exampleSecrets(mem, "/k8s/overlays/example"); err != nil {
+		return nil, err
+	}
+	if out[buildOverlay], err = kustomize(mem, "/k8s/overlays/example", buildOverlay); err != nil {
 		return nil, err
 	}
 	if err := mem.MkdirAll("/k8s/hpa-build"); err != nil {
@@ -155,6 +163,46 @@ var buildAll = sync.OnceValues(func() (map[string][]object, error) {
 	}
 	return out, nil
 })
+
+// exampleSecrets fills in the overlay as its README says: secrets.env
+// from its template, secrets.env.example, and an env file per service in
+// nats-secrets/ as troupe nats-config writes them (placeholders here;
+// TestEachServiceHasItsOwnUsers builds with the real ones).
+func exampleSecrets(mem filesys.FileSystem, overlay string) error {
+	return fillOverlay(overlay, mem.ReadFile, mem.WriteFile, nil)
+}
+
+// fillOverlay writes the overlay's secrets.env from its template, and
+// nats-secrets/<user>.env for each service's user: from natsEnv (the
+// files troupe nats-config wrote, by user) or placeholders.
+func fillOverlay(overlay string, read func(string) ([]byte, error), write func(string, []byte) error, natsEnv map[string][]byte) error {
+	b, err := read(filepath.Join(overlay, "secrets.env.example"))
+	if err != nil {
+		return err
+	}
+	if err := write(filepath.Join(overlay, "secrets.env"), b); err != nil {
+		return err
+	}
+	for _, user := range serviceUsers() {
+		body, ok := natsEnv[user]
+		if !ok {
+			body = []byte("TROUPE_NATS_USER=" + user + "\nTROUPE_NATS_PASSWORD=change-me\nTROUPE_NATS_INBOX_PREFIX=" + bus.InboxPrefix(user) + "\n")
+		}
+		if err := write(filepath.Join(overlay, "nats-secrets", user+".env"), body); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serviceUsers are the NATS users of the services the manifests run.
+func serviceUsers() []string {
+	users := []string{bus.UserOrchestrator, bus.UserReview}
+	for _, r := range schemas.Roles {
+		users = append(users, bus.WorkerUser(r))
+	}
+	return users
+}
 
 func allBuilds(t *testing.T) map[string][]object {
 	t.Helper()

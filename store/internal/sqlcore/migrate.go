@@ -68,6 +68,14 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return err
 	}
 	newest := migs[len(migs)-1].version
+	// A database already at this version needs nothing: say so without the
+	// lock and the CREATE below, which a service's role of its own may not
+	// run (troupe migrate --roles grants it no DDL).
+	if ok, err := s.dialect.TableExists(ctx, stdDB{s.db}, "schema_migrations"); err == nil && ok {
+		if current, err := s.schemaVersion(ctx); err == nil && current == newest {
+			return nil
+		}
+	}
 	return s.inTx(ctx, func(q *Queries) error {
 		// Two processes starting at once take turns; the second finds
 		// nothing left to do.
