@@ -73,14 +73,28 @@ func (scan *secretScan) maskPaths(checks []schemas.Check) []schemas.Check {
 // the dashboard). Compute its checks before masking: a masked output
 // passes no_secrets.
 func MaskSecrets(out store.Output, limits Limits) store.Output {
-	s := secretscan.New(limits.Secrets...)
-	out.Content = s.Mask("", out.Content)
-	files := make([]schemas.File, len(out.Files))
-	for i, f := range out.Files {
+	out.Content, out.Files = maskOutput(secretscan.New(limits.Secrets...), out.Content, out.Files)
+	return out
+}
+
+func maskOutput(s *secretscan.Scanner, content string, files []schemas.File) (string, []schemas.File) {
+	masked := make([]schemas.File, len(files))
+	for i, f := range files {
 		f.Content = s.Mask(f.Path, f.Content)
 		f.Path = s.MaskPath(f.Path)
-		files[i] = f
+		masked[i] = f
 	}
-	out.Files = files
-	return out
+	return s.Mask("", content), masked
+}
+
+// MaskPaths returns files with every secret in their paths masked, their
+// contents as they are: for lists that show paths only.
+func MaskPaths(files []schemas.File, limits Limits) []schemas.File {
+	s := secretscan.New(limits.Secrets...)
+	masked := make([]schemas.File, len(files))
+	for i, f := range files {
+		f.Path = s.MaskPath(f.Path)
+		masked[i] = f
+	}
+	return masked
 }

@@ -68,7 +68,7 @@ type Service struct {
 	subj  bus.Subjects
 
 	// live guards what a configuration change replaces while the service
-	// runs: cfg.Policies and cfg.Reviewer.
+	// runs: cfg.Policies, cfg.Reviewer and cfg.Limits.Secrets.
 	live sync.RWMutex
 
 	mu   sync.Mutex
@@ -123,6 +123,21 @@ func (s *Service) SetReviewer(c llm.Completer) {
 	s.live.Lock()
 	defer s.live.Unlock()
 	s.cfg.Reviewer = c
+}
+
+// SetSecrets replaces the configured secrets the rule checks look for
+// (see Limits.Secrets).
+func (s *Service) SetSecrets(secrets []string) {
+	s.live.Lock()
+	defer s.live.Unlock()
+	s.cfg.Limits.Secrets = secrets
+}
+
+// limits are the rule checks' limits and secrets in force.
+func (s *Service) limits() Limits {
+	s.live.RLock()
+	defer s.live.RUnlock()
+	return s.cfg.Limits
 }
 
 func (s *Service) reviewerNow() llm.Completer {
@@ -237,7 +252,7 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) error {
 	if out.Status != schemas.OutputStaged {
 		return nil // decided already: a redelivery
 	}
-	checks := Checks(out, s.cfg.Limits)
+	checks := Checks(out, s.limits())
 	if !Passed(checks) {
 		_, err := s.decide(ctx, out, staged, schemas.ReviewDecision{
 			OutputID: out.ID, Decision: "reject", Reviewer: PolicyRules, Feedback: Feedback(checks),
@@ -273,6 +288,7 @@ func ignoreDecided(err error) error {
 
 // park puts an output that passed the rules into the queue of a person.
 func (s *Service) park(ctx context.Context, out store.Output) error {
+	message := "waiting for a person"
 	err := s.store.InTx(ctx, func(q store.Querier) error {
 		moved, err := q.OutputSetStatus(ctx, store.OutputSetStatusParams{ID: out.ID, From: []string{schemas.OutputStaged}, To: schemas.OutputAwaitingReview})
 		if err != nil || !moved {
@@ -290,7 +306,7 @@ func (s *Service) park(ctx context.Context, out store.Output) error {
 		}
 		return bus.Emit(ctx, q, s.subj, schemas.Event{
 			JobID: out.JobID, TaskID: out.TaskID, OutputID: out.ID, Kind: schemas.EventOutputAwaitingReview,
-			Role: out.Role, Revision: out.Revision, Message: "waiting for a person",
+			Role: out.Role, Revision: out.Revision, Message: message,
 		})
 	})
 	if err == nil {

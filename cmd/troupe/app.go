@@ -276,7 +276,7 @@ func (a *App) Start(ctx context.Context) error {
 			Reviewer: reviewer, Metrics: metrics,
 			Prefix: cfg.NATS.Prefix, Policies: cfg.Policies(), Notify: a.relay.Notify, Logger: a.Log,
 			RecordDeadLetter: deadLetters.Record, Available: available,
-			Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes},
+			Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes, Secrets: configSecrets(cfg, a.Dashboard)},
 		}, st, nc, js)
 		if err := a.rev.Start(ctx); err != nil {
 			a.Stop(ctx)
@@ -418,7 +418,7 @@ func (a *App) startDashboard(cfg config.Config, st store.Store, nc *nats.Conn, j
 	d, err := dashboard.New(dashboard.Config{
 		Prefix: cfg.NATS.Prefix, Roles: schemas.Roles, Token: a.Dashboard.Token, Users: a.Dashboard.Users, SessionKey: a.Dashboard.SessionKey,
 		Reviewer: a.Dashboard.Reviewer, Prices: cfg.Prices(), Logger: a.Log,
-		Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes},
+		Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes, Secrets: configSecrets(cfg, a.Dashboard)},
 	}, st, nc, js)
 	if err != nil {
 		return err
