@@ -25,6 +25,9 @@ const (
 	CheckSafePaths        = "safe_paths"
 	CheckRequiredSections = "required_sections"
 	CheckNoSecrets        = "no_secrets"
+	// CheckMemoryRules is recorded with a model's rejection whose lessons
+	// or skill were dropped: what, and why.
+	CheckMemoryRules = "memory_rules"
 )
 
 // Default limits, used for every Limits field that is zero or negative.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/internal/llm"
+	"github.com/troupe-dev/troupe/internal/secretscan"
 	"github.com/troupe-dev/troupe/internal/telemetry"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
@@ -286,9 +287,13 @@ func ignoreDecided(err error) error {
 	return err
 }
 
-// park puts an output that passed the rules into the queue of a person.
-func (s *Service) park(ctx context.Context, out store.Output) error {
+// park puts an output that passed the rules into the queue of a person;
+// why, when given, is said in its event.
+func (s *Service) park(ctx context.Context, out store.Output, why ...string) error {
 	message := "waiting for a person"
+	if len(why) > 0 {
+		message += ": " + bus.Clip(strings.Join(why, "; "), 2000)
+	}
 	err := s.store.InTx(ctx, func(q store.Querier) error {
 		moved, err := q.OutputSetStatus(ctx, store.OutputSetStatusParams{ID: out.ID, From: []string{schemas.OutputStaged}, To: schemas.OutputAwaitingReview})
 		if err != nil || !moved {
@@ -329,6 +334,10 @@ func (s *Service) Decide(ctx context.Context, d schemas.ReviewDecision) (schemas
 	// Decisions on the API are a person's: only on outputs the rules
 	// passed and parked, and always recorded as human.
 	d.Reviewer = "human:" + strings.TrimPrefix(cmp.Or(d.Reviewer, "anonymous"), "human:")
+	// A person's lessons go into models' prompts like a model's.
+	if err := checkLessonsOf(secretscan.New(s.limits().Secrets...), d.Lessons); err != nil {
+		return schemas.Review{}, err
+	}
 	r, err := s.decide(ctx, out, []string{schemas.OutputAwaitingReview}, d, nil)
 	if errors.Is(err, errDecided) {
 		if cur, gerr := s.store.OutputGetByID(ctx, out.ID); gerr == nil {
