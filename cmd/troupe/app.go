@@ -254,7 +254,7 @@ func (a *App) Start(ctx context.Context) error {
 			return err
 		}
 		a.orch = orchestrator.New(orchestrator.Config{
-			Planner: planner, Metrics: metrics,
+			Planner: planner, Metrics: metrics, Secrets: configSecrets(cfg, a.Dashboard),
 			Prefix: cfg.NATS.Prefix, MaxRevisions: cfg.MaxRevisions(), NoRevisions: cfg.MaxRevisions() == 0,
 			Notify: a.relay.Notify, OnDeadLetter: cfg.Reliability.OnDeadLetter, Logger: a.Log,
 			Prices: cfg.Prices(), DefaultBudget: cfg.Budgets.MaxTokensPerJob,
