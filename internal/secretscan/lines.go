@@ -43,17 +43,18 @@ var blockScalar = regexp.MustCompile(`(?m)^([ \t]*(?:- )?[\w.-]+:)[ \t]*[>|][+-]
 
 // joinBlockScalars returns text with each YAML block scalar's key moved
 // onto the line of its value's first line ("api_key: >\n  sk_…" reads
-// "api_key: sk_…"), every offset of the value unchanged, and whether there
-// was one.
-func joinBlockScalars(text string) (string, bool) {
+// "api_key: sk_…"), every offset of the value unchanged, and the offsets
+// of those values (none when there is no block scalar).
+func joinBlockScalars(text string) (string, []int) {
 	if !strings.Contains(text, ": >") && !strings.Contains(text, ": |") && !strings.Contains(text, ":>") && !strings.Contains(text, ":|") {
-		return "", false
+		return "", nil
 	}
 	ms := blockScalar.FindAllStringSubmatchIndex(text, -1)
 	if len(ms) == 0 {
-		return "", false
+		return "", nil
 	}
 	b := []byte(text)
+	values := make([]int, 0, len(ms))
 	for _, m := range ms {
 		start, value := m[0], m[1]-1 // the value's first byte
 		key := strings.TrimLeft(text[m[2]:m[3]], " \t-") + " "
@@ -62,6 +63,7 @@ func joinBlockScalars(text string) (string, bool) {
 			b[i] = ' '
 		}
 		copy(b[value-len(key):value], key)
+		values = append(values, value)
 	}
-	return string(b), true
+	return string(b), values
 }

@@ -4,6 +4,8 @@ import (
 	_ "embed"
 	"fmt"
 	"regexp"
+	"regexp/syntax"
+	"slices"
 	"strings"
 
 	"github.com/BurntSushi/toml"
@@ -68,6 +70,7 @@ type rule struct {
 	keywords    []string // lower case; none: the rule always runs
 	allow       []allowlist
 	generic     bool // gives way to a specific rule's finding at the same place
+	oneLine     bool // no match spans lines: it runs on the lines of its keywords
 }
 
 // allowlist says when a finding is not a secret after all.
@@ -130,6 +133,7 @@ func load(sources ...string) (*ruleSet, error) {
 				if r.re, err = regexp.Compile(fr.Regex); err != nil {
 					return nil, fmt.Errorf("rule %s: %w", fr.ID, err)
 				}
+				r.oneLine = !spansLines(fr.Regex)
 				if r.secretGroup > r.re.NumSubexp() {
 					return nil, fmt.Errorf("rule %s: secretGroup %d, but the regex has %d groups", fr.ID, r.secretGroup, r.re.NumSubexp())
 				}
@@ -195,4 +199,68 @@ func compileAllowlist(a allowlistFile) (allowlist, error) {
 		al.stopwords = append(al.stopwords, strings.ToLower(w))
 	}
 	return al, nil
+}
+
+// spansLines reports whether a match of the regex src may hold a newline
+// before its last character: a newline only in a trailing one-character
+// end (gitleaks' rules end with [\x60'"\s;]) keeps the match on its line.
+func spansLines(src string) bool {
+	re, err := syntax.Parse(src, syntax.Perl)
+	if err != nil {
+		return true
+	}
+	if re.Op == syntax.OpConcat && len(re.Sub) > 1 {
+		last := re.Sub[len(re.Sub)-1]
+		if width(last) <= 2 {
+			return slices.ContainsFunc(re.Sub[:len(re.Sub)-1], matchesNewline)
+		}
+	}
+	return matchesNewline(re)
+}
+
+// matchesNewline reports whether re may match a newline.
+func matchesNewline(re *syntax.Regexp) bool {
+	switch re.Op {
+	case syntax.OpAnyChar:
+		return true
+	case syntax.OpLiteral:
+		return slices.Contains(re.Rune, '\n')
+	case syntax.OpCharClass:
+		for i := 0; i+1 < len(re.Rune); i += 2 {
+			if re.Rune[i] <= '\n' && '\n' <= re.Rune[i+1] {
+				return true
+			}
+		}
+		return false
+	}
+	return slices.ContainsFunc(re.Sub, matchesNewline)
+}
+
+// width is the most characters re matches, or more than 2 when it cannot
+// tell.
+func width(re *syntax.Regexp) int {
+	switch re.Op {
+	case syntax.OpEmptyMatch, syntax.OpBeginLine, syntax.OpEndLine, syntax.OpBeginText, syntax.OpEndText,
+		syntax.OpWordBoundary, syntax.OpNoWordBoundary:
+		return 0
+	case syntax.OpLiteral:
+		return len(re.Rune)
+	case syntax.OpCharClass, syntax.OpAnyChar, syntax.OpAnyCharNotNL:
+		return 1
+	case syntax.OpCapture:
+		return width(re.Sub[0])
+	case syntax.OpAlternate:
+		w := 0
+		for _, sub := range re.Sub {
+			w = max(w, width(sub))
+		}
+		return w
+	case syntax.OpConcat:
+		w := 0
+		for _, sub := range re.Sub {
+			w += width(sub)
+		}
+		return w
+	}
+	return 3
 }

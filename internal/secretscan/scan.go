@@ -146,15 +146,23 @@ func (s *Scanner) Scan(path, text string) []Finding {
 	run, hits := s.rulesFor(text)
 	for _, i := range run {
 		r := s.c.rules[i]
-		if r.generic && hits[i] != nil {
+		switch {
+		case hits[i] == nil: // no keyword, or one found only folded
+			found = r.find(found, s.c.global, path, text, 0, lines)
+		case r.generic:
 			found = r.findNearAssignments(found, s.c.global, path, text, lines, hits[i])
-		} else {
+		case r.oneLine:
+			found = r.findOnLines(found, s.c.global, path, text, lines, hits[i])
+		default:
 			found = r.find(found, s.c.global, path, text, 0, lines)
 		}
 	}
-	if joined, ok := joinBlockScalars(text); ok {
+	// A YAML block scalar's value, with its key moved onto its line.
+	joined, values := joinBlockScalars(text)
+	for _, v := range values {
+		from, to := strings.LastIndexByte(joined[:v], '\n')+1, lineEnd(joined, v)
 		for _, i := range run {
-			found = s.c.rules[i].find(found, s.c.global, path, joined, 0, lines)
+			found = s.c.rules[i].find(found, s.c.global, path, joined[from:to], from, lines)
 		}
 	}
 	found = s.findLiterals(found, text, lines)
@@ -204,9 +212,9 @@ func (c *compiled) generatedFile(path string) bool {
 }
 
 // rulesFor is the rules to run on text: those without keywords and those
-// one of whose keywords text holds, in rule order; and for each generic
-// rule the offsets in text where its keywords end. A generic rule without
-// offsets (its keyword is written with a letter only Unicode folds to
+// one of whose keywords text holds, in rule order; and for each rule the
+// offsets in text where its keywords end. A rule without offsets (it has
+// no keywords, or one is written with a letter only Unicode folds to
 // ASCII, ſ for s) runs on the whole text.
 func (s *Scanner) rulesFor(text string) (run []int, hits map[int][]int) {
 	hit := make([]bool, s.c.words)
@@ -214,9 +222,7 @@ func (s *Scanner) rulesFor(text string) (run []int, hits map[int][]int) {
 	s.c.trie.Walk(asciiLower(text), func(end, _, pattern int64) bool {
 		hit[pattern] = true
 		for _, i := range s.c.byWord[pattern] {
-			if s.c.rules[i].generic {
-				hits[i] = append(hits[i], int(end)+1)
-			}
+			hits[i] = append(hits[i], int(end)+1)
 		}
 		return true
 	})
@@ -230,7 +236,7 @@ func (s *Scanner) rulesFor(text string) (run []int, hits map[int][]int) {
 			return true
 		})
 		for i, n := range counts {
-			if s.c.rules[i].generic && n > len(hits[i]) {
+			if n > len(hits[i]) {
 				hits[i] = nil // found only folded: the whole text
 			}
 		}
@@ -265,6 +271,29 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
+}
+
+// findOnLines runs a rule whose matches never span lines only on the
+// lines where its keywords end (at the offsets of ends), each with its
+// newline.
+func (r rule) findOnLines(found []Finding, global []allowlist, path, text string, lines lineIndex, ends []int) []Finding {
+	from, to := -1, -1
+	for _, end := range ends {
+		start := strings.LastIndexByte(text[:end-1], '\n') + 1
+		stop := min(lineEnd(text, end-1)+1, len(text)) // with its newline
+		if start < to {
+			to = max(to, stop)
+			continue
+		}
+		if from >= 0 {
+			found = r.find(found, global, path, text[from:to], from, lines)
+		}
+		from, to = start, stop
+	}
+	if from >= 0 {
+		found = r.find(found, global, path, text[from:to], from, lines)
+	}
+	return found
 }
 
 // findNearAssignments runs a generic rule (a name, an assignment, a value)
