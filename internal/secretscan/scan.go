@@ -109,9 +109,6 @@ func New(secrets ...string) *Scanner {
 	return s
 }
 
-// Rules is the number of rules the scanner runs.
-func (s *Scanner) Rules() int { return len(s.c.rules) }
-
 // literalForms are the ways a configured secret is written: as is, in
 // lower and upper case, and in base64 (standard and URL alphabets) at each
 // of the three alignments it can have inside a longer encoded text (the

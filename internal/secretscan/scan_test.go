@@ -143,6 +143,13 @@ func TestRulesLoad(t *testing.T) {
 	for _, id := range []string{"generic-api-key", "stripe-access-token", "slack-webhook-url", "url-credentials", "bearer-token", "quoted-credential"} {
 		require.True(t, ids[id], id)
 	}
+	// The allowlists load too: gitleaks' global one and the generic rule's.
+	require.NotEmpty(t, c.global)
+	for _, r := range c.rules {
+		if r.id == "generic-api-key" {
+			require.GreaterOrEqual(t, len(r.allow), 4, "gitleaks' four and Troupe's dotted names")
+		}
+	}
 }
 
 // BenchmarkScan reports the cost of scanning output without secrets, in
