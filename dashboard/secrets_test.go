@@ -1,16 +1,18 @@
 package dashboard
 
 import (
+	"context"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/troupe-dev/troupe/review"
 	"github.com/troupe-dev/troupe/schemas"
+	"github.com/troupe-dev/troupe/store"
 )
 
-// TestPagesMaskSecrets: the review page and the job page show an output
-// with every secret masked, in contents and paths, the configured ones
+// TestPagesMaskSecrets: the review page and the job page show a rejected
+// output with every secret masked, in contents and paths, the configured ones
 // too, and the checks say where and what.
 func TestPagesMaskSecrets(t *testing.T) {
 	t.Parallel()
@@ -23,6 +25,12 @@ func TestPagesMaskSecrets(t *testing.T) {
 		{Path: "RUNBOOK.md", Content: "# Runbook\n\n## Deploy\n\nSet STRIPE=" + stripe + "\n\n## Rollback\n\nRedeploy.\n"},
 		{Path: "keys/" + aws + ".env", Content: "KEY=" + configured + "\n"},
 	})
+	// Rejected, as an output with a secret is.
+	moved, err := f.store.OutputSetStatus(context.Background(), store.OutputSetStatusParams{
+		ID: out.ID, From: []string{schemas.OutputAwaitingReview}, To: schemas.OutputRejected,
+	})
+	require.NoError(t, err)
+	require.True(t, moved)
 	b := f.browser(t)
 	for _, page := range []string{"/reviews/" + out.ID, "/jobs/" + out.JobID} {
 		p := b.page(page)
