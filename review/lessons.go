@@ -36,14 +36,15 @@ type memoryProblem struct {
 // worker quotes lessons in. A lesson is advice about the work ("Always
 // name the status codes"); none of these belongs in one.
 var injectionPatterns = []*regexp.Regexp{
-	regexp.MustCompile(`(?i)\b(?:ignore|disregard|forget|override|bypass)\b[^.\n]{0,40}\b(?:previous|prior|above|earlier|preceding|all|any|your|these|those|other|system)\b[^.\n]{0,40}\b(?:instructions?|prompts?|rules|directions|guidelines|messages|context)\b`),
-	regexp.MustCompile(`(?i)\b(?:you are now|from now on,? you (?:are|must|will)|pretend (?:to be|you are)|act as (?:a|an|the)? ?(?:different|new|unrestricted|system|admin|root|developer mode|dan)\b|new (?:system )?instructions?:|updated instructions?:|developer mode)`),
+	regexp.MustCompile(`(?i)\b(?:ignore|disregard|forget|override|bypass)\b[^.\n]{0,30}\b(?:previous|prior|above|earlier|preceding|foregoing|initial|original|system|developer)\b[^.\n]{0,20}\b(?:instructions?|prompts?|rules|directions|messages|context)\b`),
+	regexp.MustCompile(`(?i)\b(?:ignore|disregard|forget)\s+(?:all|everything)\s+(?:above|before|else)\b`),
+	regexp.MustCompile(`(?i)\b(?:you are now|from now on,? you (?:are|must|will)|pretend (?:to be|you are)|act as (?:an? |the )?(?:unrestricted|jailbroken|dan)\b|new (?:system )?instructions?:|updated instructions?:|developer mode)`),
 	regexp.MustCompile(`(?i)\b(?:reveal|repeat|print|output|show|leak|send)\b[^.\n]{0,30}\b(?:your|the) (?:system prompt|instructions|initial prompt|hidden prompt)\b`),
 	regexp.MustCompile(`(?i)\bsystem prompt\b`),
 	regexp.MustCompile(`(?i)<\|?\s*(?:im_start|im_end|endoftext|system|assistant|user)\s*\|?>|\[/?INST\]|<</?SYS>>`),
 	regexp.MustCompile(`(?im)^\s*#*\s*(?:system|assistant)\s*:`),
 	regexp.MustCompile(`(?i)</?\s*lessons?\s*>`),
-	regexp.MustCompile(`(?i)\b(?:do not|don't|never)\s+(?:tell|inform|mention|report|alert)\b[^.\n]{0,30}\b(?:user|reviewer|human|operator|person)s?\b`),
+	regexp.MustCompile(`(?i)\b(?:do not|don't|never)\s+(?:tell|inform|mention|report|alert)\b[^.\n]{0,30}\b(?:reviewers?|humans?|operators?)\b`),
 }
 
 // instructionProblem says what in text reads as an instruction to a model,
