@@ -174,12 +174,13 @@ func (s *Scanner) ScanPath(path string) []Finding {
 		return nil
 	}
 	// The names one to a line, then also without what follows a dot;
-	// both keep every offset.
+	// both keep every offset. A name is no file's content: no rule's
+	// path condition or allowlist applies to it.
 	names := strings.ReplaceAll(path, "/", "\n")
 	stems := strings.ReplaceAll(names, ".", "\n")
 	var found []Finding
 	for _, text := range []string{names, stems} {
-		for _, f := range s.Scan(path, text) {
+		for _, f := range s.Scan("", text) {
 			f.Line = 1
 			found = append(found, f)
 		}

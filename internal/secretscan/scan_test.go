@@ -110,6 +110,7 @@ func TestScanPath(t *testing.T) {
 		"keys/" + awsID + "/credentials",
 		"config/" + stripeKey + ".json",
 		"notes/" + configuredKey + ".md",
+		"vendor/" + stripeKey + "/go.sum",
 	} {
 		found := s.ScanPath(p)
 		require.NotEmpty(t, found, p)
