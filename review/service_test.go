@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"strings"
 	"testing"
 	"time"
 
@@ -124,9 +123,11 @@ func TestServiceRejectsEveryForm(t *testing.T) {
 		outs = append(outs, f.stage(t, "pm", append(goodFiles(), schemas.File{Path: form.path, Content: form.text})))
 		secrets = append(secrets, form.secret)
 	}
-	for _, p := range []string{"keys/" + awsID + "/notes.md", "config/" + stripeKey + ".json", "notes/" + configuredKey + ".md"} {
-		outs = append(outs, f.stage(t, "pm", append(goodFiles(), schemas.File{Path: p, Content: "x"})))
-		secrets = append(secrets, strings.TrimSuffix(strings.TrimSuffix(p[strings.Index(p, "/")+1:], ".md"), "/notes"))
+	for _, p := range []struct{ path, secret string }{
+		{"keys/" + awsID + "/notes.md", awsID}, {"config/" + stripeKey + ".json", stripeKey}, {"notes/" + configuredKey + ".md", configuredKey},
+	} {
+		outs = append(outs, f.stage(t, "pm", append(goodFiles(), schemas.File{Path: p.path, Content: "x"})))
+		secrets = append(secrets, p.secret)
 	}
 	for i, o := range f.wait(t, outs...) {
 		require.Equal(t, schemas.OutputRejected, o.Status, "output %d", i)
