@@ -265,6 +265,7 @@ func (s *Server) job(w http.ResponseWriter, r *http.Request) {
 	}
 	for _, o := range outputs {
 		if v := byID[o.TaskID]; v != nil {
+			o.Files = review.MaskPaths(o.Files, s.cfg.Limits)
 			v.Outputs = append(v.Outputs, o)
 		}
 	}
@@ -399,6 +400,14 @@ func (s *Server) showReview(w http.ResponseWriter, r *http.Request, errMsg strin
 			return
 		}
 	}
+	// The checks see the output as it is; the page shows it, and the
+	// revision it replaces, with every secret masked.
+	checks := review.Checks(out, s.cfg.Limits)
+	out = review.MaskSecrets(out, s.cfg.Limits)
+	if prev != nil {
+		masked := review.MaskSecrets(*prev, s.cfg.Limits)
+		prev = &masked
+	}
 	files, contentDiff := compare(out, prev)
 	next, err := s.store.OutputList(ctx, store.OutputListParams{Status: schemas.OutputAwaitingReview, After: out.CreatedAt, AfterID: out.ID, Limit: 1})
 	if err != nil {
@@ -409,7 +418,6 @@ func (s *Server) showReview(w http.ResponseWriter, r *http.Request, errMsg strin
 	if len(next) > 0 {
 		nextID = next[0].ID
 	}
-	checks := review.Checks(out, s.cfg.Limits)
 	s.renderPage(w, r, "review", page{Title: "Review " + task.Key, Nav: "reviews", Error: errMsg, Status: status, Data: map[string]any{
 		"Output": out, "Task": task, "Job": job, "Previous": prev, "Files": files, "ContentDiff": contentDiff,
 		"History": history, "Checks": checks, "Next": nextID,

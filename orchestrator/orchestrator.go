@@ -21,6 +21,7 @@ import (
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/internal/config"
 	"github.com/troupe-dev/troupe/internal/llm"
+	"github.com/troupe-dev/troupe/internal/secretscan"
 	"github.com/troupe-dev/troupe/internal/telemetry"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
@@ -30,6 +31,10 @@ import (
 type Config struct {
 	// Prefix of every subject. Defaults to "troupe".
 	Prefix string
+	// Secrets are the configured secrets (API keys, passwords): jobs.get
+	// masks them, and what the secret scanner finds, in outputs' summaries
+	// and paths (a rejected output may hold one).
+	Secrets []string
 	// MaxRevisions is how many times a rejected task is revised before it
 	// and its job fail. Defaults to 2 (set NoRevisions for 0).
 	MaxRevisions int
@@ -480,11 +485,17 @@ func (s *Service) jobView(ctx context.Context, id string, full bool) (schemas.Jo
 		if err := s.addCallTotals(ctx, totals, job); err != nil {
 			return schemas.Job{}, err
 		}
+		mask := secretscan.New(s.cfg.Secrets...)
 		for _, o := range outputs {
 			if t := byTask[o.TaskID]; t != nil {
 				// Contents are large: troupe.api.reviews.get and
 				// artifacts.get give them one at a time.
-				t.Outputs = append(t.Outputs, o.Schema().Summary())
+				sum := o.Schema().Summary()
+				sum.Content = mask.Mask("", sum.Content)
+				for i := range sum.Files {
+					sum.Files[i].Path = mask.MaskPath(sum.Files[i].Path)
+				}
+				t.Outputs = append(t.Outputs, sum)
 			}
 		}
 		reviews, err := s.store.ReviewListByJob(ctx, id)

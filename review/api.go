@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/internal/secretscan"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
 )
@@ -60,16 +61,22 @@ func (s *Service) item(ctx context.Context, o store.Output, full bool) (schemas.
 	if err != nil {
 		return schemas.ReviewItem{}, err
 	}
+	// The checks see the output as it is; a person sees it with every
+	// secret masked (a rejected output may hold one).
+	limits := s.limits()
+	checks := Checks(o, limits)
 	out := o.Schema()
 	if !full {
 		out = out.Summary()
 	}
-	item := schemas.ReviewItem{Output: out, Task: t.Schema(), JobTitle: j.Title}
-	item.Checks = Checks(o, s.cfg.Limits)
+	scanner := secretscan.New(limits.Secrets...)
+	out.Content, out.Files = maskOutput(scanner, out.Content, out.Files)
+	item := schemas.ReviewItem{Output: out, Task: t.Schema(), JobTitle: j.Title, Checks: checks}
 	if full && o.Revision > 0 {
 		prev, err := s.store.OutputGetByTaskRevision(ctx, o.TaskID, o.Revision-1)
 		if err == nil {
 			p := prev.Schema()
+			p.Content, p.Files = maskOutput(scanner, p.Content, p.Files)
 			p.Prompt = ""
 			item.Previous = &p
 		} else if !errors.Is(err, store.ErrNotFound) {

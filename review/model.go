@@ -13,6 +13,7 @@ import (
 
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/internal/llm"
+	"github.com/troupe-dev/troupe/internal/secretscan"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
 )
@@ -87,6 +88,18 @@ func (s *Service) modelReview(ctx context.Context, msg jetstream.Msg, out store.
 		return s.park(ctx, out)
 	}
 	by := "model:" + reviewer.Name()
+	// What the reviewer proposes for MEMORY and skills/ passes the rules
+	// too. A reviewer that proposes a secret or an instruction to the
+	// model may have been steered by the output it read: its promotion is
+	// not trusted, and a person decides; a rejection stands.
+	limits := s.limits()
+	if dropped := screenModelReview(secretscan.New(limits.Secrets...), &mr, limits); dropped != "" {
+		s.log.Warn().Str("output_id", out.ID).Str("reviewer", by).Str("dropped", dropped).Msg("the reviewer's lessons or skill break the rules; dropped")
+		if mr.Decision == "promote" {
+			return s.park(ctx, out, "the reviewer's proposals were dropped, so a person decides: "+dropped)
+		}
+		checks = append(checks, schemas.Check{Name: CheckMemoryRules, Passed: false, Detail: bus.Clip("dropped "+dropped, 2000)})
+	}
 	checklist := append(checks, schemas.Check{Name: "model_quality", Passed: mr.Decision == "promote", Detail: bus.Clip(mr.Quality, 2000)})
 	for _, e := range mr.Errors {
 		checklist = append(checklist, schemas.Check{Name: "model_error", Passed: false, Detail: bus.Clip(e, 2000)})

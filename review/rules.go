@@ -25,6 +25,9 @@ const (
 	CheckSafePaths        = "safe_paths"
 	CheckRequiredSections = "required_sections"
 	CheckNoSecrets        = "no_secrets"
+	// CheckMemoryRules is recorded with a model's rejection whose lessons
+	// or skill were dropped: what, and why.
+	CheckMemoryRules = "memory_rules"
 )
 
 // Default limits, used for every Limits field that is zero or negative.
@@ -50,6 +53,10 @@ type Limits struct {
 	MaxFileBytes int
 	// MaxFiles bounds the number of files. Defaults to 50.
 	MaxFiles int
+	// Secrets are the configured secrets (model API keys, NATS and
+	// database passwords): no_secrets always looks for them, literally,
+	// besides its rules, and masking hides them.
+	Secrets []string
 }
 
 // WithDefaults returns l with every unset (zero or negative) field set to its
@@ -103,17 +110,18 @@ func Checks(out store.Output, limits Limits) []schemas.Check {
 // CheckRules runs every rule check on one staged output of role and returns
 // one Check per rule, in the order not_empty, size_limits, safe_paths,
 // no_nul, required_sections, no_secrets. A failed check's Detail says what
-// failed; it never quotes a secret.
+// failed; it never quotes a secret: a path with one is shown masked.
 func CheckRules(role string, content string, files []schemas.File, limits Limits) []schemas.Check {
 	limits = limits.WithDefaults()
-	return []schemas.Check{
+	scan := newSecretScan(limits, content, files)
+	return scan.maskPaths([]schemas.Check{
 		checkNotEmpty(files),
 		checkSizeLimits(content, files, limits),
 		checkSafePaths(files),
 		checkNoNUL(content, files),
 		checkRequiredSections(role, files),
-		checkNoSecrets(content, files),
-	}
+		scan.check(),
+	})
 }
 
 // Passed reports whether every check passed.
@@ -353,135 +361,6 @@ func hasCodeFile(files []schemas.File) bool {
 		}
 	}
 	return false
-}
-
-// secretPattern is one kind of secret the scanner looks for. show is how
-// many leading characters of a match a Detail may show: at most the
-// pattern's fixed prefix, never more than 4.
-type secretPattern struct {
-	kind  string
-	re    *regexp.Regexp
-	show  int
-	named bool // the first submatch names the assignment (generic pattern)
-	// needles are the literals of which every match holds one (lower
-	// case when fold): a text that holds none is not searched line by
-	// line, which is most texts and most of the scan's cost.
-	needles []string
-	fold    bool
-}
-
-var secretPatterns = []secretPattern{
-	{kind: "an OpenAI API key", re: regexp.MustCompile(`sk-[A-Za-z0-9_-]{20,}`), show: 3, needles: []string{"sk-"}},
-	{kind: "an AWS access key id", re: regexp.MustCompile(`AKIA[0-9A-Z]{16}`), show: 4, needles: []string{"AKIA"}},
-	{kind: "a GitHub token", re: regexp.MustCompile(`gh[pousr]_[A-Za-z0-9]{36,}`), show: 4,
-		needles: []string{"ghp_", "gho_", "ghu_", "ghs_", "ghr_"}},
-	{kind: "a Slack token", re: regexp.MustCompile(`xox[abprs]-[A-Za-z0-9-]{10,}`), show: 4, needles: []string{"xox"}},
-	{kind: "a Google API key", re: regexp.MustCompile(`AIza[0-9A-Za-z_-]{35}`), show: 4, needles: []string{"AIza"}},
-	{kind: "a private key block", re: regexp.MustCompile(`-----BEGIN [A-Z ]*PRIVATE KEY-----`), needles: []string{"-----BEGIN "}},
-	{kind: "a JSON Web Token", re: regexp.MustCompile(`eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}`), show: 3,
-		needles: []string{"eyJ"}},
-	{
-		// The name may run on (SECRET_KEY=, access_token_v2:), which the
-		// bare keyword would miss.
-		kind:    "a hard-coded credential",
-		re:      regexp.MustCompile(`(?i)(api[_-]?key|secret|token|password)[A-Za-z0-9_]*\s*[:=]\s*["']?([A-Za-z0-9_\-/+]{16,})`),
-		named:   true,
-		needles: []string{"api", "secret", "token", "password"},
-		fold:    true,
-	},
-}
-
-// mayMatch reports whether text (and lower, text in lower case) holds one
-// of sp's needles. A pattern that ignores case may match any text that is
-// not ASCII: its case folding takes ſ for s and K (Kelvin) for k, which
-// lowering does not.
-func (sp secretPattern) mayMatch(text, lower string) bool {
-	if sp.fold {
-		if !isASCII(text) {
-			return true
-		}
-		text = lower
-	}
-	for _, n := range sp.needles {
-		if strings.Contains(text, n) {
-			return true
-		}
-	}
-	return false
-}
-
-// placeholderMarkers mark a matched value as an obvious placeholder rather
-// than a secret (AWS documents AKIAIOSFODNN7EXAMPLE, for one).
-var placeholderMarkers = []string{
-	"xxxx", "changeme", "change_me", "change-me", "example", "placeholder",
-	"your", "dummy", "redacted", "sample", "${", "<", "****",
-}
-
-func isPlaceholder(value string) bool {
-	v := strings.ToLower(value)
-	for _, m := range placeholderMarkers {
-		if strings.Contains(v, m) {
-			return true
-		}
-	}
-	return false
-}
-
-func checkNoSecrets(content string, files []schemas.File) schemas.Check {
-	var p problems
-	scanSecrets(&p, "content", content)
-	for _, f := range files {
-		scanSecrets(&p, f.Path, f.Content)
-	}
-	return p.check(CheckNoSecrets, "no API keys, tokens or private keys found")
-}
-
-func isASCII(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
-			return false
-		}
-	}
-	return true
-}
-
-// scanSecrets adds one problem per kind of secret per line of text. Details
-// name the place and kind and show at most a short fixed prefix.
-func scanSecrets(p *problems, where, text string) {
-	lower := strings.ToLower(text)
-	var patterns []secretPattern
-	for _, sp := range secretPatterns {
-		if sp.mayMatch(text, lower) {
-			patterns = append(patterns, sp)
-		}
-	}
-	if len(patterns) == 0 {
-		return
-	}
-	n := 0
-	for line := range strings.Lines(text) {
-		n++
-		for _, sp := range patterns {
-			for _, m := range sp.re.FindAllStringSubmatch(line, -1) {
-				value := m[0]
-				if sp.named {
-					value = m[2]
-				}
-				if isPlaceholder(value) {
-					continue
-				}
-				switch {
-				case sp.named:
-					p.addf("%s line %d: looks like %s (%s=…)", where, n, sp.kind, strings.ToLower(m[1]))
-				case sp.show > 0:
-					p.addf("%s line %d: looks like %s (%s…)", where, n, sp.kind, m[0][:min(sp.show, 4)])
-				default:
-					p.addf("%s line %d: looks like %s", where, n, sp.kind)
-				}
-				break // one report per kind per line is enough
-			}
-		}
-	}
 }
 
 // oneLine folds a text onto one line.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/troupe-dev/troupe/internal/llm"
 	"github.com/troupe-dev/troupe/schemas"
+	"github.com/troupe-dev/troupe/store"
 )
 
 // checkByName returns the check named name, failing the test without it.
@@ -226,76 +227,126 @@ func TestCheckRequiredSections(t *testing.T) {
 	}
 }
 
+// Secrets are built from parts so this file holds no secret-looking literal.
+var (
+	rep = strings.Repeat
+	// configuredKey is a configured model API key: sk- and 17 characters,
+	// too short for any rule of its own.
+	configuredKey = "sk-" + "Tq7Rb2Xw9Lm4Zp8Kd"
+	stripeKey     = "sk_" + "live_" + "51HqLyjWDarjtT1zdp7dcXYZabc"
+	awsID         = "AKIA" + "Q3EGRJ5XK2M7PLZW"
+)
+
+// secretForms are the forms of issue 15 that the old scanner let through,
+// and those it found, each as a file's content: what must be found, the
+// secret that may not appear in the check's detail, and the kind named.
+var secretForms = []struct {
+	name, path, text, secret, kind string
+	line                           int // of the secret in text
+}{
+	{"configured key", "NOTES.md", "Use " + configuredKey + " for staging.", configuredKey, "configured-secret", 1},
+	{"json api_key", "config.json", "{\n  \"api_key\": \"9fQ2xL7mZ4kR8tW1vB6nC3hJ\"\n}", "9fQ2xL7mZ4kR8tW1vB6nC3hJ", "generic-api-key", 2},
+	{"json password", "config.json", `{"user": "app", "password": "Tr0ub4dor&3-xK!"}`, "Tr0ub4dor&3-xK!", "quoted-credential", 1},
+	{"stripe live key", "billing.go", `stripe.Key = "` + stripeKey + `"`, stripeKey, "stripe-access-token", 1},
+	{"postgres url", "RUNBOOK.md", "DATABASE_URL=postgres://app:pass@db.internal:5432/app", ":pass@", "url-credentials", 1},
+	{"bearer header", "api.md", "Authorization: Bearer 7f3kQ9zL2mX8vB4nR6tY1wC5", "7f3kQ9zL2mX8vB4nR6tY1wC5", "bearer-token", 1},
+	{"slack webhook", "notify.py", "HOOK = 'https://hooks.slack.com/services/" + "T024BE7LD/B01A2B3C4D5/" + "k8Jd7Hs6Gf5Ds4Aq3Wz2Xc1V'", "k8Jd7Hs6Gf5Ds4Aq3Wz2Xc1V", "slack-webhook-url", 1},
+	{"github fine-grained pat", "ci.sh", "export GH_TOKEN=github_pat_" + "11ABCDEFG0aB3dE5gH7jK9mN1pQ3sT5v", "11ABCDEFG0aB3dE5gH7jK9mN1pQ3sT5v", "github-pat-any-length", 1},
+	{"yaml folded value", "values.yaml", "service:\n  api_key: >-\n    " + stripeKey + "\n", stripeKey, "stripe-access-token", 3},
+	{"key with your", "app.env", "API_KEY=your" + "8fK2mQ9xL4vR7tZ1nB", "8fK2mQ9xL4vR7tZ1nB", "generic-api-key", 1},
+	{"key with example", "app.env", "api-key: example-key-" + "0123456789", "example-key-0123456789", "generic-api-key", 1},
+	{"key with sample", "app.json", `{"token": "sample` + `_9xK2mQ8vL4rT7zW1"}`, "9xK2mQ8vL4rT7zW1", "generic-api-key", 1},
+	{"openai project key", "SKILL.md", "sk-" + "proj-" + "Xk29fjQ8LmZp4RtY7vWc1NbH3sDg6KaE", "Xk29fjQ8LmZp4RtY7vWc1NbH3sDg6KaE", "sk-api-key", 1},
+	{"aws key id", "x.ini", "aws_access_key_id = " + awsID, awsID, "aws-access-token", 1},
+	{"github token", "x.sh", "export GH=" + "ghp_" + "x8Kd2Lq9Zm4Rt7Wv1Bn6Yc3Hs5Fj0Pg8Ea2U", "x8Kd2Lq9Zm4Rt7Wv1Bn6Yc3Hs5Fj0Pg8Ea2U", "github-pat", 1},
+	{"private key", "id_rsa.txt", "-----BEGIN RSA " + "PRIVATE KEY-----\n" + rep("MIIEowIBAAKCAQEA", 4) + "\n-----END RSA " + "PRIVATE KEY-----\n", "MIIEowIBAAKCAQEA", "private-key", 1},
+	{"jwt", "x.md", "token: " + "eyJ" + "hbGciOiJIUzI1NiJ9" + "." + "eyJzdWIiOiIxMjM0NTY3ODkwIn0" + "." + "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U", "dozjgNryP4J3jVmNHl0w5N", "jwt", 1},
+}
+
+// TestCheckNoSecrets: every form is found, the detail names the file, the
+// line and the kind, and never the secret.
 func TestCheckNoSecrets(t *testing.T) {
 	t.Parallel()
-	// Built from parts so this file holds no secret-looking literal.
-	rep := strings.Repeat
-	openai := "sk-" + "proj" + rep("Ab3", 10)
-	aws := "AKIA" + "Q3EGRJ5XK2M7PLZW"
-	github := "ghp_" + rep("a1B2", 9)
-	slack := "xoxb-" + "1234567890-abcdef"
-	google := "AIza" + rep("x9Y", 11) + "zz"
-	jwt := "eyJ" + "hbGciOiJIUzI1NiJ9" + "." + "eyJzdWIiOiIxMjM0NTY3ODkwIn0" + "." + "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
-	tests := []struct {
-		name   string
-		text   string
-		secret string // must never appear in the detail
-		detail string // empty when the check passes
-	}{
-		{"openai", "key: " + openai, openai, "README.md line 1: looks like an OpenAI API key (sk-…)"},
-		{"aws", "one\ntwo\naws_access_key_id = " + aws, aws, "README.md line 3: looks like an AWS access key id (AKIA…)"},
-		{"github", "export GH=" + github, github, "README.md line 1: looks like a GitHub token (ghp_…)"},
-		{"slack", "x\n" + slack, slack, "README.md line 2: looks like a Slack token (xoxb…)"},
-		{"google", google, google, "README.md line 1: looks like a Google API key (AIza…)"},
-		{"private key", "-----BEGIN RSA " + "PRIVATE KEY-----\nMIIE\n", "MIIE", "README.md line 1: looks like a private key block"},
-		{"openssh private key", "-----BEGIN OPENSSH " + "PRIVATE KEY-----", "", "README.md line 1: looks like a private key block"},
-		{"jwt", "Authorization: Bearer " + jwt, jwt, "README.md line 1: looks like a JSON Web Token (eyJ…)"},
-		{"generic password", `db_password = "Zx81kq0Pw7Lm3Rt9Vb"`, "Zx81kq0Pw7Lm3Rt9Vb", "README.md line 1: looks like a hard-coded credential (password=…)"},
-		{"folded keyword", "paſsword = Zx81kq0Pw7Lm3Rt9Vb", "Zx81kq0Pw7Lm3Rt9Vb", "README.md line 1: looks like a hard-coded credential (paſsword=…)"},
-		{"generic api key yaml", "API_KEY: 9f8e7d6c5b4a39281706", "9f8e7d6c5b4a39281706", "README.md line 1: looks like a hard-coded credential (api_key=…)"},
-		{"generic secret", "client_secret='abcdEFGH1234ijklMNOP'", "abcdEFGH1234ijklMNOP", "README.md line 1: looks like a hard-coded credential (secret=…)"},
-		{"generic name runs on", "export AWS_SECRET_ACCESS_KEY=" + "Qm9vZ3l3b29naWVib29n" + "Zm9vYmFy", "Qm9vZ3l3b29naWVib29n", "README.md line 1: looks like a hard-coded credential (secret=…)"},
-		{"aws documented secret", "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCY" + "EXAMPLEKEY", "", ""},
-		{"env placeholder", "api_key: ${API_KEY}", "", ""},
-		{"angle placeholder", "token = <your-token-goes-here>", "", ""},
-		{"xxxx placeholder", "password: xxxxxxxxxxxxxxxxxxxxxxxx", "", ""},
-		{"changeme placeholder", "password=changeme_changeme_123", "", ""},
-		{"example placeholder", "api-key: example-key-0123456789", "", ""},
-		{"aws documented example", "AKIAIOSFODNN7" + "EXAMPLE", "", ""},
-		{"openai placeholder", "sk-your-key-here-0123456789abcdef", "", ""},
-		{"short value", "password: hunter2", "", ""},
-		{"code reading a variable", `token := os.Getenv("TOKEN")`, "", ""},
-		{"prose", "Rotate the API key and the secret regularly; tokens expire.", "", ""},
-		{"sk prefix too short", "sk-abc", "", ""},
-	}
-	for _, tt := range tests {
+	limits := Limits{Secrets: []string{configuredKey}}
+	for _, tt := range secretForms {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			files := []schemas.File{{Path: "README.md", Content: tt.text}}
-			c := checkByName(t, CheckRules("writer", "", files, Limits{}), CheckNoSecrets)
-			require.Equal(t, tt.detail == "", c.Passed, c.Detail)
-			if tt.detail != "" {
-				require.Equal(t, tt.detail, c.Detail)
-			}
-			if tt.secret != "" {
-				require.NotContains(t, c.Detail, tt.secret)
-				require.NotContains(t, c.Detail, tt.secret[:min(5, len(tt.secret))])
-			}
+			files := []schemas.File{{Path: tt.path, Content: "first line\n" + tt.text}}
+			c := checkByName(t, CheckRules("writer", "", files, limits), CheckNoSecrets)
+			require.False(t, c.Passed, "not found")
+			require.Contains(t, c.Detail, fmt.Sprintf("%s line %d: looks like a secret (", tt.path, tt.line+1))
+			require.Contains(t, c.Detail, tt.kind)
+			require.NotContains(t, c.Detail, tt.secret)
 		})
+	}
+}
+
+// TestCheckNoSecretsPasses: placeholders of low entropy, names without
+// values and prose pass.
+func TestCheckNoSecretsPasses(t *testing.T) {
+	t.Parallel()
+	for _, text := range []string{
+		`api_key = "<your-key-here>"`,
+		"token = <your-token-goes-here>",
+		"Authorization: Bearer <your-token-here>",
+		"api_key: ${API_KEY}",
+		"DATABASE_URL=postgres://app:${DB_PASSWORD}@db:5432/app",
+		"password: xxxxxxxxxxxxxxxxxxxxxxxx",
+		"password: hunter2",
+		`token := os.Getenv("TOKEN")`,
+		"Rotate the API key and the secret regularly; tokens expire.",
+		"AKIAIOSFODNN7" + "EXAMPLE",
+		"AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCY" + "EXAMPLEKEY",
+		"sk-abc",
+	} {
+		files := []schemas.File{{Path: "README.md", Content: text}}
+		c := checkByName(t, CheckRules("writer", "", files, Limits{Secrets: []string{configuredKey}}), CheckNoSecrets)
+		require.True(t, c.Passed, "%q: %s", text, c.Detail)
+	}
+}
+
+// TestCheckNoSecretsInPaths: a key in a file's path fails the check, and
+// no check's detail shows the path unmasked.
+func TestCheckNoSecretsInPaths(t *testing.T) {
+	t.Parallel()
+	for _, p := range []string{"keys/" + awsID + "/credentials.md", "config/" + stripeKey + ".json", "../" + configuredKey + ".md"} {
+		files := append(goodFiles(), schemas.File{Path: p, Content: "x"})
+		checks := CheckRules("pm", "", files, Limits{Secrets: []string{configuredKey}})
+		c := checkByName(t, checks, CheckNoSecrets)
+		require.False(t, c.Passed, p)
+		require.Contains(t, c.Detail, "its path looks like a secret")
+		for _, c := range checks {
+			for _, secret := range []string{awsID, stripeKey, configuredKey} {
+				require.NotContains(t, c.Detail, secret, c.Name)
+			}
+		}
 	}
 }
 
 func TestCheckNoSecretsInContentAndManyFiles(t *testing.T) {
 	t.Parallel()
-	key := "sk-" + strings.Repeat("Q", 30)
+	key := "sk-" + "proj-" + "Xk29fjQ8LmZp4RtY7vWc1NbH3sDg6KaE"
 	files := []schemas.File{
 		{Path: "a.md", Content: "fine"},
 		{Path: "b/c.env", Content: "\n\nOPENAI=" + key + " and again " + key},
 	}
 	c := checkByName(t, CheckRules("writer", "summary\n"+key, files, Limits{}), CheckNoSecrets)
 	require.False(t, c.Passed)
-	require.Equal(t, "content line 2: looks like an OpenAI API key (sk-…); b/c.env line 3: looks like an OpenAI API key (sk-…)", c.Detail)
-	require.NotContains(t, c.Detail, "QQQQ")
+	require.Equal(t, "content line 2: looks like a secret (sk-api-key); b/c.env line 3: looks like a secret (sk-api-key)", c.Detail)
+	require.NotContains(t, c.Detail, "Xk29")
+}
+
+// TestMaskSecrets: what a person is shown of an output names where a secret
+// was and of what kind, and holds none of it.
+func TestMaskSecrets(t *testing.T) {
+	t.Parallel()
+	out := MaskSecrets(store.Output{
+		Content: "summary with " + configuredKey,
+		Files:   []schemas.File{{Path: "keys/" + awsID + ".txt", Content: "id = " + awsID + "\nstripe: " + stripeKey}},
+	}, Limits{Secrets: []string{configuredKey}})
+	require.Equal(t, "summary with [secret: configured-secret]", out.Content)
+	require.Equal(t, "keys/[secret: aws-access-token].txt", out.Files[0].Path)
+	require.Equal(t, "id = [secret: aws-access-token]\nstripe: [secret: stripe-access-token]", out.Files[0].Content)
 }
 
 func TestPassedAndFeedback(t *testing.T) {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/internal/llm"
+	"github.com/troupe-dev/troupe/internal/secretscan"
 	"github.com/troupe-dev/troupe/internal/telemetry"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
@@ -68,7 +69,7 @@ type Service struct {
 	subj  bus.Subjects
 
 	// live guards what a configuration change replaces while the service
-	// runs: cfg.Policies and cfg.Reviewer.
+	// runs: cfg.Policies, cfg.Reviewer and cfg.Limits.Secrets.
 	live sync.RWMutex
 
 	mu   sync.Mutex
@@ -123,6 +124,21 @@ func (s *Service) SetReviewer(c llm.Completer) {
 	s.live.Lock()
 	defer s.live.Unlock()
 	s.cfg.Reviewer = c
+}
+
+// SetSecrets replaces the configured secrets the rule checks look for
+// (see Limits.Secrets).
+func (s *Service) SetSecrets(secrets []string) {
+	s.live.Lock()
+	defer s.live.Unlock()
+	s.cfg.Limits.Secrets = secrets
+}
+
+// limits are the rule checks' limits and secrets in force.
+func (s *Service) limits() Limits {
+	s.live.RLock()
+	defer s.live.RUnlock()
+	return s.cfg.Limits
 }
 
 func (s *Service) reviewerNow() llm.Completer {
@@ -237,7 +253,7 @@ func (s *Service) handle(ctx context.Context, msg jetstream.Msg) error {
 	if out.Status != schemas.OutputStaged {
 		return nil // decided already: a redelivery
 	}
-	checks := Checks(out, s.cfg.Limits)
+	checks := Checks(out, s.limits())
 	if !Passed(checks) {
 		_, err := s.decide(ctx, out, staged, schemas.ReviewDecision{
 			OutputID: out.ID, Decision: "reject", Reviewer: PolicyRules, Feedback: Feedback(checks),
@@ -271,8 +287,13 @@ func ignoreDecided(err error) error {
 	return err
 }
 
-// park puts an output that passed the rules into the queue of a person.
-func (s *Service) park(ctx context.Context, out store.Output) error {
+// park puts an output that passed the rules into the queue of a person;
+// why, when given, is said in its event.
+func (s *Service) park(ctx context.Context, out store.Output, why ...string) error {
+	message := "waiting for a person"
+	if len(why) > 0 {
+		message += ": " + bus.Clip(strings.Join(why, "; "), 2000)
+	}
 	err := s.store.InTx(ctx, func(q store.Querier) error {
 		moved, err := q.OutputSetStatus(ctx, store.OutputSetStatusParams{ID: out.ID, From: []string{schemas.OutputStaged}, To: schemas.OutputAwaitingReview})
 		if err != nil || !moved {
@@ -290,7 +311,7 @@ func (s *Service) park(ctx context.Context, out store.Output) error {
 		}
 		return bus.Emit(ctx, q, s.subj, schemas.Event{
 			JobID: out.JobID, TaskID: out.TaskID, OutputID: out.ID, Kind: schemas.EventOutputAwaitingReview,
-			Role: out.Role, Revision: out.Revision, Message: "waiting for a person",
+			Role: out.Role, Revision: out.Revision, Message: message,
 		})
 	})
 	if err == nil {
@@ -313,6 +334,10 @@ func (s *Service) Decide(ctx context.Context, d schemas.ReviewDecision) (schemas
 	// Decisions on the API are a person's: only on outputs the rules
 	// passed and parked, and always recorded as human.
 	d.Reviewer = "human:" + strings.TrimPrefix(cmp.Or(d.Reviewer, "anonymous"), "human:")
+	// A person's lessons go into models' prompts like a model's.
+	if err := checkLessonsOf(secretscan.New(s.limits().Secrets...), d.Lessons); err != nil {
+		return schemas.Review{}, err
+	}
 	r, err := s.decide(ctx, out, []string{schemas.OutputAwaitingReview}, d, nil)
 	if errors.Is(err, errDecided) {
 		if cur, gerr := s.store.OutputGetByID(ctx, out.ID); gerr == nil {

@@ -259,7 +259,7 @@ func (a *App) Start(ctx context.Context) error {
 			return err
 		}
 		a.orch = orchestrator.New(orchestrator.Config{
-			Planner: planner, Metrics: metrics,
+			Planner: planner, Metrics: metrics, Secrets: configSecrets(cfg, a.Dashboard),
 			Prefix: cfg.NATS.Prefix, MaxRevisions: cfg.MaxRevisions(), NoRevisions: cfg.MaxRevisions() == 0,
 			Notify: a.relay.Notify, OnDeadLetter: cfg.Reliability.OnDeadLetter, Logger: a.Log,
 			Prices: cfg.Prices(), DefaultBudget: cfg.Budgets.MaxTokensPerJob, MaxImageBytes: cfg.Models.MaxImageBytes,
@@ -281,7 +281,7 @@ func (a *App) Start(ctx context.Context) error {
 			Reviewer: reviewer, Metrics: metrics,
 			Prefix: cfg.NATS.Prefix, Policies: cfg.Policies(), Notify: a.relay.Notify, Logger: a.Log,
 			RecordDeadLetter: deadLetters.Record, Available: available,
-			Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes},
+			Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes, Secrets: configSecrets(cfg, a.Dashboard)},
 		}, st, nc, js)
 		if err := a.rev.Start(ctx); err != nil {
 			a.Stop(ctx)
@@ -424,7 +424,7 @@ func (a *App) startDashboard(cfg config.Config, st store.Store, nc *nats.Conn, j
 		Prefix: cfg.NATS.Prefix, Roles: schemas.Roles, Token: a.Dashboard.Token, Users: a.Dashboard.Users, SessionKey: a.Dashboard.SessionKey,
 		Reviewer: a.Dashboard.Reviewer, Prices: cfg.Prices(), Logger: a.Log,
 		TrustedProxies: a.Dashboard.TrustedProxies, Metrics: a.Ops.Metrics,
-		Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes},
+		Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes, Secrets: configSecrets(cfg, a.Dashboard)},
 	}, st, nc, js)
 	if err != nil {
 		return err

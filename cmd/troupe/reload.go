@@ -76,6 +76,7 @@ func (a *App) applyConfig(cfg config.Config, changes []config.Change) {
 		}
 		a.rev.SetPolicies(cfg.Policies())
 		a.rev.SetReviewer(reviewer)
+		a.rev.SetSecrets(configSecrets(cfg, a.Dashboard))
 	}
 	for _, w := range a.workers {
 		role := w.Role()
