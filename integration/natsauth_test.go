@@ -184,6 +184,19 @@ func TestLeastPrivilegeNATS(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "6/6 promoted")
 
+	// A client's requests whose reply subjects are streams' get no answer
+	// there: the services answer on inboxes only (and may publish on no
+	// other reply subject), so nothing lands in a stream and nothing is
+	// dead-lettered (the dead-letter count below is the poisoned task's).
+	forger := connectAs(t, node.url(), creds("client"))
+	for _, reply := range []string{"troupe.tasks.pm", "troupe.events." + job.ID + ".output_promoted", "troupe.dlq.x", "troupe.review.tester"} {
+		require.NoError(t, forger.PublishRequest("troupe.api.jobs.get", reply, []byte(`{"id":"`+job.ID+`"}`)))
+		require.NoError(t, forger.PublishRequest("troupe.workers.ping", reply, nil))
+	}
+	require.NoError(t, forger.Flush())
+	procs["orchestrator"].p.waitLog(`"reply_subject":"troupe.review.tester"`)
+	procs["worker-developer"].p.waitLog(`"reply_subject":"troupe.review.tester"`)
+
 	// A task that fails on every delivery: the developer worker dead-letters
 	// it and fails its job; the client sees the dead letter, and only the
 	// reviewer may discard it.
@@ -193,11 +206,12 @@ func TestLeastPrivilegeNATS(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &poisoned))
 	require.Equal(t, schemas.JobFailed, poisoned.Status)
 	require.Contains(t, poisoned.Reason, "dead-lettered: task impl (developer)")
-	out, errOut, code = cli("client", "dlq", "ls", "--json", "--job", poisoned.ID)
+	out, errOut, code = cli("client", "dlq", "ls", "--json")
 	require.Equal(t, 0, code, errOut)
 	var dead schemas.DeadLetterList
 	require.NoError(t, json.Unmarshal([]byte(out), &dead))
-	require.Len(t, dead.DeadLetters, 1)
+	require.Len(t, dead.DeadLetters, 1, "the poisoned task's, and nothing a forged reply subject put in a stream")
+	require.Equal(t, poisoned.ID, dead.DeadLetters[0].JobID)
 	require.Equal(t, "workers-developer", dead.DeadLetters[0].Source)
 	_, errOut, code = cli("client", "dlq", "discard", dead.DeadLetters[0].ID)
 	require.Equal(t, 1, code)
@@ -230,6 +244,12 @@ func TestLeastPrivilegeNATS(t *testing.T) {
 	_, err = tasks.GetMsg(ctx, 1)
 	require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "JetStream answered")
 	require.ErrorContains(t, tasks.DeleteMsg(ctx, 1), "no message found", "JetStream answered, it did not refuse")
+	// A task for a role no consumer serves is refused by the stream.
+	_, err = orchJS.Publish(ctx, "troupe.tasks.wizard", []byte(`{}`))
+	require.ErrorIs(t, err, jetstream.ErrNoStreamResponse)
+	info, err := tasks.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, bus.DefaultLimits[bus.StreamTasks].MaxMsgs, info.Config.MaxMsgs, "the streams are bounded")
 
 	// Every outbox row went out: each through a relay that may publish it.
 	st, err := postgres.Open(ctx, dbURL)

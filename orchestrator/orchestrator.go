@@ -59,7 +59,10 @@ type Config struct {
 	// Concurrency is how many events (and advisories) are handled at
 	// once. Defaults to 64.
 	Concurrency int
-	Logger      zerolog.Logger
+	// Replies are the reply subjects API requests are answered on
+	// (inboxes); their Log is the service's.
+	Replies bus.Replies
+	Logger  zerolog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -112,8 +115,17 @@ func New(cfg Config, st store.Store, nc *nats.Conn, js jetstream.JetStream) *Ser
 	}
 }
 
+// replies are the reply subjects the API answers on, logged as the
+// orchestrator.
+func (s *Service) replies() bus.Replies {
+	r := s.cfg.Replies
+	r.Log = s.log
+	return r
+}
+
 // Start serves the jobs and artifacts API and consumes the events the
 // orchestrator schedules on. The topology must exist (bus.Topology.Ensure).
+
 func (s *Service) Start(ctx context.Context) error {
 	ctx, s.stop = context.WithCancel(context.WithoutCancel(ctx))
 	s.runCtx = ctx
@@ -135,7 +147,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.api = api
 	s.mu.Unlock()
-	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api}
+	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api, Replies: s.replies()}
 	long := ep
 	long.Timeout = 4 * ep.Timeout
 	endpoints := []struct {

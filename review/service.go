@@ -54,7 +54,10 @@ type Config struct {
 	// Concurrency is how many review requests are handled at once (model
 	// reviews wait on the model). Defaults to 64.
 	Concurrency int
-	Logger      zerolog.Logger
+	// Replies are the reply subjects API requests are answered on
+	// (inboxes); their Log is the service's.
+	Replies bus.Replies
+	Logger  zerolog.Logger
 }
 
 // Service reviews staged outputs: rule checks first, then promotion,
@@ -145,7 +148,9 @@ func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.api = api
 	s.mu.Unlock()
-	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api}
+	replies := s.cfg.Replies
+	replies.Log = s.log
+	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api, Replies: replies}
 	reviews := svc.AddGroup(s.cfg.Prefix + ".api.reviews")
 	memory := svc.AddGroup(s.cfg.Prefix + ".api.memory")
 	for _, e := range []struct {

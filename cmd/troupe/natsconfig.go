@@ -90,9 +90,6 @@ func writeNATSAuth(w io.Writer, prefix string, users []natsUser) error {
 			if err := list("        ", "subscribe", p.Subscribe); err != nil {
 				return err
 			}
-			if p.Responses {
-				b.WriteString("        allow_responses: true\n")
-			}
 			b.WriteString("      }\n")
 		}
 		b.WriteString("    }\n")
@@ -162,7 +159,7 @@ func runNATSConfig(_ context.Context, e *env, args []string) error {
 		}
 	}
 	// Every role: the orchestrator creates every role's consumer.
-	topo := bus.Topology{Prefix: cfg.NATS.Prefix, Roles: schemas.Roles}
+	topo := bus.Topology{Prefix: cfg.NATS.Prefix, Roles: schemas.Roles, ReplyPrefixes: cfg.NATS.ReplyPrefixes}
 	users, err := natsUsers(topo, password, *cost)
 	if err != nil {
 		return err

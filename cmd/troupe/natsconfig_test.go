@@ -104,7 +104,18 @@ func TestNATSConfig(t *testing.T) {
 	require.False(t, pub("worker-developer", "troupe.api.reviews.decide"))
 	require.False(t, pub("worker-developer", "$JS.API.STREAM.CREATE.TROUPE_TASKS"))
 	require.False(t, pub("worker-developer", "$JS.API.STREAM.DELETE.TROUPE_TASKS"))
-	require.True(t, users["worker-developer"].Permissions.Response != nil, "answers pings")
+	require.True(t, pub("worker-developer", "_INBOX.client.abc.1"), "answers pings on inboxes")
+
+	// No user answers on whatever reply subject a request names: a
+	// service's answers go to inboxes only, never to a stream or an
+	// advisory.
+	for name, u := range users {
+		if name == "admin" {
+			continue
+		}
+		require.Nil(t, u.Permissions.Response, "%s has allow_responses", name)
+		require.False(t, pub(name, "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.TROUPE_EVENTS.orchestrator"), "%s forges advisories", name)
+	}
 
 	// Only the review service serves decisions and publishes them; the
 	// reviewer and the dashboard (the review user) may ask for one.

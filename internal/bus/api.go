@@ -72,6 +72,9 @@ type EndpointConfig struct {
 	// Concurrency is how many requests of one endpoint are handled at
 	// once, each on its own goroutine. Defaults to 32.
 	Concurrency int
+	// Replies are the reply subjects requests are answered on; a request
+	// naming another is dropped unanswered.
+	Replies Replies
 }
 
 // Endpoint adapts fn to a micro handler: the request is validated against
@@ -83,6 +86,9 @@ func Endpoint[Req any](c EndpointConfig, schema string, fn func(ctx context.Cont
 	}
 	sem := make(chan struct{}, c.Concurrency)
 	return micro.HandlerFunc(func(r micro.Request) {
+		if !c.Replies.Allowed(r.Subject(), r.Reply()) {
+			return
+		}
 		// The subscription's goroutine only hands the request on, so a
 		// slow request does not hold up the ones behind it.
 		if c.Track != nil && !c.Track.enter() {

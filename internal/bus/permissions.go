@@ -2,6 +2,7 @@ package bus
 
 import (
 	"slices"
+	"strings"
 
 	"github.com/troupe-dev/troupe/schemas"
 )
@@ -43,14 +44,14 @@ func WorkerUser(role string) string { return "worker-" + role }
 func InboxPrefix(user string) string { return "_INBOX." + user }
 
 // Permissions are the subjects a NATS user may publish and subscribe to:
-// nothing else.
+// nothing else. No user gets the server's allow_responses, which lets a
+// user answer a request on whatever reply subject the request names (a
+// stream's, an advisory's): the services answer on inboxes, and may
+// publish on inboxes only (Replies refuses the rest before the server
+// would).
 type Permissions struct {
 	Publish   []string
 	Subscribe []string
-	// Responses lets the user answer each request it receives, once, on
-	// whatever reply subject the request names (the server's
-	// allow_responses): the API endpoints and the workers' pings reply so.
-	Responses bool
 }
 
 // User is one NATS user of a least-privilege deployment.
@@ -122,6 +123,15 @@ func (t Topology) Users() []User {
 	// The micro service answers discovery on $SRV.<verb>[.troupe[.<id>]].
 	service := []string{"$SRV.*", "$SRV.*." + ServiceName, "$SRV.*." + ServiceName + ".*"}
 	cat := func(lists ...[]string) []string { return slices.Concat(lists...) }
+	// A service answers requests on any user's inbox, which it cannot read.
+	replyPrefixes := t.ReplyPrefixes
+	if len(replyPrefixes) == 0 {
+		replyPrefixes = []string{DefaultReplyPrefix}
+	}
+	var inboxes []string
+	for _, p := range replyPrefixes {
+		inboxes = append(inboxes, strings.TrimSuffix(p, ".")+".>")
+	}
 
 	var orch []string
 	for _, sc := range t.Streams() {
@@ -142,10 +152,9 @@ func (t Topology) Users() []User {
 			Publish: cat(
 				[]string{s.Prefix + ".tasks.*", s.Prefix + ".review.*", s.Prefix + ".events.>", s.Prefix + ".dlq.>"},
 				streamInfo, orch,
-				consume(StreamEvents, ConsumerOrchestrator), consume(StreamAdvisories, ConsumerSweeper),
+				consume(StreamEvents, ConsumerOrchestrator), consume(StreamAdvisories, ConsumerSweeper), inboxes,
 			),
 			Subscribe: cat(api("jobs.*", "artifacts.*", "dlq.*"), service, []string{s.ProcessesPing(), InboxPrefix(UserOrchestrator) + ".>"}),
-			Responses: true,
 		},
 	}}
 
@@ -161,10 +170,9 @@ func (t Topology) Users() []User {
 				s.ReviewSubjects(), streamInfo, consume(StreamReview, ConsumerReview),
 				// The dashboard: decisions and dead-letter actions through the
 				// API, the workers' pings, the queue depth of every role.
-				api("reviews.decide", "dlq.replay", "dlq.discard"), []string{s.WorkersPing()}, queues,
+				api("reviews.decide", "dlq.replay", "dlq.discard"), []string{s.WorkersPing()}, queues, inboxes,
 			),
 			Subscribe: cat(api("reviews.*", "memory.*"), service, []string{s.Prefix + ".events.>", s.ProcessesPing(), InboxPrefix(UserReview) + ".>"}),
-			Responses: true,
 		},
 	})
 
@@ -173,9 +181,8 @@ func (t Topology) Users() []User {
 			Name:  WorkerUser(role),
 			About: "troupe worker --role " + role + ": consumes " + role + " tasks only (" + WorkerConsumer(role) + ")",
 			Permissions: &Permissions{
-				Publish:   cat(s.WorkerSubjects(role), streamInfo, consume(StreamTasks, WorkerConsumer(role))),
+				Publish:   cat(s.WorkerSubjects(role), streamInfo, consume(StreamTasks, WorkerConsumer(role)), inboxes),
 				Subscribe: []string{s.WorkersPing(), s.ProcessesPing(), InboxPrefix(WorkerUser(role)) + ".>"},
-				Responses: true,
 			},
 		})
 	}

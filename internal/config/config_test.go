@@ -155,6 +155,9 @@ func TestNATSValidate(t *testing.T) {
 		{NATS{TLS: TLS{CertFile: "c"}}, "nats.tls: certFile and keyFile go together"},
 		{NATS{InboxPrefix: "_INBOX.>"}, `nats.inboxPrefix: "_INBOX.>" is not a subject without wildcards`},
 		{NATS{InboxPrefix: "_INBOX."}, `nats.inboxPrefix: "_INBOX."`},
+		{NATS{ReplyPrefixes: []string{"_INBOX.", "a.*"}}, `nats.replyPrefixes[1]: "a.*" is not a subject prefix`},
+		{NATS{Streams: map[string]StreamLimits{"TROUPE_TASK": {MaxMsgs: 1}}}, `nats.streams: "TROUPE_TASK" is not a stream; the streams are TROUPE_TASKS,`},
+		{NATS{Streams: map[string]StreamLimits{"TROUPE_DLQ": {MaxBytes: -1}}}, `nats.streams.TROUPE_DLQ: limits are positive numbers`},
 	} {
 		err := tt.n.Validate()
 		require.Error(t, err, "%+v", tt.n)

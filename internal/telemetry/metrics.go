@@ -22,6 +22,7 @@ type Metrics struct {
 	modelTokens       *prometheus.CounterVec
 	reviewDecisions   *prometheus.CounterVec
 	deadLetters       *prometheus.CounterVec
+	repliesRefused    *prometheus.CounterVec
 
 	hooks Hooks
 }
@@ -68,8 +69,11 @@ func NewMetrics() *Metrics {
 		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "troupe_dead_letters_total", Help: "Dead letters by source (consumer) and class.",
 		}, []string{"source", "class"}),
+		repliesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "troupe_replies_refused_total", Help: "Requests dropped unanswered because their reply subject is not an inbox, by request subject.",
+		}, []string{"subject"}),
 	}
-	reg.MustRegister(m.tasks, m.taskDuration, m.dispatch, m.inFlight, m.modelCallDuration, m.modelTokens, m.reviewDecisions, m.deadLetters,
+	reg.MustRegister(m.tasks, m.taskDuration, m.dispatch, m.inFlight, m.modelCallDuration, m.modelTokens, m.reviewDecisions, m.deadLetters, m.repliesRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -162,5 +166,13 @@ func (m *Metrics) ReviewDecision(role, decision, reviewer string) {
 func (m *Metrics) DeadLetter(source, class string) {
 	if m != nil {
 		m.deadLetters.WithLabelValues(source, class).Inc()
+	}
+}
+
+// ReplyRefused counts a request dropped because its reply subject is not
+// an inbox; subject is the request's (an API endpoint or a ping).
+func (m *Metrics) ReplyRefused(subject string) {
+	if m != nil {
+		m.repliesRefused.WithLabelValues(subject).Inc()
 	}
 }
