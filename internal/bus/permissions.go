@@ -145,6 +145,11 @@ func (t Topology) Users() []User {
 		// The sweeper takes a message that exhausted its deliveries out.
 		orch = append(orch, "$JS.API.STREAM.MSG.GET."+stream, "$JS.API.STREAM.MSG.DELETE."+stream)
 	}
+	// and checks an advisory against the consumer it names.
+	orch = append(orch, "$JS.API.CONSUMER.INFO."+StreamReview+"."+ConsumerReview)
+	for _, role := range t.Roles {
+		orch = append(orch, "$JS.API.CONSUMER.INFO."+StreamTasks+"."+WorkerConsumer(role))
+	}
 	users := []User{{
 		Name:  UserOrchestrator,
 		About: "troupe orchestrator: the jobs, artifacts and dlq API; publishes every role's tasks; creates and updates Troupe's streams and consumers (it cannot delete or purge them)",

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -97,6 +98,30 @@ const ConsumerSweeper = "sweeper"
 // MAX_DELIVERIES advisories: <prefix>.<stream>.<consumer>.
 const maxDeliveriesAdvisory = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
 
+// MaxDeliveriesAdvisory is the subject of the MAX_DELIVERIES advisories of
+// a stream's consumer.
+func MaxDeliveriesAdvisory(stream, consumer string) string {
+	return maxDeliveriesAdvisory + "." + stream + "." + consumer
+}
+
+// SweptConsumer reports whether consumer is one of Troupe's work consumers
+// of stream, whose exhausted messages the sweeper dead-letters: a role's
+// workers on TROUPE_TASKS, the review service on TROUPE_REVIEW, the
+// orchestrator on TROUPE_EVENTS.
+func (t Topology) SweptConsumer(stream, consumer string) bool {
+	t = t.WithDefaults()
+	switch stream {
+	case StreamTasks:
+		role, ok := strings.CutPrefix(consumer, "workers-")
+		return ok && slices.Contains(t.AllRoles, role)
+	case StreamReview:
+		return consumer == ConsumerReview
+	case StreamEvents:
+		return consumer == ConsumerOrchestrator
+	}
+	return false
+}
+
 // MaxDeliverOf is the MaxDeliver of a role's consumer.
 func (t Topology) MaxDeliverOf(role string) int {
 	t = t.WithDefaults()
@@ -167,7 +192,7 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 		reviews = append(reviews, s.Review(role))
 		dlq = append(dlq, s.DLQ(WorkerConsumer(role)))
 	}
-	dlq = append(dlq, s.DLQ(ConsumerReview), s.DLQ(ConsumerOrchestrator))
+	dlq = append(dlq, s.DLQ(ConsumerReview), s.DLQ(ConsumerOrchestrator), s.DLQ(ConsumerSweeper))
 	streams := []jetstream.StreamConfig{
 		{
 			Name: StreamTasks, Description: "role-tagged tasks, one subject per role",
