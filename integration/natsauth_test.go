@@ -37,7 +37,7 @@ func TestLeastPrivilegeNATS(t *testing.T) {
 	dbURL := testPGURL(t)
 	node := newNATSNodes(t, 1)[0]
 	envDir := filepath.Join(t.TempDir(), "nats-env")
-	gen := exec.Command(troupeBin(t), "nats-config", "--env-dir", envDir)
+	gen := exec.Command(troupeBin(t), "nats-config", "--env-dir", envDir, "--person", "ada:reviewer")
 	gen.Env = append(os.Environ(), "TROUPE_CONFIG=")
 	var stderr bytes.Buffer
 	gen.Stderr = &stderr
@@ -121,7 +121,10 @@ func TestLeastPrivilegeNATS(t *testing.T) {
 	refused(dev, "$JS.API.CONSUMER.MSG.NEXT.TROUPE_TASKS.workers-tester", map[string]any{"batch": 1, "expires": int64(time.Second)})
 	refused(dev, "$JS.API.CONSUMER.INFO.TROUPE_TASKS.workers-tester", nil)
 	refused(dev, "troupe.api.reviews.decide", schemas.ReviewDecision{OutputID: "x", Decision: "promote", Reviewer: "human:mallory"})
+	refused(dev, "troupe.api.reviews.decide.ada", schemas.ReviewDecision{OutputID: "x", Decision: "promote"})
 	refused(dev, "troupe.events.00000000-0000-0000-0000-000000000000.output_promoted", schemas.Event{Kind: schemas.EventOutputPromoted})
+	refused(dev, "troupe.events.00000000-0000-0000-0000-000000000000.job_failed", schemas.Event{Kind: schemas.EventJobFailed})
+	refused(dev, "troupe.events.00000000-0000-0000-0000-000000000000.task_dead_lettered", schemas.Event{Kind: schemas.EventTaskDeadLettered})
 	refused(dev, "troupe.tasks.tester", schemas.TaskMessage{})
 	refused(dev, "$JS.API.STREAM.CREATE.EVIL", jetstream.StreamConfig{Name: "EVIL", Subjects: []string{"evil.>"}})
 	refused(dev, "$JS.API.STREAM.DELETE.TROUPE_TASKS", nil)
@@ -183,6 +186,13 @@ func TestLeastPrivilegeNATS(t *testing.T) {
 	out, errOut, code = cli("client", "jobs", "show", job.ID)
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "6/6 promoted")
+	// A person decides under her own NATS user, not a name she claims.
+	_, errOut, code = cli("ada", "reviews", "approve", job.Tasks[0].Outputs[0].ID, "--reviewer", "mallory")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, `"mallory" is not who sends this: it is recorded under the NATS user that sends it, "ada"`)
+	_, errOut, code = cli("ada", "reviews", "approve", job.Tasks[0].Outputs[0].ID)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "only an output awaiting review can be decided", "served, as ada")
 
 	// A client's requests whose reply subjects are streams' get no answer
 	// there: the services answer on inboxes only (and may publish on no
@@ -216,8 +226,17 @@ func TestLeastPrivilegeNATS(t *testing.T) {
 	_, errOut, code = cli("client", "dlq", "discard", dead.DeadLetters[0].ID)
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "this NATS user may not use it")
-	_, errOut, code = cli("reviewer", "dlq", "discard", dead.DeadLetters[0].ID)
+	_, errOut, code = cli("ada", "dlq", "discard", dead.DeadLetters[0].ID, "--by", "mallory")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, `"mallory" is not who sends this`)
+	_, errOut, code = cli("ada", "dlq", "discard", dead.DeadLetters[0].ID)
 	require.Equal(t, 0, code, errOut)
+	out, errOut, code = cli("client", "dlq", "show", "--json", dead.DeadLetters[0].ID)
+	require.Equal(t, 0, code, errOut)
+	var discarded schemas.DeadLetter
+	require.NoError(t, json.Unmarshal([]byte(out), &discarded))
+	require.Equal(t, schemas.DeadLetterDiscarded, discarded.Status)
+	require.Equal(t, "ada", discarded.ResolvedBy, "recorded under the NATS user that discarded it")
 
 	// troupe bench's user asks every process how much it used, and every
 	// worker how busy it is: each answers, under its own user.

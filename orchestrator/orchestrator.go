@@ -168,6 +168,14 @@ func (s *Service) Start(ctx context.Context) error {
 		{dlq, "discard", bus.Endpoint(long, schemas.SchemaDeadLetterAction, s.discardDeadLetters)},
 	}
 	for _, e := range endpoints {
+		if e.g == dlq && (e.name == "replay" || e.name == "discard") {
+			// Served on dlq.<action>.<user> as well, which records who
+			// acts: see bus.Caller.
+			if err := e.g.AddEndpoint(e.name+"_as", e.h, micro.WithEndpointSubject(e.name+".*")); err != nil {
+				_ = svc.Stop()
+				return fmt.Errorf("adding endpoint %s_as: %w", e.name, err)
+			}
+		}
 		if err := e.g.AddEndpoint(e.name, e.h); err != nil {
 			_ = svc.Stop()
 			return fmt.Errorf("adding endpoint %s: %w", e.name, err)

@@ -109,7 +109,7 @@ func Endpoint[Req any](c EndpointConfig, schema string, fn func(ctx context.Cont
 }
 
 func handle[Req any](c EndpointConfig, schema string, fn func(ctx context.Context, req Req) (any, error), r micro.Request) {
-	ctx, cancel := context.WithTimeout(c.Ctx, c.Timeout)
+	ctx, cancel := context.WithTimeout(context.WithValue(c.Ctx, subjectKey{}, r.Subject()), c.Timeout)
 	defer cancel()
 	log := c.Log.With().Str("endpoint", r.Subject()).Logger()
 	var reply any

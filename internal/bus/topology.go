@@ -44,6 +44,8 @@ type Topology struct {
 	DLQMaxAge time.Duration
 	// RoleMaxDeliver overrides MaxDeliver for a role's consumer.
 	RoleMaxDeliver map[string]int
+	// People get users of their own (Users). Defaults to none.
+	People []Person
 	// ReplyPrefixes are the prefixes of the inboxes services answer on
 	// (Replies.Prefixes). Defaults to "_INBOX.".
 	ReplyPrefixes []string
