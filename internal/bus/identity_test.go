@@ -31,6 +31,7 @@ func serveActor(t *testing.T, nc *nats.Conn) {
 	g := svc.AddGroup("troupe.api.reviews")
 	require.NoError(t, g.AddEndpoint("decide", h))
 	require.NoError(t, g.AddEndpoint("decide_as", h, micro.WithEndpointSubject("decide.*")))
+	require.NoError(t, nc.Flush(), "the server has the subscriptions before anyone asks")
 }
 
 // decideAs sends a decision claiming reviewer, as the connection's user,

@@ -35,6 +35,7 @@ func TestEndpointAnswersInboxesOnly(t *testing.T) {
 	require.NoError(t, svc.AddGroup("troupe.api.jobs").AddEndpoint("get", Endpoint(ep, schemas.SchemaIDRequest, func(context.Context, schemas.IDRequest) (any, error) {
 		return map[string]string{"id": "x"}, nil
 	})))
+	require.NoError(t, nc.Flush(), "the server has the subscriptions before anyone asks")
 
 	// Whoever listens on the subjects a forged reply would name.
 	watcher, _, err := Connect(nc.ConnectedUrl(), "watcher", zerolog.Nop())
