@@ -5,6 +5,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -254,6 +255,10 @@ func (n NATS) Validate() error {
 				break
 			}
 		}
+	}
+	if p, replies := n.InboxPrefix, cmp.Or(strings.Join(n.ReplyPrefixes, " "), "_INBOX."); p != "" &&
+		!slices.ContainsFunc(strings.Fields(replies), func(r string) bool { return strings.HasPrefix(p+".", strings.TrimSuffix(r, ".")+".") }) {
+		bad("nats.inboxPrefix", "%q is not under a reply prefix (%s): the services would not answer it", p, replies)
 	}
 	for name, l := range n.Streams {
 		switch {
