@@ -286,7 +286,10 @@ func cacheFor(d time.Duration, next http.Handler) http.Handler {
 func (s *Server) call(ctx context.Context, endpoint string, req, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	err := bus.Request(ctx, s.nc, s.subj.API(endpoint), req, out)
+	// Decisions and dead-letter actions go on <endpoint>.<user>: the
+	// services record the person signed in here only from the review
+	// service's user (bus.Delegate).
+	err := bus.Request(ctx, s.nc, s.subj.APIAs(endpoint, bus.UserOf(s.nc)), req, out)
 	var apiErr *bus.APIError
 	switch {
 	case err == nil || errors.As(err, &apiErr):

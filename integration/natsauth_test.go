@@ -38,7 +38,7 @@ func TestLeastPrivilegeNATS(t *testing.T) {
 	dbURL := testPGURL(t)
 	node := newNATSNodes(t, 1)[0]
 	envDir := filepath.Join(t.TempDir(), "nats-env")
-	gen := exec.Command(troupeBin(t), "nats-config", "--env-dir", envDir)
+	gen := exec.Command(troupeBin(t), "nats-config", "--env-dir", envDir, "--person", "ada:reviewer")
 	gen.Env = append(os.Environ(), "TROUPE_CONFIG=")
 	var stderr bytes.Buffer
 	gen.Stderr = &stderr
@@ -131,7 +131,10 @@ func TestLeastPrivilegeNATS(t *testing.T) {
 	refused(dev, "$JS.API.CONSUMER.MSG.NEXT.TROUPE_TASKS.workers-tester", map[string]any{"batch": 1, "expires": int64(time.Second)})
 	refused(dev, "$JS.API.CONSUMER.INFO.TROUPE_TASKS.workers-tester", nil)
 	refused(dev, "troupe.api.reviews.decide", schemas.ReviewDecision{OutputID: "x", Decision: "promote", Reviewer: "human:mallory"})
+	refused(dev, "troupe.api.reviews.decide.ada", schemas.ReviewDecision{OutputID: "x", Decision: "promote"})
 	refused(dev, "troupe.events.00000000-0000-0000-0000-000000000000.output_promoted", schemas.Event{Kind: schemas.EventOutputPromoted})
+	refused(dev, "troupe.events.00000000-0000-0000-0000-000000000000.job_failed", schemas.Event{Kind: schemas.EventJobFailed})
+	refused(dev, "troupe.events.00000000-0000-0000-0000-000000000000.task_dead_lettered", schemas.Event{Kind: schemas.EventTaskDeadLettered})
 	refused(dev, "troupe.tasks.tester", schemas.TaskMessage{})
 	refused(dev, "$JS.API.STREAM.CREATE.EVIL", jetstream.StreamConfig{Name: "EVIL", Subjects: []string{"evil.>"}})
 	refused(dev, "$JS.API.STREAM.DELETE.TROUPE_TASKS", nil)
@@ -193,6 +196,26 @@ func TestLeastPrivilegeNATS(t *testing.T) {
 	out, errOut, code = cli("client", "jobs", "show", job.ID)
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "6/6 promoted")
+	// A person decides under her own NATS user, not a name she claims.
+	_, errOut, code = cli("ada", "reviews", "approve", job.Tasks[0].Outputs[0].ID, "--reviewer", "mallory")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, `"mallory" is not who sends this: it is recorded under the NATS user that sends it, "ada"`)
+	_, errOut, code = cli("ada", "reviews", "approve", job.Tasks[0].Outputs[0].ID)
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "only an output awaiting review can be decided", "served, as ada")
+
+	// A client's requests whose reply subjects are streams' get no answer
+	// there: the services answer on inboxes only (and may publish on no
+	// other reply subject), so nothing lands in a stream and nothing is
+	// dead-lettered (the dead-letter count below is the poisoned task's).
+	forger := connectAs(t, node.url(), creds("client"))
+	for _, reply := range []string{"troupe.tasks.pm", "troupe.events." + job.ID + ".output_promoted", "troupe.dlq.x", "troupe.review.tester"} {
+		require.NoError(t, forger.PublishRequest("troupe.api.jobs.get", reply, []byte(`{"id":"`+job.ID+`"}`)))
+		require.NoError(t, forger.PublishRequest("troupe.workers.ping", reply, nil))
+	}
+	require.NoError(t, forger.Flush())
+	procs["orchestrator"].p.waitLog(`"reply_subject":"troupe.review.tester"`)
+	procs["worker-developer"].p.waitLog(`"reply_subject":"troupe.review.tester"`)
 
 	// A task that fails on every delivery: the developer worker dead-letters
 	// it and fails its job; the client sees the dead letter, and only the
@@ -203,17 +226,27 @@ func TestLeastPrivilegeNATS(t *testing.T) {
 	require.NoError(t, json.Unmarshal([]byte(out), &poisoned))
 	require.Equal(t, schemas.JobFailed, poisoned.Status)
 	require.Contains(t, poisoned.Reason, "dead-lettered: task impl (developer)")
-	out, errOut, code = cli("client", "dlq", "ls", "--json", "--job", poisoned.ID)
+	out, errOut, code = cli("client", "dlq", "ls", "--json")
 	require.Equal(t, 0, code, errOut)
 	var dead schemas.DeadLetterList
 	require.NoError(t, json.Unmarshal([]byte(out), &dead))
-	require.Len(t, dead.DeadLetters, 1)
+	require.Len(t, dead.DeadLetters, 1, "the poisoned task's, and nothing a forged reply subject put in a stream")
+	require.Equal(t, poisoned.ID, dead.DeadLetters[0].JobID)
 	require.Equal(t, "workers-developer", dead.DeadLetters[0].Source)
 	_, errOut, code = cli("client", "dlq", "discard", dead.DeadLetters[0].ID)
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "this NATS user may not use it")
-	_, errOut, code = cli("reviewer", "dlq", "discard", dead.DeadLetters[0].ID)
+	_, errOut, code = cli("ada", "dlq", "discard", dead.DeadLetters[0].ID, "--by", "mallory")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, `"mallory" is not who sends this`)
+	_, errOut, code = cli("ada", "dlq", "discard", dead.DeadLetters[0].ID)
 	require.Equal(t, 0, code, errOut)
+	out, errOut, code = cli("client", "dlq", "show", "--json", dead.DeadLetters[0].ID)
+	require.Equal(t, 0, code, errOut)
+	var discarded schemas.DeadLetter
+	require.NoError(t, json.Unmarshal([]byte(out), &discarded))
+	require.Equal(t, schemas.DeadLetterDiscarded, discarded.Status)
+	require.Equal(t, "ada", discarded.ResolvedBy, "recorded under the NATS user that discarded it")
 
 	// troupe bench's user asks every process how much it used, and every
 	// worker how busy it is: each answers, under its own user.
@@ -240,6 +273,12 @@ func TestLeastPrivilegeNATS(t *testing.T) {
 	_, err = tasks.GetMsg(ctx, 1)
 	require.ErrorIs(t, err, jetstream.ErrMsgNotFound, "JetStream answered")
 	require.ErrorContains(t, tasks.DeleteMsg(ctx, 1), "no message found", "JetStream answered, it did not refuse")
+	// A task for a role no consumer serves is refused by the stream.
+	_, err = orchJS.Publish(ctx, "troupe.tasks.wizard", []byte(`{}`))
+	require.ErrorIs(t, err, jetstream.ErrNoStreamResponse)
+	info, err := tasks.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, bus.DefaultLimits[bus.StreamTasks].MaxMsgs, info.Config.MaxMsgs, "the streams are bounded")
 
 	// Every outbox row went out: each through a relay that may publish it.
 	st, err := postgres.Open(ctx, dbURL)

@@ -54,10 +54,12 @@ func (s *Service) getDeadLetter(ctx context.Context, req schemas.IDRequest) (any
 
 // act replays or discards one dead letter, or every open one a filter
 // selects (up to maxActionBatch), for redriving after an outage.
-func (s *Service) act(ctx context.Context, req schemas.DeadLetterAction, do func(ctx context.Context, id, by string) (schemas.DeadLetter, error)) (any, error) {
-	by := req.By
-	if by == "" {
-		by = "api"
+// Who acts is the NATS user that sent the request, when the server
+// vouches for it (bus.Caller.Actor).
+func (s *Service) act(ctx context.Context, endpoint string, req schemas.DeadLetterAction, do func(ctx context.Context, id, by string) (schemas.DeadLetter, error)) (any, error) {
+	by, err := bus.CallerOf(ctx, s.nc, s.subj.API(endpoint)).Actor(s.subj.API(endpoint), req.By, "api")
+	if err != nil {
+		return nil, err
 	}
 	reply := schemas.DeadLetterActionReply{DeadLetters: []schemas.DeadLetter{}}
 	if req.ID != "" {
@@ -95,9 +97,9 @@ func (s *Service) act(ctx context.Context, req schemas.DeadLetterAction, do func
 }
 
 func (s *Service) replayDeadLetters(ctx context.Context, req schemas.DeadLetterAction) (any, error) {
-	return s.act(ctx, req, s.dl.Replay)
+	return s.act(ctx, "dlq.replay", req, s.dl.Replay)
 }
 
 func (s *Service) discardDeadLetters(ctx context.Context, req schemas.DeadLetterAction) (any, error) {
-	return s.act(ctx, req, s.dl.Discard)
+	return s.act(ctx, "dlq.discard", req, s.dl.Discard)
 }

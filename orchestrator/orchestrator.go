@@ -68,7 +68,10 @@ type Config struct {
 	// submission with a larger one is refused. Defaults to
 	// imagecheck.DefaultMaxBytes.
 	MaxImageBytes int64
-	Logger        zerolog.Logger
+	// Replies are the reply subjects API requests are answered on
+	// (inboxes); their Log is the service's.
+	Replies bus.Replies
+	Logger  zerolog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -121,8 +124,17 @@ func New(cfg Config, st store.Store, nc *nats.Conn, js jetstream.JetStream) *Ser
 	}
 }
 
+// replies are the reply subjects the API answers on, logged as the
+// orchestrator.
+func (s *Service) replies() bus.Replies {
+	r := s.cfg.Replies
+	r.Log = s.log
+	return r
+}
+
 // Start serves the jobs and artifacts API and consumes the events the
 // orchestrator schedules on. The topology must exist (bus.Topology.Ensure).
+
 func (s *Service) Start(ctx context.Context) error {
 	ctx, s.stop = context.WithCancel(context.WithoutCancel(ctx))
 	s.runCtx = ctx
@@ -144,7 +156,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.api = api
 	s.mu.Unlock()
-	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api}
+	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api, Replies: s.replies()}
 	long := ep
 	long.Timeout = 4 * ep.Timeout
 	endpoints := []struct {
@@ -165,6 +177,14 @@ func (s *Service) Start(ctx context.Context) error {
 		{dlq, "discard", bus.Endpoint(long, schemas.SchemaDeadLetterAction, s.discardDeadLetters)},
 	}
 	for _, e := range endpoints {
+		if e.g == dlq && (e.name == "replay" || e.name == "discard") {
+			// Served on dlq.<action>.<user> as well, which records who
+			// acts: see bus.Caller.
+			if err := e.g.AddEndpoint(e.name+"_as", e.h, micro.WithEndpointSubject(e.name+".*")); err != nil {
+				_ = svc.Stop()
+				return fmt.Errorf("adding endpoint %s_as: %w", e.name, err)
+			}
+		}
 		if err := e.g.AddEndpoint(e.name, e.h); err != nil {
 			_ = svc.Stop()
 			return fmt.Errorf("adding endpoint %s: %w", e.name, err)

@@ -109,7 +109,7 @@ func TestRelayAtomicBatches(t *testing.T) {
 		var out []store.OutboxMessage
 		for i := from; i < to; i++ {
 			id := fmt.Sprintf("event.%d", i)
-			out = append(out, store.OutboxMessage{Subject: "troupe.events.j." + id, MsgID: id, Payload: []byte(`{}`)})
+			out = append(out, store.OutboxMessage{Subject: fmt.Sprintf("troupe.events.j%d.job_done", i), MsgID: id, Payload: []byte(`{}`)})
 		}
 		return out
 	}

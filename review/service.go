@@ -55,7 +55,10 @@ type Config struct {
 	// Concurrency is how many review requests are handled at once (model
 	// reviews wait on the model). Defaults to 64.
 	Concurrency int
-	Logger      zerolog.Logger
+	// Replies are the reply subjects API requests are answered on
+	// (inboxes); their Log is the service's.
+	Replies bus.Replies
+	Logger  zerolog.Logger
 }
 
 // Service reviews staged outputs: rule checks first, then promotion,
@@ -161,7 +164,9 @@ func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.api = api
 	s.mu.Unlock()
-	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api}
+	replies := s.cfg.Replies
+	replies.Log = s.log
+	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api, Replies: replies}
 	reviews := svc.AddGroup(s.cfg.Prefix + ".api.reviews")
 	memory := svc.AddGroup(s.cfg.Prefix + ".api.memory")
 	for _, e := range []struct {
@@ -171,14 +176,20 @@ func (s *Service) Start(ctx context.Context) error {
 	}{
 		{reviews, "list", bus.Endpoint(ep, schemas.SchemaListRequest, s.listReviews)},
 		{reviews, "get", bus.Endpoint(ep, schemas.SchemaIDRequest, s.getReview)},
-		{reviews, "decide", bus.Endpoint(ep, schemas.SchemaReviewDecision, func(ctx context.Context, d schemas.ReviewDecision) (any, error) {
-			return s.Decide(ctx, d)
-		})},
+		{reviews, "decide", bus.Endpoint(ep, schemas.SchemaReviewDecision, s.decideOnAPI)},
 		{memory, "list", bus.Endpoint(ep, schemas.SchemaListRequest, s.listLessons)},
 	} {
 		if err := e.g.AddEndpoint(e.name, e.h); err != nil {
 			_ = svc.Stop()
 			return fmt.Errorf("adding endpoint %s: %w", e.name, err)
+		}
+		if e.g == reviews && e.name == "decide" {
+			// Served on reviews.decide.<user> as well, which records
+			// who decides: see bus.Caller.
+			if err := e.g.AddEndpoint("decide_as", e.h, micro.WithEndpointSubject("decide.*")); err != nil {
+				_ = svc.Stop()
+				return fmt.Errorf("adding endpoint decide_as: %w", err)
+			}
 		}
 	}
 	cons, err := s.js.Consumer(ctx, bus.StreamReview, bus.ConsumerReview)
@@ -319,6 +330,19 @@ func (s *Service) park(ctx context.Context, out store.Output, why ...string) err
 		s.log.Info().Str("job_id", out.JobID).Str("task_id", out.TaskID).Str("role", out.Role).Msg("output waits for a person")
 	}
 	return err
+}
+
+// decideOnAPI is Decide for a request of the API: the decision is recorded
+// under who sent it, as far as the server vouches (bus.Caller.Actor); the
+// dashboard's user records the name of the person signed in to it.
+func (s *Service) decideOnAPI(ctx context.Context, d schemas.ReviewDecision) (any, error) {
+	endpoint := s.subj.API("reviews.decide")
+	who, err := bus.CallerOf(ctx, s.nc, endpoint).Actor(endpoint, strings.TrimPrefix(d.Reviewer, "human:"), "anonymous")
+	if err != nil {
+		return nil, err
+	}
+	d.Reviewer = who
+	return s.Decide(ctx, d)
 }
 
 // Decide applies a person's (or any reviewer's) decision to an output that

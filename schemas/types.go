@@ -188,6 +188,14 @@ const (
 	EventJobBudgetExceeded    = "job_budget_exceeded"
 )
 
+// EventKinds are every event kind: TROUPE_EVENTS stores these only.
+var EventKinds = []string{
+	EventJobSubmitted, EventJobPlanned, EventTaskQueued, EventTaskStarted, EventOutputStaged,
+	EventOutputAwaitingReview, EventOutputPromoted, EventOutputRejected, EventTaskFailed,
+	EventTaskDeadLettered, EventTaskRedispatched, EventDeadLetterReplayed, EventJobDone,
+	EventJobFailed, EventJobCancelled, EventJobBudgetExceeded,
+}
+
 // DeadLetter is a message that could not be processed, with the reason.
 type DeadLetter struct {
 	ID        string            `json:"id"`

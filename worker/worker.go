@@ -60,7 +60,10 @@ type Config struct {
 	// whose job has a token budget whether the job has spent it (and stops
 	// the job if so); the task is then not run.
 	BudgetSpent func(ctx context.Context, jobID string) (bool, error)
-	Logger      zerolog.Logger
+	// Replies are the reply subjects pings are answered on (inboxes);
+	// their Log is the worker's.
+	Replies bus.Replies
+	Logger  zerolog.Logger
 }
 
 func (c Config) withDefaults() Config {
@@ -329,7 +332,12 @@ func (w *Worker) answerPings() error {
 		ID: uuid.NewString(), Role: w.cfg.Role, Host: host, PID: os.Getpid(),
 		Model: w.modelNow().Name(), Concurrency: w.cfg.Concurrency, StartedAt: time.Now().UTC(),
 	}
+	replies := w.cfg.Replies
+	replies.Log = w.log
 	sub, err := w.js.Conn().Subscribe(w.subj.WorkersPing(), func(m *nats.Msg) {
+		if !replies.Allowed(m.Subject, m.Reply) {
+			return
+		}
 		info := w.info
 		info.InFlight = w.sem.inUse()
 		info.Dispatch = w.dispatch.Buckets()

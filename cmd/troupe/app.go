@@ -105,6 +105,7 @@ func (a *App) Start(ctx context.Context) error {
 		a.Ops.Metrics = telemetry.NewMetrics()
 	}
 	metrics := a.Ops.Metrics
+	replies := bus.Replies{Prefixes: cfg.NATS.ReplyPrefixes, Log: a.Log, Refused: metrics.ReplyRefused}
 	if a.Embedded {
 		if err := makeDataDir(a.DataDir, a.Log); err != nil {
 			return err
@@ -209,12 +210,16 @@ func (a *App) Start(ctx context.Context) error {
 	for role, rc := range cfg.Roles {
 		topo.RoleMaxDeliver[role] = rc.MaxDeliver
 	}
+	topo.Limits = map[string]bus.StreamLimits{}
+	for name, l := range cfg.NATS.Streams {
+		topo.Limits[name] = bus.StreamLimits(l)
+	}
 	if err := retry(ctx, a.Log, "creating the streams", a.ensureTopology(ctx, topo, js)); err != nil {
 		a.Stop(ctx)
 		return err
 	}
 
-	if err := a.answerProcessPings(nc, bus.Subjects{Prefix: topo.WithDefaults().Prefix}); err != nil {
+	if err := a.answerProcessPings(nc, bus.Subjects{Prefix: topo.WithDefaults().Prefix}, replies); err != nil {
 		a.Stop(ctx)
 		return err
 	}
@@ -259,7 +264,7 @@ func (a *App) Start(ctx context.Context) error {
 			return err
 		}
 		a.orch = orchestrator.New(orchestrator.Config{
-			Planner: planner, Metrics: metrics, Secrets: configSecrets(cfg, a.Dashboard),
+			Planner: planner, Metrics: metrics, Secrets: configSecrets(cfg, a.Dashboard), Replies: replies,
 			Prefix: cfg.NATS.Prefix, MaxRevisions: cfg.MaxRevisions(), NoRevisions: cfg.MaxRevisions() == 0,
 			Notify: a.relay.Notify, OnDeadLetter: cfg.Reliability.OnDeadLetter, Logger: a.Log,
 			Prices: cfg.Prices(), DefaultBudget: cfg.Budgets.MaxTokensPerJob, MaxImageBytes: cfg.Models.MaxImageBytes,
@@ -278,7 +283,7 @@ func (a *App) Start(ctx context.Context) error {
 			return err
 		}
 		a.rev = review.NewService(review.Config{
-			Reviewer: reviewer, Metrics: metrics,
+			Reviewer: reviewer, Metrics: metrics, Replies: replies,
 			Prefix: cfg.NATS.Prefix, Policies: cfg.Policies(), Notify: a.relay.Notify, Logger: a.Log,
 			RecordDeadLetter: deadLetters.Record, Available: available,
 			Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes, Secrets: configSecrets(cfg, a.Dashboard)},
@@ -301,6 +306,7 @@ func (a *App) Start(ctx context.Context) error {
 			Role: role, Concurrency: rc.Concurrency, Prefix: cfg.NATS.Prefix, Notify: a.relay.Notify, Logger: a.Log,
 			RecordDeadLetter: deadLetters.Record, Backoff: rc.Backoffs(),
 			Heartbeat: heartbeat(topo.WithDefaults().AckWait), BudgetSpent: budgets.Spent, Available: available, Metrics: metrics,
+			Replies: replies,
 		}, st, js, a.model(role, models))
 		if err != nil {
 			a.Stop(ctx)
@@ -329,10 +335,13 @@ func (a *App) Start(ctx context.Context) error {
 // answerProcessPings answers <prefix>.processes.ping with who this process
 // is and the CPU and memory it has used (troupe bench against a running
 // Troupe reads them). The subscription ends when the connection drains.
-func (a *App) answerProcessPings(nc *nats.Conn, subj bus.Subjects) error {
+func (a *App) answerProcessPings(nc *nats.Conn, subj bus.Subjects, replies bus.Replies) error {
 	host, _ := os.Hostname()
 	me := schemas.ProcessInfo{ID: uuid.NewString(), Host: host, PID: os.Getpid(), Services: a.services(), StartedAt: time.Now().UTC()}
 	_, err := nc.Subscribe(subj.ProcessesPing(), func(m *nats.Msg) {
+		if !replies.Allowed(m.Subject, m.Reply) {
+			return
+		}
 		info := me
 		info.CPUSeconds, info.RSSMB, info.PeakRSSMB = telemetry.ProcessCPUSeconds(), telemetry.RSSMB(), telemetry.PeakRSSMB()
 		// The kernel's peak and /proc's now are counted apart, and can

@@ -68,11 +68,24 @@ func (c *client) call(ctx context.Context, endpoint string, req any, out any) er
 	return c.callWithin(ctx, c.timeout, endpoint, req, out)
 }
 
+// claimed is the name a flag gives for who acts: what it says where the
+// connection has no NATS user; with one, only when it was given (the
+// service records the NATS user, and refuses another name).
+func claimed(fs *flag.FlagSet, c *client, name, value string) string {
+	given := false
+	fs.Visit(func(f *flag.Flag) { given = given || f.Name == name })
+	if bus.UserOf(c.nc) != "" && !given {
+		return ""
+	}
+	return value
+}
+
 // callWithin is call with its own timeout.
 func (c *client) callWithin(ctx context.Context, timeout time.Duration, endpoint string, req any, out any) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	err := bus.Request(ctx, c.nc, c.subj.API(endpoint), req, out)
+	// An acting endpoint goes on <endpoint>.<user>, which records who acts.
+	err := bus.Request(ctx, c.nc, c.subj.APIAs(endpoint, bus.UserOf(c.nc)), req, out)
 	var apiErr *bus.APIError
 	switch {
 	case err == nil || errors.As(err, &apiErr):
@@ -478,7 +491,7 @@ func runReviews(ctx context.Context, e *env, args []string) error {
 			var lessons stringsFlag
 			fs.Var(&lessons, "lesson", "a lesson for MEMORY (repeatable)")
 			scope := fs.String("scope", "", "the lessons' scope: a role or all (default the output's role)")
-			reviewer := fs.String("reviewer", getenv("USER", "cli"), "who decides, recorded with the decision")
+			reviewer := fs.String("reviewer", getenv("USER", "cli"), "who decides, recorded with the decision where NATS has no authorization (else the NATS user is)")
 			pos, err := parse(fs, args)
 			if err != nil {
 				return err
@@ -495,7 +508,7 @@ func runReviews(ctx context.Context, e *env, args []string) error {
 				return err
 			}
 			defer c.nc.Close()
-			d := schemas.ReviewDecision{OutputID: pos[0], Decision: decision, Reviewer: "human:" + *reviewer, Feedback: *feedback}
+			d := schemas.ReviewDecision{OutputID: pos[0], Decision: decision, Reviewer: "human:" + claimed(fs, c, "reviewer", *reviewer), Feedback: *feedback}
 			for _, l := range lessons {
 				d.Lessons = append(d.Lessons, schemas.Lesson{Text: l, Scope: *scope})
 			}

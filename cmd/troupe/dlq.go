@@ -30,12 +30,12 @@ func runDLQ(ctx context.Context, e *env, args []string) error {
 			var f schemas.DeadLetterFilter
 			filterFlags(fs, &f)
 			all := fs.Bool("all", false, "every open dead letter the filter flags select (up to 1000 a call)")
-			by := fs.String("by", getenv("USER", "cli"), "who acts, recorded with the dead letter")
+			by := fs.String("by", getenv("USER", "cli"), "who acts, recorded with the dead letter where NATS has no authorization (else the NATS user is)")
 			pos, err := parse(fs, args)
 			if err != nil {
 				return err
 			}
-			req := schemas.DeadLetterAction{By: *by}
+			var req schemas.DeadLetterAction
 			switch {
 			case len(pos) == 1 && !*all:
 				req.ID = pos[0]
@@ -50,6 +50,7 @@ func runDLQ(ctx context.Context, e *env, args []string) error {
 				return err
 			}
 			defer c.nc.Close()
+			req.By = claimed(fs, c, "by", *by)
 			var reply schemas.DeadLetterActionReply
 			if err := c.call(ctx, endpoint, req, &reply); err != nil {
 				return err

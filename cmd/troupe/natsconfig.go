@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"golang.org/x/crypto/bcrypt"
@@ -90,9 +91,6 @@ func writeNATSAuth(w io.Writer, prefix string, users []natsUser) error {
 			if err := list("        ", "subscribe", p.Subscribe); err != nil {
 				return err
 			}
-			if p.Responses {
-				b.WriteString("        allow_responses: true\n")
-			}
 			b.WriteString("      }\n")
 		}
 		b.WriteString("    }\n")
@@ -142,7 +140,13 @@ func runNATSConfig(_ context.Context, e *env, args []string) error {
 	envDir := fs.String("env-dir", "", "write each user's credentials to DIR/<user>.env (mode 0600), for docker compose env_file or kubectl create secret --from-env-file")
 	fromEnv := fs.Bool("passwords-from-env", false, "take each user's password from TROUPE_NATS_PASSWORD_<USER> (e.g. TROUPE_NATS_PASSWORD_WORKER_DEVELOPER) instead of generating one")
 	cost := fs.Int("bcrypt-cost", 11, "bcrypt cost of the hashed passwords")
+	var persons stringsFlag
+	fs.Var(&persons, "person", "a user of a person's own, NAME (reads and submits, as client) or NAME:reviewer (decides too, recorded under NAME); repeatable")
 	if _, err := parse(fs, args); err != nil {
+		return err
+	}
+	people, err := parsePeople(persons)
+	if err != nil {
 		return err
 	}
 	if *envDir == "" && !*fromEnv {
@@ -162,7 +166,7 @@ func runNATSConfig(_ context.Context, e *env, args []string) error {
 		}
 	}
 	// Every role: the orchestrator creates every role's consumer.
-	topo := bus.Topology{Prefix: cfg.NATS.Prefix, Roles: schemas.Roles}
+	topo := bus.Topology{Prefix: cfg.NATS.Prefix, Roles: schemas.Roles, ReplyPrefixes: cfg.NATS.ReplyPrefixes, People: people}
 	users, err := natsUsers(topo, password, *cost)
 	if err != nil {
 		return err
@@ -182,4 +186,27 @@ func runNATSConfig(_ context.Context, e *env, args []string) error {
 		fmt.Fprintf(e.stderr, "give each service its own: docker compose env_file: %s/worker-developer.env; Kubernetes: kubectl create secret generic troupe-nats-worker-developer --from-env-file=%s/worker-developer.env\n", *envDir, *envDir)
 	}
 	return nil
+}
+
+var personName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// parsePeople reads --person values: NAME or NAME:reviewer, each NAME a
+// subject token no service's user has.
+func parsePeople(values []string) ([]bus.Person, error) {
+	taken := map[string]bool{bus.UserOrchestrator: true, bus.UserReview: true, bus.UserClient: true, bus.UserReviewer: true, bus.UserAdmin: true}
+	var out []bus.Person
+	for _, v := range values {
+		name, kind, _ := strings.Cut(v, ":")
+		switch {
+		case !personName.MatchString(name):
+			return nil, fmt.Errorf("--person %q: a name is letters, digits, - and _ (it names the user's subjects)", v)
+		case kind != "" && kind != "reviewer" && kind != "client":
+			return nil, fmt.Errorf("--person %q: after the name, :reviewer (decides reviews) or nothing", v)
+		case taken[name] || strings.HasPrefix(name, "worker-"):
+			return nil, fmt.Errorf("--person %q: %s is taken (a service's user, or given twice)", v, name)
+		}
+		taken[name] = true
+		out = append(out, bus.Person{Name: name, Decides: kind == "reviewer"})
+	}
+	return out, nil
 }

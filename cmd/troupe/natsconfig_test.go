@@ -101,10 +101,24 @@ func TestNATSConfig(t *testing.T) {
 	require.False(t, pub("worker-developer", "troupe.review.tester"))
 	require.False(t, pub("worker-developer", "troupe.tasks.developer"))
 	require.False(t, pub("worker-developer", "troupe.events.j1.output_promoted"))
+	for _, kind := range []string{"job_failed", "task_dead_lettered", "job_budget_exceeded", "job_done"} {
+		require.False(t, pub("worker-developer", "troupe.events.j1."+kind), "a worker announces %s of any job", kind)
+	}
 	require.False(t, pub("worker-developer", "troupe.api.reviews.decide"))
 	require.False(t, pub("worker-developer", "$JS.API.STREAM.CREATE.TROUPE_TASKS"))
 	require.False(t, pub("worker-developer", "$JS.API.STREAM.DELETE.TROUPE_TASKS"))
-	require.True(t, users["worker-developer"].Permissions.Response != nil, "answers pings")
+	require.True(t, pub("worker-developer", "_INBOX.client.abc.1"), "answers pings on inboxes")
+
+	// No user answers on whatever reply subject a request names: a
+	// service's answers go to inboxes only, never to a stream or an
+	// advisory.
+	for name, u := range users {
+		if name == "admin" {
+			continue
+		}
+		require.Nil(t, u.Permissions.Response, "%s has allow_responses", name)
+		require.False(t, pub(name, "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.TROUPE_EVENTS.orchestrator"), "%s forges advisories", name)
+	}
 
 	// Only the review service serves decisions and publishes them; the
 	// reviewer and the dashboard (the review user) may ask for one.
@@ -114,7 +128,9 @@ func TestNATSConfig(t *testing.T) {
 		}
 		require.Equal(t, name == "review", sub(name, "troupe.api.reviews.decide"), "%s serves decisions", name)
 		require.Equal(t, name == "review" || name == "orchestrator", pub(name, "troupe.events.j1.output_promoted"), "%s publishes promotions", name)
-		require.Equal(t, name == "review" || name == "reviewer", pub(name, "troupe.api.reviews.decide"), "%s asks for decisions", name)
+		require.Equal(t, name == "review" || name == "reviewer", pub(name, "troupe.api.reviews.decide."+name), "%s asks for decisions", name)
+		require.False(t, pub(name, "troupe.api.reviews.decide"), "%s asks for decisions that say no sender", name)
+		require.False(t, pub(name, "troupe.api.reviews.decide.ada"), "%s asks for decisions as ada", name)
 		require.Equal(t, name == "orchestrator", pub(name, "$JS.API.STREAM.CREATE.TROUPE_TASKS"), "%s creates streams", name)
 		require.False(t, pub(name, "$JS.API.STREAM.DELETE.TROUPE_TASKS"), "%s deletes streams", name)
 		require.False(t, pub(name, "$JS.API.STREAM.PURGE.TROUPE_TASKS"), "%s purges streams", name)
@@ -122,12 +138,49 @@ func TestNATSConfig(t *testing.T) {
 	}
 	require.True(t, pub("client", "troupe.api.jobs.submit"))
 	require.True(t, sub("client", "troupe.events.j1.job_done"))
-	require.False(t, pub("client", "troupe.api.dlq.replay"))
-	require.True(t, pub("reviewer", "troupe.api.dlq.replay"))
+	require.False(t, pub("client", "troupe.api.dlq.replay.client"))
+	require.True(t, pub("reviewer", "troupe.api.dlq.replay.reviewer"))
+	require.True(t, sub("orchestrator", "troupe.api.dlq.replay.reviewer"))
+	require.True(t, sub("review", "troupe.api.reviews.decide.reviewer"))
 	require.True(t, sub("orchestrator", "troupe.api.jobs.submit"))
 	require.False(t, sub("review", "troupe.api.jobs.submit"))
 	require.True(t, pub("review", "$JS.API.CONSUMER.INFO.TROUPE_TASKS.workers-tester"), "the dashboard reads queue depths")
 	require.False(t, pub("review", "$JS.API.CONSUMER.MSG.NEXT.TROUPE_TASKS.workers-tester"), "but takes no task")
+}
+
+// TestNATSConfigPeople: each person gets a user of their own, which reads
+// its own replies only and acts under its own name only.
+func TestNATSConfigPeople(t *testing.T) {
+	t.Parallel()
+	envDir := t.TempDir()
+	_, opts := natsConfig(t, "--env-dir", envDir, "--person", "ada:reviewer", "--person", "bob")
+	users := map[string]*server.User{}
+	for _, u := range opts.Users {
+		users[u.Username] = u
+	}
+	require.ElementsMatch(t, append(userNames(), "ada", "bob"), slices.Collect(maps.Keys(users)))
+	pub := func(user, subject string) bool { return allows(users[user].Permissions.Publish.Allow, subject) }
+	sub := func(user, subject string) bool { return allows(users[user].Permissions.Subscribe.Allow, subject) }
+	require.Equal(t, "_INBOX.ada", readEnv(t, filepath.Join(envDir, "ada.env"))["TROUPE_NATS_INBOX_PREFIX"])
+	require.True(t, sub("ada", "_INBOX.ada.x1"))
+	require.False(t, sub("ada", "_INBOX.bob.x1"), "ada reads her replies only")
+	require.False(t, sub("bob", "_INBOX.ada.x1"))
+	require.False(t, sub("client", "_INBOX.ada.x1"))
+	require.True(t, pub("ada", "troupe.api.jobs.submit"))
+	require.True(t, pub("ada", "troupe.api.reviews.decide.ada"))
+	require.True(t, pub("ada", "troupe.api.dlq.discard.ada"))
+	require.False(t, pub("ada", "troupe.api.reviews.decide.bob"), "ada decides as herself only")
+	require.False(t, pub("ada", "troupe.api.reviews.decide.review"), "nor as the dashboard")
+	require.False(t, pub("ada", "troupe.api.reviews.decide"))
+	require.True(t, pub("bob", "troupe.api.jobs.submit"))
+	require.False(t, pub("bob", "troupe.api.reviews.decide.bob"), "bob reads and submits only")
+
+	for _, bad := range [][]string{{"--person", "a.b"}, {"--person", "review"}, {"--person", "ada", "--person", "ada"}, {"--person", "ada:boss"}, {"--person", "worker-x"}} {
+		var out, errb bytes.Buffer
+		code := Run(context.Background(), append([]string{"nats-config", "--env-dir", t.TempDir()}, bad...), strings.NewReader(""), &out, &errb)
+		require.Equal(t, 1, code, "%v: %s", bad, errb.String())
+		require.Contains(t, errb.String(), "--person", "%v", bad)
+	}
 }
 
 func TestNATSConfigPasswordsFromEnv(t *testing.T) {

@@ -73,6 +73,9 @@ type EndpointConfig struct {
 	// Concurrency is how many requests of one endpoint are handled at
 	// once, each on its own goroutine. Defaults to 32.
 	Concurrency int
+	// Replies are the reply subjects requests are answered on; a request
+	// naming another is dropped unanswered.
+	Replies Replies
 }
 
 // Endpoint adapts fn to a micro handler: the request is validated against
@@ -84,6 +87,9 @@ func Endpoint[Req any](c EndpointConfig, schema string, fn func(ctx context.Cont
 	}
 	sem := make(chan struct{}, c.Concurrency)
 	return micro.HandlerFunc(func(r micro.Request) {
+		if !c.Replies.Allowed(r.Subject(), r.Reply()) {
+			return
+		}
 		// The subscription's goroutine only hands the request on, so a
 		// slow request does not hold up the ones behind it.
 		if c.Track != nil && !c.Track.enter() {
@@ -104,7 +110,7 @@ func Endpoint[Req any](c EndpointConfig, schema string, fn func(ctx context.Cont
 }
 
 func handle[Req any](c EndpointConfig, schema string, fn func(ctx context.Context, req Req) (any, error), r micro.Request) {
-	ctx, cancel := context.WithTimeout(c.Ctx, c.Timeout)
+	ctx, cancel := context.WithTimeout(context.WithValue(c.Ctx, subjectKey{}, r.Subject()), c.Timeout)
 	defer cancel()
 	log := c.Log.With().Str("endpoint", r.Subject()).Logger()
 	var reply any

@@ -152,11 +152,7 @@ func permissions(p *Permissions) *server.Permissions {
 	if p == nil {
 		return nil
 	}
-	sp := &server.Permissions{Publish: &server.SubjectPermission{Allow: p.Publish}, Subscribe: &server.SubjectPermission{Allow: p.Subscribe}}
-	if p.Responses {
-		sp.Response = &server.ResponsePermission{MaxMsgs: 1, Expires: time.Minute}
-	}
-	return sp
+	return &server.Permissions{Publish: &server.SubjectPermission{Allow: p.Publish}, Subscribe: &server.SubjectPermission{Allow: p.Subscribe}}
 }
 
 // TestRestrictedUsers: under the users Topology.Users describes, a worker
@@ -217,4 +213,87 @@ func TestRestrictedUsers(t *testing.T) {
 	cli, err := as("client")
 	require.NoError(t, err)
 	require.ErrorIs(t, Request(ctx, cli, "troupe.api.jobs.submit", nil, nil), nats.ErrNoResponders, "a permitted request is not refused")
+}
+
+// TestServicesAnswerInboxesOnly: under the users Topology.Users
+// describes, no user but the admin may publish on an advisory subject,
+// and a service answering a request whose reply subject is a stream's or
+// an advisory's is refused by the server (no allow_responses): it may
+// answer on inboxes only.
+func TestServicesAnswerInboxesOnly(t *testing.T) {
+	t.Parallel()
+	topo := Topology{Roles: []string{"developer"}}
+	forged := []string{
+		"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.TROUPE_EVENTS.orchestrator",
+		"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.TROUPE_TASKS.workers-developer",
+	}
+	var users []*server.User
+	for _, u := range topo.Users() {
+		users = append(users, &server.User{Username: u.Name, Password: "pw-" + u.Name, Permissions: permissions(u.Permissions)})
+		if u.Permissions == nil {
+			continue
+		}
+		for _, allowed := range u.Permissions.Publish {
+			for _, f := range forged {
+				require.False(t, SubjectMatches(allowed, f), "%s may publish %s (%s)", u.Name, f, allowed)
+			}
+		}
+	}
+	srv := authServer(t, users, nil)
+	denied := make(chan error, 8)
+	conn := func(user string) *nats.Conn {
+		opts, err := ConnectOptions(config.NATS{User: user, Password: "pw-" + user})
+		require.NoError(t, err)
+		nc, _, err := Connect(srv.ClientURL(), "test-"+user, zerolog.New(zerolog.NewTestWriter(t)), append(opts, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			denied <- err
+		}))...)
+		require.NoError(t, err)
+		t.Cleanup(nc.Close)
+		return nc
+	}
+	admin, worker, client := conn("admin"), conn("worker-developer"), conn("client")
+
+	for _, subject := range append([]string{"troupe.tasks.tester"}, forged...) {
+		require.NoError(t, worker.Publish(subject, []byte(`{}`)))
+		require.ErrorContains(t, <-denied, `Publish to "`+subject+`"`)
+	}
+
+	// The worker answers pings; a ping whose reply subject is a stream's
+	// (the worker's own review subject, which it may publish on) or an
+	// advisory's gets no answer there.
+	for _, reply := range append([]string{"troupe.dlq.x", "troupe.events.j1.output_promoted"}, forged...) {
+		leaked := make(chan *nats.Msg, 1)
+		leak, err := admin.ChanSubscribe(reply, leaked)
+		require.NoError(t, err)
+		require.NoError(t, admin.Flush())
+		pings, err := worker.SubscribeSync("troupe.workers.ping")
+		require.NoError(t, err)
+		require.NoError(t, worker.Flush())
+		require.NoError(t, client.PublishRequest("troupe.workers.ping", reply, nil))
+		m, err := pings.NextMsg(10 * time.Second)
+		require.NoError(t, err)
+		require.NoError(t, m.Respond([]byte(`{}`)))
+		select {
+		case err := <-denied:
+			require.ErrorContains(t, err, `Publish to "`+reply+`"`, "the server refuses the answer")
+		case m := <-leaked:
+			t.Fatalf("the answer reached %s: %s", reply, m.Data)
+		}
+		require.NoError(t, admin.Flush())
+		require.Empty(t, leaked, "nothing reached %s", reply)
+		require.NoError(t, leak.Unsubscribe())
+		require.NoError(t, pings.Unsubscribe())
+	}
+	// An inbox gets its answer.
+	pings, err := worker.SubscribeSync("troupe.workers.ping")
+	require.NoError(t, err)
+	require.NoError(t, worker.Flush())
+	go func() {
+		if m, err := pings.NextMsg(10 * time.Second); err == nil {
+			_ = m.Respond([]byte(`{"id":"w"}`))
+		}
+	}()
+	answer, err := client.Request("troupe.workers.ping", nil, 10*time.Second)
+	require.NoError(t, err)
+	require.JSONEq(t, `{"id":"w"}`, string(answer.Data))
 }

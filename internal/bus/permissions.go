@@ -2,6 +2,7 @@ package bus
 
 import (
 	"slices"
+	"strings"
 
 	"github.com/troupe-dev/troupe/schemas"
 )
@@ -43,14 +44,26 @@ func WorkerUser(role string) string { return "worker-" + role }
 func InboxPrefix(user string) string { return "_INBOX." + user }
 
 // Permissions are the subjects a NATS user may publish and subscribe to:
-// nothing else.
+// nothing else. No user gets the server's allow_responses, which lets a
+// user answer a request on whatever reply subject the request names (a
+// stream's, an advisory's): the services answer on inboxes, and may
+// publish on inboxes only (Replies refuses the rest before the server
+// would).
 type Permissions struct {
 	Publish   []string
 	Subscribe []string
-	// Responses lets the user answer each request it receives, once, on
-	// whatever reply subject the request names (the server's
-	// allow_responses): the API endpoints and the workers' pings reply so.
-	Responses bool
+}
+
+// Person is a user of a least-privilege deployment of its own for one
+// person: decisions and dead-letter actions are recorded under its name,
+// and it reads its own replies only.
+type Person struct {
+	// Name is the NATS user, one subject token; it names the person's
+	// inbox (_INBOX.<name>) and the subjects of what the person does.
+	Name string
+	// Decides lets the person decide reviews and replay or discard dead
+	// letters, as UserReviewer may; else it may what UserClient may.
+	Decides bool
 }
 
 // User is one NATS user of a least-privilege deployment.
@@ -62,9 +75,12 @@ type User struct {
 	Permissions *Permissions
 }
 
-// workerEvents are the events a worker writes: its stage, and what a dead
-// letter or a spent budget does to a task and its job.
-var workerEvents = []string{schemas.EventOutputStaged, schemas.EventTaskDeadLettered, schemas.EventJobFailed, schemas.EventJobBudgetExceeded}
+// workerEvents are the events a worker publishes: its stage. What a dead
+// letter or a spent budget does to a task and its job a worker writes in
+// the store, and the orchestrator's relay publishes it: a worker's NATS
+// user may not announce that any job failed (or a task was dead-lettered)
+// whatever the store says.
+var workerEvents = []string{schemas.EventOutputStaged}
 
 // reviewEvents are the events the review service writes: its decisions,
 // an output parked for a person, and what a dead letter does.
@@ -119,9 +135,26 @@ func (t Topology) Users() []User {
 			"$JS.ACK." + stream + "." + consumer + ".>",
 		}
 	}
+	// The acting endpoints, sent as user (see ActingEndpoints).
+	actAs := func(user string) []string {
+		out := make([]string, len(ActingEndpoints))
+		for i, e := range ActingEndpoints {
+			out[i] = s.APIAs(e, user)
+		}
+		return out
+	}
 	// The micro service answers discovery on $SRV.<verb>[.troupe[.<id>]].
 	service := []string{"$SRV.*", "$SRV.*." + ServiceName, "$SRV.*." + ServiceName + ".*"}
 	cat := func(lists ...[]string) []string { return slices.Concat(lists...) }
+	// A service answers requests on any user's inbox, which it cannot read.
+	replyPrefixes := t.ReplyPrefixes
+	if len(replyPrefixes) == 0 {
+		replyPrefixes = []string{DefaultReplyPrefix}
+	}
+	var inboxes []string
+	for _, p := range replyPrefixes {
+		inboxes = append(inboxes, strings.TrimSuffix(p, ".")+".>")
+	}
 
 	var orch []string
 	for _, sc := range t.Streams() {
@@ -135,6 +168,11 @@ func (t Topology) Users() []User {
 		// The sweeper takes a message that exhausted its deliveries out.
 		orch = append(orch, "$JS.API.STREAM.MSG.GET."+stream, "$JS.API.STREAM.MSG.DELETE."+stream)
 	}
+	// and checks an advisory against the consumer it names.
+	orch = append(orch, "$JS.API.CONSUMER.INFO."+StreamReview+"."+ConsumerReview)
+	for _, role := range t.Roles {
+		orch = append(orch, "$JS.API.CONSUMER.INFO."+StreamTasks+"."+WorkerConsumer(role))
+	}
 	users := []User{{
 		Name:  UserOrchestrator,
 		About: "troupe orchestrator: the jobs, artifacts and dlq API; publishes every role's tasks; creates and updates Troupe's streams and consumers (it cannot delete or purge them)",
@@ -142,10 +180,9 @@ func (t Topology) Users() []User {
 			Publish: cat(
 				[]string{s.Prefix + ".tasks.*", s.Prefix + ".review.*", s.Prefix + ".events.>", s.Prefix + ".dlq.>"},
 				streamInfo, orch,
-				consume(StreamEvents, ConsumerOrchestrator), consume(StreamAdvisories, ConsumerSweeper),
+				consume(StreamEvents, ConsumerOrchestrator), consume(StreamAdvisories, ConsumerSweeper), inboxes,
 			),
-			Subscribe: cat(api("jobs.*", "artifacts.*", "dlq.*"), service, []string{s.ProcessesPing(), InboxPrefix(UserOrchestrator) + ".>"}),
-			Responses: true,
+			Subscribe: cat(api("jobs.*", "artifacts.*", "dlq.*", "dlq.replay.*", "dlq.discard.*"), service, []string{s.ProcessesPing(), InboxPrefix(UserOrchestrator) + ".>"}),
 		},
 	}}
 
@@ -161,13 +198,12 @@ func (t Topology) Users() []User {
 				s.ReviewSubjects(), streamInfo, consume(StreamReview, ConsumerReview),
 				// The dashboard: decisions and dead-letter actions through the
 				// API, the workers' pings, the queue depth of every role.
-				api("reviews.decide", "dlq.replay", "dlq.discard"), []string{s.WorkersPing()}, queues,
+				actAs(UserReview), []string{s.WorkersPing()}, queues, inboxes,
 				// Sign-outs, shared by the dashboard's replicas.
 				[]string{s.Prefix + ".dashboard.>"},
 			),
-			Subscribe: cat(api("reviews.*", "memory.*"), service, []string{s.Prefix + ".events.>", s.ProcessesPing(), InboxPrefix(UserReview) + ".>"},
+			Subscribe: cat(api("reviews.*", "reviews.decide.*", "memory.*"), service, []string{s.Prefix + ".events.>", s.ProcessesPing(), InboxPrefix(UserReview) + ".>"},
 				[]string{s.Prefix + ".dashboard.>"}),
-			Responses: true,
 		},
 	})
 
@@ -176,35 +212,38 @@ func (t Topology) Users() []User {
 			Name:  WorkerUser(role),
 			About: "troupe worker --role " + role + ": consumes " + role + " tasks only (" + WorkerConsumer(role) + ")",
 			Permissions: &Permissions{
-				Publish:   cat(s.WorkerSubjects(role), streamInfo, consume(StreamTasks, WorkerConsumer(role))),
+				Publish:   cat(s.WorkerSubjects(role), streamInfo, consume(StreamTasks, WorkerConsumer(role)), inboxes),
 				Subscribe: []string{s.WorkersPing(), s.ProcessesPing(), InboxPrefix(WorkerUser(role)) + ".>"},
-				Responses: true,
 			},
 		})
 	}
 
 	read := api("jobs.*", "artifacts.*", "memory.*", "reviews.list", "reviews.get", "dlq.list", "dlq.get")
+	client := func(name, about string) User {
+		return User{Name: name, About: about, Permissions: &Permissions{
+			Publish:   cat(read, service, []string{s.WorkersPing(), s.ProcessesPing()}),
+			Subscribe: []string{s.Prefix + ".events.>", InboxPrefix(name) + ".>"},
+		}}
+	}
+	reviewer := func(name, about string) User {
+		u := client(name, about)
+		u.Permissions.Publish = cat(u.Permissions.Publish, actAs(name))
+		return u
+	}
 	users = append(users,
-		User{
-			Name:  UserClient,
-			About: "troupe submit, jobs, memory, workspace, reviews ls|show, dlq ls|show, bench, and the nats CLI (--inbox-prefix " + InboxPrefix(UserClient) + "): submits, follows, reads and cancels jobs, and asks the workers and processes how busy they are",
-			Permissions: &Permissions{
-				Publish:   cat(read, service, []string{s.WorkersPing(), s.ProcessesPing()}),
-				Subscribe: []string{s.Prefix + ".events.>", InboxPrefix(UserClient) + ".>"},
-			},
-		},
-		User{
-			Name:  UserReviewer,
-			About: "what client may, and troupe reviews approve|reject, dlq replay|discard: a person's decisions",
-			Permissions: &Permissions{
-				Publish:   cat(read, api("reviews.decide", "dlq.replay", "dlq.discard"), service, []string{s.WorkersPing(), s.ProcessesPing()}),
-				Subscribe: []string{s.Prefix + ".events.>", InboxPrefix(UserReviewer) + ".>"},
-			},
-		},
-		User{
-			Name:  UserAdmin,
-			About: "everything: people with the nats CLI (stream reports, backups, deleting a stream); no service needs it",
-		},
+		client(UserClient, "troupe submit, jobs, memory, workspace, reviews ls|show, dlq ls|show, bench, and the nats CLI (--inbox-prefix "+InboxPrefix(UserClient)+"): submits, follows, reads and cancels jobs, and asks the workers and processes how busy they are; everyone who shares it reads the others' replies: give each person a user of their own (--person)"),
+		reviewer(UserReviewer, "what client may, and troupe reviews approve|reject, dlq replay|discard, recorded as reviewer: shared, so it says nobody's name: give each person a user of their own (--person NAME:reviewer)"),
 	)
+	for _, p := range t.People {
+		if p.Decides {
+			users = append(users, reviewer(p.Name, "a person: what reviewer may, recorded under this name; reads its own replies only"))
+		} else {
+			users = append(users, client(p.Name, "a person: what client may; reads its own replies only"))
+		}
+	}
+	users = append(users, User{
+		Name:  UserAdmin,
+		About: "everything: people with the nats CLI (stream reports, backups, deleting a stream); no service needs it",
+	})
 	return users
 }

@@ -1,13 +1,17 @@
 package bus
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/troupe-dev/troupe/schemas"
 )
 
 // Topology is the JetStream layout of DESIGN.md: four streams and the
@@ -17,6 +21,10 @@ type Topology struct {
 	Prefix string
 	// Roles that get a workers-<role> consumer. Defaults to none.
 	Roles []string
+	// AllRoles are the roles whose tasks and review requests the streams
+	// store: a task for any other role is refused at publish, since no
+	// consumer would ever take it. Defaults to schemas.Roles.
+	AllRoles []string
 	// Replicas of every stream. Defaults to 1; 3 on a cluster.
 	Replicas int
 	// AckWait of the work consumers: a worker that neither acks nor sends a
@@ -36,6 +44,48 @@ type Topology struct {
 	DLQMaxAge time.Duration
 	// RoleMaxDeliver overrides MaxDeliver for a role's consumer.
 	RoleMaxDeliver map[string]int
+	// People get users of their own (Users). Defaults to none.
+	People []Person
+	// ReplyPrefixes are the prefixes of the inboxes services answer on
+	// (Replies.Prefixes). Defaults to "_INBOX.".
+	ReplyPrefixes []string
+	// Limits bound each stream, by name; a stream not named, or a zero
+	// field, gets DefaultLimits'.
+	Limits map[string]StreamLimits
+}
+
+// StreamLimits bound what a stream keeps. A full work-queue stream (tasks,
+// review requests) refuses a publish, so the outbox row that carried it
+// stays and is retried, rather than dropping work; a full events,
+// dead-letter or advisories stream drops its oldest messages (every event
+// and dead letter is in the store as well).
+type StreamLimits struct {
+	// MaxMsgs is how many messages the stream keeps.
+	MaxMsgs int64 `json:"maxMsgs,omitempty"`
+	// MaxBytes is how many bytes the stream keeps.
+	MaxBytes int64 `json:"maxBytes,omitempty"`
+	// MaxMsgSize is the largest message the stream accepts, in bytes (the
+	// server's max_payload bounds it as well).
+	MaxMsgSize int32 `json:"maxMsgSize,omitempty"`
+}
+
+// DefaultLimits are the limits of each stream unless configured:
+// TROUPE_TASKS and TROUPE_REVIEW 100,000 messages and 1 GiB, TROUPE_EVENTS
+// 1,000,000 messages and 2 GiB, TROUPE_DLQ 100,000 messages and 1 GiB,
+// TROUPE_ADVISORIES 100,000 messages and 64 MiB; every message at most
+// 8 MiB (NATS's largest advised max_payload).
+var DefaultLimits = map[string]StreamLimits{
+	StreamTasks:      {MaxMsgs: 100_000, MaxBytes: 1 << 30, MaxMsgSize: 8 << 20},
+	StreamReview:     {MaxMsgs: 100_000, MaxBytes: 1 << 30, MaxMsgSize: 8 << 20},
+	StreamEvents:     {MaxMsgs: 1_000_000, MaxBytes: 2 << 30, MaxMsgSize: 8 << 20},
+	StreamDLQ:        {MaxMsgs: 100_000, MaxBytes: 1 << 30, MaxMsgSize: 8 << 20},
+	StreamAdvisories: {MaxMsgs: 100_000, MaxBytes: 64 << 20, MaxMsgSize: 8 << 20},
+}
+
+// LimitsOf are the limits of a stream: t.Limits', else DefaultLimits'.
+func (t Topology) LimitsOf(stream string) StreamLimits {
+	l, d := t.Limits[stream], DefaultLimits[stream]
+	return StreamLimits{MaxMsgs: cmp.Or(l.MaxMsgs, d.MaxMsgs), MaxBytes: cmp.Or(l.MaxBytes, d.MaxBytes), MaxMsgSize: cmp.Or(l.MaxMsgSize, d.MaxMsgSize)}
 }
 
 // StreamAdvisories captures the MAX_DELIVERIES advisories of Troupe's
@@ -49,6 +99,30 @@ const ConsumerSweeper = "sweeper"
 // maxDeliveriesAdvisory is the subject prefix of the server's
 // MAX_DELIVERIES advisories: <prefix>.<stream>.<consumer>.
 const maxDeliveriesAdvisory = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
+
+// MaxDeliveriesAdvisory is the subject of the MAX_DELIVERIES advisories of
+// a stream's consumer.
+func MaxDeliveriesAdvisory(stream, consumer string) string {
+	return maxDeliveriesAdvisory + "." + stream + "." + consumer
+}
+
+// SweptConsumer reports whether consumer is one of Troupe's work consumers
+// of stream, whose exhausted messages the sweeper dead-letters: a role's
+// workers on TROUPE_TASKS, the review service on TROUPE_REVIEW, the
+// orchestrator on TROUPE_EVENTS.
+func (t Topology) SweptConsumer(stream, consumer string) bool {
+	t = t.WithDefaults()
+	switch stream {
+	case StreamTasks:
+		role, ok := strings.CutPrefix(consumer, "workers-")
+		return ok && slices.Contains(t.AllRoles, role)
+	case StreamReview:
+		return consumer == ConsumerReview
+	case StreamEvents:
+		return consumer == ConsumerOrchestrator
+	}
+	return false
+}
 
 // MaxDeliverOf is the MaxDeliver of a role's consumer.
 func (t Topology) MaxDeliverOf(role string) int {
@@ -71,6 +145,9 @@ func (t Topology) WithDefaults() Topology {
 	}
 	if t.Replicas == 0 {
 		t.Replicas = 1
+	}
+	if len(t.AllRoles) == 0 {
+		t.AllRoles = schemas.Roles
 	}
 	if t.AckWait == 0 {
 		t.AckWait = 30 * time.Second
@@ -102,31 +179,44 @@ const (
 // WorkerConsumer is the durable consumer every worker of a role binds to.
 func WorkerConsumer(role string) string { return "workers-" + role }
 
-// Streams returns the stream configurations.
+// Streams returns the stream configurations. Each stream's subjects are
+// exactly those some consumer serves (a role's tasks, an event kind, a
+// consumer's dead letters): a publish on any other subject finds no stream
+// and is refused, rather than stored where nothing ever reads it. Updating
+// an existing stream narrows its subjects the same way (JetStream lets a
+// stream's subjects and limits change; what it already stores stays).
 func (t Topology) Streams() []jetstream.StreamConfig {
 	t = t.WithDefaults()
-	return []jetstream.StreamConfig{
+	s := Subjects{Prefix: t.Prefix}
+	var tasks, reviews, dlq []string
+	for _, role := range t.AllRoles {
+		tasks = append(tasks, s.Task(role))
+		reviews = append(reviews, s.Review(role))
+		dlq = append(dlq, s.DLQ(WorkerConsumer(role)))
+	}
+	dlq = append(dlq, s.DLQ(ConsumerReview), s.DLQ(ConsumerOrchestrator), s.DLQ(ConsumerSweeper))
+	streams := []jetstream.StreamConfig{
 		{
 			Name: StreamTasks, Description: "role-tagged tasks, one subject per role",
-			Subjects: []string{t.Prefix + ".tasks.*"}, Retention: jetstream.WorkQueuePolicy,
+			Subjects: tasks, Retention: jetstream.WorkQueuePolicy, Discard: jetstream.DiscardNew,
 			Storage: jetstream.FileStorage, Replicas: t.Replicas, Duplicates: t.Duplicates,
 			AllowAtomicPublish: true,
 		},
 		{
 			Name: StreamReview, Description: "review requests for staged outputs",
-			Subjects: []string{t.Prefix + ".review.*"}, Retention: jetstream.WorkQueuePolicy,
+			Subjects: reviews, Retention: jetstream.WorkQueuePolicy, Discard: jetstream.DiscardNew,
 			Storage: jetstream.FileStorage, Replicas: t.Replicas, Duplicates: t.Duplicates,
 			AllowAtomicPublish: true,
 		},
 		{
 			Name: StreamEvents, Description: "job and task events",
-			Subjects: []string{t.Prefix + ".events.>"}, Retention: jetstream.LimitsPolicy,
+			Subjects: s.events(schemas.EventKinds), Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardOld,
 			Storage: jetstream.FileStorage, Replicas: t.Replicas, Duplicates: t.Duplicates,
 			MaxAge: t.EventsMaxAge, AllowAtomicPublish: true,
 		},
 		{
 			Name: StreamDLQ, Description: "dead letters with their reasons",
-			Subjects: []string{t.Prefix + ".dlq.>"}, Retention: jetstream.LimitsPolicy,
+			Subjects: dlq, Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardOld,
 			Storage: jetstream.FileStorage, Replicas: t.Replicas, Duplicates: t.Duplicates,
 			MaxAge: t.DLQMaxAge, AllowAtomicPublish: true,
 		},
@@ -137,10 +227,16 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 				maxDeliveriesAdvisory + "." + StreamReview + ".*",
 				maxDeliveriesAdvisory + "." + StreamEvents + ".*",
 			},
-			Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Replicas: t.Replicas,
+			Retention: jetstream.WorkQueuePolicy, Discard: jetstream.DiscardOld,
+			Storage: jetstream.FileStorage, Replicas: t.Replicas,
 			MaxAge: t.EventsMaxAge,
 		},
 	}
+	for i := range streams {
+		l := t.LimitsOf(streams[i].Name)
+		streams[i].MaxMsgs, streams[i].MaxBytes, streams[i].MaxMsgSize = l.MaxMsgs, l.MaxBytes, l.MaxMsgSize
+	}
+	return streams
 }
 
 // StreamOf returns a function that names t's stream storing messages

@@ -31,7 +31,10 @@ func TestSubjectMatches(t *testing.T) {
 	streamOf := bus.Topology{Prefix: "acme.troupe"}.StreamOf()
 	require.Equal(t, bus.StreamTasks, streamOf("acme.troupe.tasks.pm"))
 	require.Equal(t, bus.StreamEvents, streamOf("acme.troupe.events.j.job_done"))
-	require.Equal(t, bus.StreamReview, streamOf("acme.troupe.review.o1"))
-	require.Equal(t, bus.StreamDLQ, streamOf("acme.troupe.dlq.task.pm"))
+	require.Equal(t, bus.StreamReview, streamOf("acme.troupe.review.tester"))
+	require.Equal(t, bus.StreamDLQ, streamOf("acme.troupe.dlq.workers-pm"))
 	require.Equal(t, "", streamOf("troupe.tasks.pm"))
+	for _, unserved := range []string{"acme.troupe.tasks.wizard", "acme.troupe.review.o1", "acme.troupe.events.j.x", "acme.troupe.dlq.x"} {
+		require.Equal(t, "", streamOf(unserved), "no consumer serves %s: no stream stores it", unserved)
+	}
 }

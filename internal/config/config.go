@@ -5,6 +5,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -122,10 +123,31 @@ type NATS struct {
 	// its own replies. Defaults to "_INBOX.<user>" when a user name is set
 	// (here or in the URL), else "_INBOX".
 	InboxPrefix string `json:"inboxPrefix,omitempty"`
+	// ReplyPrefixes are the prefixes of the reply subjects the services
+	// answer requests on: a request naming any other reply subject (a
+	// stream's, say) is dropped, logged and counted. Every client's inbox
+	// prefix must start with one of them. Defaults to ["_INBOX."].
+	ReplyPrefixes []string `json:"replyPrefixes,omitempty"`
+	// Streams bound Troupe's streams, by name (TROUPE_TASKS, TROUPE_REVIEW,
+	// TROUPE_EVENTS, TROUPE_DLQ, TROUPE_ADVISORIES). A stream or a field
+	// left out keeps its default: 100,000 messages and 1 GiB each (the
+	// events 1,000,000 and 2 GiB, the advisories 64 MiB), messages of at
+	// most 8 MiB.
+	Streams map[string]StreamLimits `json:"streams,omitempty"`
 	// TLS, when set, connects over TLS (TROUPE_NATS_TLS_CA,
 	// TROUPE_NATS_TLS_CERT, TROUPE_NATS_TLS_KEY).
 	TLS TLS `json:"tls,omitzero"`
 }
+
+// StreamLimits bound one stream; zero keeps a field's default.
+type StreamLimits struct {
+	MaxMsgs    int64 `json:"maxMsgs,omitempty"`
+	MaxBytes   int64 `json:"maxBytes,omitempty"`
+	MaxMsgSize int32 `json:"maxMsgSize,omitempty"`
+}
+
+// StreamNames are the streams nats.streams may bound.
+var StreamNames = []string{"TROUPE_TASKS", "TROUPE_REVIEW", "TROUPE_EVENTS", "TROUPE_DLQ", "TROUPE_ADVISORIES"}
 
 // TLS are the files of a TLS connection to NATS. The server name checked
 // is the URL's host.
@@ -237,6 +259,26 @@ func (n NATS) validate(subs substitutions) error {
 		for _, tok := range strings.Split(p, ".") {
 			if !subjectToken.MatchString(tok) {
 				bad("nats.inboxPrefix", "%q is not a subject without wildcards, such as _INBOX.worker-developer", p)
+				break
+			}
+		}
+	}
+	if p, replies := n.InboxPrefix, cmp.Or(strings.Join(n.ReplyPrefixes, " "), "_INBOX."); p != "" &&
+		!slices.ContainsFunc(strings.Fields(replies), func(r string) bool { return strings.HasPrefix(p+".", strings.TrimSuffix(r, ".")+".") }) {
+		bad("nats.inboxPrefix", "%q is not under a reply prefix (%s): the services would not answer it", p, replies)
+	}
+	for name, l := range n.Streams {
+		switch {
+		case !slices.Contains(StreamNames, name):
+			bad("nats.streams", "%q is not a stream; the streams are %s", name, strings.Join(StreamNames, ", "))
+		case l.MaxMsgs < 0 || l.MaxBytes < 0 || l.MaxMsgSize < 0:
+			bad("nats.streams."+name, "limits are positive numbers (or left out for the default)")
+		}
+	}
+	for i, p := range n.ReplyPrefixes {
+		for _, tok := range strings.Split(strings.TrimSuffix(p, "."), ".") {
+			if !subjectToken.MatchString(tok) {
+				bad(fmt.Sprintf("nats.replyPrefixes[%d]", i), "%q is not a subject prefix without wildcards, such as _INBOX.", p)
 				break
 			}
 		}

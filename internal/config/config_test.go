@@ -157,12 +157,18 @@ func TestNATSValidate(t *testing.T) {
 		{NATS{TLS: TLS{CertFile: "c"}}, "nats.tls: certFile and keyFile go together"},
 		{NATS{InboxPrefix: "_INBOX.>"}, `nats.inboxPrefix: "_INBOX.>" is not a subject without wildcards`},
 		{NATS{InboxPrefix: "_INBOX."}, `nats.inboxPrefix: "_INBOX."`},
+		{NATS{ReplyPrefixes: []string{"_INBOX.", "a.*"}}, `nats.replyPrefixes[1]: "a.*" is not a subject prefix`},
+		{NATS{InboxPrefix: "replies.ada"}, `nats.inboxPrefix: "replies.ada" is not under a reply prefix (_INBOX.): the services would not answer it`},
+		{NATS{InboxPrefix: "_INBOXES.ada"}, `nats.inboxPrefix: "_INBOXES.ada" is not under a reply prefix`},
+		{NATS{Streams: map[string]StreamLimits{"TROUPE_TASK": {MaxMsgs: 1}}}, `nats.streams: "TROUPE_TASK" is not a stream; the streams are TROUPE_TASKS,`},
+		{NATS{Streams: map[string]StreamLimits{"TROUPE_DLQ": {MaxBytes: -1}}}, `nats.streams.TROUPE_DLQ: limits are positive numbers`},
 	} {
 		err := tt.n.Validate()
 		require.Error(t, err, "%+v", tt.n)
 		require.Contains(t, err.Error(), tt.want)
 	}
 	require.NoError(t, NATS{User: "u", Password: "p", InboxPrefix: "_INBOX.u", TLS: TLS{CAFile: "ca", CertFile: "c", KeyFile: "k"}}.Validate())
+	require.NoError(t, NATS{InboxPrefix: "replies.ada", ReplyPrefixes: []string{"_INBOX.", "replies"}}.Validate())
 	_, err := Parse([]byte(`{"nats": {"user": "u", "token": "t"}}`))
 	require.ErrorContains(t, err, "authenticate one way only", "Parse checks the section too")
 }

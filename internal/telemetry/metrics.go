@@ -23,6 +23,7 @@ type Metrics struct {
 	reviewDecisions   *prometheus.CounterVec
 	deadLetters       *prometheus.CounterVec
 	signInFailures    *prometheus.CounterVec
+	repliesRefused    *prometheus.CounterVec
 
 	hooks Hooks
 }
@@ -72,8 +73,11 @@ func NewMetrics() *Metrics {
 		signInFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "troupe_dashboard_sign_in_failures_total", Help: "Dashboard sign-ins refused, by reason (wrong_token, wrong_password, rate_limited).",
 		}, []string{"reason"}),
+		repliesRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "troupe_replies_refused_total", Help: "Requests dropped unanswered because their reply subject is not an inbox, by request subject.",
+		}, []string{"subject"}),
 	}
-	reg.MustRegister(m.tasks, m.taskDuration, m.dispatch, m.inFlight, m.modelCallDuration, m.modelTokens, m.reviewDecisions, m.deadLetters, m.signInFailures,
+	reg.MustRegister(m.tasks, m.taskDuration, m.dispatch, m.inFlight, m.modelCallDuration, m.modelTokens, m.reviewDecisions, m.deadLetters, m.signInFailures, m.repliesRefused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -173,5 +177,13 @@ func (m *Metrics) DeadLetter(source, class string) {
 func (m *Metrics) DashboardSignInFailure(reason string) {
 	if m != nil {
 		m.signInFailures.WithLabelValues(reason).Inc()
+	}
+}
+
+// ReplyRefused counts a request dropped because its reply subject is not
+// an inbox; subject is the request's (an API endpoint or a ping).
+func (m *Metrics) ReplyRefused(subject string) {
+	if m != nil {
+		m.repliesRefused.WithLabelValues(subject).Inc()
 	}
 }
