@@ -21,7 +21,7 @@ func outboxSubjects(prefix string) map[string][]string {
 	subj := bus.Subjects{Prefix: bus.Topology{Prefix: prefix}.WithDefaults().Prefix}
 	var workers []string
 	for _, role := range schemas.Roles {
-		workers = append(workers, subj.WorkerSubjects(role)...)
+		workers = append(workers, subj.WorkerOutboxSubjects(role)...)
 	}
 	return map[string][]string{pgroles.Review: subj.ReviewSubjects(), pgroles.Worker: workers}
 }

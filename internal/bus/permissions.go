@@ -87,6 +87,19 @@ var workerEvents = []string{schemas.EventOutputStaged}
 var reviewEvents = []string{schemas.EventOutputAwaitingReview, schemas.EventOutputPromoted, schemas.EventOutputRejected,
 	schemas.EventTaskDeadLettered, schemas.EventJobFailed}
 
+// workerStoreEvents are the events a worker writes in the store's outbox
+// for the orchestrator's relay to publish (its own may not): what a dead
+// letter or a spent budget does to its task and its job.
+var workerStoreEvents = []string{schemas.EventTaskDeadLettered, schemas.EventJobFailed, schemas.EventJobBudgetExceeded}
+
+// WorkerOutboxSubjects are the subjects a role's worker writes outbox rows
+// on: those its relay publishes (WorkerSubjects) and the events only the
+// orchestrator's relay publishes for it (a least-privilege database role's
+// outbox policy allows these and no other).
+func (s Subjects) WorkerOutboxSubjects(role string) []string {
+	return append(s.WorkerSubjects(role), s.events(workerStoreEvents)...)
+}
+
 // WorkerSubjects are the subjects a role's worker publishes messages on:
 // its review requests, the events it writes and its dead letters. Its
 // outbox relay claims rows on these only.
