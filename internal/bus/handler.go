@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -223,7 +224,13 @@ func NewDeadLetter(source, stream string, seq uint64, stored time.Time, subject 
 var deadLetterNS = uuid.MustParse("5b1c0f1e-7d52-4d7e-9a55-2f1d7d3c9a10")
 
 // PublishDeadLetter publishes d to troupe.dlq.<source> with the headers
-// that say why, then records it.
+// that say why, then records it (with its whole payload). A payload that
+// does not fit in one message with those headers (the message arrived near
+// the server's max payload, or above the dead-letter stream's message size
+// limit) is cut to fit in the stream's copy, which then says so
+// (Troupe-Truncated) and how large the payload was (Troupe-Original-Size):
+// a dead letter that cannot be published is never dead-lettered, and its
+// message would be retried for ever.
 func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, subj Subjects, d schemas.DeadLetter, record func(context.Context, schemas.DeadLetter) error) error {
 	headers := map[string]string{
 		HeaderReason:          Clip(d.Reason, 1024),
@@ -235,7 +242,20 @@ func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, subj Subject
 	if d.ReplayOf != "" {
 		headers[HeaderReplayOf] = d.ReplayOf
 	}
-	if err := Publish(ctx, js, subj.DLQ(d.Source), "dlq."+d.ID, []byte(d.Payload), headers); err != nil {
+	msg := NewMsg(subj.DLQ(d.Source), "dlq."+d.ID, []byte(d.Payload), headers)
+	if nc := js.Conn(); nc != nil {
+		FitMsg(msg, nc.MaxPayload())
+	}
+	err := publishMsg(ctx, js, msg)
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum {
+		// The dead-letter stream's own limit is below the server's.
+		if limit := streamMaxMsgSize(ctx, js, StreamDLQ); limit > 0 {
+			FitMsg(msg, limit)
+			err = publishMsg(ctx, js, msg)
+		}
+	}
+	if err != nil {
 		return err
 	}
 	if record != nil {
@@ -244,6 +264,54 @@ func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, subj Subject
 		}
 	}
 	return nil
+}
+
+// Headers of a dead letter's copy whose payload was cut to fit.
+const (
+	HeaderTruncated    = "Troupe-Truncated"
+	HeaderOriginalSize = "Troupe-Original-Size"
+)
+
+// fitMargin is left free under a size limit when a payload is cut: the
+// server counts a little more than the payload and headers.
+const fitMargin = 256
+
+// FitMsg cuts msg's payload, at a UTF-8 boundary, so that the message with
+// its headers is within limit bytes (less a margin), and then marks it
+// with Troupe-Truncated and Troupe-Original-Size. A message within limit
+// is left as it is. It reports whether it cut.
+func FitMsg(msg *nats.Msg, limit int64) bool {
+	if limit <= 0 || msgBytes(msg) <= limit {
+		return false
+	}
+	size := len(msg.Data)
+	if msg.Header.Get(HeaderOriginalSize) == "" {
+		msg.Header.Set(HeaderOriginalSize, strconv.Itoa(size))
+	}
+	msg.Header.Set(HeaderTruncated, "true")
+	room := limit - fitMargin - (msgBytes(msg) - int64(len(msg.Data)))
+	cut := int(max(0, min(room, int64(size))))
+	for cut > 0 && cut < size && !utf8.RuneStart(msg.Data[cut]) {
+		cut--
+	}
+	msg.Data = msg.Data[:cut]
+	return true
+}
+
+// msgBytes is what the server's max payload counts of msg: its payload
+// and its encoded headers.
+func msgBytes(msg *nats.Msg) int64 {
+	return int64(msg.Size() - len(msg.Subject) - len(msg.Reply))
+}
+
+// streamMaxMsgSize is a stream's message size limit, 0 when it has none
+// or its configuration cannot be read.
+func streamMaxMsgSize(ctx context.Context, js jetstream.JetStream, stream string) int64 {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0
+	}
+	return int64(s.CachedInfo().Config.MaxMsgSize)
 }
 
 // Clip shortens s to at most n bytes without splitting a UTF-8 sequence,

@@ -1,0 +1,184 @@
+package orchestrator
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"github.com/stretchr/testify/require"
+
+	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/schemas"
+	"github.com/troupe-dev/troupe/store"
+	"github.com/troupe-dev/troupe/store/sqlite"
+)
+
+// bigPayloadEnv is a server with a small max payload (so near-max messages
+// stay cheap), the topology of one role, a store and its dead letters.
+type bigPayloadEnv struct {
+	js         jetstream.JetStream
+	st         *sqlite.Store
+	dl         *DeadLetters
+	log        zerolog.Logger
+	maxPayload int
+}
+
+func setupBigPayload(t *testing.T) bigPayloadEnv {
+	t.Helper()
+	const maxPayload = 64 << 10
+	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1, MaxPayload: maxPayload})
+	require.NoError(t, err)
+	t.Cleanup(srv.Shutdown)
+	log := zerolog.New(zerolog.NewTestWriter(t))
+	nc, js, err := bus.Connect(srv.ClientURL(), "test", log)
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	require.NoError(t, bus.Topology{Roles: []string{"developer"}}.Ensure(context.Background(), js))
+	st := sqlite.NewTestStore(t)
+	return bigPayloadEnv{js: js, st: st, log: log, maxPayload: maxPayload,
+		dl: &DeadLetters{Store: st, Subjects: bus.Subjects{Prefix: "troupe"}, Log: log}}
+}
+
+// nearMax is a JSON message for task, padded to the server's max payload
+// less slack bytes.
+func (e bigPayloadEnv) nearMax(t *testing.T, task store.Task, slack int) []byte {
+	t.Helper()
+	head, err := json.Marshal(schemas.ReviewRequest{OutputID: "o-1", TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: task.Revision})
+	require.NoError(t, err)
+	pad := e.maxPayload - slack - len(head) - len(`,"padding":""`)
+	return []byte(string(head[:len(head)-1]) + `,"padding":"` + strings.Repeat("é", pad/2) + strings.Repeat("x", pad%2) + `"}`)
+}
+
+// checkTruncatedCopy checks the dead letter's copy in TROUPE_DLQ: cut to
+// fit, a prefix of payload, and saying how large the payload was.
+func (e bigPayloadEnv) checkTruncatedCopy(t *testing.T, source string, payload []byte) {
+	t.Helper()
+	ctx := context.Background()
+	dlq, err := e.js.Stream(ctx, bus.StreamDLQ)
+	require.NoError(t, err)
+	cp, err := dlq.GetLastMsgForSubject(ctx, "troupe.dlq."+source)
+	require.NoError(t, err)
+	require.Equal(t, "true", cp.Header.Get(bus.HeaderTruncated))
+	require.Equal(t, strconv.Itoa(len(payload)), cp.Header.Get(bus.HeaderOriginalSize))
+	require.Less(t, len(cp.Data), len(payload))
+	require.Greater(t, len(cp.Data), e.maxPayload/2, "cut no more than needed")
+	require.True(t, strings.HasPrefix(string(payload), string(cp.Data)), "a prefix of the payload")
+	require.NotEmpty(t, cp.Header.Get(bus.HeaderReason))
+}
+
+// replayAndCheck replays the dead letter of task and checks that the
+// message the relay publishes carries the whole payload.
+func (e bigPayloadEnv) replayAndCheck(t *testing.T, id string, task store.Task, payload []byte) {
+	t.Helper()
+	ctx := context.Background()
+	_, err := e.dl.Replay(ctx, id, "ops")
+	require.NoError(t, err)
+	got, err := e.st.TaskGetByID(ctx, task.ID)
+	require.NoError(t, err)
+	require.Equal(t, schemas.TaskStaged, got.Status, "back to waiting for its review")
+	sent, err := NewRelay(RelayConfig{Logger: e.log}, e.st, e.js).Flush(ctx)
+	require.NoError(t, err)
+	require.GreaterOrEqual(t, sent, 1)
+	reviews, err := e.js.Stream(ctx, bus.StreamReview)
+	require.NoError(t, err)
+	again, err := reviews.GetLastMsgForSubject(ctx, "troupe.review.developer")
+	require.NoError(t, err)
+	require.Equal(t, id, again.Header.Get(bus.HeaderReplayOf))
+	require.Equal(t, string(payload), string(again.Data), "replayed whole")
+}
+
+// TestNearMaxPayloadIsDeadLettered: a review request within a few hundred
+// bytes of the server's max payload whose handler fails for good is
+// dead-lettered: its copy in TROUPE_DLQ is cut to fit with the dead
+// letter's headers and says so, the store keeps the whole payload, the
+// task says why, and a replay sends the whole message again. (The copy
+// used to exceed max_payload: its publish failed, the message was nacked
+// and retried for ever.)
+func TestNearMaxPayloadIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setupBigPayload(t)
+	_, tasks := jobWith(t, e.st, schemas.TaskStaged)
+	payload := e.nearMax(t, tasks[0], 200)
+	require.NoError(t, bus.Publish(ctx, e.js, "troupe.review.developer", "review.o-1", payload, nil))
+
+	settler := &bus.Settler{JS: e.js, Subjects: bus.Subjects{Prefix: "troupe"}, Source: bus.ConsumerReview, Log: e.log, Record: e.dl.Record}
+	cons, err := e.js.Consumer(ctx, bus.StreamReview, bus.ConsumerReview)
+	require.NoError(t, err)
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+	require.NoError(t, err)
+	for msg := range batch.Messages() {
+		settler.Handle(ctx, msg, func(context.Context, jetstream.Msg) error {
+			return bus.Permanent(errors.New(`review request: unknown field "padding"`))
+		})
+	}
+
+	dls, err := e.st.DeadLetterList(ctx, store.DeadLetterListParams{})
+	require.NoError(t, err)
+	require.Len(t, dls, 1, "dead-lettered on its first delivery")
+	d := dls[0]
+	require.Equal(t, string(payload), d.Payload, "the store keeps the whole payload")
+	require.Equal(t, tasks[0].ID, d.TaskID)
+	got, err := e.st.TaskGetByID(ctx, tasks[0].ID)
+	require.NoError(t, err)
+	require.Equal(t, schemas.TaskDeadLettered, got.Status)
+	require.Contains(t, got.Reason, `unknown field "padding"`)
+	e.checkTruncatedCopy(t, bus.ConsumerReview, payload)
+	reviews, err := e.js.Stream(ctx, bus.StreamReview)
+	require.NoError(t, err)
+	info, err := reviews.Info(ctx)
+	require.NoError(t, err)
+	require.Zero(t, info.State.Msgs, "terminated: gone from the work queue")
+
+	e.replayAndCheck(t, d.ID, tasks[0], payload)
+}
+
+// advisory is a MAX_DELIVERIES advisory as the sweeper's consumer hands it
+// over; only its payload is read.
+type advisory struct {
+	jetstream.Msg
+	data []byte
+}
+
+func (a advisory) Data() []byte { return a.data }
+
+// TestSweeperDeadLettersNearMaxPayload: a near-max message that exhausted
+// MaxDeliver without being settled is swept into TROUPE_DLQ the same way:
+// cut to fit there, whole in the store, removed from its stream, and
+// replayable whole. (The sweeper used to fail on it every minute, for
+// ever.)
+func TestSweeperDeadLettersNearMaxPayload(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setupBigPayload(t)
+	_, tasks := jobWith(t, e.st, schemas.TaskStaged)
+	payload := e.nearMax(t, tasks[0], 200)
+	require.NoError(t, bus.Publish(ctx, e.js, "troupe.review.developer", "review.o-1", payload, nil))
+	reviews, err := e.js.Stream(ctx, bus.StreamReview)
+	require.NoError(t, err)
+	info, err := reviews.Info(ctx)
+	require.NoError(t, err)
+
+	s := &Service{js: e.js, subj: bus.Subjects{Prefix: "troupe"}, dl: e.dl, log: e.log}
+	adv, err := json.Marshal(maxDeliveriesAdvisory{Stream: bus.StreamReview, Consumer: bus.ConsumerReview, StreamSeq: info.State.LastSeq, Deliveries: 10})
+	require.NoError(t, err)
+	require.NoError(t, s.sweep(ctx, advisory{data: adv}))
+
+	dls, err := e.st.DeadLetterList(ctx, store.DeadLetterListParams{})
+	require.NoError(t, err)
+	require.Len(t, dls, 1)
+	require.Equal(t, string(payload), dls[0].Payload)
+	require.Equal(t, bus.ClassExhausted, dls[0].Class)
+	e.checkTruncatedCopy(t, bus.ConsumerReview, payload)
+	info, err = reviews.Info(ctx)
+	require.NoError(t, err)
+	require.Zero(t, info.State.Msgs, "deleted from its stream")
+
+	e.replayAndCheck(t, dls[0].ID, tasks[0], payload)
+}
