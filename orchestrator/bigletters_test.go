@@ -57,13 +57,22 @@ func (e bigPayloadEnv) nearMax(t *testing.T, task store.Task, slack int) []byte 
 
 // checkTruncatedCopy checks the dead letter's copy in TROUPE_DLQ: cut to
 // fit, a prefix of payload, and saying how large the payload was.
-func (e bigPayloadEnv) checkTruncatedCopy(t *testing.T, source string, payload []byte) {
+func (e bigPayloadEnv) checkTruncatedCopy(t *testing.T, source, subject string, payload []byte) {
 	t.Helper()
 	ctx := context.Background()
 	dlq, err := e.js.Stream(ctx, bus.StreamDLQ)
 	require.NoError(t, err)
-	cp, err := dlq.GetLastMsgForSubject(ctx, "troupe.dlq."+source)
+	info, err := dlq.Info(ctx)
 	require.NoError(t, err)
+	var cp *jetstream.RawStreamMsg
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && cp == nil; seq++ {
+		m, err := dlq.GetMsg(ctx, seq)
+		require.NoError(t, err)
+		if m.Subject == "troupe.dlq."+source && m.Header.Get(bus.HeaderOriginalSubject) == subject {
+			cp = m
+		}
+	}
+	require.NotNil(t, cp, "no copy of the %s dead letter in TROUPE_DLQ", subject)
 	require.Equal(t, "true", cp.Header.Get(bus.HeaderTruncated))
 	require.Equal(t, strconv.Itoa(len(payload)), cp.Header.Get(bus.HeaderOriginalSize))
 	require.Less(t, len(cp.Data), len(payload))
@@ -129,7 +138,7 @@ func TestNearMaxPayloadIsDeadLettered(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, schemas.TaskDeadLettered, got.Status)
 	require.Contains(t, got.Reason, `unknown field "padding"`)
-	e.checkTruncatedCopy(t, bus.ConsumerReview, payload)
+	e.checkTruncatedCopy(t, bus.ConsumerReview, "troupe.review.developer", payload)
 	reviews, err := e.js.Stream(ctx, bus.StreamReview)
 	require.NoError(t, err)
 	info, err := reviews.Info(ctx)
@@ -175,10 +184,95 @@ func TestSweeperDeadLettersNearMaxPayload(t *testing.T) {
 	require.Len(t, dls, 1)
 	require.Equal(t, string(payload), dls[0].Payload)
 	require.Equal(t, bus.ClassExhausted, dls[0].Class)
-	e.checkTruncatedCopy(t, bus.ConsumerReview, payload)
+	e.checkTruncatedCopy(t, bus.ConsumerReview, "troupe.review.developer", payload)
 	info, err = reviews.Info(ctx)
 	require.NoError(t, err)
 	require.Zero(t, info.State.Msgs, "deleted from its stream")
 
 	e.replayAndCheck(t, dls[0].ID, tasks[0], payload)
+}
+
+// TestRelayDeadLettersRowsItCannotPublish: an outbox row larger than the
+// server's max payload, and one on a subject no stream takes, are tried
+// MaxAttempts times and then dead-lettered with the reason, in the
+// transaction that deletes them: the task the first was for says why, the
+// store keeps the whole payload, and TROUPE_DLQ gets a copy cut to fit. A
+// row whose stream is missing is retried, not dead-lettered: the stream
+// may come back. (Such rows used to be retried for ever.)
+func TestRelayDeadLettersRowsItCannotPublish(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	e := setupBigPayload(t)
+	topo := bus.Topology{Roles: []string{"developer"}}
+	_, tasks := jobWith(t, e.st, schemas.TaskQueued)
+	huge := e.nearMax(t, tasks[0], -1000)
+	require.NoError(t, e.js.DeleteStream(ctx, bus.StreamReview))
+	require.NoError(t, e.st.OutboxInsert(ctx, []store.OutboxMessage{
+		{Subject: "troupe.tasks.developer", MsgID: "task." + tasks[0].ID + ".0", Payload: huge},
+		{Subject: "nowhere.at.all", MsgID: "lost.1", Payload: []byte(`{}`)},
+		{Subject: "troupe.review.developer", MsgID: "review.o-1", Payload: []byte(`{}`)},
+		{Subject: "troupe.events.j.output_staged", MsgID: "event.1", Payload: []byte(`{}`)},
+	}))
+	r := NewRelay(RelayConfig{Logger: e.log, Streams: topo.StreamOf(), DeadLetters: e.dl, MaxAttempts: 3}, e.st, e.js)
+	sent, err := r.Flush(ctx)
+	require.NoError(t, err)
+	require.Equal(t, 1, sent, "the event")
+	unsent, err := e.st.OutboxListUnsent(ctx, 10)
+	require.NoError(t, err)
+	require.Len(t, unsent, 3, "tried once; not given up yet")
+	for _, m := range unsent {
+		require.Equal(t, 1, m.Attempts, m.Subject)
+	}
+	// Their next attempts, as another relay would have recorded one more
+	// failure of each, are due now.
+	for _, m := range unsent {
+		_, err := e.st.OutboxMarkFailed(ctx, m.Seq, "failed again", time.Time{})
+		require.NoError(t, err)
+	}
+	_, err = r.Flush(ctx)
+	require.ErrorIs(t, err, jetstream.ErrNoStreamResponse, "the row whose stream is missing failed again")
+
+	unsent, err = e.st.OutboxListUnsent(ctx, 100)
+	require.NoError(t, err)
+	left := map[string]int{}
+	for _, m := range unsent {
+		switch {
+		case strings.HasPrefix(m.Subject, "troupe.events."+tasks[0].JobID+"."), m.Subject == "troupe.dlq.outbox":
+			// The dead letters' events and copies, not sent yet.
+		default:
+			left[m.Subject] = m.Attempts
+		}
+	}
+	require.Equal(t, map[string]int{"troupe.review.developer": 3}, left, "only the row whose stream is missing is left")
+
+	dls, err := e.st.DeadLetterList(ctx, store.DeadLetterListParams{Source: SourceOutbox})
+	require.NoError(t, err)
+	require.Len(t, dls, 2)
+	bySubject := map[string]schemas.DeadLetter{}
+	for _, d := range dls {
+		bySubject[d.Subject] = d
+		require.Equal(t, bus.ClassPermanent, d.Class)
+		require.Equal(t, 3, d.Attempts)
+		require.Contains(t, d.Reason, "the outbox relay gave up after 3 attempts: ")
+	}
+	big := bySubject["troupe.tasks.developer"]
+	require.Equal(t, string(huge), big.Payload, "kept whole")
+	require.Contains(t, big.Reason, "more than the server's max payload of 65536 bytes")
+	require.Equal(t, tasks[0].ID, big.TaskID)
+	require.Equal(t, "task."+tasks[0].ID+".0", big.Headers["Nats-Msg-Id"])
+	require.Contains(t, bySubject["nowhere.at.all"].Reason, "no stream of Troupe's takes subject nowhere.at.all")
+	got, err := e.st.TaskGetByID(ctx, tasks[0].ID)
+	require.NoError(t, err)
+	require.Equal(t, schemas.TaskDeadLettered, got.Status)
+	require.Contains(t, got.Reason, "max payload")
+
+	// The dead letters' copies go out with the next pass.
+	_, err = r.Flush(ctx)
+	require.NoError(t, err)
+	e.checkTruncatedCopy(t, SourceOutbox, "troupe.tasks.developer", huge)
+	dlq, err := e.js.Stream(ctx, bus.StreamDLQ)
+	require.NoError(t, err)
+	info, err := dlq.Info(ctx, jetstream.WithSubjectFilter("troupe.dlq.outbox"))
+	require.NoError(t, err)
+	require.EqualValues(t, 2, info.State.Msgs)
 }

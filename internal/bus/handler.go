@@ -232,20 +232,11 @@ var deadLetterNS = uuid.MustParse("5b1c0f1e-7d52-4d7e-9a55-2f1d7d3c9a10")
 // a dead letter that cannot be published is never dead-lettered, and its
 // message would be retried for ever.
 func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, subj Subjects, d schemas.DeadLetter, record func(context.Context, schemas.DeadLetter) error) error {
-	headers := map[string]string{
-		HeaderReason:          Clip(d.Reason, 1024),
-		HeaderErrorClass:      d.Class,
-		HeaderDeliveries:      strconv.Itoa(d.Attempts),
-		HeaderOriginalSubject: d.Subject,
-		HeaderStreamSeq:       strconv.FormatUint(d.StreamSeq, 10),
-	}
-	if d.ReplayOf != "" {
-		headers[HeaderReplayOf] = d.ReplayOf
-	}
-	msg := NewMsg(subj.DLQ(d.Source), "dlq."+d.ID, []byte(d.Payload), headers)
+	var maxPayload int64
 	if nc := js.Conn(); nc != nil {
-		FitMsg(msg, nc.MaxPayload())
+		maxPayload = nc.MaxPayload()
 	}
+	msg := DeadLetterMsg(subj, d, maxPayload)
 	err := publishMsg(ctx, js, msg)
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum {
@@ -264,6 +255,24 @@ func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, subj Subject
 		}
 	}
 	return nil
+}
+
+// DeadLetterMsg is d's copy for troupe.dlq.<source>: its payload, with
+// the headers that say why, cut to fit in maxPayload (0: not cut).
+func DeadLetterMsg(subj Subjects, d schemas.DeadLetter, maxPayload int64) *nats.Msg {
+	headers := map[string]string{
+		HeaderReason:          Clip(d.Reason, 1024),
+		HeaderErrorClass:      d.Class,
+		HeaderDeliveries:      strconv.Itoa(d.Attempts),
+		HeaderOriginalSubject: d.Subject,
+		HeaderStreamSeq:       strconv.FormatUint(d.StreamSeq, 10),
+	}
+	if d.ReplayOf != "" {
+		headers[HeaderReplayOf] = d.ReplayOf
+	}
+	msg := NewMsg(subj.DLQ(d.Source), "dlq."+d.ID, []byte(d.Payload), headers)
+	FitMsg(msg, maxPayload)
+	return msg
 }
 
 // Headers of a dead letter's copy whose payload was cut to fit.
