@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 	"github.com/stretchr/testify/require"
@@ -22,6 +23,7 @@ import (
 // bigPayloadEnv is a server with a small max payload (so near-max messages
 // stay cheap), the topology of one role, a store and its dead letters.
 type bigPayloadEnv struct {
+	nc         *nats.Conn
 	js         jetstream.JetStream
 	st         *sqlite.Store
 	dl         *DeadLetters
@@ -41,7 +43,7 @@ func setupBigPayload(t *testing.T) bigPayloadEnv {
 	t.Cleanup(nc.Close)
 	require.NoError(t, bus.Topology{Roles: []string{"developer"}}.Ensure(context.Background(), js))
 	st := sqlite.NewTestStore(t)
-	return bigPayloadEnv{js: js, st: st, log: log, maxPayload: maxPayload,
+	return bigPayloadEnv{nc: nc, js: js, st: st, log: log, maxPayload: maxPayload,
 		dl: &DeadLetters{Store: st, Subjects: bus.Subjects{Prefix: "troupe"}, Log: log}}
 }
 
@@ -144,8 +146,35 @@ func TestNearMaxPayloadIsDeadLettered(t *testing.T) {
 	info, err := reviews.Info(ctx)
 	require.NoError(t, err)
 	require.Zero(t, info.State.Msgs, "terminated: gone from the work queue")
+	e.checkAPIReplies(t, d.ID, payload)
 
 	e.replayAndCheck(t, d.ID, tasks[0], payload)
+}
+
+// checkAPIReplies checks that dlq.get and dlq.list answer for a dead
+// letter near the max payload: each reply fits, holds the payload's
+// beginning and says how large it is.
+func (e bigPayloadEnv) checkAPIReplies(t *testing.T, id string, payload []byte) {
+	t.Helper()
+	ctx := context.Background()
+	s := &Service{store: e.st, nc: e.nc}
+	reply, err := s.getDeadLetter(ctx, schemas.IDRequest{ID: id})
+	require.NoError(t, err)
+	body, err := json.Marshal(reply)
+	require.NoError(t, err)
+	require.LessOrEqual(t, len(body), e.maxPayload-replyMargin, "dlq.get fits in a reply")
+	require.NoError(t, schemas.Validate(schemas.SchemaDeadLetter, body))
+	one := reply.(schemas.DeadLetter)
+	require.Equal(t, len(payload), one.PayloadBytes)
+	require.Greater(t, len(one.Payload), e.maxPayload/2)
+	require.True(t, strings.HasPrefix(string(payload), one.Payload))
+
+	reply, err = s.listDeadLetters(ctx, schemas.DeadLetterListRequest{})
+	require.NoError(t, err)
+	list := reply.(schemas.DeadLetterList)
+	require.Len(t, list.DeadLetters, 1)
+	require.Equal(t, len(payload), list.DeadLetters[0].PayloadBytes)
+	require.LessOrEqual(t, len(list.DeadLetters[0].Payload), listPayloadBytes)
 }
 
 // advisory is a MAX_DELIVERIES advisory as the sweeper's consumer hands it

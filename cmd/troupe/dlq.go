@@ -143,6 +143,9 @@ func printDeadLetter(w io.Writer, d schemas.DeadLetter, related []schemas.DeadLe
 			fmt.Fprintln(w, line)
 		}
 	}
+	if d.PayloadBytes > 0 {
+		fmt.Fprintf(w, "  payload:   the first %d of %d bytes (a reply holds no more; the store keeps it whole, and a replay sends it whole)\n", len(d.Payload), d.PayloadBytes)
+	}
 	fmt.Fprintf(w, "\n%s\n", d.Payload)
 }
 
