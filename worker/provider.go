@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -17,39 +16,14 @@ import (
 )
 
 // A provider's rate limit (429) is waited out with the task held, not
-// nacked: a nak spends one of the message's deliveries, so a long
-// rate-limit storm would dead-letter every task it caught. The worker
-// keeps its slot meanwhile, which bounds the calls a storm gets to the
-// worker's concurrency. Other transient failures (5xx, timeouts) are
-// still nacked: they may be the request's fault, and MaxDeliver bounds
-// them.
-const (
-	// maxProviderWait bounds one wait, whatever Retry-After says: the
-	// call is tried again then, and waits again if still refused.
-	maxProviderWait = 5 * time.Minute
-	// providerWaitBase is the first wait of a 429 without Retry-After; it
-	// doubles with every refusal in a row up to maxProviderWaitGuess.
-	providerWaitBase     = time.Second
-	maxProviderWaitGuess = time.Minute
-)
+// nacked (llm.RateLimitWait says how long). The worker keeps its slot
+// meanwhile, which bounds the calls a storm gets to the worker's
+// concurrency. Other transient failures (5xx, timeouts) are still nacked:
+// they may be the request's fault, and MaxDeliver bounds them.
 
 // errTaskLeft stops waiting for the provider: the task is no longer
 // running (cancelled, failed, dead-lettered meanwhile).
 var errTaskLeft = errors.New("the task is no longer running")
-
-// providerWait is how long to wait after the refusal-th 429 in a row (0
-// the first) that asked for after (0: it did not say): what it asked, or a
-// delay that doubles, bounded, plus up to a fifth more so the tasks a
-// storm held do not all call again at once.
-func providerWait(after time.Duration, refusal int) time.Duration {
-	d := after
-	if d <= 0 {
-		d = providerWaitBase << min(refusal, 6)
-		d = min(d, maxProviderWaitGuess)
-	}
-	d = min(d, maxProviderWait)
-	return d + rand.N(d/5+1)
-}
 
 // generate calls the model, telling JetStream the task is alive while it
 // works, and the store every tenth heartbeat, so the reconciler never takes
@@ -62,12 +36,10 @@ func (w *Worker) generate(ctx context.Context, log zerolog.Logger, msg jetstream
 	defer stop()
 	for refusal := 0; ; refusal++ {
 		resp, err := w.taskModel(ctx).Generate(ctx, req)
-		if err == nil || !errors.Is(err, llm.ErrRateLimited) || ctx.Err() != nil {
+		d, limited := llm.RateLimitWait(err, refusal)
+		if !limited || ctx.Err() != nil {
 			return resp, err
 		}
-		var retry *llm.RetryError
-		errors.As(err, &retry)
-		d := providerWait(retry.RetryAfter, refusal)
 		until := time.Now().Add(d).UTC()
 		reason, rev := fmt.Sprintf("waiting for the provider until %s: %s", until.Format(time.RFC3339), bus.Clip(err.Error(), 1000)), task.Revision
 		running, uerr := w.store.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskRunning}, Revision: &rev, Reason: &reason})
