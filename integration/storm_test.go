@@ -133,3 +133,33 @@ func waitJobsEnd(t *testing.T, l *eventLog, ids []string, within time.Duration) 
 		}
 	}
 }
+
+// TestReviewerRateLimitSpendsNoDelivery: a model reviewer refused with 429
+// more times than a review request may be delivered (MaxDeliver, 10) still
+// reviews the output: the review service holds the request through the
+// refusals instead of nacking it each time, which dead-lettered it.
+func TestReviewerRateLimitSpendsNoDelivery(t *testing.T) {
+	t.Parallel()
+	srv := llmtest.New(t, fakeKey, llmtest.Model{ID: "text", MaxTokens: 2048})
+	const refusals = 12
+	var reviews atomic.Int64
+	srv.SetDefault(func(r llmtest.Request) llmtest.Reply {
+		if !strings.HasPrefix(r.Messages[0].Text, "You are the reviewer") {
+			return roleAnswer(r)
+		}
+		if reviews.Add(1) <= refusals {
+			return llmtest.Reply{Status: 429, RetryAfter: "0.2"}
+		}
+		return llmtest.Reply{Content: `{"decision": "promote", "quality": "Good."}`}
+	})
+	d := startDevIn(t, t.TempDir(), []string{"FAKE_API_KEY=" + fakeKey},
+		"--config", modelConfig(t, srv, "fake/text", `, "roles": {"pm": {"review": "model"}}`))
+	events := d.events("*.*")
+	job := call[schemas.Job](d, "jobs.submit", schemas.Submission{Title: "Reviewed through a storm", Tasks: []schemas.PlanTask{{Key: "prd", Role: "pm"}}})
+	done := d.waitJobEnd(events, job.ID)
+	require.Equal(t, schemas.JobDone, done.Status, done.Reason)
+	require.Equal(t, "model:fake/text", done.Tasks[0].Reviews[0].Reviewer)
+	require.EqualValues(t, refusals+1, reviews.Load())
+	dead := call[schemas.DeadLetterList](d, "dlq.list", schemas.DeadLetterListRequest{})
+	require.Empty(t, dead.DeadLetters)
+}
