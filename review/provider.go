@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/internal/llm"
 )
 
@@ -12,7 +13,8 @@ import (
 // (llm.RateLimitWait) with the review request held, as a worker does with
 // its task: a nak would spend one of the request's deliveries, and a long
 // rate-limit storm would dead-letter it. The caller keeps the message
-// alive meanwhile; ctx ending (shutdown) ends the wait with its error.
+// alive meanwhile; Stop, or ctx ending, ends the wait, and the Settler naks
+// the request at once.
 func (s *Service) complete(ctx context.Context, reviewer llm.Completer, system, user string, record func(llm.Call)) (string, error) {
 	for refusal := 0; ; refusal++ {
 		answer, err := reviewer.Complete(ctx, system, user, record)
@@ -25,6 +27,8 @@ func (s *Service) complete(ctx context.Context, reviewer llm.Completer, system, 
 		select {
 		case <-ctx.Done():
 			return "", fmt.Errorf("waiting for the provider: %w", ctx.Err())
+		case <-s.stopping:
+			return "", fmt.Errorf("waiting for the provider: %w", bus.ErrHandBack)
 		case <-time.After(d):
 		}
 	}

@@ -29,8 +29,8 @@ var errTaskLeft = errors.New("the task is no longer running")
 // works, and the store every tenth heartbeat, so the reconciler never takes
 // a long call for a lost task. A rate limit is waited out (see above),
 // shown on the task as "waiting for the provider until …", and the call
-// made again; ctx ending (shutdown) ends the wait with its error, which
-// the Settler naks at once.
+// made again; the worker stopping, or ctx ending, ends the wait, and the
+// Settler naks the message at once for another worker.
 func (w *Worker) generate(ctx context.Context, log zerolog.Logger, msg jetstream.Msg, task store.Task, req llm.Request) (llm.Response, error) {
 	stop := w.keepAlive(ctx, msg, task)
 	defer stop()
@@ -53,6 +53,10 @@ func (w *Worker) generate(ctx context.Context, log zerolog.Logger, msg jetstream
 		select {
 		case <-ctx.Done():
 			return llm.Response{}, fmt.Errorf("waiting for the provider: %w", ctx.Err())
+		case <-w.stopping:
+			// Nothing to finish within the grace period: another worker
+			// may take the task now.
+			return llm.Response{}, fmt.Errorf("waiting for the provider: %w", bus.ErrHandBack)
 		case <-time.After(d):
 		}
 	}

@@ -103,6 +103,9 @@ type Worker struct {
 	// messages are nacked and redelivered) when the grace period is over.
 	fetchCancel, runCancel context.CancelFunc
 	fetched                chan struct{} // closed when the fetch loop has returned
+	// stopping is closed when Stop begins: a task waiting for the
+	// provider hands its message back at once.
+	stopping <-chan struct{}
 
 	// info is what the worker answers on the workers ping subject.
 	info schemas.WorkerInfo
@@ -151,6 +154,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.settler.MaxDeliver = cons.CachedInfo().Config.MaxDeliver
 	var fetchCtx, runCtx context.Context
 	fetchCtx, w.fetchCancel = context.WithCancel(base)
+	w.stopping = fetchCtx.Done()
 	runCtx, w.runCancel = context.WithCancel(base)
 	w.fetched = make(chan struct{})
 	if err := w.answerPings(); err != nil {

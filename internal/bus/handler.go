@@ -48,6 +48,12 @@ func (e *RetryError) Unwrap() error { return e.Err }
 // RetryAfter marks err as transient, to retry after d.
 func RetryAfter(err error, d time.Duration) error { return &RetryError{Err: err, After: d} }
 
+// ErrHandBack marks a handler's error that gives the message back at once
+// for another consumer, as a shutdown does, rather than as a failure: the
+// process is stopping and the handler was only waiting (for a provider's
+// rate limit, say).
+var ErrHandBack = errors.New("handed back: the process is stopping")
+
 // MsgHandler handles one JetStream message. Returning nil acks it; a
 // *PermanentError dead-letters and terminates it; any other error naks it
 // with a delay.
@@ -110,8 +116,9 @@ func (s *Settler) Handle(ctx context.Context, msg jetstream.Msg, h MsgHandler) {
 		}
 		log.Warn().Err(err).Msg("dead-lettered")
 		_ = msg.Term()
-	case ctx.Err() != nil:
-		// Stopping past the grace period: not the message's fault.
+	case ctx.Err() != nil || errors.Is(err, ErrHandBack):
+		// Stopping (past the grace period, or with nothing left to
+		// finish): not the message's fault.
 		log.Info().Err(err).Msg("aborted by shutdown; redelivering")
 		_ = msg.Nak()
 	case s.MaxDeliver > 0 && delivered >= uint64(s.MaxDeliver):
