@@ -17,6 +17,7 @@ import (
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
+	"github.com/troupe-dev/troupe/store/postgres/postgrestest"
 	"github.com/troupe-dev/troupe/store/sqlite"
 )
 
@@ -304,4 +305,68 @@ func TestRelayDeadLettersRowsItCannotPublish(t *testing.T) {
 	info, err := dlq.Info(ctx, jetstream.WithSubjectFilter("troupe.dlq.outbox"))
 	require.NoError(t, err)
 	require.EqualValues(t, 2, info.State.Msgs)
+}
+
+// TestBinaryPayloadIsDeadLettered: a message whose payload is not UTF-8
+// text and holds NUL bytes (a forged or corrupted message) is dead-lettered
+// on PostgreSQL as on SQLite: the record keeps it as base64 and says so,
+// TROUPE_DLQ and a replay get its bytes as they were. (PostgreSQL's text
+// column refused it: the dead letter could never be recorded, and the
+// message was retried for ever.)
+func TestBinaryPayloadIsDeadLettered(t *testing.T) {
+	t.Parallel()
+	stores := map[string]func(testing.TB) store.Store{
+		"sqlite":   func(t testing.TB) store.Store { return sqlite.NewTestStore(t) },
+		"postgres": func(t testing.TB) store.Store { return postgrestest.NewTestStore(t) },
+	}
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			st := open(t)
+			srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1})
+			require.NoError(t, err)
+			t.Cleanup(srv.Shutdown)
+			log := zerolog.New(zerolog.NewTestWriter(t))
+			nc, js, err := bus.Connect(srv.ClientURL(), "test", log)
+			require.NoError(t, err)
+			t.Cleanup(nc.Close)
+			require.NoError(t, bus.Topology{Roles: []string{"developer"}}.Ensure(ctx, js))
+			dl := &DeadLetters{Store: st, Subjects: bus.Subjects{Prefix: "troupe"}, Log: log}
+
+			payload := []byte("{\"task_id\":\"\x00\xff\xfe\"}\x00")
+			require.NoError(t, bus.Publish(ctx, js, "troupe.review.developer", "review.bin", payload, nil))
+			settler := &bus.Settler{JS: js, Subjects: bus.Subjects{Prefix: "troupe"}, Source: bus.ConsumerReview, Log: log, Record: dl.Record, MaxDeliver: 1}
+			cons, err := js.Consumer(ctx, bus.StreamReview, bus.ConsumerReview)
+			require.NoError(t, err)
+			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+			require.NoError(t, err)
+			for msg := range batch.Messages() {
+				settler.Handle(ctx, msg, func(context.Context, jetstream.Msg) error {
+					return bus.Permanent(errors.New("invalid character '\x00' looking for beginning of value"))
+				})
+			}
+
+			dls, err := st.DeadLetterList(ctx, store.DeadLetterListParams{})
+			require.NoError(t, err)
+			require.Len(t, dls, 1, "recorded")
+			d := dls[0]
+			require.Equal(t, "base64", d.Headers[bus.HeaderPayloadEncoding])
+			require.Equal(t, payload, bus.DeadLetterPayload(d))
+			require.NotContains(t, d.Reason, "\x00")
+			dlq, err := js.Stream(ctx, bus.StreamDLQ)
+			require.NoError(t, err)
+			cp, err := dlq.GetLastMsgForSubject(ctx, "troupe.dlq.review")
+			require.NoError(t, err)
+			require.Equal(t, payload, cp.Data)
+
+			_, err = dl.Replay(ctx, d.ID, "ops")
+			require.NoError(t, err)
+			unsent, err := st.OutboxListUnsent(ctx, 10)
+			require.NoError(t, err)
+			require.Len(t, unsent, 1)
+			require.Equal(t, payload, unsent[0].Payload, "replayed as it was")
+			require.Empty(t, unsent[0].Headers[bus.HeaderPayloadEncoding])
+		})
+	}
 }

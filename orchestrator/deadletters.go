@@ -188,7 +188,7 @@ func (b *DeadLetters) Replay(ctx context.Context, id, by string) (schemas.DeadLe
 		if !moved {
 			return bus.Conflict("dead letter %s is %s already", id, d.Status)
 		}
-		msg := store.OutboxMessage{Subject: d.Subject, MsgID: "replay." + uuid.NewString(), Payload: []byte(d.Payload), Headers: map[string]string{}}
+		msg := store.OutboxMessage{Subject: d.Subject, MsgID: "replay." + uuid.NewString(), Payload: bus.DeadLetterPayload(d), Headers: map[string]string{}}
 		for k, v := range d.Headers {
 			if k != jetstream.MsgIDHeader && !strings.HasPrefix(k, "Troupe-") && !strings.HasPrefix(k, "Nats-") {
 				msg.Headers[k] = v

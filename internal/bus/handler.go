@@ -1,11 +1,14 @@
 package bus
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -218,17 +221,42 @@ func NewDeadLetter(source, stream string, seq uint64, stored time.Time, subject 
 	if stream != "" && seq > 0 && !stored.IsZero() {
 		id = uuid.NewSHA1(deadLetterNS, []byte(stream+"/"+strconv.FormatUint(seq, 10)+"/"+strconv.FormatInt(stored.UnixNano(), 10))).String()
 	}
-	if headers == nil {
-		headers = map[string]string{}
+	kept := make(map[string]string, len(headers)+1)
+	for k, v := range headers {
+		kept[k] = v
 	}
+	headers = kept
+	payload := string(data)
+	if !utf8.Valid(data) || bytes.IndexByte(data, 0) >= 0 {
+		// Not text a database column takes (PostgreSQL refuses NUL and
+		// invalid UTF-8), so it could never be recorded: kept as base64.
+		payload = base64.StdEncoding.EncodeToString(data)
+		headers[HeaderPayloadEncoding] = "base64"
+	}
+	reason = strings.ReplaceAll(strings.ToValidUTF8(reason, "\uFFFD"), "\x00", `\x00`)
 	return schemas.DeadLetter{
-		ID: id, Source: source, Stream: stream, StreamSeq: seq, Subject: subject, Payload: string(data),
+		ID: id, Source: source, Stream: stream, StreamSeq: seq, Subject: subject, Payload: payload,
 		Headers: headers, Reason: reason, Class: class, Attempts: attempts,
 		CreatedAt: time.Now().UTC(), Status: schemas.DeadLetterOpen, ReplayOf: headers[HeaderReplayOf],
 	}
 }
 
 var deadLetterNS = uuid.MustParse("5b1c0f1e-7d52-4d7e-9a55-2f1d7d3c9a10")
+
+// HeaderPayloadEncoding, in a dead letter's recorded headers, says its
+// payload is kept as base64: the message's payload was not UTF-8 text, or
+// held NUL bytes. DeadLetterPayload decodes it.
+const HeaderPayloadEncoding = "Troupe-Payload-Encoding"
+
+// DeadLetterPayload is the payload of d's message, as it was received.
+func DeadLetterPayload(d schemas.DeadLetter) []byte {
+	if d.Headers[HeaderPayloadEncoding] == "base64" {
+		if b, err := base64.StdEncoding.DecodeString(d.Payload); err == nil {
+			return b
+		}
+	}
+	return []byte(d.Payload)
+}
 
 // PublishDeadLetter publishes d to troupe.dlq.<source> with the headers
 // that say why, then records it (with its whole payload). A payload that
@@ -277,7 +305,7 @@ func DeadLetterMsg(subj Subjects, d schemas.DeadLetter, maxPayload int64) *nats.
 	if d.ReplayOf != "" {
 		headers[HeaderReplayOf] = d.ReplayOf
 	}
-	msg := NewMsg(subj.DLQ(d.Source), "dlq."+d.ID, []byte(d.Payload), headers)
+	msg := NewMsg(subj.DLQ(d.Source), "dlq."+d.ID, DeadLetterPayload(d), headers)
 	FitMsg(msg, maxPayload)
 	return msg
 }
