@@ -366,9 +366,13 @@ func (r *Relay) settle(ctx context.Context, msgs []store.OutboxMessage, later bo
 		}
 	}
 	var firstErr error
+	streams := map[string]bool{} // whether a stream exists, asked once a pass
 	for _, f := range failed {
-		why := r.permanentFailure(ctx, f.msg, f.err)
-		if why != "" && r.cfg.DeadLetters != nil && f.msg.Attempts+1 >= r.cfg.MaxAttempts {
+		var why string
+		if r.cfg.DeadLetters != nil && f.msg.Attempts+1 >= r.cfg.MaxAttempts {
+			why = r.permanentFailure(ctx, f.msg, f.err, streams)
+		}
+		if why != "" {
 			if _, err := r.deadLetter(ctx, f.msg, why, f.err, f.msg.Attempts+1); err != nil {
 				return len(ok), fmt.Errorf("dead-lettering an outbox row: %w", err)
 			}

@@ -28,8 +28,8 @@ var errNoAck = errors.New("no ack from JetStream within 10s")
 // permanentFailure says why outbox row m can never be published, given
 // that a publish failed with err, or "" when the failure may pass: NATS
 // away or slow, or the stream m is meant for missing until it is created
-// again.
-func (r *Relay) permanentFailure(ctx context.Context, m store.OutboxMessage, err error) string {
+// again. exists caches, for one pass, whether a stream exists.
+func (r *Relay) permanentFailure(ctx context.Context, m store.OutboxMessage, err error, exists map[string]bool) string {
 	switch {
 	case errors.Is(err, nats.ErrMaxPayload):
 		return fmt.Sprintf("%d bytes and its headers are more than the server's max payload of %d bytes", len(m.Payload), r.js.Conn().MaxPayload())
@@ -54,9 +54,15 @@ func (r *Relay) permanentFailure(ctx context.Context, m store.OutboxMessage, err
 		// unanswered).
 		return fmt.Sprintf("no stream of Troupe's takes subject %s", m.Subject)
 	case home != "" && noStream:
-		ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		defer cancel()
-		if _, serr := r.js.Stream(ctx, home); serr == nil {
+		there, asked := exists[home]
+		if !asked {
+			ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, serr := r.js.Stream(ctx, home)
+			cancel()
+			there = serr == nil
+			exists[home] = there
+		}
+		if there {
 			return fmt.Sprintf("stream %s does not take subject %s", home, m.Subject)
 		}
 	}
