@@ -21,12 +21,13 @@ import (
 	"github.com/troupe-dev/troupe/store/sqlite"
 )
 
-// bigPayloadEnv is a server with a small max payload (so near-max messages
-// stay cheap), the topology of one role, a store and its dead letters.
+// bigPayloadEnv is a server, the topology of one role, a store and its
+// dead letters; with a small max payload for near-max messages, so they
+// stay cheap.
 type bigPayloadEnv struct {
 	nc         *nats.Conn
 	js         jetstream.JetStream
-	st         *sqlite.Store
+	st         store.Store
 	dl         *DeadLetters
 	log        zerolog.Logger
 	maxPayload int
@@ -34,7 +35,13 @@ type bigPayloadEnv struct {
 
 func setupBigPayload(t *testing.T) bigPayloadEnv {
 	t.Helper()
-	const maxPayload = 64 << 10
+	return setupDeadLetters(t, sqlite.NewTestStore(t), 64<<10)
+}
+
+// setupDeadLetters starts a server whose max payload is maxPayload (0: the
+// default) for the dead letters of st.
+func setupDeadLetters(t *testing.T, st store.Store, maxPayload int32) bigPayloadEnv {
+	t.Helper()
 	srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1, MaxPayload: maxPayload})
 	require.NoError(t, err)
 	t.Cleanup(srv.Shutdown)
@@ -43,9 +50,27 @@ func setupBigPayload(t *testing.T) bigPayloadEnv {
 	require.NoError(t, err)
 	t.Cleanup(nc.Close)
 	require.NoError(t, bus.Topology{Roles: []string{"developer"}}.Ensure(context.Background(), js))
-	st := sqlite.NewTestStore(t)
-	return bigPayloadEnv{nc: nc, js: js, st: st, log: log, maxPayload: maxPayload,
+	return bigPayloadEnv{nc: nc, js: js, st: st, log: log, maxPayload: int(nc.MaxPayload()),
 		dl: &DeadLetters{Store: st, Subjects: bus.Subjects{Prefix: "troupe"}, Log: log}}
+}
+
+// reviewFailsForGood publishes payload as a review request and has a
+// Settler of the review consumer fail it for good with err.
+func (e bigPayloadEnv) reviewFailsForGood(t *testing.T, payload []byte, err error) {
+	t.Helper()
+	ctx := context.Background()
+	require.NoError(t, bus.Publish(ctx, e.js, "troupe.review.developer", "review.o-1", payload, nil))
+	settler := &bus.Settler{JS: e.js, Subjects: bus.Subjects{Prefix: "troupe"}, Source: bus.ConsumerReview, Log: e.log, Record: e.dl.Record}
+	cons, cerr := e.js.Consumer(ctx, bus.StreamReview, bus.ConsumerReview)
+	require.NoError(t, cerr)
+	batch, ferr := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+	require.NoError(t, ferr)
+	handled := 0
+	for msg := range batch.Messages() {
+		handled++
+		settler.Handle(ctx, msg, func(context.Context, jetstream.Msg) error { return bus.Permanent(err) })
+	}
+	require.Equal(t, 1, handled)
 }
 
 // nearMax is a JSON message for task, padded to the server's max payload
@@ -118,18 +143,7 @@ func TestNearMaxPayloadIsDeadLettered(t *testing.T) {
 	e := setupBigPayload(t)
 	_, tasks := jobWith(t, e.st, schemas.TaskStaged)
 	payload := e.nearMax(t, tasks[0], 200)
-	require.NoError(t, bus.Publish(ctx, e.js, "troupe.review.developer", "review.o-1", payload, nil))
-
-	settler := &bus.Settler{JS: e.js, Subjects: bus.Subjects{Prefix: "troupe"}, Source: bus.ConsumerReview, Log: e.log, Record: e.dl.Record}
-	cons, err := e.js.Consumer(ctx, bus.StreamReview, bus.ConsumerReview)
-	require.NoError(t, err)
-	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
-	require.NoError(t, err)
-	for msg := range batch.Messages() {
-		settler.Handle(ctx, msg, func(context.Context, jetstream.Msg) error {
-			return bus.Permanent(errors.New(`review request: unknown field "padding"`))
-		})
-	}
+	e.reviewFailsForGood(t, payload, errors.New(`review request: unknown field "padding"`))
 
 	dls, err := e.st.DeadLetterList(ctx, store.DeadLetterListParams{})
 	require.NoError(t, err)
@@ -323,29 +337,10 @@ func TestBinaryPayloadIsDeadLettered(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			ctx := context.Background()
-			st := open(t)
-			srv, err := bus.StartEmbedded(bus.EmbeddedConfig{Dir: t.TempDir(), Port: -1})
-			require.NoError(t, err)
-			t.Cleanup(srv.Shutdown)
-			log := zerolog.New(zerolog.NewTestWriter(t))
-			nc, js, err := bus.Connect(srv.ClientURL(), "test", log)
-			require.NoError(t, err)
-			t.Cleanup(nc.Close)
-			require.NoError(t, bus.Topology{Roles: []string{"developer"}}.Ensure(ctx, js))
-			dl := &DeadLetters{Store: st, Subjects: bus.Subjects{Prefix: "troupe"}, Log: log}
-
+			e := setupDeadLetters(t, open(t), 0)
+			st, js, dl := e.st, e.js, e.dl
 			payload := []byte("{\"task_id\":\"\x00\xff\xfe\"}\x00")
-			require.NoError(t, bus.Publish(ctx, js, "troupe.review.developer", "review.bin", payload, nil))
-			settler := &bus.Settler{JS: js, Subjects: bus.Subjects{Prefix: "troupe"}, Source: bus.ConsumerReview, Log: log, Record: dl.Record, MaxDeliver: 1}
-			cons, err := js.Consumer(ctx, bus.StreamReview, bus.ConsumerReview)
-			require.NoError(t, err)
-			batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
-			require.NoError(t, err)
-			for msg := range batch.Messages() {
-				settler.Handle(ctx, msg, func(context.Context, jetstream.Msg) error {
-					return bus.Permanent(errors.New("invalid character '\x00' looking for beginning of value"))
-				})
-			}
+			e.reviewFailsForGood(t, payload, errors.New("invalid character '\x00' looking for beginning of value"))
 
 			dls, err := st.DeadLetterList(ctx, store.DeadLetterListParams{})
 			require.NoError(t, err)
