@@ -46,62 +46,87 @@ type DeadLetters struct {
 
 // Record stores d once (by id) and marks its task dead-lettered.
 func (b *DeadLetters) Record(ctx context.Context, d schemas.DeadLetter) error {
-	var err error
-	if d.TaskID, d.JobID, err = b.identify(ctx, d); err != nil {
+	d, err := b.identified(ctx, d)
+	if err != nil {
 		return err
 	}
-	var wrote, counted bool
+	var r recorded
 	err = b.Store.InTx(ctx, func(q store.Querier) error {
-		created, err := q.DeadLetterInsert(ctx, d)
-		if err != nil || !created {
-			return err
-		}
-		counted = true
-		if d.TaskID == "" {
-			return nil
-		}
-		t, err := q.TaskGetByID(ctx, d.TaskID)
-		if err != nil {
-			return err
-		}
-		// Only a message the task still waits for stops it: a stale
-		// duplicate, an old revision or a message whose work got done
-		// meanwhile is kept as a record and changes nothing.
-		from, ok := waitsFor(t, d)
-		if !ok {
-			return nil
-		}
-		status, rev := schemas.TaskDeadLettered, t.Revision
-		reason := fmt.Sprintf("dead-lettered by %s (%s): %s; replay with: troupe dlq replay %s", d.Source, d.Class, bus.Clip(d.Reason, 2000), d.ID)
-		moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: from, Revision: &rev, Status: &status, Reason: &reason})
-		if err != nil || !moved {
-			return err
-		}
-		wrote = true
-		events := []schemas.Event{{JobID: t.JobID, TaskID: t.ID, Kind: schemas.EventTaskDeadLettered, Role: t.Role, Revision: t.Revision,
-			Message: reason, Data: map[string]any{"dead_letter_id": d.ID}}}
-		if b.OnDeadLetter != OnDeadLetterWait {
-			jobReason := fmt.Sprintf("%stask %s (%s): %s", deadLetteredPrefix, t.Key, t.Role, bus.Clip(d.Reason, 2000))
-			moved, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: t.JobID, From: []string{schemas.JobRunning}, To: schemas.JobFailed, Reason: jobReason})
-			if err != nil {
-				return err
-			}
-			if moved {
-				events = append(events, schemas.Event{JobID: t.JobID, Kind: schemas.EventJobFailed, Message: jobReason})
-			}
-		}
-		return bus.Emit(ctx, q, b.Subjects, events...)
+		var err error
+		r, err = b.recordIn(ctx, q, d)
+		return err
 	})
 	if err != nil {
 		return err
 	}
-	if counted {
+	b.done(d, r)
+	return nil
+}
+
+// identified is d with the task and job its message concerns.
+func (b *DeadLetters) identified(ctx context.Context, d schemas.DeadLetter) (schemas.DeadLetter, error) {
+	var err error
+	d.TaskID, d.JobID, err = b.identify(ctx, d)
+	return d, err
+}
+
+// recorded says what recordIn did: counted a new dead letter, wrote the
+// task's and job's change.
+type recorded struct{ counted, wrote bool }
+
+// done counts a recorded dead letter and wakes the relay for its events.
+func (b *DeadLetters) done(d schemas.DeadLetter, r recorded) {
+	if r.counted {
 		b.Metrics.DeadLetter(d.Source, d.Class)
 	}
-	if wrote && b.Notify != nil {
+	if r.wrote && b.Notify != nil {
 		b.Notify()
 	}
-	return nil
+}
+
+// recordIn is Record's transaction, for d identified: it stores d once
+// and stops the task that waits for its message.
+func (b *DeadLetters) recordIn(ctx context.Context, q store.Querier, d schemas.DeadLetter) (recorded, error) {
+	var r recorded
+	created, err := q.DeadLetterInsert(ctx, d)
+	if err != nil || !created {
+		return r, err
+	}
+	r.counted = true
+	if d.TaskID == "" {
+		return r, nil
+	}
+	t, err := q.TaskGetByID(ctx, d.TaskID)
+	if err != nil {
+		return r, err
+	}
+	// Only a message the task still waits for stops it: a stale
+	// duplicate, an old revision or a message whose work got done
+	// meanwhile is kept as a record and changes nothing.
+	from, ok := waitsFor(t, d)
+	if !ok {
+		return r, nil
+	}
+	status, rev := schemas.TaskDeadLettered, t.Revision
+	reason := fmt.Sprintf("dead-lettered by %s (%s): %s; replay with: troupe dlq replay %s", d.Source, d.Class, bus.Clip(d.Reason, 2000), d.ID)
+	moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: from, Revision: &rev, Status: &status, Reason: &reason})
+	if err != nil || !moved {
+		return r, err
+	}
+	r.wrote = true
+	events := []schemas.Event{{JobID: t.JobID, TaskID: t.ID, Kind: schemas.EventTaskDeadLettered, Role: t.Role, Revision: t.Revision,
+		Message: reason, Data: map[string]any{"dead_letter_id": d.ID}}}
+	if b.OnDeadLetter != OnDeadLetterWait {
+		jobReason := fmt.Sprintf("%stask %s (%s): %s", deadLetteredPrefix, t.Key, t.Role, bus.Clip(d.Reason, 2000))
+		moved, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: t.JobID, From: []string{schemas.JobRunning}, To: schemas.JobFailed, Reason: jobReason})
+		if err != nil {
+			return r, err
+		}
+		if moved {
+			events = append(events, schemas.Event{JobID: t.JobID, Kind: schemas.EventJobFailed, Message: jobReason})
+		}
+	}
+	return r, bus.Emit(ctx, q, b.Subjects, events...)
 }
 
 // waitsFor reports whether task t still waits for the dead-lettered
@@ -163,7 +188,7 @@ func (b *DeadLetters) Replay(ctx context.Context, id, by string) (schemas.DeadLe
 		if !moved {
 			return bus.Conflict("dead letter %s is %s already", id, d.Status)
 		}
-		msg := store.OutboxMessage{Subject: d.Subject, MsgID: "replay." + uuid.NewString(), Payload: []byte(d.Payload), Headers: map[string]string{}}
+		msg := store.OutboxMessage{Subject: d.Subject, MsgID: "replay." + uuid.NewString(), Payload: bus.DeadLetterPayload(d), Headers: map[string]string{}}
 		for k, v := range d.Headers {
 			if k != jetstream.MsgIDHeader && !strings.HasPrefix(k, "Troupe-") && !strings.HasPrefix(k, "Nats-") {
 				msg.Headers[k] = v

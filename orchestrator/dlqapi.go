@@ -2,7 +2,9 @@ package orchestrator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"unicode/utf8"
 
 	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/schemas"
@@ -33,6 +35,9 @@ func (s *Service) listDeadLetters(ctx context.Context, req schemas.DeadLetterLis
 	if err != nil {
 		return nil, err
 	}
+	for i := range dls {
+		dls[i] = clipPayload(dls[i], listPayloadBytes)
+	}
 	out := schemas.DeadLetterList{DeadLetters: dls}
 	if out.DeadLetters == nil {
 		out.DeadLetters = []schemas.DeadLetter{}
@@ -49,7 +54,46 @@ func (s *Service) getDeadLetter(ctx context.Context, req schemas.IDRequest) (any
 	if err != nil {
 		return nil, errNoDeadLetter(req.ID, err)
 	}
+	if s.nc == nil {
+		return d, nil
+	}
+	// A payload near the server's max payload (it is what could not be
+	// dead-lettered whole) does not fit in the reply with the rest.
+	limit := int(s.nc.MaxPayload()) - replyMargin
+	for range 3 {
+		body, err := json.Marshal(d)
+		if err != nil || len(body) <= limit {
+			break
+		}
+		d = clipPayload(d, len(d.Payload)-(len(body)-limit))
+	}
 	return d, nil
+}
+
+// listPayloadBytes bounds each payload in a list or action reply: a page
+// of whole payloads could exceed the server's max payload. dlq.get gives
+// one whole, or as much of it as a reply holds.
+const listPayloadBytes = 4096
+
+// replyMargin is left free under the server's max payload by a reply cut
+// to fit: the micro service adds headers.
+const replyMargin = 512
+
+// clipPayload cuts d's payload to at most n bytes, at a UTF-8 boundary,
+// and says its whole size in PayloadBytes.
+func clipPayload(d schemas.DeadLetter, n int) schemas.DeadLetter {
+	if len(d.Payload) <= n {
+		return d
+	}
+	if d.PayloadBytes == 0 {
+		d.PayloadBytes = len(d.Payload)
+	}
+	n = max(n, 0)
+	for n > 0 && !utf8.RuneStart(d.Payload[n]) {
+		n--
+	}
+	d.Payload = d.Payload[:n]
+	return d
 }
 
 // act replays or discards one dead letter, or every open one a filter
@@ -67,7 +111,7 @@ func (s *Service) act(ctx context.Context, endpoint string, req schemas.DeadLett
 		if err != nil {
 			return nil, errNoDeadLetter(req.ID, err)
 		}
-		reply.DeadLetters, reply.Count = append(reply.DeadLetters, d), 1
+		reply.DeadLetters, reply.Count = append(reply.DeadLetters, clipPayload(d, listPayloadBytes)), 1
 		return reply, nil
 	}
 	p := listParams(*req.Filter)
@@ -90,7 +134,7 @@ func (s *Service) act(ctx context.Context, endpoint string, req schemas.DeadLett
 		}
 		reply.Count++
 		if len(reply.DeadLetters) < 100 {
-			reply.DeadLetters = append(reply.DeadLetters, changed)
+			reply.DeadLetters = append(reply.DeadLetters, clipPayload(changed, listPayloadBytes))
 		}
 	}
 	return reply, nil

@@ -37,7 +37,23 @@ type RelayConfig struct {
 	// a batch once instead of once a message. Without it, every row is
 	// published on its own.
 	StreamOf func(subject string) string
-	Logger   zerolog.Logger
+	// Streams names the stream each subject is meant for (bus.Topology's
+	// StreamOf): with it, a row no stream will ever take is told from one
+	// whose stream is missing for now (retried until it is back).
+	// Defaults to StreamOf.
+	Streams func(subject string) string
+	// DeadLetters, when set, records the rows that can never be published
+	// (larger than the server's max payload or their stream's message
+	// limit, on a subject no stream takes or this NATS user may not
+	// publish): on their MaxAttempts-th failure they are dead-lettered
+	// with the reason (source "outbox") and deleted. Failures that may
+	// pass (NATS away, a stream missing) are retried for ever; so is
+	// every failure without DeadLetters.
+	DeadLetters *DeadLetters
+	// MaxAttempts is how many publishes of a row that can never be
+	// published are tried. Defaults to DefaultOutboxMaxAttempts (5).
+	MaxAttempts int
+	Logger      zerolog.Logger
 }
 
 // Relay publishes the outbox: messages written in the same transaction as
@@ -103,6 +119,9 @@ func NewRelay(cfg RelayConfig, st store.Store, js jetstream.JetStream) *Relay {
 	}
 	if cfg.Batch == 0 {
 		cfg.Batch = 256
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = DefaultOutboxMaxAttempts
 	}
 	host, _ := os.Hostname()
 	owner := fmt.Sprintf("%s/%d/%s", host, os.Getpid(), uuid.NewString()[:8])
@@ -347,7 +366,18 @@ func (r *Relay) settle(ctx context.Context, msgs []store.OutboxMessage, later bo
 		}
 	}
 	var firstErr error
+	streams := map[string]bool{} // whether a stream exists, asked once a pass
 	for _, f := range failed {
+		var why string
+		if r.cfg.DeadLetters != nil && f.msg.Attempts+1 >= r.cfg.MaxAttempts {
+			why = r.permanentFailure(ctx, f.msg, f.err, streams)
+		}
+		if why != "" {
+			if _, err := r.deadLetter(ctx, f.msg, why, f.err, f.msg.Attempts+1); err != nil {
+				return len(ok), fmt.Errorf("dead-lettering an outbox row: %w", err)
+			}
+			continue
+		}
 		delay := min(time.Second<<min(f.msg.Attempts, 6), time.Minute)
 		attempts, err := r.store.OutboxMarkFailed(context.WithoutCancel(ctx), f.msg.Seq, f.err.Error(), time.Now().Add(delay))
 		if errors.Is(err, store.ErrNotFound) {
@@ -359,6 +389,9 @@ func (r *Relay) settle(ctx context.Context, msgs []store.OutboxMessage, later bo
 		log := r.cfg.Logger.Warn()
 		if attempts >= 10 {
 			log = r.cfg.Logger.Error()
+		}
+		if why != "" {
+			log = log.Str("cannot_publish", why)
 		}
 		log.Err(f.err).Str("subject", f.msg.Subject).Int64("seq", f.msg.Seq).Int("attempts", attempts).Dur("retry_in", delay).Msg("outbox publish failed")
 		if firstErr == nil {
@@ -465,7 +498,7 @@ func (r *Relay) publish(ctx context.Context, msgs []store.OutboxMessage) (ok []i
 		case err := <-f.future.Err():
 			failed = append(failed, failedPublish{f.msg, err})
 		case <-wait.Done():
-			failed = append(failed, failedPublish{f.msg, errors.New("no ack from JetStream within 10s")})
+			failed = append(failed, failedPublish{f.msg, errNoAck})
 		}
 	}
 	return ok, failed

@@ -53,13 +53,13 @@ func (s *Service) modelReview(ctx context.Context, msg jetstream.Msg, out store.
 	user := reviewRequestText(job, task, out, checks)
 
 	stop := heartbeat(msg, 5*time.Second)
-	answer, err := reviewer.Complete(ctx, reviewerPrompt, user, record)
+	answer, err := s.complete(ctx, reviewer, reviewerPrompt, user, record)
 	var mr schemas.ModelReview
 	var perr error
 	if err == nil {
 		mr, perr = parseModelReview(answer)
 		if perr != nil {
-			answer, err = reviewer.Complete(ctx, reviewerPrompt, user+"\n\nYour previous answer could not be used: "+perr.Error()+
+			answer, err = s.complete(ctx, reviewer, reviewerPrompt, user+"\n\nYour previous answer could not be used: "+perr.Error()+
 				"\nAnswer again with one JSON object exactly as described, and nothing else.", record)
 			if err == nil {
 				mr, perr = parseModelReview(answer)

@@ -81,6 +81,10 @@ type Service struct {
 	wg   sync.WaitGroup // review requests in flight
 	api  *bus.Tracker   // API requests in flight; set by Start
 	stop context.CancelFunc
+	// stopping is closed when Stop begins: a review waiting for its
+	// model's rate limit hands its request back at once. Set by Start.
+	stopping chan struct{}
+	stopOnce sync.Once
 }
 
 // NewService returns a review service; Start runs it.
@@ -153,6 +157,7 @@ func (s *Service) reviewerNow() llm.Completer {
 // Start serves the reviews and memory API and consumes review requests.
 func (s *Service) Start(ctx context.Context) error {
 	ctx, s.stop = context.WithCancel(context.WithoutCancel(ctx))
+	s.stopping = make(chan struct{})
 	svc, err := micro.AddService(s.nc, micro.Config{Name: "troupe", Version: "0.1.0", Description: "Troupe: reviews and memory"})
 	if err != nil {
 		return fmt.Errorf("starting the api: %w", err)
@@ -222,6 +227,9 @@ func (s *Service) Start(ctx context.Context) error {
 
 // Stop stops the API and drains the consumer within ctx.
 func (s *Service) Stop(ctx context.Context) error {
+	if s.stopping != nil {
+		s.stopOnce.Do(func() { close(s.stopping) })
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.svc != nil {

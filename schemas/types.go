@@ -216,6 +216,10 @@ type DeadLetter struct {
 	// ResolvedBy and ResolvedAt say who replayed or discarded it, and when.
 	ResolvedBy string    `json:"resolved_by,omitempty"`
 	ResolvedAt time.Time `json:"resolved_at,omitzero"`
+	// PayloadBytes is the payload's whole size, set only in API replies
+	// whose Payload holds its beginning (a reply is bounded by the
+	// server's max payload); the store keeps it whole.
+	PayloadBytes int `json:"payload_bytes,omitempty"`
 }
 
 // Dead letter statuses.

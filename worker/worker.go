@@ -107,6 +107,9 @@ type Worker struct {
 	// messages are nacked and redelivered) when the grace period is over.
 	fetchCancel, runCancel context.CancelFunc
 	fetched                chan struct{} // closed when the fetch loop has returned
+	// stopping is closed when Stop begins: a task waiting for the
+	// provider hands its message back at once.
+	stopping <-chan struct{}
 
 	// info is what the worker answers on the workers ping subject.
 	info schemas.WorkerInfo
@@ -155,6 +158,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.settler.MaxDeliver = cons.CachedInfo().Config.MaxDeliver
 	var fetchCtx, runCtx context.Context
 	fetchCtx, w.fetchCancel = context.WithCancel(base)
+	w.stopping = fetchCtx.Done()
 	runCtx, w.runCancel = context.WithCancel(base)
 	w.fetched = make(chan struct{})
 	if err := w.answerPings(); err != nil {
@@ -417,9 +421,13 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	}
 	log.Info().Msg("task started")
 	start := time.Now()
-	resp, err := w.generate(ctx, msg, task, req)
-	if errors.Is(err, errBudgetSpent) {
+	resp, err := w.generate(ctx, log, msg, task, req)
+	switch {
+	case errors.Is(err, errBudgetSpent):
 		log.Info().Msg("job's token budget spent before the next model call; task stopped")
+		return nil
+	case errors.Is(err, errTaskLeft):
+		log.Info().Msg("task moved on while it waited for the provider; stopped")
 		return nil
 	}
 	if err != nil {
@@ -522,31 +530,6 @@ func callRow(c llm.Call, t store.Task) store.ModelCall {
 		PromptTokens: c.PromptTokens, CompletionTokens: c.CompletionTokens, LatencyMS: c.Latency.Milliseconds(),
 		Outcome: c.Outcome, Error: bus.Clip(c.Err, 2000),
 	}
-}
-
-// generate calls the model, telling JetStream the task is alive while it
-// works, and the store every tenth heartbeat, so the reconciler never takes
-// a long call for a lost task.
-func (w *Worker) generate(ctx context.Context, msg jetstream.Msg, task store.Task, req llm.Request) (llm.Response, error) {
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		t := time.NewTicker(w.cfg.Heartbeat)
-		defer t.Stop()
-		for beats := 1; ; beats++ {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				_ = msg.InProgress()
-				if beats%10 == 0 {
-					rev := task.Revision
-					_, _ = w.store.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskRunning}, Revision: &rev})
-				}
-			}
-		}
-	}()
-	return w.taskModel(ctx).Generate(ctx, req)
 }
 
 // maxLessons is how many of the newest lessons of a task's role (and of

@@ -251,40 +251,50 @@ func TestStopAbortsAfterGrace(t *testing.T) {
 	require.EqualValues(t, 1, fast.calls.Load())
 }
 
-// rateLimited answers like the offline model, except that the first call
-// for a task whose instructions say "limited" is refused with Retry-After.
-type rateLimited struct {
+// refusing answers like the offline model, except that its first call
+// for a task whose instructions say "limited" fails with err. Its next
+// call notes the reason the task showed meanwhile.
+type refusing struct {
 	llm.Offline
-	mu    sync.Mutex
-	once  bool
-	order []string
+	err    error
+	store  store.Store
+	mu     sync.Mutex
+	once   bool
+	order  []string
+	reason string
 }
 
-func (m *rateLimited) Generate(ctx context.Context, req llm.Request) (llm.Response, error) {
+func (m *refusing) Generate(ctx context.Context, req llm.Request) (llm.Response, error) {
 	m.mu.Lock()
 	m.order = append(m.order, req.Task.Instructions)
 	first := !m.once && req.Task.Instructions == "limited"
+	again := m.once && req.Task.Instructions == "limited"
 	if first {
 		m.once = true
 	}
 	m.mu.Unlock()
 	if first {
-		return llm.Response{}, &llm.RetryError{Err: errors.New("429 too many requests"), RetryAfter: 300 * time.Millisecond}
+		return llm.Response{}, m.err
+	}
+	if again {
+		task, err := m.store.TaskGetByID(ctx, req.Task.TaskID)
+		if err != nil {
+			return llm.Response{}, err
+		}
+		m.mu.Lock()
+		m.reason = task.Reason
+		m.mu.Unlock()
 	}
 	return m.Offline.Generate(ctx, req)
 }
 
-// TestRetryAfterFreesTheSlot: a 429 goes back to JetStream with its
-// Retry-After as the NAK delay: the worker's only slot serves the next
-// task meanwhile, and the limited task runs again afterwards.
-func TestRetryAfterFreesTheSlot(t *testing.T) {
-	t.Parallel()
-	f := setup(t, 30*time.Second)
-	m := &rateLimited{}
-	startWorker(t, f, Config{Concurrency: 1}, m)
+// queueInstructions stores a developer task per instruction, in order,
+// and publishes their messages.
+func (f fixture) queueInstructions(t *testing.T, instructions ...string) []string {
+	t.Helper()
 	ctx := context.Background()
 	var ids []string
-	for _, instr := range []string{"limited", "fine"} {
+	for _, instr := range instructions {
 		job := store.Job{ID: uuid.NewString(), Title: "J", Status: schemas.JobRunning}
 		task := store.Task{ID: uuid.NewString(), JobID: job.ID, Key: "impl", Role: "developer", Instructions: instr, Status: schemas.TaskQueued}
 		_, _, err := f.store.JobCreate(ctx, store.JobCreateParams{Job: job, Tasks: []store.Task{task}})
@@ -293,13 +303,103 @@ func TestRetryAfterFreesTheSlot(t *testing.T) {
 		require.NoError(t, bus.Publish(ctx, f.js, "troupe.tasks.developer", "task."+task.ID+".0", msg, nil))
 		ids = append(ids, task.ID)
 	}
+	return ids
+}
+
+// TestRateLimitSpendsNoDelivery: a provider's 429 is waited out with the
+// task held: the call is made again after its Retry-After on the same
+// delivery (a nak would spend one, and a long storm would dead-letter the
+// task), the task says whom it waits for and until when, and the slot is
+// not given to the next task meanwhile.
+func TestRateLimitSpendsNoDelivery(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 30*time.Second)
+	m := &refusing{store: f.store, err: &llm.RetryError{Err: errors.New("fake/text: 429 too many requests"), RetryAfter: 300 * time.Millisecond, RateLimited: true}}
+	startWorker(t, f, Config{Concurrency: 1}, m)
+	ids := f.queueInstructions(t, "limited", "fine")
+	f.waitStaged(t, ids)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	require.Equal(t, []string{"limited", "limited", "fine"}, m.order, "the task kept its slot while it waited")
+	require.Regexp(t, `^waiting for the provider until 20\d\d-\d\d-\d\dT\d\d:\d\d:\d\dZ: fake/text: 429 too many requests$`, m.reason)
+	limited, err := f.store.TaskGetByID(context.Background(), ids[0])
+	require.NoError(t, err)
+	require.Equal(t, 1, limited.Attempts, "one delivery")
+	require.Empty(t, limited.Reason, "staged: the wait is over")
+}
+
+// TestServerErrorFreesTheSlot: a transient failure other than a rate
+// limit (a 503) goes back to JetStream with the NAK delay: the worker's
+// only slot serves the next task meanwhile, and the failed task runs again
+// afterwards.
+func TestServerErrorFreesTheSlot(t *testing.T) {
+	t.Parallel()
+	f := setup(t, 30*time.Second)
+	m := &refusing{store: f.store, err: &llm.RetryError{Err: errors.New("fake/text: 503 unavailable"), RetryAfter: 300 * time.Millisecond}}
+	startWorker(t, f, Config{Concurrency: 1}, m)
+	ids := f.queueInstructions(t, "limited", "fine")
 	f.waitStaged(t, ids)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	require.Equal(t, []string{"limited", "fine", "limited"}, m.order, "the slot served the next task while the first waited")
-	limited, err := f.store.TaskGetByID(ctx, ids[0])
+	require.Contains(t, m.reason, "attempt 1 failed: fake/text: 503 unavailable")
+	limited, err := f.store.TaskGetByID(context.Background(), ids[0])
 	require.NoError(t, err)
 	require.Equal(t, 2, limited.Attempts)
+}
+
+// alwaysLimited refuses every call with a 429, counting them.
+type alwaysLimited struct {
+	llm.Offline
+	calls chan struct{}
+}
+
+func (m *alwaysLimited) Generate(ctx context.Context, req llm.Request) (llm.Response, error) {
+	select {
+	case m.calls <- struct{}{}:
+	default:
+	}
+	return llm.Response{}, &llm.RetryError{Err: errors.New("429"), RetryAfter: 50 * time.Millisecond, RateLimited: true}
+}
+
+// TestWaitForProviderEnds: a task that waits for the provider stops
+// waiting when it is cancelled (its message is acked, nothing is staged),
+// and a worker stopping past its grace period naks the message it held.
+func TestWaitForProviderEnds(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := setup(t, 30*time.Second)
+	m := &alwaysLimited{calls: make(chan struct{}, 1)}
+	w := startWorker(t, f, Config{Concurrency: 1}, m)
+	ids := f.queueInstructions(t, "cancelled while waiting")
+	<-m.calls
+	cancelled := schemas.TaskCancelled
+	moved, err := f.store.TaskUpdate(ctx, store.TaskUpdateParams{ID: ids[0], From: []string{schemas.TaskRunning}, Status: &cancelled})
+	require.NoError(t, err)
+	require.True(t, moved)
+	cons, err := f.js.Consumer(ctx, bus.StreamTasks, "workers-developer")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool {
+		ci, err := cons.Info(ctx)
+		return err == nil && ci.NumAckPending == 0 && ci.NumPending == 0 && ci.AckFloor.Stream == 1
+	}, 10*time.Second, 20*time.Millisecond, "the message was acked")
+
+	// A task still waiting when the worker stops is nacked for another at
+	// once, within the grace period: it has nothing to finish.
+	ids2 := f.queueInstructions(t, "waiting at shutdown")
+	<-m.calls
+	<-m.calls // waiting between refusals
+	grace, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	require.NoError(t, w.Stop(grace), "handed back within the grace period")
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(10*time.Second))
+	require.NoError(t, err)
+	got := 0
+	for msg := range batch.Messages() {
+		got++
+		require.Contains(t, string(msg.Data()), ids2[0])
+	}
+	require.Equal(t, 1, got, "back in the stream for another worker")
 }
 
 // TestLiveConcurrencyAndModel: a configuration change raises a running

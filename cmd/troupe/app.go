@@ -228,10 +228,17 @@ func (a *App) Start(ctx context.Context) error {
 	if cfg.NATS.UseAtomicBatches() {
 		streamOf = topo.StreamOf()
 	}
+	deadLetters := &orchestrator.DeadLetters{
+		Store: st, Subjects: bus.Subjects{Prefix: topo.WithDefaults().Prefix}, OnDeadLetter: cfg.Reliability.OnDeadLetter,
+		Notify: func() { a.relay.Notify() }, Metrics: metrics, Log: a.Log,
+	}
 	a.relay = orchestrator.NewRelay(orchestrator.RelayConfig{
-		Subjects: a.relaySubjects(bus.Subjects{Prefix: topo.WithDefaults().Prefix}),
-		StreamOf: streamOf,
-		Logger:   a.Log.With().Str("service", "relay").Logger(),
+		Subjects:    a.relaySubjects(bus.Subjects{Prefix: topo.WithDefaults().Prefix}),
+		StreamOf:    streamOf,
+		Streams:     topo.StreamOf(),
+		DeadLetters: deadLetters,
+		MaxAttempts: cfg.Reliability.OutboxMaxAttempts,
+		Logger:      a.Log.With().Str("service", "relay").Logger(),
 	}, st, js)
 	if d, ok := st.(interface{ SetOutboxDirect(*store.OutboxDirect) }); ok {
 		// Rows this relay may publish go out as their transaction commits.
@@ -245,10 +252,6 @@ func (a *App) Start(ctx context.Context) error {
 		return st.Ping(ctx)
 	}
 	budgets := &orchestrator.Budgets{Store: st, Subjects: bus.Subjects{Prefix: topo.WithDefaults().Prefix}, Notify: a.relay.Notify}
-	deadLetters := &orchestrator.DeadLetters{
-		Store: st, Subjects: bus.Subjects{Prefix: topo.WithDefaults().Prefix}, OnDeadLetter: cfg.Reliability.OnDeadLetter,
-		Notify: a.relay.Notify, Metrics: metrics, Log: a.Log,
-	}
 	metrics.OutboxLag(func(ctx context.Context) (time.Time, error) {
 		msgs, err := st.OutboxListUnsent(ctx, 1)
 		if err != nil || len(msgs) == 0 {

@@ -23,7 +23,7 @@ func outboxSubjects(prefix string) map[string][]string {
 	for _, role := range schemas.Roles {
 		workers = append(workers, subj.WorkerOutboxSubjects(role)...)
 	}
-	return map[string][]string{pgroles.Review: subj.ReviewSubjects(), pgroles.Worker: workers}
+	return map[string][]string{pgroles.Review: subj.ReviewOutboxSubjects(), pgroles.Worker: workers}
 }
 
 // dbPasswordVar is the variable troupe migrate --roles reads a service

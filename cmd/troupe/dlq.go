@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/schemas"
 )
 
@@ -142,6 +143,12 @@ func printDeadLetter(w io.Writer, d schemas.DeadLetter, related []schemas.DeadLe
 			}
 			fmt.Fprintln(w, line)
 		}
+	}
+	if d.Headers[bus.HeaderPayloadEncoding] == "base64" {
+		fmt.Fprintln(w, "  payload:   base64 below (the message was not UTF-8 text, or held NUL bytes); a replay sends its bytes")
+	}
+	if d.PayloadBytes > 0 {
+		fmt.Fprintf(w, "  payload:   the first %d of %d bytes (a reply holds no more; the store keeps it whole, and a replay sends it whole)\n", len(d.Payload), d.PayloadBytes)
 	}
 	fmt.Fprintf(w, "\n%s\n", termText(d.Payload))
 }

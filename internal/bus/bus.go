@@ -155,14 +155,19 @@ var userToken = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 // Publish publishes payload on subject with a Nats-Msg-Id, so a retried
 // publish is deduplicated by the stream, and waits for the stream's ack.
 func Publish(ctx context.Context, js jetstream.JetStream, subject, msgID string, payload []byte, headers map[string]string) error {
+	return publishMsg(ctx, js, NewMsg(subject, msgID, payload, headers))
+}
+
+// publishMsg publishes msg and waits for the stream's ack, within ctx or,
+// when ctx has no deadline, 10 seconds.
+func publishMsg(ctx context.Context, js jetstream.JetStream, msg *nats.Msg) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
 	}
-	msg := NewMsg(subject, msgID, payload, headers)
 	if _, err := js.PublishMsg(ctx, msg); err != nil {
-		return fmt.Errorf("publishing %s: %w", subject, err)
+		return fmt.Errorf("publishing %s: %w", msg.Subject, err)
 	}
 	return nil
 }

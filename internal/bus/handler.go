@@ -1,16 +1,20 @@
 package bus
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -47,6 +51,12 @@ func (e *RetryError) Unwrap() error { return e.Err }
 
 // RetryAfter marks err as transient, to retry after d.
 func RetryAfter(err error, d time.Duration) error { return &RetryError{Err: err, After: d} }
+
+// ErrHandBack marks a handler's error that gives the message back at once
+// for another consumer, as a shutdown does, rather than as a failure: the
+// process is stopping and the handler was only waiting (for a provider's
+// rate limit, say).
+var ErrHandBack = errors.New("handed back: the process is stopping")
 
 // MsgHandler handles one JetStream message. Returning nil acks it; a
 // *PermanentError dead-letters and terminates it; any other error naks it
@@ -110,8 +120,9 @@ func (s *Settler) Handle(ctx context.Context, msg jetstream.Msg, h MsgHandler) {
 		}
 		log.Warn().Err(err).Msg("dead-lettered")
 		_ = msg.Term()
-	case ctx.Err() != nil:
-		// Stopping past the grace period: not the message's fault.
+	case ctx.Err() != nil || errors.Is(err, ErrHandBack):
+		// Stopping (past the grace period, or with nothing left to
+		// finish): not the message's fault.
 		log.Info().Err(err).Msg("aborted by shutdown; redelivering")
 		_ = msg.Nak()
 	case s.MaxDeliver > 0 && delivered >= uint64(s.MaxDeliver):
@@ -211,11 +222,21 @@ func NewDeadLetter(source, stream string, seq uint64, stored time.Time, subject 
 	if stream != "" && seq > 0 && !stored.IsZero() {
 		id = uuid.NewSHA1(deadLetterNS, []byte(stream+"/"+strconv.FormatUint(seq, 10)+"/"+strconv.FormatInt(stored.UnixNano(), 10))).String()
 	}
-	if headers == nil {
-		headers = map[string]string{}
+	kept := make(map[string]string, len(headers)+1)
+	for k, v := range headers {
+		kept[k] = v
 	}
+	headers = kept
+	payload := string(data)
+	if !utf8.Valid(data) || bytes.IndexByte(data, 0) >= 0 {
+		// Not text a database column takes (PostgreSQL refuses NUL and
+		// invalid UTF-8), so it could never be recorded: kept as base64.
+		payload = base64.StdEncoding.EncodeToString(data)
+		headers[HeaderPayloadEncoding] = "base64"
+	}
+	reason = strings.ReplaceAll(strings.ToValidUTF8(reason, "\uFFFD"), "\x00", `\x00`)
 	return schemas.DeadLetter{
-		ID: id, Source: source, Stream: stream, StreamSeq: seq, Subject: subject, Payload: string(data),
+		ID: id, Source: source, Stream: stream, StreamSeq: seq, Subject: subject, Payload: payload,
 		Headers: headers, Reason: reason, Class: class, Attempts: attempts,
 		CreatedAt: time.Now().UTC(), Status: schemas.DeadLetterOpen, ReplayOf: headers[HeaderReplayOf],
 	}
@@ -223,12 +244,61 @@ func NewDeadLetter(source, stream string, seq uint64, stored time.Time, subject 
 
 var deadLetterNS = uuid.MustParse("5b1c0f1e-7d52-4d7e-9a55-2f1d7d3c9a10")
 
+// HeaderPayloadEncoding, in a dead letter's recorded headers, says its
+// payload is kept as base64: the message's payload was not UTF-8 text, or
+// held NUL bytes. DeadLetterPayload decodes it.
+const HeaderPayloadEncoding = "Troupe-Payload-Encoding"
+
+// DeadLetterPayload is the payload of d's message, as it was received.
+func DeadLetterPayload(d schemas.DeadLetter) []byte {
+	if d.Headers[HeaderPayloadEncoding] == "base64" {
+		if b, err := base64.StdEncoding.DecodeString(d.Payload); err == nil {
+			return b
+		}
+	}
+	return []byte(d.Payload)
+}
+
 // PublishDeadLetter publishes d to troupe.dlq.<source> with the headers
-// that say why, then records it. Its reason is masked first (redact): it
-// becomes a header, the dead letter's record and the task's and job's
+// that say why, then records it (with its whole payload). A payload that
+// does not fit in one message with those headers (the message arrived near
+// the server's max payload, or above the dead-letter stream's message size
+// limit) is cut to fit in the stream's copy, which then says so
+// (Troupe-Truncated) and how large the payload was (Troupe-Original-Size):
+// a dead letter that cannot be published is never dead-lettered, and its
+// message would be retried for ever. Its reason is masked first (redact):
+// it becomes a header, the dead letter's record and the task's and job's
 // reasons.
 func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, subj Subjects, d schemas.DeadLetter, record func(context.Context, schemas.DeadLetter) error) error {
 	d.Reason = redact.String(d.Reason)
+	var maxPayload int64
+	if nc := js.Conn(); nc != nil {
+		maxPayload = nc.MaxPayload()
+	}
+	msg := DeadLetterMsg(subj, d, maxPayload)
+	err := publishMsg(ctx, js, msg)
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum {
+		// The dead-letter stream's own limit is below the server's.
+		if limit := streamMaxMsgSize(ctx, js, StreamDLQ); limit > 0 {
+			FitMsg(msg, limit)
+			err = publishMsg(ctx, js, msg)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if record != nil {
+		if err := record(ctx, d); err != nil {
+			return fmt.Errorf("recording dead letter: %w", err)
+		}
+	}
+	return nil
+}
+
+// DeadLetterMsg is d's copy for troupe.dlq.<source>: its payload, with
+// the headers that say why, cut to fit in maxPayload (0: not cut).
+func DeadLetterMsg(subj Subjects, d schemas.DeadLetter, maxPayload int64) *nats.Msg {
 	headers := map[string]string{
 		HeaderReason:          Clip(d.Reason, 1024),
 		HeaderErrorClass:      d.Class,
@@ -239,15 +309,57 @@ func PublishDeadLetter(ctx context.Context, js jetstream.JetStream, subj Subject
 	if d.ReplayOf != "" {
 		headers[HeaderReplayOf] = d.ReplayOf
 	}
-	if err := Publish(ctx, js, subj.DLQ(d.Source), "dlq."+d.ID, []byte(d.Payload), headers); err != nil {
-		return err
+	msg := NewMsg(subj.DLQ(d.Source), "dlq."+d.ID, DeadLetterPayload(d), headers)
+	FitMsg(msg, maxPayload)
+	return msg
+}
+
+// Headers of a dead letter's copy whose payload was cut to fit.
+const (
+	HeaderTruncated    = "Troupe-Truncated"
+	HeaderOriginalSize = "Troupe-Original-Size"
+)
+
+// fitMargin is left free under a size limit when a payload is cut: the
+// server counts a little more than the payload and headers.
+const fitMargin = 256
+
+// FitMsg cuts msg's payload, at a UTF-8 boundary, so that the message with
+// its headers is within limit bytes (less a margin), and then marks it
+// with Troupe-Truncated and Troupe-Original-Size. A message within limit
+// is left as it is. It reports whether it cut.
+func FitMsg(msg *nats.Msg, limit int64) bool {
+	if limit <= 0 || msgBytes(msg) <= limit {
+		return false
 	}
-	if record != nil {
-		if err := record(ctx, d); err != nil {
-			return fmt.Errorf("recording dead letter: %w", err)
-		}
+	size := len(msg.Data)
+	if msg.Header.Get(HeaderOriginalSize) == "" {
+		msg.Header.Set(HeaderOriginalSize, strconv.Itoa(size))
 	}
-	return nil
+	msg.Header.Set(HeaderTruncated, "true")
+	room := limit - fitMargin - (msgBytes(msg) - int64(len(msg.Data)))
+	cut := int(max(0, min(room, int64(size))))
+	for cut > 0 && cut < size && !utf8.RuneStart(msg.Data[cut]) {
+		cut--
+	}
+	msg.Data = msg.Data[:cut]
+	return true
+}
+
+// msgBytes is what the server's max payload counts of msg: its payload
+// and its encoded headers.
+func msgBytes(msg *nats.Msg) int64 {
+	return int64(msg.Size() - len(msg.Subject) - len(msg.Reply))
+}
+
+// streamMaxMsgSize is a stream's message size limit, 0 when it has none
+// or its configuration cannot be read.
+func streamMaxMsgSize(ctx context.Context, js jetstream.JetStream, stream string) int64 {
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return 0
+	}
+	return int64(s.CachedInfo().Config.MaxMsgSize)
 }
 
 // Clip shortens s to at most n bytes without splitting a UTF-8 sequence,

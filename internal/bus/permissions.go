@@ -93,11 +93,19 @@ var reviewEvents = []string{schemas.EventOutputAwaitingReview, schemas.EventOutp
 var workerStoreEvents = []string{schemas.EventTaskDeadLettered, schemas.EventJobFailed, schemas.EventJobBudgetExceeded}
 
 // WorkerOutboxSubjects are the subjects a role's worker writes outbox rows
-// on: those its relay publishes (WorkerSubjects) and the events only the
-// orchestrator's relay publishes for it (a least-privilege database role's
-// outbox policy allows these and no other).
+// on: those its relay publishes (WorkerSubjects), and the events and the
+// copies of rows its relay could never publish that only the orchestrator's
+// relay publishes for it (a least-privilege database role's outbox policy
+// allows these and no other).
 func (s Subjects) WorkerOutboxSubjects(role string) []string {
-	return append(s.WorkerSubjects(role), s.events(workerStoreEvents)...)
+	return append(append(s.WorkerSubjects(role), s.events(workerStoreEvents)...), s.DLQ(SourceOutbox))
+}
+
+// ReviewOutboxSubjects are the subjects the review service writes outbox
+// rows on: those its relay publishes (ReviewSubjects) and the copy of a row
+// its relay could never publish, which the orchestrator's relay sends.
+func (s Subjects) ReviewOutboxSubjects() []string {
+	return append(s.ReviewSubjects(), s.DLQ(SourceOutbox))
 }
 
 // WorkerSubjects are the subjects a role's worker publishes messages on:

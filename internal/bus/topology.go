@@ -96,6 +96,10 @@ const StreamAdvisories = "TROUPE_ADVISORIES"
 // ConsumerSweeper is the sweeper's consumer of StreamAdvisories.
 const ConsumerSweeper = "sweeper"
 
+// SourceOutbox is the source of the dead letters of outbox rows that could
+// never be published (the relay's): their copies go to <prefix>.dlq.outbox.
+const SourceOutbox = "outbox"
+
 // maxDeliveriesAdvisory is the subject prefix of the server's
 // MAX_DELIVERIES advisories: <prefix>.<stream>.<consumer>.
 const maxDeliveriesAdvisory = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES"
@@ -194,7 +198,7 @@ func (t Topology) Streams() []jetstream.StreamConfig {
 		reviews = append(reviews, s.Review(role))
 		dlq = append(dlq, s.DLQ(WorkerConsumer(role)))
 	}
-	dlq = append(dlq, s.DLQ(ConsumerReview), s.DLQ(ConsumerOrchestrator), s.DLQ(ConsumerSweeper))
+	dlq = append(dlq, s.DLQ(ConsumerReview), s.DLQ(ConsumerOrchestrator), s.DLQ(ConsumerSweeper), s.DLQ(SourceOutbox))
 	streams := []jetstream.StreamConfig{
 		{
 			Name: StreamTasks, Description: "role-tagged tasks, one subject per role",

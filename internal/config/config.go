@@ -51,6 +51,11 @@ type Reliability struct {
 	// AckWait is how long a worker may hold a task without acking or a
 	// heartbeat before it is redelivered. Defaults to "30s".
 	AckWait string `json:"ackWait,omitempty"`
+	// OutboxMaxAttempts is how many times the relay tries an outbox row
+	// that can never be published (too large for the server or its stream,
+	// a subject no stream takes) before it dead-letters it. Defaults to 5;
+	// failures that may pass (NATS away) are retried for ever.
+	OutboxMaxAttempts int `json:"outboxMaxAttempts,omitempty"`
 }
 
 // Durations returns the reliability durations, parsed (0 where unset; -1
@@ -566,6 +571,9 @@ func (c Config) validate(subs substitutions) error {
 	case "", "fail", "wait":
 	default:
 		bad("reliability.onDeadLetter", "%q is not a policy; use \"fail\" or \"wait\"", c.Reliability.OnDeadLetter)
+	}
+	if c.Reliability.OutboxMaxAttempts < 0 {
+		bad("reliability.outboxMaxAttempts", "must not be negative")
 	}
 	for _, d := range []struct{ field, v string }{
 		{"reliability.reconcileInterval", c.Reliability.ReconcileInterval},

@@ -106,12 +106,21 @@ type Response struct {
 // timeout); RetryAfter says when, if the provider said.
 var ErrRetryable = errors.New("model call failed transiently")
 
+// ErrRateLimited marks a provider's rate limit (HTTP 429): the request was
+// fine, the provider asks to be called later. Workers wait for it while
+// holding the task, rather than spending one of its deliveries.
+var ErrRateLimited = errors.New("rate limited by the provider")
+
 // RetryError is a transient model failure with the delay the provider asked for.
 type RetryError struct {
 	Err        error
 	RetryAfter time.Duration
+	// RateLimited says the provider answered 429 Too Many Requests.
+	RateLimited bool
 }
 
-func (e *RetryError) Error() string        { return e.Err.Error() }
-func (e *RetryError) Unwrap() error        { return e.Err }
-func (e *RetryError) Is(target error) bool { return target == ErrRetryable }
+func (e *RetryError) Error() string { return e.Err.Error() }
+func (e *RetryError) Unwrap() error { return e.Err }
+func (e *RetryError) Is(target error) bool {
+	return target == ErrRetryable || (e.RateLimited && target == ErrRateLimited)
+}

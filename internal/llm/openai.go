@@ -258,7 +258,9 @@ func (m *OpenAI) classify(err error, after time.Duration) error {
 	}
 	var netErr net.Error
 	switch {
-	case status == http.StatusTooManyRequests || status == http.StatusRequestTimeout || status >= 500:
+	case status == http.StatusTooManyRequests:
+		return &RetryError{Err: clean, RetryAfter: after, RateLimited: true}
+	case status == http.StatusRequestTimeout || status >= 500:
 		return &RetryError{Err: clean, RetryAfter: after}
 	case status >= 400:
 		return fmt.Errorf("%w: %w", ErrRejected, clean)

@@ -125,11 +125,12 @@ func TestFailuresAreClassified(t *testing.T) {
 		retry    bool
 		after    time.Duration
 		rejected bool
+		limited  bool
 	}{
-		{"rate limited", llmtest.Reply{Status: 429, RetryAfter: "2"}, true, 2 * time.Second, false},
-		{"server error", llmtest.Reply{Status: 500}, true, 0, false},
-		{"unavailable", llmtest.Reply{Status: 503}, true, 0, false},
-		{"malformed", llmtest.Reply{Malformed: true}, true, 0, false},
+		{"rate limited", llmtest.Reply{Status: 429, RetryAfter: "2"}, true, 2 * time.Second, false, true},
+		{"server error", llmtest.Reply{Status: 500}, true, 0, false, false},
+		{"unavailable", llmtest.Reply{Status: 503, RetryAfter: "2"}, true, 0, false, false},
+		{"malformed", llmtest.Reply{Malformed: true}, true, 0, false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -144,6 +145,7 @@ func TestFailuresAreClassified(t *testing.T) {
 			if tt.retry {
 				require.Equal(t, tt.after, retry.RetryAfter)
 			}
+			require.Equal(t, tt.limited, errors.Is(err, llm.ErrRateLimited), "only a 429 is a rate limit")
 			require.NotContains(t, err.Error(), key)
 			require.Len(t, rec.calls, 1)
 			require.Equal(t, "retry", rec.calls[0].Outcome)
