@@ -192,15 +192,6 @@ func (e bigPayloadEnv) checkAPIReplies(t *testing.T, id string, payload []byte) 
 	require.LessOrEqual(t, len(list.DeadLetters[0].Payload), listPayloadBytes)
 }
 
-// advisory is a MAX_DELIVERIES advisory as the sweeper's consumer hands it
-// over; only its payload is read.
-type advisory struct {
-	jetstream.Msg
-	data []byte
-}
-
-func (a advisory) Data() []byte { return a.data }
-
 // TestSweeperDeadLettersNearMaxPayload: a near-max message that exhausted
 // MaxDeliver without being settled is swept into TROUPE_DLQ the same way:
 // cut to fit there, whole in the store, removed from its stream, and
@@ -210,18 +201,40 @@ func TestSweeperDeadLettersNearMaxPayload(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	e := setupBigPayload(t)
+	// The review consumer gives up after one delivery left unsettled for a second.
+	require.NoError(t, bus.Topology{Roles: []string{"developer"}, MaxDeliver: 1, AckWait: time.Second}.Ensure(ctx, e.js))
 	_, tasks := jobWith(t, e.st, schemas.TaskStaged)
 	payload := e.nearMax(t, tasks[0], 200)
 	require.NoError(t, bus.Publish(ctx, e.js, "troupe.review.developer", "review.o-1", payload, nil))
 	reviews, err := e.js.Stream(ctx, bus.StreamReview)
 	require.NoError(t, err)
-	info, err := reviews.Info(ctx)
+	cons, err := e.js.Consumer(ctx, bus.StreamReview, bus.ConsumerReview)
 	require.NoError(t, err)
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(30*time.Second))
+	require.NoError(t, err)
+	require.NotNil(t, <-batch.Messages(), "delivered once, never settled (a crash)")
+	advisories, err := e.js.Stream(ctx, bus.StreamAdvisories)
+	require.NoError(t, err)
+	for {
+		info, err := advisories.Info(ctx)
+		require.NoError(t, err)
+		if info.State.Msgs > 0 {
+			break
+		}
+		// The server gives up once AckWait passes and the consumer is asked again.
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		require.NoError(t, err)
+		require.Nil(t, <-batch.Messages(), "not delivered again")
+	}
+	sweeps, err := e.js.Consumer(ctx, bus.StreamAdvisories, bus.ConsumerSweeper)
+	require.NoError(t, err)
+	batch, err = sweeps.Fetch(1, jetstream.FetchMaxWait(30*time.Second))
+	require.NoError(t, err)
+	adv := <-batch.Messages()
+	require.NotNil(t, adv, "an advisory")
 
-	s := &Service{js: e.js, subj: bus.Subjects{Prefix: "troupe"}, dl: e.dl, log: e.log}
-	adv, err := json.Marshal(maxDeliveriesAdvisory{Stream: bus.StreamReview, Consumer: bus.ConsumerReview, StreamSeq: info.State.LastSeq, Deliveries: 10})
-	require.NoError(t, err)
-	require.NoError(t, s.sweep(ctx, advisory{data: adv}))
+	s := &Service{js: e.js, store: e.st, subj: bus.Subjects{Prefix: "troupe"}, dl: e.dl, log: e.log}
+	require.NoError(t, s.sweep(ctx, adv))
 
 	dls, err := e.st.DeadLetterList(ctx, store.DeadLetterListParams{})
 	require.NoError(t, err)
@@ -229,7 +242,7 @@ func TestSweeperDeadLettersNearMaxPayload(t *testing.T) {
 	require.Equal(t, string(payload), dls[0].Payload)
 	require.Equal(t, bus.ClassExhausted, dls[0].Class)
 	e.checkTruncatedCopy(t, bus.ConsumerReview, "troupe.review.developer", payload)
-	info, err = reviews.Info(ctx)
+	info, err := reviews.Info(ctx)
 	require.NoError(t, err)
 	require.Zero(t, info.State.Msgs, "deleted from its stream")
 
