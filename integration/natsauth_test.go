@@ -26,6 +26,111 @@ import (
 	"github.com/troupe-dev/troupe/store/postgres/pgroles"
 )
 
+// lpDeployment is Troupe under least privilege: a nats-server configured
+// with what troupe nats-config prints, and every service a process of its
+// own under its own NATS user and its own PostgreSQL role.
+type lpDeployment struct {
+	t      *testing.T
+	node   *natsNode
+	envDir string
+	// dbOwner is the test schema's URL as its owner; dbURLs the services'.
+	dbOwner string
+	dbURLs  map[string]string
+	cfg     string
+	procs   map[string]lpService
+}
+
+// lpService is one service's process and its ops address.
+type lpService struct {
+	p   *proc
+	ops string
+}
+
+// startLeastPrivilege starts a least-privilege deployment with the
+// configuration file cfg; nats-config gets extra arguments (people). The
+// services whose users may not create streams start first and must wait,
+// not ready, rather than fail; then the orchestrator, and every service is
+// ready when it returns.
+func startLeastPrivilege(t *testing.T, cfg string, natsConfigArgs ...string) *lpDeployment {
+	t.Helper()
+	d := &lpDeployment{t: t, node: newNATSNodes(t, 1)[0], envDir: filepath.Join(t.TempDir(), "nats-env"), cfg: cfg, procs: map[string]lpService{}}
+	gen := exec.Command(troupeBin(t), append([]string{"nats-config", "--env-dir", d.envDir}, natsConfigArgs...)...)
+	gen.Env = append(os.Environ(), "TROUPE_CONFIG=")
+	var stderr bytes.Buffer
+	gen.Stderr = &stderr
+	auth, err := gen.Output()
+	require.NoError(t, err, stderr.String())
+	require.NoError(t, os.WriteFile(filepath.Join(d.node.dir, "troupe-auth.conf"), auth, 0o600))
+	conf, err := os.OpenFile(d.node.conf, os.O_APPEND|os.O_WRONLY, 0)
+	require.NoError(t, err)
+	_, err = conf.WriteString("include ./troupe-auth.conf\n")
+	require.NoError(t, err)
+	require.NoError(t, conf.Close())
+	d.node.start()
+
+	// Each service under its own PostgreSQL role too (troupe migrate
+	// --roles): a whole run needs nothing more of the store.
+	d.dbOwner = testPGURL(t)
+	d.dbURLs = serviceDBURLs(t, d.dbOwner)
+
+	d.start("review", "review")
+	for _, role := range schemas.Roles {
+		d.start("worker-"+role, "worker", "--role", role, "--concurrency", "4")
+	}
+	for user, s := range d.procs {
+		s.p.waitLog("this NATS user may not create or update streams and consumers")
+		s.p.waitLog("creating the streams failed; retrying")
+		require.Equal(t, 503, d.ready(user), "%s is not ready before the streams exist", user)
+		select {
+		case err := <-s.p.done:
+			t.Fatalf("%s exited: %v\n%s", user, err, s.p.logs.String())
+		default:
+		}
+	}
+	d.start("orchestrator", "orchestrator")
+	for user := range d.procs {
+		require.Eventually(t, func() bool { return d.ready(user) == 200 }, 2*time.Minute, 50*time.Millisecond, "%s ready once the orchestrator created the streams", user)
+	}
+	return d
+}
+
+// creds are a NATS user's variables, from its env file.
+func (d *lpDeployment) creds(user string) map[string]string {
+	return readEnvFile(d.t, filepath.Join(d.envDir, user+".env"))
+}
+
+// env is the environment of a process (a service or the CLI) under user.
+func (d *lpDeployment) env(user string) []string {
+	db := d.dbURLs[user] // none for the client and the reviewer: they go through NATS
+	if strings.HasPrefix(user, "worker-") {
+		db = d.dbURLs[pgroles.Worker]
+	}
+	// A developer task that says POISON panics its handler every time.
+	e := []string{"TROUPE_NATS_URL=" + d.node.url(), "TROUPE_DATABASE_URL=" + db, "TROUPE_FAULT_PANIC_ON=POISON"}
+	for k, v := range d.creds(user) {
+		e = append(e, k+"="+v)
+	}
+	return e
+}
+
+// start starts a service under user.
+func (d *lpDeployment) start(user string, args ...string) {
+	d.t.Helper()
+	p := startProc(d.t, d.env(user), append(args, "--log-level", "info", "--grace", "20s", "--config", d.cfg)...)
+	require.Eventually(d.t, func() bool { return opsLine.MatchString(p.logs.String()) }, time.Minute, 20*time.Millisecond, "%s did not start:\n%s", user, p.logs.String())
+	d.procs[user] = lpService{p, opsLine.FindStringSubmatch(p.logs.String())[1]}
+}
+
+// ready is the status of a service's /readyz (0: no answer).
+func (d *lpDeployment) ready(user string) int {
+	resp, err := http.Get("http://" + d.procs[user].ops + "/readyz")
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
 // TestLeastPrivilegeNATS: a nats-server configured with what troupe
 // nats-config prints, every service a process of its own under its own
 // user, and its own PostgreSQL role (troupe migrate --roles). The workers and the review service, which may not create streams,
@@ -35,82 +140,10 @@ import (
 // through every role to done.
 func TestLeastPrivilegeNATS(t *testing.T) {
 	t.Parallel()
-	dbURL := testPGURL(t)
-	node := newNATSNodes(t, 1)[0]
-	envDir := filepath.Join(t.TempDir(), "nats-env")
-	gen := exec.Command(troupeBin(t), "nats-config", "--env-dir", envDir, "--person", "ada:reviewer")
-	gen.Env = append(os.Environ(), "TROUPE_CONFIG=")
-	var stderr bytes.Buffer
-	gen.Stderr = &stderr
-	auth, err := gen.Output()
-	require.NoError(t, err, stderr.String())
-	require.NoError(t, os.WriteFile(filepath.Join(node.dir, "troupe-auth.conf"), auth, 0o600))
-	conf, err := os.OpenFile(node.conf, os.O_APPEND|os.O_WRONLY, 0)
-	require.NoError(t, err)
-	_, err = conf.WriteString("include ./troupe-auth.conf\n")
-	require.NoError(t, err)
-	require.NoError(t, conf.Close())
-	node.start()
-
-	// Each service under its own PostgreSQL role too (troupe migrate
-	// --roles): the whole run below needs nothing more of the store.
-	dbURLs := serviceDBURLs(t, dbURL)
-	dbUser := func(natsUser string) string {
-		if strings.HasPrefix(natsUser, "worker-") {
-			return dbURLs[pgroles.Worker]
-		}
-		return dbURLs[natsUser] // none for the client and the reviewer: they go through NATS
-	}
-	creds := func(user string) map[string]string { return readEnvFile(t, filepath.Join(envDir, user+".env")) }
-	env := func(user string) []string {
-		// A developer task that says POISON panics its handler every time.
-		e := []string{"TROUPE_NATS_URL=" + node.url(), "TROUPE_DATABASE_URL=" + dbUser(user), "TROUPE_FAULT_PANIC_ON=POISON"}
-		for k, v := range creds(user) {
-			e = append(e, k+"="+v)
-		}
-		return e
-	}
 	cfg := writeConfig(t, `{"roles": {"developer": {"maxDeliver": 2, "backoff": ["50ms"]}},
 		"reliability": {"reconcileInterval": "1s", "staleAfter": "10s", "ackWait": "10s"}}`)
-	type service struct {
-		p   *proc
-		ops string
-	}
-	procs := map[string]service{}
-	start := func(user string, args ...string) {
-		p := startProc(t, env(user), append(args, "--log-level", "info", "--grace", "20s", "--config", cfg)...)
-		require.Eventually(t, func() bool { return opsLine.MatchString(p.logs.String()) }, time.Minute, 20*time.Millisecond, "%s did not start:\n%s", user, p.logs.String())
-		procs[user] = service{p, opsLine.FindStringSubmatch(p.logs.String())[1]}
-	}
-	ready := func(user string) int {
-		resp, err := http.Get("http://" + procs[user].ops + "/readyz")
-		if err != nil {
-			return 0
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-
-	// The services whose users may not create streams start first: they
-	// say so and wait, not ready, rather than fail.
-	start("review", "review")
-	for _, role := range schemas.Roles {
-		start("worker-"+role, "worker", "--role", role, "--concurrency", "4")
-	}
-	for user, s := range procs {
-		s.p.waitLog("this NATS user may not create or update streams and consumers")
-		s.p.waitLog("creating the streams failed; retrying")
-		require.Equal(t, 503, ready(user), "%s is not ready before the streams exist", user)
-		select {
-		case err := <-s.p.done:
-			t.Fatalf("%s exited: %v\n%s", user, err, s.p.logs.String())
-		default:
-		}
-	}
-	start("orchestrator", "orchestrator")
-	for user := range procs {
-		require.Eventually(t, func() bool { return ready(user) == 200 }, 2*time.Minute, 50*time.Millisecond, "%s ready once the orchestrator created the streams", user)
-	}
+	d := startLeastPrivilege(t, cfg, "--person", "ada:reviewer")
+	node, creds, env, procs, dbURL := d.node, d.creds, d.env, d.procs, d.dbOwner
 
 	// (a) What a developer worker's credentials cannot do.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -64,8 +64,9 @@ type redteamPayload struct {
 type redteamTarget struct {
 	name string
 	// nc is the attacker's connection; api a connection allowed to read
-	// jobs and dead letters (the same one in troupe dev).
-	nc, api *nats.Conn
+	// jobs and dead letters; streams one allowed to read the streams' info
+	// (all the same one in troupe dev).
+	nc, api, streams *nats.Conn
 	// pids are the Troupe processes whose peak RSS is reported.
 	pids []int
 	// rssBoundMB is the stated bound on each process's peak RSS.
@@ -76,6 +77,13 @@ type redteamTarget struct {
 }
 
 var genToken = regexp.MustCompile(`@gen:[a-z0-9_:x]+`)
+
+// generated caches the generated values across the tests that send the
+// payloads: a bomb takes seconds to compress.
+var generated = struct {
+	sync.Mutex
+	values map[string]string
+}{values: map[string]string{}}
 
 // redteamGenerate returns the base64 value a "@gen:" token stands for.
 func redteamGenerate(t *testing.T, token string) string {
@@ -145,14 +153,15 @@ func loadRedteamPayloads(t *testing.T) []redteamPayload {
 	require.NoError(t, err)
 	var payloads []redteamPayload
 	require.NoError(t, json.Unmarshal(data, &payloads))
-	cache := map[string]string{}
 	fill := func(s string) string {
 		return genToken.ReplaceAllStringFunc(s, func(tok string) string {
-			if v, ok := cache[tok]; ok {
+			generated.Lock()
+			defer generated.Unlock()
+			if v, ok := generated.values[tok]; ok {
 				return v
 			}
-			cache[tok] = redteamGenerate(t, tok)
-			return cache[tok]
+			generated.values[tok] = redteamGenerate(t, tok)
+			return generated.values[tok]
 		})
 	}
 	for i := range payloads {
@@ -183,9 +192,7 @@ func runRedTeam(t *testing.T, target redteamTarget) {
 	payloads := loadRedteamPayloads(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	apiJS, err := jetstream.New(target.api)
-	require.NoError(t, err)
-	attackJS, err := jetstream.New(target.nc)
+	streamsJS, err := jetstream.New(target.streams)
 	require.NoError(t, err)
 
 	peak := newRSSWatch(target.pids)
@@ -224,10 +231,20 @@ func runRedTeam(t *testing.T, target redteamTarget) {
 			}
 		case "publish":
 			require.NoError(t, target.nc.PublishMsg(&nats.Msg{Subject: p.Subject, Reply: p.Reply, Data: p.data()}), p.Name)
+			if target.leastPrivilege && p.Expect == "dead_lettered" {
+				// The attacker's user may not publish there: the server
+				// drops it, and the checks below see that nothing came of it.
+				outcome["denied by the server"]++
+			}
 		case "js_publish":
-			_, err := attackJS.Publish(ctx, p.Subject, p.data())
-			switch p.Expect {
-			case "refused":
+			// A JetStream publish is a request its stream answers: with an
+			// ack, an error, no responders (no stream takes the subject), or
+			// a permissions violation the server reports to the connection.
+			err := jsPublish(ctx, target.nc, p.Subject, p.data())
+			switch {
+			case p.Expect == "refused" && target.leastPrivilege && bus.IsDenied(err):
+				outcome["denied by the server"]++
+			case p.Expect == "refused":
 				require.Error(t, err, "%s: the stream must refuse it", p.Name)
 				outcome["refused with a named error"]++
 			default:
@@ -286,7 +303,7 @@ func runRedTeam(t *testing.T, target redteamTarget) {
 	// The work queues are empty: nothing was stored on a subject no
 	// consumer serves.
 	for _, stream := range []string{bus.StreamTasks, bus.StreamReview} {
-		s, err := apiJS.Stream(ctx, stream)
+		s, err := streamsJS.Stream(ctx, stream)
 		require.NoError(t, err)
 		info, err := s.Info(ctx)
 		require.NoError(t, err)
@@ -301,6 +318,25 @@ func runRedTeam(t *testing.T, target redteamTarget) {
 	fmt.Printf("red team against %s: %d payloads sent: %s; peak RSS %d MB (bound %d MB)\n",
 		target.name, len(payloads), strings.Join(parts, ", "), peakMB, target.rssBoundMB)
 	require.LessOrEqual(t, peakMB, target.rssBoundMB, "peak RSS of a Troupe process")
+}
+
+// jsPublish publishes data on subject as a JetStream publish and returns
+// the stream's refusal, if any.
+func jsPublish(ctx context.Context, nc *nats.Conn, subject string, data []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	var ack struct {
+		Error *struct {
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := bus.Request(ctx, nc, subject, data, &ack); err != nil {
+		return err
+	}
+	if ack.Error != nil {
+		return fmt.Errorf("%s", ack.Error.Description)
+	}
+	return nil
 }
 
 // submitAndWait submits sub and polls the job until it ends.
@@ -361,10 +397,34 @@ func (w *rssWatch) stop() int {
 	return w.peak
 }
 
-// TestRedTeamDev: the red team's payloads against troupe dev, where no
-// NATS user stops anything and the services' own checks must.
+// TestRedTeamDev: the red team's payloads against troupe dev, on SQLite
+// and on PostgreSQL, where no NATS user stops anything and the services'
+// own checks must.
 func TestRedTeamDev(t *testing.T) {
+	forEachStore(t, func(t *testing.T, storeArgs []string) {
+		d := startDev(t, storeArgs...)
+		name := "troupe dev on SQLite"
+		if storeArgs != nil {
+			name = "troupe dev on PostgreSQL"
+		}
+		runRedTeam(t, redteamTarget{name: name, nc: d.NC, api: d.NC, streams: d.NC, pids: []int{d.cmd.Process.Pid}, rssBoundMB: 512})
+	})
+}
+
+// TestRedTeamLeastPrivilege: the same payloads sent with the client's
+// user to the services, each under its own NATS user and PostgreSQL role:
+// what the client may not publish the server refuses, and the rest the
+// services must.
+func TestRedTeamLeastPrivilege(t *testing.T) {
 	t.Parallel()
-	d := startDev(t)
-	runRedTeam(t, redteamTarget{name: "troupe dev", nc: d.NC, api: d.NC, pids: []int{d.cmd.Process.Pid}, rssBoundMB: 512})
+	cfg := writeConfig(t, `{"reliability": {"reconcileInterval": "1s", "staleAfter": "10s"}}`)
+	d := startLeastPrivilege(t, cfg)
+	attacker := connectAs(t, d.node.url(), d.creds("client"))
+	var pids []int
+	for _, s := range d.procs {
+		pids = append(pids, s.p.cmd.Process.Pid)
+	}
+	admin := connectAs(t, d.node.url(), d.creds("admin"))
+	runRedTeam(t, redteamTarget{name: "the services under least-privilege users", nc: attacker, api: attacker, streams: admin, pids: pids,
+		rssBoundMB: 256, leastPrivilege: true})
 }
