@@ -53,8 +53,12 @@ func (q *Queries) JobCreate(ctx context.Context, p store.JobCreateParams) (store
 		return store.Job{}, false, fmt.Errorf("creating job: %w", err)
 	}
 
-	created := false
+	created, submitted := false, job
 	err = q.inTx(ctx, func(q *Queries) error {
+		// A transaction run again (a deadlock, a lost connection) starts
+		// from nothing: an earlier run's insert was rolled back, and
+		// another submission may have taken the key meanwhile.
+		created, job = false, submitted
 		// ON CONFLICT rather than look-then-insert: of two concurrent
 		// creates with one key, the second waits for the first and then
 		// writes nothing.

@@ -230,6 +230,7 @@ func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store
 		}
 	} else {
 		err = q.inTx(ctx, func(q *Queries) error {
+			started = false // a run again starts from nothing
 			var err error
 			t, err = queryOne(ctx, q, scanTask, update, args...)
 			if errors.Is(err, store.ErrNotFound) {
