@@ -722,6 +722,10 @@ func (s *Service) advanceInTx(ctx context.Context, jobID string) error {
 	var wrote bool
 	done := 0 // the job's tasks, once it is done
 	err := s.store.InTx(ctx, func(q store.Querier) error {
+		// A transaction run again (a deadlock, a lost connection, a group
+		// that did not commit) starts from nothing: an earlier run's
+		// finish was rolled back, and another may have finished the job.
+		wrote, done = false, 0
 		job, tasks, err := q.JobGetWithTasks(ctx, jobID)
 		if err != nil {
 			return err
@@ -792,9 +796,17 @@ func allIn(keys []string, set map[string]bool) bool {
 // revise sends a rejected task back as its next revision, or fails it and
 // its job when it has used every revision.
 func (s *Service) revise(ctx context.Context, ev schemas.Event) error {
-	var wrote bool
+	// What the committed run did, logged once it committed: the function
+	// runs again when its transaction is retried.
+	var (
+		wrote   bool
+		t       store.Task
+		failure string // the reason, when the task failed
+	)
 	err := s.store.InTx(ctx, func(q store.Querier) error {
-		t, err := q.TaskGetByID(ctx, ev.TaskID)
+		wrote, failure = false, ""
+		var err error
+		t, err = q.TaskGetByID(ctx, ev.TaskID)
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return bus.Permanent(fmt.Errorf("unknown task %q", ev.TaskID))
@@ -805,7 +817,6 @@ func (s *Service) revise(ctx context.Context, ev schemas.Event) error {
 			return nil // handled already, or the job was cancelled
 		}
 		rev := t.Revision
-		log := s.log.With().Str("job_id", t.JobID).Str("task_id", t.ID).Str("role", t.Role).Int("revision", rev).Logger()
 		if rev < s.cfg.MaxRevisions {
 			next, queued := rev+1, schemas.TaskQueued
 			moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{
@@ -823,7 +834,6 @@ func (s *Service) revise(ctx context.Context, ev schemas.Event) error {
 				return err
 			}
 			wrote = true
-			log.Info().Msg("task sent back for revision")
 			return bus.Emit(ctx, q, s.subj, queuedEvent(t))
 		}
 		reason := fmt.Sprintf("rejected at revision %d, the last allowed (review.maxRevisions is %d): %s", rev, s.cfg.MaxRevisions, bus.Clip(t.Feedback, 2000))
@@ -839,17 +849,25 @@ func (s *Service) revise(ctx context.Context, ev schemas.Event) error {
 		if err := closeOpenTasks(ctx, q, t.JobID, schemas.TaskCancelled, "job failed: "+jobReason); err != nil {
 			return err
 		}
-		wrote = true
-		log.Warn().Str("reason", reason).Msg("task failed; job failed")
+		wrote, failure = true, reason
 		return bus.Emit(ctx, q, s.subj,
 			schemas.Event{JobID: t.JobID, TaskID: t.ID, Kind: schemas.EventTaskFailed, Role: t.Role, Revision: rev, Message: reason},
 			schemas.Event{JobID: t.JobID, Kind: schemas.EventJobFailed, Message: jobReason},
 		)
 	})
-	if wrote {
-		s.cfg.Notify()
+	if err != nil || !wrote {
+		return err
 	}
-	return err
+	s.cfg.Notify()
+	// t is the task as the committed run left it: its new revision, or
+	// the one it failed at.
+	log := s.log.With().Str("job_id", t.JobID).Str("task_id", t.ID).Str("role", t.Role).Logger()
+	if failure != "" {
+		log.Warn().Int("revision", t.Revision).Str("reason", failure).Msg("task failed; job failed")
+	} else {
+		log.Info().Int("revision", t.Revision-1).Msg("task sent back for revision")
+	}
+	return nil
 }
 
 func clampLimit(n, def, maxN int) int {
