@@ -67,6 +67,10 @@ func (b *DeadLetters) Record(ctx context.Context, d schemas.DeadLetter) error {
 		if err != nil {
 			return err
 		}
+		// The job before the task, as a cancel takes them (JobLock).
+		if _, err := q.JobLock(ctx, t.JobID); err != nil {
+			return err
+		}
 		// Only a message the task still waits for stops it: a stale
 		// duplicate, an old revision or a message whose work got done
 		// meanwhile is kept as a record and changes nothing.
@@ -187,6 +191,9 @@ func (b *DeadLetters) Replay(ctx context.Context, id, by string) (schemas.DeadLe
 		if err != nil {
 			return err
 		}
+		if _, err := q.JobLock(ctx, t.JobID); err != nil { // the job first
+			return err
+		}
 		back := schemas.TaskQueued
 		if strings.Contains(d.Subject, ".review.") {
 			back = schemas.TaskStaged
@@ -248,6 +255,9 @@ func (b *DeadLetters) Discard(ctx context.Context, id, by string) (schemas.DeadL
 		}
 		t, err := q.TaskGetByID(ctx, d.TaskID)
 		if err != nil {
+			return err
+		}
+		if _, err := q.JobLock(ctx, t.JobID); err != nil { // the job first
 			return err
 		}
 		failed, reason := schemas.TaskFailed, fmt.Sprintf("dead letter %s discarded by %s: %s", d.ID, by, bus.Clip(d.Reason, 1000))

@@ -589,7 +589,9 @@ var openTaskStatuses = []string{
 
 func (s *Service) cancelJob(ctx context.Context, req schemas.IDRequest) (any, error) {
 	err := s.store.InTx(ctx, func(q store.Querier) error {
-		job, err := q.JobGetByID(ctx, req.ID)
+		// The job first, then its tasks, as every transaction that
+		// changes both does (store.Querier.JobLock).
+		job, err := q.JobLock(ctx, req.ID)
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return &bus.APIError{Status: 404, Code: "not_found", Message: fmt.Sprintf("id: no job %q", req.ID)}
@@ -815,6 +817,16 @@ func (s *Service) revise(ctx context.Context, ev schemas.Event) error {
 		}
 		if t.Status != schemas.TaskRejected || t.Revision != ev.Revision {
 			return nil // handled already, or the job was cancelled
+		}
+		// The job before the task, as a cancel takes them: taken the
+		// other way round, a revision and a cancel would each wait for
+		// the other (a deadlock on PostgreSQL).
+		job, err := q.JobLock(ctx, t.JobID)
+		if err != nil {
+			return err
+		}
+		if job.Status != schemas.JobRunning {
+			return nil // a failed job's revision waits for a replay to revive it
 		}
 		rev := t.Revision
 		if rev < s.cfg.MaxRevisions {

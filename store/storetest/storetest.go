@@ -279,6 +279,25 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 		})
 	})
 
+	t.Run("JobLock", func(t *testing.T) {
+		s, ctx := setup(t)
+		job, _, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "locked", Status: schemas.JobRunning}})
+		require.NoError(t, err)
+		require.NoError(t, s.InTx(ctx, func(q store.Querier) error {
+			got, err := q.JobLock(ctx, job.ID)
+			require.NoError(t, err)
+			require.Equal(t, "locked", got.Title)
+			moved, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: job.ID, From: []string{schemas.JobRunning}, To: schemas.JobCancelled})
+			require.True(t, moved, "the lock is the transaction's own")
+			return err
+		}))
+		err = s.InTx(ctx, func(q store.Querier) error {
+			_, err := q.JobLock(ctx, uuid.NewString())
+			return err
+		})
+		require.ErrorIs(t, err, store.ErrNotFound)
+	})
+
 	t.Run("JobList", func(t *testing.T) {
 		t.Parallel()
 

@@ -120,6 +120,15 @@ func (q *Queries) JobGetByID(ctx context.Context, id string) (store.Job, error) 
 	return j, nil
 }
 
+// JobLock is JobGetByID holding the job's row until the transaction ends.
+func (q *Queries) JobLock(ctx context.Context, id string) (store.Job, error) {
+	j, err := queryOne(ctx, q, scanJob, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`+q.dialect.LockRow(), id)
+	if err != nil {
+		return store.Job{}, fmt.Errorf("locking job %s: %w", id, err)
+	}
+	return j, nil
+}
+
 // JobList returns jobs newest first, filtered, one page at a time. The
 // role filter is a semi-join, so a job with many tasks of the role comes
 // once.
