@@ -364,6 +364,12 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 		return w.notStarted(ctx, log, m)
 	}
 	task := st.Task
+	if err := bus.Emit(ctx, w.store, w.subj, schemas.Event{JobID: task.JobID, TaskID: task.ID, Kind: schemas.EventTaskStarted,
+		Role: task.Role, Revision: task.Revision, Message: fmt.Sprintf("attempt %d", task.Attempts)}); err != nil {
+		log.Warn().Err(err).Msg("recording the task's start")
+	} else {
+		w.cfg.Notify()
+	}
 	req, budget, err := w.request(ctx, task, st.Job, st.Lessons)
 	if err != nil {
 		return err

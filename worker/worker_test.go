@@ -182,6 +182,16 @@ func TestRedeliveryStagesOnce(t *testing.T) {
 	outs, err := f.store.OutputListByJob(context.Background(), task.JobID)
 	require.NoError(t, err)
 	require.Len(t, outs, 1)
+	// The timeline says when the task started, once: the duplicate
+	// started nothing.
+	events, err := f.store.EventListByJob(context.Background(), task.JobID)
+	require.NoError(t, err)
+	var kinds []string
+	for _, e := range events {
+		kinds = append(kinds, e.Kind)
+	}
+	require.Equal(t, []string{schemas.EventTaskStarted, schemas.EventOutputStaged}, kinds)
+	require.Equal(t, "attempt 1", events[0].Message)
 }
 
 // TestNoPrefetchBeyondConcurrency: two workers of concurrency 1 with a

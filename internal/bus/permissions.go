@@ -62,9 +62,9 @@ type User struct {
 	Permissions *Permissions
 }
 
-// workerEvents are the events a worker writes: its stage, and what a dead
-// letter or a spent budget does to a task and its job.
-var workerEvents = []string{schemas.EventOutputStaged, schemas.EventTaskDeadLettered, schemas.EventJobFailed, schemas.EventJobBudgetExceeded}
+// workerEvents are the events a worker writes: a task's start, its stage,
+// and what a dead letter or a spent budget does to a task and its job.
+var workerEvents = []string{schemas.EventTaskStarted, schemas.EventOutputStaged, schemas.EventTaskDeadLettered, schemas.EventJobFailed, schemas.EventJobBudgetExceeded}
 
 // reviewEvents are the events the review service writes: its decisions,
 // an output parked for a person, and what a dead letter does.
