@@ -480,6 +480,12 @@ type TaskStartParams struct {
 	// to Role or "all", newest first (LessonList with IncludeGlobal), with
 	// the task: on PostgreSQL in the same statement.
 	Lessons int
+	// Event, when set, is recorded with its outbox message EventMessage
+	// (as EventEmit records them) when the task starts, in the start's
+	// transaction (on PostgreSQL its statement), and not otherwise: the
+	// task's task_started.
+	Event        *Event
+	EventMessage OutboxMessage
 }
 
 // TaskStarted is what TaskStart read when it started a task.

@@ -356,20 +356,21 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	log := w.log.With().Str("job_id", m.JobID).Str("task_id", m.TaskID).Int("revision", m.Revision).Logger()
 	// Most messages start their task: one write marks it running and reads
 	// it with its job. Anything else is told apart by reading.
-	st, started, err := w.store.TaskStart(ctx, store.TaskStartParams{ID: m.TaskID, JobID: m.JobID, Role: m.Role, Revision: m.Revision, Lessons: maxLessons})
+	// The same write records task_started, only when it starts the task.
+	ev, evMsg, err := bus.EventMessage(w.subj, schemas.Event{JobID: m.JobID, TaskID: m.TaskID, Kind: schemas.EventTaskStarted, Role: m.Role, Revision: m.Revision})
+	if err != nil {
+		return err
+	}
+	st, started, err := w.store.TaskStart(ctx, store.TaskStartParams{ID: m.TaskID, JobID: m.JobID, Role: m.Role, Revision: m.Revision, Lessons: maxLessons,
+		Event: &ev, EventMessage: evMsg})
 	if err != nil {
 		return err
 	}
 	if !started {
 		return w.notStarted(ctx, log, m)
 	}
+	w.cfg.Notify()
 	task := st.Task
-	if err := bus.Emit(ctx, w.store, w.subj, schemas.Event{JobID: task.JobID, TaskID: task.ID, Kind: schemas.EventTaskStarted,
-		Role: task.Role, Revision: task.Revision, Message: fmt.Sprintf("attempt %d", task.Attempts)}); err != nil {
-		log.Warn().Err(err).Msg("recording the task's start")
-	} else {
-		w.cfg.Notify()
-	}
 	req, budget, err := w.request(ctx, task, st.Job, st.Lessons)
 	if err != nil {
 		return err
