@@ -420,6 +420,10 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 		log.Info().Msg("job's token budget spent before the next model call; task stopped")
 		return nil
 	}
+	if errors.Is(err, errTaskLeft) {
+		log.Info().Msg("task no longer running (its job cancelled or failed); model call stopped")
+		return nil
+	}
 	if err != nil {
 		w.cfg.Metrics.TaskDone(task.Role, "failed", 0)
 		// The task says what went wrong while it waits for the retry.
@@ -510,8 +514,12 @@ func (w *Worker) recordCalls(ctx context.Context, log zerolog.Logger, rows []sto
 	}
 }
 
-// errBudgetSpent stops a task whose job spent its token budget.
-var errBudgetSpent = errors.New("the job's token budget is spent")
+// errBudgetSpent stops a task whose job spent its token budget, and
+// errTaskLeft one that left running while its model worked.
+var (
+	errBudgetSpent = errors.New("the job's token budget is spent")
+	errTaskLeft    = errors.New("the task is no longer running")
+)
 
 // callRow is a model call as a store row.
 func callRow(c llm.Call, t store.Task) store.ModelCall {
@@ -524,10 +532,14 @@ func callRow(c llm.Call, t store.Task) store.ModelCall {
 
 // generate calls the model, telling JetStream the task is alive while it
 // works, and the store every tenth heartbeat, so the reconciler never takes
-// a long call for a lost task.
+// a long call for a lost task. When the store says the task is no longer
+// running (its job was cancelled, or failed by a dead letter), the call is
+// stopped with errTaskLeft.
 func (w *Worker) generate(ctx context.Context, msg jetstream.Msg, task store.Task, req llm.Request) (llm.Response, error) {
 	done := make(chan struct{})
 	defer close(done)
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	go func() {
 		t := time.NewTicker(w.cfg.Heartbeat)
 		defer t.Stop()
@@ -539,12 +551,19 @@ func (w *Worker) generate(ctx context.Context, msg jetstream.Msg, task store.Tas
 				_ = msg.InProgress()
 				if beats%10 == 0 {
 					rev := task.Revision
-					_, _ = w.store.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskRunning}, Revision: &rev})
+					if moved, err := w.store.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskRunning}, Revision: &rev}); err == nil && !moved {
+						stop(errTaskLeft)
+						return
+					}
 				}
 			}
 		}
 	}()
-	return w.taskModel(ctx).Generate(ctx, req)
+	resp, err := w.taskModel(ctx).Generate(ctx, req)
+	if err != nil && errors.Is(context.Cause(ctx), errTaskLeft) {
+		return resp, errTaskLeft
+	}
+	return resp, err
 }
 
 // maxLessons is how many of the newest lessons of a task's role (and of
