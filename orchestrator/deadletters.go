@@ -100,6 +100,10 @@ func (b *DeadLetters) recordIn(ctx context.Context, q store.Querier, d schemas.D
 	if err != nil {
 		return r, err
 	}
+	// The job before the task, as a cancel takes them (JobLock).
+	if _, err := q.JobLock(ctx, t.JobID); err != nil {
+		return r, err
+	}
 	// Only a message the task still waits for stops it: a stale
 	// duplicate, an old revision or a message whose work got done
 	// meanwhile is kept as a record and changes nothing.
@@ -123,6 +127,13 @@ func (b *DeadLetters) recordIn(ctx context.Context, q store.Querier, d schemas.D
 			return r, err
 		}
 		if moved {
+			// Nothing more runs for a failed job: its other tasks that
+			// wait or work stop, as a cancel stops them (a running
+			// worker's stage finds its task moved on); a replay that
+			// revives the job sends them again.
+			if err := pauseSiblings(ctx, q, t.JobID, jobReason); err != nil {
+				return r, err
+			}
 			events = append(events, schemas.Event{JobID: t.JobID, Kind: schemas.EventJobFailed, Message: jobReason})
 		}
 	}
@@ -202,6 +213,9 @@ func (b *DeadLetters) Replay(ctx context.Context, id, by string) (schemas.DeadLe
 		if err != nil {
 			return err
 		}
+		if _, err := q.JobLock(ctx, t.JobID); err != nil { // the job first
+			return err
+		}
 		back := schemas.TaskQueued
 		if strings.Contains(d.Subject, ".review.") {
 			back = schemas.TaskStaged
@@ -224,7 +238,7 @@ func (b *DeadLetters) Replay(ctx context.Context, id, by string) (schemas.DeadLe
 			return err
 		}
 		if moved {
-			if err := reviveJob(ctx, q, t.JobID); err != nil {
+			if err := reviveJob(ctx, q, b.Subjects, t.JobID); err != nil {
 				return err
 			}
 		}
@@ -265,6 +279,9 @@ func (b *DeadLetters) Discard(ctx context.Context, id, by string) (schemas.DeadL
 		if err != nil {
 			return err
 		}
+		if _, err := q.JobLock(ctx, t.JobID); err != nil { // the job first
+			return err
+		}
 		failed, reason := schemas.TaskFailed, fmt.Sprintf("dead letter %s discarded by %s: %s", d.ID, by, bus.Clip(d.Reason, 1000))
 		if ok, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: []string{schemas.TaskDeadLettered}, Status: &failed, Reason: &reason}); err != nil || !ok {
 			return err
@@ -289,9 +306,39 @@ func (b *DeadLetters) Discard(ctx context.Context, id, by string) (schemas.DeadL
 	return b.Store.DeadLetterGetByID(ctx, id)
 }
 
+// pausedPrefix starts the reason of a task stopped because a dead letter
+// failed its job: a replay that revives the job sends it again.
+const pausedPrefix = "job failed: " + deadLetteredPrefix
+
+// pauseSiblings cancels the tasks of a job a dead letter failed that wait
+// to run or run (pending, queued, running), with a reason a revival
+// recognises. Tasks with an output under review are left as they are: the
+// review goes on, and the job being failed, nothing is dispatched after it.
+func pauseSiblings(ctx context.Context, q store.Querier, jobID, jobReason string) error {
+	tasks, err := q.TaskListByJob(ctx, jobID)
+	if err != nil {
+		return err
+	}
+	cancelled, reason := schemas.TaskCancelled, "job failed: "+jobReason
+	for _, t := range tasks {
+		switch t.Status {
+		case schemas.TaskPending, schemas.TaskQueued, schemas.TaskRunning:
+		default:
+			continue
+		}
+		rev := t.Revision
+		if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: []string{t.Status}, Revision: &rev, Status: &cancelled, Reason: &reason}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // reviveJob puts a job a dead letter failed back to running, once none of
-// its tasks waits for a replay any more.
-func reviveJob(ctx context.Context, q store.Querier, jobID string) error {
+// its tasks waits for a replay any more, and sends again the tasks its
+// failure stopped (pauseSiblings): queued, with a fresh message, when
+// every task they depend on is promoted, else pending.
+func reviveJob(ctx context.Context, q store.Querier, subj bus.Subjects, jobID string) error {
 	job, err := q.JobGetByID(ctx, jobID)
 	if err != nil || job.Status != schemas.JobFailed || !strings.HasPrefix(job.Reason, deadLetteredPrefix) {
 		return err
@@ -300,13 +347,47 @@ func reviveJob(ctx context.Context, q store.Querier, jobID string) error {
 	if err != nil {
 		return err
 	}
+	promoted := map[string]bool{}
 	for _, t := range tasks {
 		if t.Status == schemas.TaskDeadLettered {
 			return nil // still waiting for another replay
 		}
+		if t.Status == schemas.TaskPromoted {
+			promoted[t.Key] = true
+		}
 	}
-	_, err = q.JobSetStatus(ctx, store.JobSetStatusParams{ID: jobID, From: []string{schemas.JobFailed}, To: schemas.JobRunning})
-	return err
+	if _, err = q.JobSetStatus(ctx, store.JobSetStatusParams{ID: jobID, From: []string{schemas.JobFailed}, To: schemas.JobRunning}); err != nil {
+		return err
+	}
+	var events []schemas.Event
+	for _, t := range tasks {
+		if t.Status != schemas.TaskCancelled || !strings.HasPrefix(t.Reason, pausedPrefix) {
+			continue
+		}
+		status, noReason, rev := schemas.TaskPending, "", t.Revision
+		if allIn(t.DependsOn, promoted) {
+			status = schemas.TaskQueued
+		}
+		moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: []string{schemas.TaskCancelled}, Revision: &rev, Status: &status, Reason: &noReason})
+		if err != nil {
+			return err
+		}
+		if !moved || status != schemas.TaskQueued {
+			continue
+		}
+		// A fresh message id: the stream may still hold the first one's.
+		m, err := bus.OutboxJSON(subj.Task(t.Role), "revive."+uuid.NewString(), schemas.TaskMessage{
+			TaskID: t.ID, JobID: t.JobID, Key: t.Key, Role: t.Role, Revision: t.Revision,
+		})
+		if err != nil {
+			return err
+		}
+		if err := q.OutboxInsert(ctx, []store.OutboxMessage{m}); err != nil {
+			return err
+		}
+		events = append(events, queuedEvent(t))
+	}
+	return bus.Emit(ctx, q, subj, events...)
 }
 
 // errNoDeadLetter is the API's not-found error for a dead letter.

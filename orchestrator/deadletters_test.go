@@ -35,6 +35,11 @@ func taskLetter(task store.Task, revision int) schemas.DeadLetter {
 	return bus.NewDeadLetter("workers-developer", "TROUPE_TASKS", uint64(time.Now().UnixNano()), time.Now(), "troupe.tasks.developer", payload, nil, "boom", bus.ClassExhausted, 3)
 }
 
+func reviewLetter(task store.Task, revision int) schemas.DeadLetter {
+	payload, _ := json.Marshal(schemas.ReviewRequest{OutputID: uuid.NewString(), TaskID: task.ID, JobID: task.JobID, Role: task.Role, Revision: revision})
+	return bus.NewDeadLetter("review", "TROUPE_REVIEW", uint64(time.Now().UnixNano()), time.Now(), "troupe.review.developer", payload, nil, "boom", bus.ClassExhausted, 3)
+}
+
 func book(t *testing.T) (*DeadLetters, store.Store) {
 	st := sqlite.NewTestStore(t)
 	return &DeadLetters{Store: st, Subjects: bus.Subjects{Prefix: "troupe"}, Log: zerolog.New(zerolog.NewTestWriter(t))}, st
@@ -84,8 +89,8 @@ func TestReplayRevivesOnlyWhenNothingElseWaits(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	b, st := book(t)
-	job, tasks := jobWith(t, st, schemas.TaskRunning, schemas.TaskRunning, schemas.TaskPending)
-	first, second := taskLetter(tasks[0], 0), taskLetter(tasks[1], 0)
+	job, tasks := jobWith(t, st, schemas.TaskRunning, schemas.TaskStaged, schemas.TaskPending)
+	first, second := taskLetter(tasks[0], 0), reviewLetter(tasks[1], 0)
 	require.NoError(t, b.Record(ctx, first))
 	require.NoError(t, b.Record(ctx, second))
 
@@ -123,4 +128,71 @@ func TestReplayRevivesOnlyWhenNothingElseWaits(t *testing.T) {
 	require.Equal(t, schemas.JobFailed, js)
 	pending, _ := status(t, st, tasks[2].ID, job.ID)
 	require.Equal(t, schemas.TaskCancelled, pending, "nothing waits in a failed job")
+}
+
+// TestFailPolicyStopsSiblingsUntilReplay: under the fail policy a dead
+// letter fails its job and, in the same transaction, stops the job's other
+// tasks that wait or run, as a cancel does; a task under review is left to
+// its review. The replay that revives the job sends the stopped tasks
+// again: queued with a fresh message when their upstream is promoted,
+// pending otherwise.
+func TestFailPolicyStopsSiblingsUntilReplay(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b, st := book(t)
+	job := store.Job{ID: uuid.NewString(), Title: "J", Status: schemas.JobRunning}
+	task := func(key, status string, deps ...string) store.Task {
+		return store.Task{ID: uuid.NewString(), JobID: job.ID, Key: key, Role: "developer", Status: status, DependsOn: deps}
+	}
+	dead, queued, running, after, staged := task("dead", schemas.TaskRunning), task("queued", schemas.TaskQueued),
+		task("running", schemas.TaskRunning), task("after", schemas.TaskPending, "dead"), task("staged", schemas.TaskStaged)
+	_, _, err := st.JobCreate(ctx, store.JobCreateParams{Job: job, Tasks: []store.Task{dead, queued, running, after, staged}})
+	require.NoError(t, err)
+
+	letter := taskLetter(dead, 0)
+	require.NoError(t, b.Record(ctx, letter))
+	for _, tk := range []store.Task{queued, running, after} {
+		got, err := st.TaskGetByID(ctx, tk.ID)
+		require.NoError(t, err)
+		require.Equal(t, schemas.TaskCancelled, got.Status, "task %s of the failed job", tk.Key)
+		require.Contains(t, got.Reason, "job failed: dead-lettered: task dead")
+	}
+	ts, js := status(t, st, staged.ID, job.ID)
+	require.Equal(t, schemas.TaskStaged, ts, "a review in progress goes on")
+	require.Equal(t, schemas.JobFailed, js)
+	events, err := st.EventListByJob(ctx, job.ID)
+	require.NoError(t, err)
+	require.True(t, hasEvent(events, schemas.EventJobFailed))
+
+	_, err = b.Replay(ctx, letter.ID, "ops")
+	require.NoError(t, err)
+	_, js = status(t, st, dead.ID, job.ID)
+	require.Equal(t, schemas.JobRunning, js)
+	want := map[string]string{dead.ID: schemas.TaskQueued, queued.ID: schemas.TaskQueued, running.ID: schemas.TaskQueued, after.ID: schemas.TaskPending}
+	for id, w := range want {
+		got, err := st.TaskGetByID(ctx, id)
+		require.NoError(t, err)
+		require.Equal(t, w, got.Status, "task %s after the replay", got.Key)
+		require.Empty(t, got.Reason)
+	}
+	unsent, err := st.OutboxListUnsent(ctx, 100)
+	require.NoError(t, err)
+	sent := map[string]bool{}
+	for _, m := range unsent {
+		var tm schemas.TaskMessage
+		if m.Subject == "troupe.tasks.developer" && json.Unmarshal(m.Payload, &tm) == nil {
+			require.NotEqual(t, fmt.Sprintf("task.%s.0", tm.TaskID), m.MsgID, "a fresh message id")
+			sent[tm.TaskID] = true
+		}
+	}
+	require.Equal(t, map[string]bool{dead.ID: true, queued.ID: true, running.ID: true}, sent)
+}
+
+func hasEvent(events []schemas.Event, kind string) bool {
+	for _, e := range events {
+		if e.Kind == kind {
+			return true
+		}
+	}
+	return false
 }

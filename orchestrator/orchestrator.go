@@ -620,7 +620,9 @@ var openTaskStatuses = []string{
 
 func (s *Service) cancelJob(ctx context.Context, req schemas.IDRequest) (any, error) {
 	err := s.store.InTx(ctx, func(q store.Querier) error {
-		job, err := q.JobGetByID(ctx, req.ID)
+		// The job first, then its tasks, as every transaction that
+		// changes both does (store.Querier.JobLock).
+		job, err := q.JobLock(ctx, req.ID)
 		if err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return &bus.APIError{Status: 404, Code: "not_found", Message: fmt.Sprintf("id: no job %q", req.ID)}
@@ -753,6 +755,10 @@ func (s *Service) advanceInTx(ctx context.Context, jobID string) error {
 	var wrote bool
 	done := 0 // the job's tasks, once it is done
 	err := s.store.InTx(ctx, func(q store.Querier) error {
+		// A transaction run again (a deadlock, a lost connection, a group
+		// that did not commit) starts from nothing: an earlier run's
+		// finish was rolled back, and another may have finished the job.
+		wrote, done = false, 0
 		job, tasks, err := q.JobGetWithTasks(ctx, jobID)
 		if err != nil {
 			return err
@@ -818,69 +824,6 @@ var errJobMoved = errors.New("job moved on")
 
 func allIn(keys []string, set map[string]bool) bool {
 	return !slices.ContainsFunc(keys, func(k string) bool { return !set[k] })
-}
-
-// revise sends a rejected task back as its next revision, or fails it and
-// its job when it has used every revision.
-func (s *Service) revise(ctx context.Context, ev schemas.Event) error {
-	var wrote bool
-	err := s.store.InTx(ctx, func(q store.Querier) error {
-		t, err := q.TaskGetByID(ctx, ev.TaskID)
-		if err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				return bus.Permanent(fmt.Errorf("unknown task %q", ev.TaskID))
-			}
-			return err
-		}
-		if t.Status != schemas.TaskRejected || t.Revision != ev.Revision {
-			return nil // handled already, or the job was cancelled
-		}
-		rev := t.Revision
-		log := s.log.With().Str("job_id", t.JobID).Str("task_id", t.ID).Str("role", t.Role).Int("revision", rev).Logger()
-		if rev < s.cfg.MaxRevisions {
-			next, queued := rev+1, schemas.TaskQueued
-			moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{
-				ID: t.ID, From: []string{schemas.TaskRejected}, Revision: &rev, Status: &queued, SetRevision: &next,
-			})
-			if err != nil || !moved {
-				return err
-			}
-			t.Revision = next
-			m, err := s.taskMessage(t)
-			if err != nil {
-				return err
-			}
-			if err := q.OutboxInsert(ctx, []store.OutboxMessage{m}); err != nil {
-				return err
-			}
-			wrote = true
-			log.Info().Msg("task sent back for revision")
-			return bus.Emit(ctx, q, s.subj, queuedEvent(t))
-		}
-		reason := fmt.Sprintf("rejected at revision %d, the last allowed (review.maxRevisions is %d): %s", rev, s.cfg.MaxRevisions, bus.Clip(t.Feedback, 2000))
-		failed := schemas.TaskFailed
-		moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: []string{schemas.TaskRejected}, Revision: &rev, Status: &failed, Reason: &reason})
-		if err != nil || !moved {
-			return err
-		}
-		jobReason := fmt.Sprintf("task %s (%s) failed: %s", t.Key, t.Role, reason)
-		if _, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: t.JobID, From: []string{schemas.JobRunning}, To: schemas.JobFailed, Reason: jobReason}); err != nil {
-			return err
-		}
-		if err := closeOpenTasks(ctx, q, t.JobID, schemas.TaskCancelled, "job failed: "+jobReason); err != nil {
-			return err
-		}
-		wrote = true
-		log.Warn().Str("reason", reason).Msg("task failed; job failed")
-		return bus.Emit(ctx, q, s.subj,
-			schemas.Event{JobID: t.JobID, TaskID: t.ID, Kind: schemas.EventTaskFailed, Role: t.Role, Revision: rev, Message: reason},
-			schemas.Event{JobID: t.JobID, Kind: schemas.EventJobFailed, Message: jobReason},
-		)
-	})
-	if wrote {
-		s.cfg.Notify()
-	}
-	return err
 }
 
 func clampLimit(n, def, maxN int) int {

@@ -53,6 +53,11 @@ type Querier interface {
 	JobCreate(ctx context.Context, p JobCreateParams) (job Job, created bool, err error)
 	// JobGetByID returns one job, or ErrNotFound.
 	JobGetByID(ctx context.Context, id string) (Job, error)
+	// JobLock is JobGetByID that, inside a transaction, holds the job's
+	// row until the transaction ends, as an update of it would. A
+	// transaction that changes a job and its tasks locks the job first,
+	// so that two of them never wait for each other (a deadlock).
+	JobLock(ctx context.Context, id string) (Job, error)
 	// JobList returns jobs newest first, filtered, one page at a time.
 	JobList(ctx context.Context, p JobListParams) ([]Job, error)
 	// JobSetStatus moves a job to p.To when its status is one of p.From (any
@@ -475,6 +480,12 @@ type TaskStartParams struct {
 	// to Role or "all", newest first (LessonList with IncludeGlobal), with
 	// the task: on PostgreSQL in the same statement.
 	Lessons int
+	// Event, when set, is recorded with its outbox message EventMessage
+	// (as EventEmit records them) when the task starts, in the start's
+	// transaction (on PostgreSQL its statement), and not otherwise: the
+	// task's task_started.
+	Event        *Event
+	EventMessage OutboxMessage
 }
 
 // TaskStarted is what TaskStart read when it started a task.

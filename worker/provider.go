@@ -32,10 +32,15 @@ var errTaskLeft = errors.New("the task is no longer running")
 // made again; the worker stopping, or ctx ending, ends the wait, and the
 // Settler naks the message at once for another worker.
 func (w *Worker) generate(ctx context.Context, log zerolog.Logger, msg jetstream.Msg, task store.Task, req llm.Request) (llm.Response, error) {
-	stop := w.keepAlive(ctx, msg, task)
+	ctx, left := context.WithCancelCause(ctx)
+	defer left(nil)
+	stop := w.keepAlive(ctx, msg, task, left)
 	defer stop()
 	for refusal := 0; ; refusal++ {
 		resp, err := w.taskModel(ctx).Generate(ctx, req)
+		if err != nil && errors.Is(context.Cause(ctx), errTaskLeft) {
+			return resp, errTaskLeft
+		}
 		d, limited := llm.RateLimitWait(err, refusal)
 		if !limited || ctx.Err() != nil {
 			return resp, err
@@ -52,6 +57,9 @@ func (w *Worker) generate(ctx context.Context, log zerolog.Logger, msg jetstream
 		log.Info().Err(err).Time("until", until).Int("refusals", refusal+1).Msg("rate limited by the provider; holding the task until then")
 		select {
 		case <-ctx.Done():
+			if errors.Is(context.Cause(ctx), errTaskLeft) {
+				return llm.Response{}, errTaskLeft
+			}
 			return llm.Response{}, fmt.Errorf("waiting for the provider: %w", ctx.Err())
 		case <-w.stopping:
 			// Nothing to finish within the grace period: another worker
@@ -63,8 +71,10 @@ func (w *Worker) generate(ctx context.Context, log zerolog.Logger, msg jetstream
 }
 
 // keepAlive sends InProgress every heartbeat, and touches the task in the
-// store every tenth, until stop.
-func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg, task store.Task) (stop func()) {
+// store every tenth, until stop. When the store says the task is no longer
+// running (its job was cancelled, or failed by a dead letter), it calls
+// left with errTaskLeft, which stops the model call.
+func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg, task store.Task, left context.CancelCauseFunc) (stop func()) {
 	done := make(chan struct{})
 	go func() {
 		t := time.NewTicker(w.cfg.Heartbeat)
@@ -77,7 +87,10 @@ func (w *Worker) keepAlive(ctx context.Context, msg jetstream.Msg, task store.Ta
 				_ = msg.InProgress()
 				if beats%10 == 0 {
 					rev := task.Revision
-					_, _ = w.store.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskRunning}, Revision: &rev})
+					if moved, err := w.store.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskRunning}, Revision: &rev}); err == nil && !moved {
+						left(errTaskLeft)
+						return
+					}
 				}
 			}
 		}

@@ -369,13 +369,20 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 	log := w.log.With().Str("job_id", m.JobID).Str("task_id", m.TaskID).Int("revision", m.Revision).Logger()
 	// Most messages start their task: one write marks it running and reads
 	// it with its job. Anything else is told apart by reading.
-	st, started, err := w.store.TaskStart(ctx, store.TaskStartParams{ID: m.TaskID, JobID: m.JobID, Role: m.Role, Revision: m.Revision, Lessons: maxLessons})
+	// The same write records task_started, only when it starts the task.
+	ev, evMsg, err := bus.EventMessage(w.subj, schemas.Event{JobID: m.JobID, TaskID: m.TaskID, Kind: schemas.EventTaskStarted, Role: m.Role, Revision: m.Revision})
+	if err != nil {
+		return err
+	}
+	st, started, err := w.store.TaskStart(ctx, store.TaskStartParams{ID: m.TaskID, JobID: m.JobID, Role: m.Role, Revision: m.Revision, Lessons: maxLessons,
+		Event: &ev, EventMessage: evMsg})
 	if err != nil {
 		return err
 	}
 	if !started {
 		return w.notStarted(ctx, log, m)
 	}
+	w.cfg.Notify()
 	task := st.Task
 	req, budget, err := w.request(ctx, task, st.Job, st.Lessons)
 	if err != nil {
@@ -427,7 +434,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 		log.Info().Msg("job's token budget spent before the next model call; task stopped")
 		return nil
 	case errors.Is(err, errTaskLeft):
-		log.Info().Msg("task moved on while it waited for the provider; stopped")
+		log.Info().Msg("task no longer running (its job cancelled or failed); model call or wait for the provider stopped")
 		return nil
 	}
 	if err != nil {
@@ -520,7 +527,9 @@ func (w *Worker) recordCalls(ctx context.Context, log zerolog.Logger, rows []sto
 	}
 }
 
-// errBudgetSpent stops a task whose job spent its token budget.
+// errBudgetSpent stops a task whose job spent its token budget (and
+// errTaskLeft, in provider.go, one that left running while its model
+// worked or waited).
 var errBudgetSpent = errors.New("the job's token budget is spent")
 
 // callRow is a model call as a store row.

@@ -182,6 +182,15 @@ func TestRedeliveryStagesOnce(t *testing.T) {
 	outs, err := f.store.OutputListByJob(context.Background(), task.JobID)
 	require.NoError(t, err)
 	require.Len(t, outs, 1)
+	// The timeline says when the task started, once: the duplicate
+	// started nothing.
+	events, err := f.store.EventListByJob(context.Background(), task.JobID)
+	require.NoError(t, err)
+	var kinds []string
+	for _, e := range events {
+		kinds = append(kinds, e.Kind)
+	}
+	require.Equal(t, []string{schemas.EventTaskStarted, schemas.EventOutputStaged}, kinds)
 }
 
 // TestNoPrefetchBeyondConcurrency: two workers of concurrency 1 with a
@@ -561,4 +570,50 @@ func TestMessagesThatStartNothing(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, unsent, 1, "the review request of the earlier stage")
 	require.Equal(t, "troupe.review.developer", unsent[0].Subject)
+}
+
+// blockingModel answers only when its call's context ends, and says so.
+type blockingModel struct {
+	llm.Offline
+	started, stopped chan struct{}
+}
+
+func (m *blockingModel) Generate(ctx context.Context, _ llm.Request) (llm.Response, error) {
+	close(m.started)
+	<-ctx.Done()
+	close(m.stopped)
+	return llm.Response{}, ctx.Err()
+}
+
+// TestModelCallStopsWhenItsTaskLeavesRunning: a task cancelled (its job
+// cancelled, or failed by a dead letter under the fail policy) while its
+// model works has its call stopped at the worker's next store heartbeat;
+// the message is acknowledged, nothing is staged, nothing is retried.
+func TestModelCallStopsWhenItsTaskLeavesRunning(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := setup(t, 30*time.Second)
+	m := &blockingModel{started: make(chan struct{}), stopped: make(chan struct{})}
+	startWorker(t, f, Config{Concurrency: 1, Heartbeat: 5 * time.Millisecond}, m)
+	ids := f.queue(t, 1)
+	<-m.started
+	cancelled, reason := schemas.TaskCancelled, "job failed: dead-lettered: task other"
+	moved, err := f.store.TaskUpdate(ctx, store.TaskUpdateParams{ID: ids[0], From: []string{schemas.TaskRunning}, Status: &cancelled, Reason: &reason})
+	require.NoError(t, err)
+	require.True(t, moved)
+	<-m.stopped
+	require.Eventually(t, func() bool {
+		cons, err := f.js.Consumer(ctx, bus.StreamTasks, "workers-developer")
+		if err != nil {
+			return false
+		}
+		ci, err := cons.Info(ctx)
+		return err == nil && ci.NumAckPending == 0 && ci.NumPending == 0
+	}, 10*time.Second, 10*time.Millisecond, "the message was acknowledged")
+	task, err := f.store.TaskGetByID(ctx, ids[0])
+	require.NoError(t, err)
+	require.Equal(t, schemas.TaskCancelled, task.Status)
+	require.Equal(t, reason, task.Reason, "the failure was not written over the cancel")
+	_, err = f.store.OutputGetByTaskRevision(ctx, ids[0], 0)
+	require.ErrorIs(t, err, store.ErrNotFound)
 }

@@ -22,21 +22,30 @@ func Emit(ctx context.Context, q store.Querier, subj Subjects, events ...schemas
 	}
 	msgs := make([]store.OutboxMessage, 0, len(events))
 	for i := range events {
-		ev := &events[i]
-		if ev.ID == "" {
-			ev.ID = uuid.NewString()
-		}
-		if ev.Time.IsZero() {
-			ev.Time = time.Now().UTC()
-		}
-		ev.Message = redact.String(ev.Message)
-		m, err := OutboxJSON(subj.Event(ev.JobID, ev.Kind), "event."+ev.ID, ev)
-		if err != nil {
+		var m store.OutboxMessage
+		var err error
+		if events[i], m, err = EventMessage(subj, events[i]); err != nil {
 			return err
 		}
 		msgs = append(msgs, m)
 	}
 	return q.EventEmit(ctx, events, msgs)
+}
+
+// EventMessage gives ev an id and a time when it has none and returns it
+// with the outbox message that announces it, for a write that records
+// both (Emit; store.TaskStartParams.Event). Its message is masked
+// (redact): it often carries an error.
+func EventMessage(subj Subjects, ev schemas.Event) (schemas.Event, store.OutboxMessage, error) {
+	ev.Message = redact.String(ev.Message)
+	if ev.ID == "" {
+		ev.ID = uuid.NewString()
+	}
+	if ev.Time.IsZero() {
+		ev.Time = time.Now().UTC()
+	}
+	m, err := OutboxJSON(subj.Event(ev.JobID, ev.Kind), "event."+ev.ID, ev)
+	return ev, m, err
 }
 
 // OutboxJSON builds an outbox row carrying v as JSON.

@@ -75,12 +75,12 @@ type User struct {
 	Permissions *Permissions
 }
 
-// workerEvents are the events a worker publishes: its stage. What a dead
-// letter or a spent budget does to a task and its job a worker writes in
-// the store, and the orchestrator's relay publishes it: a worker's NATS
-// user may not announce that any job failed (or a task was dead-lettered)
-// whatever the store says.
-var workerEvents = []string{schemas.EventOutputStaged}
+// workerEvents are the events a worker publishes: a task's start and its
+// stage. What a dead letter or a spent budget does to a task and its job a
+// worker writes in the store, and the orchestrator's relay publishes it: a
+// worker's NATS user may not announce that any job failed (or a task was
+// dead-lettered) whatever the store says.
+var workerEvents = []string{schemas.EventTaskStarted, schemas.EventOutputStaged}
 
 // reviewEvents are the events the review service writes: its decisions,
 // an output parked for a person, and what a dead letter does.

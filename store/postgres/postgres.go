@@ -146,6 +146,8 @@ func (dialect) IsRetryable(err error) bool {
 
 func (dialect) SkipLocked() string { return " FOR UPDATE SKIP LOCKED" }
 
+func (dialect) LockRow() string { return " FOR NO KEY UPDATE" }
+
 func (dialect) WritingWith() bool { return true }
 
 func (dialect) IsForeignKeyViolation(err error) bool {

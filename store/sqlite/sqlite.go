@@ -154,4 +154,7 @@ func (dialect) IsRetryable(error) bool { return false }
 // that writes holds the database's one write lock.
 func (dialect) SkipLocked() string { return "" }
 
+// LockRow: every transaction that writes holds the database's write lock.
+func (dialect) LockRow() string { return "" }
+
 func (dialect) WritingWith() bool { return false }

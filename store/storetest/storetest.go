@@ -279,6 +279,25 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 		})
 	})
 
+	t.Run("JobLock", func(t *testing.T) {
+		s, ctx := setup(t)
+		job, _, err := s.JobCreate(ctx, store.JobCreateParams{Job: store.Job{Title: "locked", Status: schemas.JobRunning}})
+		require.NoError(t, err)
+		require.NoError(t, s.InTx(ctx, func(q store.Querier) error {
+			got, err := q.JobLock(ctx, job.ID)
+			require.NoError(t, err)
+			require.Equal(t, "locked", got.Title)
+			moved, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: job.ID, From: []string{schemas.JobRunning}, To: schemas.JobCancelled})
+			require.True(t, moved, "the lock is the transaction's own")
+			return err
+		}))
+		err = s.InTx(ctx, func(q store.Querier) error {
+			_, err := q.JobLock(ctx, uuid.NewString())
+			return err
+		})
+		require.ErrorIs(t, err, store.ErrNotFound)
+	})
+
 	t.Run("JobList", func(t *testing.T) {
 		t.Parallel()
 
@@ -695,6 +714,56 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 		params := func(task store.Task) store.TaskStartParams {
 			return store.TaskStartParams{ID: task.ID, JobID: task.JobID, Role: task.Role, Revision: task.Revision}
 		}
+
+		t.Run("RecordsItsEventOnlyWhenItStarts", func(t *testing.T) {
+			s, ctx := setup(t)
+			var handed []store.OutboxMessage
+			var mu sync.Mutex
+			if d, ok := s.(interface{ SetOutboxDirect(*store.OutboxDirect) }); ok {
+				d.SetOutboxDirect(&store.OutboxDirect{Owner: "relay", Lease: time.Minute, Committed: func(msgs []store.OutboxMessage) {
+					mu.Lock()
+					defer mu.Unlock()
+					handed = append(handed, msgs...)
+				}})
+			}
+			withEvent := func(task store.Task, id string) store.TaskStartParams {
+				p := params(task)
+				p.Lessons = 5 // read in the same statement, after the event's writes
+				p.Event = &store.Event{ID: id, JobID: task.JobID, TaskID: task.ID, Kind: schemas.EventTaskStarted, Role: task.Role, Revision: task.Revision, Time: at(9)}
+				p.EventMessage = store.OutboxMessage{Subject: "troupe.events." + task.JobID + ".task_started", MsgID: "event." + id, Payload: []byte(`{"kind":"task_started"}`)}
+				return p
+			}
+			_, task := newJob(t, s)
+			require.NoError(t, s.LessonInsert(ctx, []store.Lesson{{Text: "mind the limits", Scope: "developer"}}))
+			st, started, err := s.TaskStart(ctx, withEvent(task, "started"))
+			require.NoError(t, err)
+			require.True(t, started)
+			require.Len(t, st.Lessons, 1)
+			stale := task
+			stale.Revision = 0 // the task is at revision 1
+			_, started, err = s.TaskStart(ctx, withEvent(stale, "stale"))
+			require.NoError(t, err)
+			require.False(t, started)
+
+			events, err := s.EventListByJob(ctx, task.JobID)
+			require.NoError(t, err)
+			require.Len(t, events, 1, "the start's event, not the stale message's")
+			require.Equal(t, "started", events[0].ID)
+			require.Equal(t, schemas.EventTaskStarted, events[0].Kind)
+			require.Equal(t, 1, events[0].Revision)
+			require.True(t, events[0].Time.Equal(at(9)))
+			unsent, err := s.OutboxListUnsent(ctx, 10)
+			require.NoError(t, err)
+			require.Len(t, unsent, 1)
+			require.Equal(t, "event.started", unsent[0].MsgID)
+			require.Equal(t, `{"kind":"task_started"}`, string(unsent[0].Payload))
+			mu.Lock()
+			defer mu.Unlock()
+			if handed != nil {
+				require.Len(t, handed, 1, "handed to the relay once committed")
+				require.Equal(t, unsent[0].Seq, handed[0].Seq)
+			}
+		})
 
 		t.Run("StartsAndReturnsTheTaskWithItsJob", func(t *testing.T) {
 			s, ctx := setup(t)

@@ -103,6 +103,10 @@ type Dialect interface {
 	// has locked: " FOR UPDATE SKIP LOCKED" where writers run side by
 	// side, "" where they are serialised anyway.
 	SkipLocked() string
+	// LockRow is the clause, with a leading space, that ends a SELECT of
+	// one row to hold it until the transaction ends, as an update of it
+	// would: " FOR NO KEY UPDATE", or "" where writers are serialised.
+	LockRow() string
 	// WritingWith reports whether a WITH clause may hold an INSERT or an
 	// UPDATE … RETURNING, so that two writes, or a write and a read, can
 	// be one statement.

@@ -223,7 +223,7 @@ func (g *groupCommit) alone(t *groupTx) {
 	g.mu.Lock()
 	g.stats.Alone++
 	g.mu.Unlock()
-	q := &Queries{db: stdDB{g.store.pool}, dialect: g.store.dialect, pool: g.store.pool, direct: g.store.direct}
+	q := &Queries{db: stdDB{g.store.pool}, dialect: g.store.dialect, pool: g.store.pool, direct: g.store.direct, retried: g.store.retried}
 	t.done <- capture(func() error { return q.retryTx(t.ctx, t.fn) })
 }
 

@@ -25,6 +25,7 @@ func (testDialect) TableExists(context.Context, DBTX, string) (bool, error) { re
 func (testDialect) IsForeignKeyViolation(error) bool                        { return false }
 func (testDialect) IsRetryable(error) bool                                  { return false }
 func (testDialect) SkipLocked() string                                      { return "" }
+func (testDialect) LockRow() string                                         { return "" }
 func (testDialect) WritingWith() bool                                       { return false }
 
 // groupTestDB is a SQLite database on one connection, as store/sqlite opens

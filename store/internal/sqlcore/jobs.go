@@ -53,8 +53,12 @@ func (q *Queries) JobCreate(ctx context.Context, p store.JobCreateParams) (store
 		return store.Job{}, false, fmt.Errorf("creating job: %w", err)
 	}
 
-	created := false
+	created, submitted := false, job
 	err = q.inTx(ctx, func(q *Queries) error {
+		// A transaction run again (a deadlock, a lost connection) starts
+		// from nothing: an earlier run's insert was rolled back, and
+		// another submission may have taken the key meanwhile.
+		created, job = false, submitted
 		// ON CONFLICT rather than look-then-insert: of two concurrent
 		// creates with one key, the second waits for the first and then
 		// writes nothing.
@@ -112,6 +116,15 @@ func (q *Queries) JobGetByID(ctx context.Context, id string) (store.Job, error) 
 	j, err := queryOne(ctx, q, scanJob, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`, id)
 	if err != nil {
 		return store.Job{}, fmt.Errorf("getting job %s: %w", id, err)
+	}
+	return j, nil
+}
+
+// JobLock is JobGetByID holding the job's row until the transaction ends.
+func (q *Queries) JobLock(ctx context.Context, id string) (store.Job, error) {
+	j, err := queryOne(ctx, q, scanJob, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`+q.dialect.LockRow(), id)
+	if err != nil {
+		return store.Job{}, fmt.Errorf("locking job %s: %w", id, err)
 	}
 	return j, nil
 }

@@ -39,8 +39,11 @@ func (q *Queries) OutputStage(ctx context.Context, o store.Output) (store.Output
 	if err != nil {
 		return store.Output{}, false, err
 	}
-	created := false
+	created, staged := false, o
 	err = q.inTx(ctx, func(q *Queries) error {
+		// A transaction run again (a deadlock, a lost connection) starts
+		// from nothing: what an earlier run found was rolled back.
+		created, o = false, staged
 		res, err := q.exec(ctx, query, args...)
 		if q.parentMissing(err) {
 			return fmt.Errorf("task %s: %w", o.TaskID, store.ErrNotFound)

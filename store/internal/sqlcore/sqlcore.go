@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -34,7 +35,7 @@ var _ store.Store = (*Store)(nil)
 // files at its root.
 func New(db *sql.DB, d Dialect, migrations fs.FS) *Store {
 	return &Store{
-		Queries:    &Queries{db: stdDB{db}, dialect: d, pool: db},
+		Queries:    &Queries{db: stdDB{db}, dialect: d, pool: db, retried: new(atomic.Int64)},
 		db:         db,
 		migrations: migrations,
 	}
@@ -65,6 +66,11 @@ func (s *Store) GroupCommitStats() GroupCommitStats {
 	}
 	return s.Queries.group.Stats()
 }
+
+// TxRetried is how many times a transaction ran again because the
+// database aborted it for another's sake (a deadlock, a serialization
+// failure) or lost its connection before it committed.
+func (s *Store) TxRetried() int64 { return s.Queries.retried.Load() }
 
 // DB returns the underlying database.
 func (s *Store) DB() *sql.DB { return s.db }
@@ -105,6 +111,9 @@ type Queries struct {
 	// once it commits; committed gathers them inside a transaction.
 	direct    *store.OutboxDirect
 	committed *[]store.OutboxMessage
+	// retried counts the transactions run again (Store.TxRetried); set
+	// outside a transaction.
+	retried *atomic.Int64
 }
 
 var _ store.Querier = (*Queries)(nil)
@@ -131,6 +140,9 @@ func (q *Queries) retryTx(ctx context.Context, fn func(q *Queries) error) error 
 		err = q.tryTx(ctx, fn)
 		if err == nil || !q.dialect.IsRetryable(err) || ctx.Err() != nil {
 			return err
+		}
+		if q.retried != nil {
+			q.retried.Add(1)
 		}
 		time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond)
 	}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -173,6 +174,7 @@ func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store
 	// two ids differ in collation, which kept the planner off outputs'
 	// unique index: it scanned every output of the revision).
 	args := []any{schemas.TaskRunning, toMicros(now()), p.ID, p.Revision, schemas.TaskQueued, schemas.TaskRunning, p.JobID, p.Role, p.ID, p.Revision}
+	nUpdate := len(args)
 	var (
 		t       store.Task
 		j       store.Job
@@ -203,21 +205,36 @@ func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store
 			args = append(args, p.Role, p.Lessons)
 			dest = append(dest, &lessonsJSON)
 		}
-		stmt += ` FROM t JOIN jobs j ON j.id = t.job_id`
-		scan := func(row Row) error {
-			// Each time the statement runs (see outboxInsertOne).
-			err := row.Scan(dest...)
-			started = err == nil
-			if errors.Is(err, sql.ErrNoRows) {
-				return nil // not started; the row must not fail once come
+		var ev startedEvent
+		if p.Event != nil {
+			with, evArgs, err := ev.prepare(q, p)
+			if err != nil {
+				return store.TaskStarted{}, false, err
 			}
-			return err
+			// The event and its message are written by the statement,
+			// from the row it started: none when it started nothing.
+			stmt = strings.Replace(stmt, `WITH t AS (`+update+`)`, `WITH t AS (`+update+`)`+with, 1) + `, (SELECT seq FROM o)`
+			args = slices.Concat(args[:nUpdate], evArgs, args[nUpdate:])
+			dest = append(dest, &ev.seq)
+		}
+		stmt += ` FROM t JOIN jobs j ON j.id = t.job_id`
+		scanFor := func(q *Queries) func(Row) error {
+			return func(row Row) error {
+				// Each time the statement runs (see outboxInsertOne).
+				err := row.Scan(dest...)
+				started = err == nil
+				ev.handOver(q, started)
+				if errors.Is(err, sql.ErrNoRows) {
+					return nil // not started; the row must not fail once come
+				}
+				return err
+			}
 		}
 		if q.pool == nil {
 			// In the caller's transaction, which needs the answer now.
-			err = scan(q.queryRow(ctx, stmt, args...))
+			err = scanFor(q)(q.queryRow(ctx, stmt, args...))
 		} else {
-			err = q.inTx(ctx, func(q *Queries) error { return q.writeReturning(ctx, scan, nil, stmt, args...) })
+			err = q.inTx(ctx, func(q *Queries) error { return q.writeReturning(ctx, scanFor(q), nil, stmt, args...) })
 		}
 		if err == nil && started {
 			if t, err = tr.task(); err == nil {
@@ -230,6 +247,7 @@ func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store
 		}
 	} else {
 		err = q.inTx(ctx, func(q *Queries) error {
+			started = false // a run again starts from nothing
 			var err error
 			t, err = queryOne(ctx, q, scanTask, update, args...)
 			if errors.Is(err, store.ErrNotFound) {
@@ -241,6 +259,9 @@ func (q *Queries) TaskStart(ctx context.Context, p store.TaskStartParams) (store
 			j, err = queryOne(ctx, q, scanJob, `SELECT `+jobColumns+` FROM jobs WHERE id = ?`, t.JobID)
 			if err == nil && p.Lessons > 0 {
 				lessons, err = q.LessonList(ctx, store.LessonListParams{Scope: p.Role, IncludeGlobal: true, Limit: p.Lessons})
+			}
+			if err == nil && p.Event != nil {
+				err = q.EventEmit(ctx, []store.Event{*p.Event}, []store.OutboxMessage{p.EventMessage})
 			}
 			started = err == nil
 			return err
