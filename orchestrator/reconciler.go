@@ -49,6 +49,10 @@ type reconciler struct {
 	cfg  ReconcileConfig
 	done chan struct{}
 	quit context.CancelFunc
+	// jobsAfter and jobsAfterID are where the walk of stale running jobs
+	// stopped: the next pass goes on from there.
+	jobsAfter   time.Time
+	jobsAfterID string
 }
 
 func newReconciler(s *Service) *reconciler {
@@ -288,24 +292,28 @@ func (r *reconciler) decisions(ctx context.Context, before time.Time) error {
 	advanced := map[string]bool{}
 	// A running job whose last promotion event was lost has nothing left
 	// that would move it: advance every running job not changed lately.
-	p := store.JobListParams{Status: schemas.JobRunning, Limit: 100}
+	// The walk goes oldest first and carries on from where the last pass
+	// stopped, so every stale job has its turn however many there are.
+	p := store.JobListStaleParams{Status: schemas.JobRunning, UpdatedBefore: before, After: r.jobsAfter, AfterID: r.jobsAfterID, Limit: 100}
 	for page := 0; page < 5; page++ {
-		jobs, err := r.s.store.JobList(ctx, p)
+		jobs, err := r.s.store.JobListStale(ctx, p)
 		if err != nil {
 			return err
 		}
 		for _, j := range jobs {
-			if j.UpdatedAt.Before(before) && !advanced[j.ID] {
+			if !advanced[j.ID] {
 				advanced[j.ID] = true
 				if err := r.s.advance(ctx, j.ID); err != nil {
 					return err
 				}
 			}
+			p.After, p.AfterID = j.CreatedAt, j.ID
+			r.jobsAfter, r.jobsAfterID = j.CreatedAt, j.ID
 		}
 		if len(jobs) < p.Limit {
+			r.jobsAfter, r.jobsAfterID = time.Time{}, "" // walked them all: the next walk starts again
 			break
 		}
-		p.Before, p.BeforeID = jobs[len(jobs)-1].CreatedAt, jobs[len(jobs)-1].ID
 	}
 	for _, t := range stale {
 		if t.Status == schemas.TaskRejected {

@@ -46,6 +46,11 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 		outboxDirect(t, ctx, st)
 	})
 
+	t.Run("JobListStale", func(t *testing.T) {
+		st, ctx := setup(t)
+		jobListStale(t, ctx, st)
+	})
+
 	t.Run("MustChange", func(t *testing.T) {
 		st, ctx := setup(t)
 		mustChange(t, ctx, st)
