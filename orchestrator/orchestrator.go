@@ -56,6 +56,8 @@ type Config struct {
 	Metrics *telemetry.Metrics
 	// Reconcile configures the reconciler.
 	Reconcile ReconcileConfig
+	// Watch configures the topology watcher (none without a Topology).
+	Watch WatchConfig
 	// Concurrency is how many events (and advisories) are handled at
 	// once. Defaults to 64.
 	Concurrency int
@@ -93,12 +95,13 @@ type Service struct {
 
 	mu     sync.Mutex
 	svc    micro.Service
-	ccs    []jetstream.ConsumeContext
+	ccs    []*bus.Consumption
 	wg     sync.WaitGroup // event and advisory handlers in flight
 	api    *bus.Tracker   // API requests in flight; set by Start
 	stop   context.CancelFunc
 	runCtx context.Context
 	recon  *reconciler
+	watch  *topoWatcher
 }
 
 // New returns an orchestrator; Start runs it.
@@ -178,7 +181,7 @@ func (s *Service) Start(ctx context.Context) error {
 		settler := &bus.Settler{JS: s.js, Subjects: s.subj, Source: c.consumer, Log: s.log, Record: s.dl.Record,
 			MaxDeliver: cons.CachedInfo().Config.MaxDeliver, Available: s.available}
 		handle := c.handle
-		cc, err := cons.Consume(bus.Parallel(s.cfg.Concurrency, &s.wg, func(msg jetstream.Msg) {
+		cc, err := bus.Consume(s.js, cons, s.log, bus.Parallel(s.cfg.Concurrency, &s.wg, func(msg jetstream.Msg) {
 			settler.Handle(ctx, msg, handle)
 		}), jetstream.PullMaxMessages(2*s.cfg.Concurrency))
 		if err != nil {
@@ -190,6 +193,10 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.recon = newReconciler(s)
 	s.recon.start(ctx)
+	if s.cfg.Watch.Topology != nil {
+		s.watch = newTopoWatcher(s, s.cfg.Watch)
+		s.watch.start(ctx)
+	}
 	s.log.Info().Msg("orchestrator started")
 	return nil
 }
@@ -202,6 +209,10 @@ func (s *Service) Stop(ctx context.Context) error {
 	if s.svc != nil {
 		_ = s.svc.Stop()
 		s.svc = nil
+	}
+	if s.watch != nil {
+		s.watch.stop()
+		s.watch = nil
 	}
 	if s.recon != nil {
 		s.recon.stop()
@@ -221,7 +232,9 @@ func (s *Service) Stop(ctx context.Context) error {
 
 // stopConsumers drains the consumers, waiting within ctx.
 func (s *Service) stopConsumers(ctx context.Context) {
-	bus.Drain(ctx, s.ccs...)
+	for _, cc := range s.ccs {
+		cc.Drain(ctx)
+	}
 	s.ccs = nil
 }
 

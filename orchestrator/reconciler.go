@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -53,10 +54,29 @@ type reconciler struct {
 	// stopped: the next pass goes on from there.
 	jobsAfter   time.Time
 	jobsAfterID string
+
+	mu    sync.Mutex
+	since time.Time     // the earliest loss not yet caught up with
+	kick  chan struct{} // a loss was reported
 }
 
 func newReconciler(s *Service) *reconciler {
-	return &reconciler{s: s, cfg: s.cfg.Reconcile.withDefaults(), done: make(chan struct{})}
+	return &reconciler{s: s, cfg: s.cfg.Reconcile.withDefaults(), done: make(chan struct{}), kick: make(chan struct{}, 1)}
+}
+
+// now asks for a reconciliation at once of what the broker may have lost
+// at since: every task, review request and event older than since whose
+// message is gone is sent again without waiting for StaleAfter.
+func (r *reconciler) now(since time.Time) {
+	r.mu.Lock()
+	if r.since.IsZero() || since.Before(r.since) {
+		r.since = since
+	}
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
 }
 
 func (r *reconciler) start(ctx context.Context) {
@@ -77,6 +97,19 @@ func (r *reconciler) start(ctx context.Context) {
 				if err := r.pass(ctx); err != nil && ctx.Err() == nil {
 					r.s.log.Warn().Err(err).Msg("reconcile pass")
 				}
+			case <-r.kick:
+				r.mu.Lock()
+				since := r.since
+				r.since = time.Time{}
+				r.mu.Unlock()
+				if err := r.catchUp(ctx, since); err != nil && ctx.Err() == nil {
+					r.s.log.Warn().Err(err).Msg("reconciling what the broker lost")
+					r.now(since) // again, once the store or the broker answers
+					select {
+					case <-time.After(time.Second):
+					case <-ctx.Done():
+					}
+				}
 			}
 		}
 	}()
@@ -92,15 +125,65 @@ func (r *reconciler) stop() {
 // pass runs one reconciliation.
 func (r *reconciler) pass(ctx context.Context) error {
 	before := time.Now().Add(-r.cfg.StaleAfter)
-	if err := r.tasks(ctx, before); err != nil {
+	if _, err := r.tasks(ctx, before); err != nil {
 		return fmt.Errorf("tasks: %w", err)
 	}
-	if err := r.reviews(ctx, before); err != nil {
+	if _, err := r.reviews(ctx, before); err != nil {
 		return fmt.Errorf("reviews: %w", err)
 	}
 	if err := r.decisions(ctx, before); err != nil {
 		return fmt.Errorf("decisions: %w", err)
 	}
+	return nil
+}
+
+// catchUp reconciles, without waiting for StaleAfter, everything a loss
+// at since may have taken: tasks and review requests last sent before it
+// are sent again, as many as their streams lack (each one sent is marked
+// fresh, so the passes move on until none is left), and every running job
+// not changed since is advanced, in case its last event was lost.
+func (r *reconciler) catchUp(ctx context.Context, since time.Time) error {
+	start := time.Now()
+	total := 0
+	for range 1000 {
+		sent, err := r.tasks(ctx, since)
+		if err != nil {
+			return fmt.Errorf("tasks: %w", err)
+		}
+		reviews, err := r.reviews(ctx, since)
+		if err != nil {
+			return fmt.Errorf("reviews: %w", err)
+		}
+		total += sent + reviews
+		if sent+reviews == 0 {
+			break
+		}
+	}
+	for range 1000 {
+		// A rejection whose event was lost: revising moves the task on.
+		rejected, err := r.s.store.TaskListStale(ctx, store.TaskListStaleParams{Statuses: []string{schemas.TaskRejected}, UpdatedBefore: since, Limit: r.cfg.Batch})
+		if err != nil {
+			return fmt.Errorf("rejections: %w", err)
+		}
+		for _, t := range rejected {
+			if err := r.s.revise(ctx, schemas.Event{JobID: t.JobID, TaskID: t.ID, Revision: t.Revision}); err != nil {
+				return fmt.Errorf("rejections: %w", err)
+			}
+		}
+		if len(rejected) < r.cfg.Batch {
+			break
+		}
+	}
+	r.jobsAfter, r.jobsAfterID = time.Time{}, ""
+	for range 1000 {
+		if err := r.advanceStale(ctx, since, map[string]bool{}); err != nil {
+			return fmt.Errorf("jobs: %w", err)
+		}
+		if r.jobsAfter.IsZero() {
+			break // walked them all
+		}
+	}
+	r.s.log.Info().Int("sent_again", total).Dur("took", time.Since(start)).Time("since", since).Msg("reconciled what the broker lost")
 	return nil
 }
 
@@ -143,15 +226,15 @@ func (r *reconciler) missing(ctx context.Context, stale []store.Task, statuses [
 // tasks re-dispatches stale queued or running tasks of a role when the
 // stream holds fewer of the role's messages than the store has open tasks:
 // then some messages were lost, and the stalest tasks are the ones.
-func (r *reconciler) tasks(ctx context.Context, before time.Time) error {
+func (r *reconciler) tasks(ctx context.Context, before time.Time) (int, error) {
 	open := []string{schemas.TaskQueued, schemas.TaskRunning}
 	stale, err := r.s.store.TaskListStale(ctx, store.TaskListStaleParams{Statuses: open, UpdatedBefore: before, Limit: r.cfg.Batch})
 	if err != nil || len(stale) == 0 {
-		return err
+		return 0, err
 	}
 	missing, err := r.missing(ctx, stale, open, bus.StreamTasks, r.s.subj.Task)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	sent := 0
 	for _, t := range stale {
@@ -160,7 +243,7 @@ func (r *reconciler) tasks(ctx context.Context, before time.Time) error {
 		}
 		ok, err := r.redispatch(ctx, t)
 		if err != nil {
-			return err
+			return sent, err
 		}
 		if ok {
 			missing[t.Role]--
@@ -170,7 +253,7 @@ func (r *reconciler) tasks(ctx context.Context, before time.Time) error {
 	if sent > 0 {
 		r.s.cfg.Notify()
 	}
-	return nil
+	return sent, nil
 }
 
 func (r *reconciler) redispatch(ctx context.Context, t store.Task) (bool, error) {
@@ -206,15 +289,16 @@ func (r *reconciler) redispatch(ctx context.Context, t store.Task) (bool, error)
 
 // reviews re-sends the review request of stale staged outputs when the
 // review stream holds fewer of the role's requests than there are.
-func (r *reconciler) reviews(ctx context.Context, before time.Time) error {
+func (r *reconciler) reviews(ctx context.Context, before time.Time) (int, error) {
 	stale, err := r.s.store.TaskListStale(ctx, store.TaskListStaleParams{Statuses: []string{schemas.TaskStaged}, UpdatedBefore: before, Limit: r.cfg.Batch})
 	if err != nil || len(stale) == 0 {
-		return err
+		return 0, err
 	}
 	missing, err := r.missing(ctx, stale, []string{schemas.TaskStaged}, bus.StreamReview, r.s.subj.Review)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	sent := 0
 	for _, t := range stale {
 		if missing[t.Role] <= 0 {
 			continue
@@ -225,7 +309,7 @@ func (r *reconciler) reviews(ctx context.Context, before time.Time) error {
 			continue
 		}
 		if err != nil {
-			return err
+			return sent, err
 		}
 		var moved bool
 		err = r.s.store.InTx(ctx, func(q store.Querier) error {
@@ -242,15 +326,16 @@ func (r *reconciler) reviews(ctx context.Context, before time.Time) error {
 			return q.OutboxInsert(ctx, []store.OutboxMessage{m})
 		})
 		if err != nil {
-			return err
+			return sent, err
 		}
 		if moved {
+			sent++
 			missing[t.Role]--
 			r.s.cfg.Notify()
 			r.s.log.Warn().Str("job_id", t.JobID).Str("task_id", t.ID).Str("output_id", out.ID).Msg("re-sent a review request that was lost")
 		}
 	}
-	return nil
+	return sent, nil
 }
 
 // decisions acts on promotions and rejections whose events were lost: a
@@ -290,10 +375,36 @@ func (r *reconciler) decisions(ctx context.Context, before time.Time) error {
 		}
 	}
 	advanced := map[string]bool{}
-	// A running job whose last promotion event was lost has nothing left
-	// that would move it: advance every running job not changed lately.
-	// The walk goes oldest first and carries on from where the last pass
-	// stopped, so every stale job has its turn however many there are.
+	if err := r.advanceStale(ctx, before, advanced); err != nil {
+		return err
+	}
+	for _, t := range stale {
+		if t.Status == schemas.TaskRejected {
+			if err := r.s.revise(ctx, schemas.Event{JobID: t.JobID, TaskID: t.ID, Revision: t.Revision}); err != nil {
+				return err
+			}
+			continue
+		}
+		if !advanced[t.JobID] {
+			advanced[t.JobID] = true
+			if err := r.s.advance(ctx, t.JobID); err != nil {
+				return err
+			}
+		}
+		// Mark it looked at, so the next pass looks at others.
+		if _, err := r.s.store.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: []string{schemas.TaskPending}}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// advanceStale advances running jobs not changed since before: one whose
+// last promotion event was lost has nothing left that would move it. The
+// walk goes oldest first, five pages a call, and carries on from where
+// the last call stopped, so every stale job has its turn however many
+// there are; a walk that reached the end starts again next time.
+func (r *reconciler) advanceStale(ctx context.Context, before time.Time, advanced map[string]bool) error {
 	p := store.JobListStaleParams{Status: schemas.JobRunning, UpdatedBefore: before, After: r.jobsAfter, AfterID: r.jobsAfterID, Limit: 100}
 	for page := 0; page < 5; page++ {
 		jobs, err := r.s.store.JobListStale(ctx, p)
@@ -313,24 +424,6 @@ func (r *reconciler) decisions(ctx context.Context, before time.Time) error {
 		if len(jobs) < p.Limit {
 			r.jobsAfter, r.jobsAfterID = time.Time{}, "" // walked them all: the next walk starts again
 			break
-		}
-	}
-	for _, t := range stale {
-		if t.Status == schemas.TaskRejected {
-			if err := r.s.revise(ctx, schemas.Event{JobID: t.JobID, TaskID: t.ID, Revision: t.Revision}); err != nil {
-				return err
-			}
-			continue
-		}
-		if !advanced[t.JobID] {
-			advanced[t.JobID] = true
-			if err := r.s.advance(ctx, t.JobID); err != nil {
-				return err
-			}
-		}
-		// Mark it looked at, so the next pass looks at others.
-		if _, err := r.s.store.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: []string{schemas.TaskPending}}); err != nil {
-			return err
 		}
 	}
 	return nil

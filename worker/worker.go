@@ -166,6 +166,7 @@ func (w *Worker) Start(ctx context.Context) error {
 // worker never holds a task another worker could run now.
 func (w *Worker) fetch(ctx, runCtx context.Context, cons jetstream.Consumer) {
 	defer close(w.fetched)
+	lost := false // the consumer is gone: said once, until it is back
 	for {
 		if w.cfg.Available != nil && w.cfg.Available(ctx) != nil {
 			// The store is away: take no work that would fail.
@@ -216,8 +217,19 @@ func (w *Worker) fetch(ctx, runCtx context.Context, cons jetstream.Consumer) {
 		}
 		cancel()
 		w.sem.unreserve(free - got)
+		if err == nil && lost {
+			lost = false
+			w.log.Info().Msg("the role's consumer is back: fetching tasks again")
+		}
 		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
-			w.log.Warn().Err(err).Msg("fetching tasks; retrying in 1s")
+			switch {
+			case bus.IsConsumerLost(err) && !lost:
+				lost = true
+				w.log.Warn().Err(err).Msg("the role's consumer is gone (a broker restarted on an empty store, a stream deleted): " +
+					"fetching again every second until the orchestrator has created it again")
+			case !bus.IsConsumerLost(err):
+				w.log.Warn().Err(err).Msg("fetching tasks; retrying in 1s")
+			}
 			select {
 			case <-time.After(time.Second):
 			case <-ctx.Done():

@@ -259,6 +259,7 @@ func (a *App) Start(ctx context.Context) error {
 			Notify: a.relay.Notify, OnDeadLetter: cfg.Reliability.OnDeadLetter, Logger: a.Log,
 			Prices: cfg.Prices(), DefaultBudget: cfg.Budgets.MaxTokensPerJob,
 			Reconcile: orchestrator.ReconcileConfig{Interval: reconcile, StaleAfter: staleAfter},
+			Watch:     orchestrator.WatchConfig{Topology: &topo},
 		}, st, nc, js)
 		if err := a.orch.Start(ctx); err != nil {
 			a.Stop(ctx)
