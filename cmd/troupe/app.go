@@ -99,6 +99,7 @@ func (a *App) Start(ctx context.Context) error {
 	if a.Ops.Metrics == nil {
 		a.Ops.Metrics = telemetry.NewMetrics()
 	}
+	a.Ops.StuckAfter = cfg.Reliability.StuckAfterDuration()
 	metrics := a.Ops.Metrics
 	if a.Embedded {
 		if err := os.MkdirAll(a.DataDir, 0o755); err != nil {

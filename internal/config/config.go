@@ -45,6 +45,19 @@ type Reliability struct {
 	// AckWait is how long a worker may hold a task without acking or a
 	// heartbeat before it is redelivered. Defaults to "30s".
 	AckWait string `json:"ackWait,omitempty"`
+	// StuckAfter is how long a service may stay not ready before its
+	// /healthz fails too, so that Kubernetes restarts it. Defaults to "5m";
+	// "off" keeps /healthz ok for as long as the process answers.
+	StuckAfter string `json:"stuckAfter,omitempty"`
+}
+
+// StuckAfterDuration is StuckAfter parsed: 0 when unset, -1 when "off".
+func (r Reliability) StuckAfterDuration() time.Duration {
+	if r.StuckAfter == "off" {
+		return -1
+	}
+	d, _ := time.ParseDuration(r.StuckAfter)
+	return d
 }
 
 // Durations returns the reliability durations, parsed (0 where unset; -1
@@ -504,9 +517,10 @@ func (c Config) Validate() error {
 		{"reliability.reconcileInterval", c.Reliability.ReconcileInterval},
 		{"reliability.staleAfter", c.Reliability.StaleAfter},
 		{"reliability.ackWait", c.Reliability.AckWait},
+		{"reliability.stuckAfter", c.Reliability.StuckAfter},
 	} {
 		field, v := d.field, d.v
-		if v == "" || (v == "off" && field == "reliability.reconcileInterval") {
+		if v == "" || (v == "off" && (field == "reliability.reconcileInterval" || field == "reliability.stuckAfter")) {
 			continue
 		}
 		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
