@@ -189,6 +189,8 @@ type Querier interface {
 	DeadLetterResolve(ctx context.Context, id, status, by string) (bool, error)
 
 	// ModelCallInsert records model calls: one row per call, failed ones too.
+	// A call whose ID is recorded already is left as it is, so a write
+	// whose commit went unanswered can be made again.
 	ModelCallInsert(ctx context.Context, calls []ModelCall) error
 	// ModelCallTotals sums a job's model calls by role and model, ordered
 	// by role then model.

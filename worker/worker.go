@@ -104,6 +104,9 @@ type Worker struct {
 	fetchCancel, runCancel context.CancelFunc
 	fetched                chan struct{} // closed when the fetch loop has returned
 
+	// calls records model calls, and keeps those a store outage refused.
+	calls *callBook
+
 	// info is what the worker answers on the workers ping subject.
 	info schemas.WorkerInfo
 	ping *nats.Subscription
@@ -121,7 +124,7 @@ func New(cfg Config, st store.Store, js jetstream.JetStream, model llm.Model) (*
 	}
 	log := cfg.Logger.With().Str("service", "worker").Str("role", cfg.Role).Logger()
 	w := &Worker{
-		cfg: cfg, log: log, store: st, js: js, model: model,
+		cfg: cfg, log: log, store: st, js: js, model: model, calls: newCallBook(st, log),
 		subj: bus.Subjects{Prefix: cfg.Prefix}, system: system,
 		sem: newSlots(cfg.Concurrency),
 	}
@@ -292,6 +295,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 		w.wg.Wait()
 	}
 	w.runCancel()
+	w.calls.close(ctx)
 	return err
 }
 
@@ -403,12 +407,10 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 			calls.add(callRow(c, task))
 			return
 		}
-		if err := w.store.ModelCallInsert(context.WithoutCancel(ctx), []store.ModelCall{callRow(c, task)}); err != nil {
-			log.Warn().Err(err).Str("model", c.Model).Msg("recording a model call")
-		}
+		w.calls.record(ctx, []store.ModelCall{callRow(c, task)})
 	}
 	// Calls not recorded with a stage are recorded on their own.
-	defer func() { w.recordCalls(ctx, log, calls.take()) }()
+	defer func() { w.calls.record(ctx, calls.take()) }()
 	if checkBudget {
 		req.Before = func(ctx context.Context) error {
 			spent, err := w.cfg.BudgetSpent(ctx, task.JobID)
@@ -503,16 +505,6 @@ func (c *callRows) take() []store.ModelCall {
 	rows := c.rows
 	c.rows = nil
 	return rows
-}
-
-// recordCalls records model calls that no stage recorded.
-func (w *Worker) recordCalls(ctx context.Context, log zerolog.Logger, rows []store.ModelCall) {
-	if len(rows) == 0 {
-		return
-	}
-	if err := w.store.ModelCallInsert(context.WithoutCancel(ctx), rows); err != nil {
-		log.Warn().Err(err).Int("calls", len(rows)).Msg("recording model calls")
-	}
 }
 
 // errBudgetSpent stops a task whose job spent its token budget.
