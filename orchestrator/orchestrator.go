@@ -138,7 +138,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.api = api
 	s.mu.Unlock()
-	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api}
+	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api, Available: s.available}
 	long := ep
 	long.Timeout = 4 * ep.Timeout
 	endpoints := []struct {

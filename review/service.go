@@ -145,7 +145,10 @@ func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.api = api
 	s.mu.Unlock()
-	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api}
+	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api, Available: s.cfg.Available}
+	if ep.Available == nil {
+		ep.Available = s.store.Ping
+	}
 	reviews := svc.AddGroup(s.cfg.Prefix + ".api.reviews")
 	memory := svc.AddGroup(s.cfg.Prefix + ".api.memory")
 	for _, e := range []struct {
