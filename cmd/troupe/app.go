@@ -172,6 +172,9 @@ func (a *App) Start(ctx context.Context) error {
 		a.Stop(ctx)
 		return err
 	}
+	if !a.Embedded {
+		logSyncPolicy(a.Log, cfg.NATS)
+	}
 	var st store.Store
 	if err := retry(ctx, a.Log, "opening the store", func() error {
 		var err error

@@ -101,7 +101,9 @@ type NATS struct {
 	// Prefix of every subject. Defaults to "troupe".
 	Prefix string `json:"prefix,omitempty"`
 	// Sync is the embedded server's fsync policy: "always" (the default) or
-	// "periodic".
+	// "periodic". Against another server it says what that server's
+	// jetstream sync_interval is (a client cannot read it), for the
+	// atomic-batch default and what the services say at start.
 	Sync string `json:"sync,omitempty"`
 	// AtomicBatches lets the outbox relays publish the rows bound for one
 	// stream as JetStream atomic batches (NATS 2.12 or newer; older servers
