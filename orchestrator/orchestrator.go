@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/internal/callbook"
 	"github.com/troupe-dev/troupe/internal/config"
 	"github.com/troupe-dev/troupe/internal/llm"
 	"github.com/troupe-dev/troupe/internal/telemetry"
@@ -102,6 +103,7 @@ type Service struct {
 	runCtx context.Context
 	recon  *reconciler
 	watch  *topoWatcher
+	calls  *callbook.Book // the planner's model calls
 }
 
 // New returns an orchestrator; Start runs it.
@@ -110,7 +112,7 @@ func New(cfg Config, st store.Store, nc *nats.Conn, js jetstream.JetStream) *Ser
 	log := cfg.Logger.With().Str("service", "orchestrator").Logger()
 	subj := bus.Subjects{Prefix: cfg.Prefix}
 	return &Service{
-		cfg: cfg, log: log, store: st, nc: nc, js: js, subj: subj,
+		cfg: cfg, log: log, store: st, nc: nc, js: js, subj: subj, calls: callbook.New(st, log),
 		dl: &DeadLetters{Store: st, Subjects: subj, OnDeadLetter: cfg.OnDeadLetter, Notify: cfg.Notify, Metrics: cfg.Metrics, Log: log},
 	}
 }
@@ -224,6 +226,7 @@ func (s *Service) Stop(ctx context.Context) error {
 		groups = append(groups, s.api.Close())
 	}
 	bus.Wait(ctx, groups...)
+	s.calls.Close(ctx)
 	if s.stop != nil {
 		s.stop()
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/internal/callbook"
 	"github.com/troupe-dev/troupe/internal/llm"
 	"github.com/troupe-dev/troupe/internal/telemetry"
 	"github.com/troupe-dev/troupe/review"
@@ -105,7 +106,7 @@ type Worker struct {
 	fetched                chan struct{} // closed when the fetch loop has returned
 
 	// calls records model calls, and keeps those a store outage refused.
-	calls *callBook
+	calls *callbook.Book
 
 	// info is what the worker answers on the workers ping subject.
 	info schemas.WorkerInfo
@@ -124,7 +125,7 @@ func New(cfg Config, st store.Store, js jetstream.JetStream, model llm.Model) (*
 	}
 	log := cfg.Logger.With().Str("service", "worker").Str("role", cfg.Role).Logger()
 	w := &Worker{
-		cfg: cfg, log: log, store: st, js: js, model: model, calls: newCallBook(st, log),
+		cfg: cfg, log: log, store: st, js: js, model: model, calls: callbook.New(st, log),
 		subj: bus.Subjects{Prefix: cfg.Prefix}, system: system,
 		sem: newSlots(cfg.Concurrency),
 	}
@@ -295,7 +296,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 		w.wg.Wait()
 	}
 	w.runCancel()
-	w.calls.close(ctx)
+	w.calls.Close(ctx)
 	return err
 }
 
@@ -418,10 +419,10 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 			calls.add(callRow(c, task))
 			return
 		}
-		w.calls.record(ctx, []store.ModelCall{callRow(c, task)})
+		w.calls.Record(ctx, []store.ModelCall{callRow(c, task)})
 	}
 	// Calls not recorded with a stage are recorded on their own.
-	defer func() { w.calls.record(ctx, calls.take()) }()
+	defer func() { w.calls.Record(ctx, calls.take()) }()
 	if checkBudget {
 		req.Before = func(ctx context.Context) error {
 			spent, err := w.cfg.BudgetSpent(ctx, task.JobID)
