@@ -38,6 +38,7 @@ func TestNATSRestartOnEmptyStore(t *testing.T) {
 		c := countJobs(t, d)
 		return c != nil && c[schemas.JobDone] >= 50
 	}, 2*time.Minute, 50*time.Millisecond)
+	require.Positive(t, streamMsgs(t, d, "TROUPE_TASKS"), "tasks wait in their stream when the server goes")
 	node.kill()
 	require.NoError(t, os.RemoveAll(filepath.Join(node.dir, "jetstream")))
 	restarted := time.Now()
@@ -59,7 +60,32 @@ func TestNATSRestartOnEmptyStore(t *testing.T) {
 // again and every job ends well within staleAfter.
 func TestStreamsDeletedMidRun(t *testing.T) {
 	t.Parallel()
-	d := startDev(t)
+	loseMidRun(t, "deleted", func(ctx context.Context, js jetstream.JetStream, name string) error {
+		return js.DeleteStream(ctx, name)
+	},
+		"TROUPE_TASKS", "TROUPE_REVIEW", "TROUPE_EVENTS", "TROUPE_DLQ", "TROUPE_ADVISORIES")
+}
+
+// TestStreamsPurgedMidRun: the task, review and event streams are purged
+// while 300 jobs run; what they held is sent again at once and every job
+// ends well within staleAfter.
+func TestStreamsPurgedMidRun(t *testing.T) {
+	t.Parallel()
+	loseMidRun(t, "purged", func(ctx context.Context, js jetstream.JetStream, name string) error {
+		s, err := js.Stream(ctx, name)
+		if err != nil {
+			return err
+		}
+		return s.Purge(ctx)
+	}, "TROUPE_TASKS", "TROUPE_REVIEW", "TROUPE_EVENTS")
+}
+
+// loseMidRun runs 300 jobs on troupe dev, does lose to the streams once
+// some are done, and checks that every job ends well within staleAfter.
+func loseMidRun(t *testing.T, what string, lose func(ctx context.Context, js jetstream.JetStream, name string) error, streams ...string) {
+	t.Helper()
+	// Calls of 200ms: the run lasts long enough to lose messages mid-run.
+	d := startDev(t, "--offline-latency", "200ms")
 	ids := submitMany(t, d, 300)
 	require.Eventually(t, func() bool {
 		c := countJobs(t, d)
@@ -69,18 +95,21 @@ func TestStreamsDeletedMidRun(t *testing.T) {
 	js, err := jetstream.New(d.NC)
 	require.NoError(t, err)
 	ctx := context.Background()
-	deleted := time.Now()
-	for _, name := range []string{"TROUPE_TASKS", "TROUPE_REVIEW", "TROUPE_EVENTS", "TROUPE_DLQ", "TROUPE_ADVISORIES"} {
-		require.NoError(t, js.DeleteStream(ctx, name))
+	waiting := streamMsgs(t, d, "TROUPE_TASKS")
+	require.Positive(t, waiting, "tasks wait in their stream when it is lost")
+	t.Logf("%d task messages in TROUPE_TASKS when the streams were %s", waiting, what)
+	lost := time.Now()
+	for _, name := range streams {
+		require.NoError(t, lose(ctx, js, name))
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("troupe dev said:\n%s", tail(d.logs.String(), 400000))
 		}
 	})
-	waitAllEnded(t, d, len(ids), 40*time.Second)
-	took := time.Since(deleted)
-	t.Logf("every job ended %s after its streams were deleted (staleAfter: 5m)", took.Round(time.Millisecond))
+	waitAllEnded(t, d, len(ids), 2*time.Minute)
+	took := time.Since(lost)
+	t.Logf("every job ended %s after the streams were %s (staleAfter: 5m)", took.Round(time.Millisecond), what)
 	require.Less(t, took, 2*time.Minute, "well within staleAfter")
 	ends := reconcile(t, d, ids)
 	require.Equal(t, len(ids), ends[schemas.JobDone])

@@ -2,8 +2,10 @@ package orchestrator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -55,9 +57,10 @@ type reconciler struct {
 	jobsAfter   time.Time
 	jobsAfterID string
 
-	mu    sync.Mutex
-	since time.Time     // the earliest loss not yet caught up with
-	kick  chan struct{} // a loss was reported
+	mu      sync.Mutex
+	since   time.Time       // the earliest loss not yet caught up with
+	streams map[string]bool // the streams that lost what they held then
+	kick    chan struct{}   // a loss was reported
 }
 
 func newReconciler(s *Service) *reconciler {
@@ -66,11 +69,19 @@ func newReconciler(s *Service) *reconciler {
 
 // now asks for a reconciliation at once of what the broker may have lost
 // at since: every task, review request and event older than since whose
-// message is gone is sent again without waiting for StaleAfter.
-func (r *reconciler) now(since time.Time) {
+// message is gone is sent again without waiting for StaleAfter. streams
+// are those that lost everything they held (deleted, created again,
+// purged): every message sent to them before since is gone.
+func (r *reconciler) now(since time.Time, streams map[string]bool) {
 	r.mu.Lock()
 	if r.since.IsZero() || since.Before(r.since) {
 		r.since = since
+	}
+	if r.streams == nil {
+		r.streams = map[string]bool{}
+	}
+	for name := range streams {
+		r.streams[name] = true
 	}
 	r.mu.Unlock()
 	select {
@@ -99,12 +110,12 @@ func (r *reconciler) start(ctx context.Context) {
 				}
 			case <-r.kick:
 				r.mu.Lock()
-				since := r.since
-				r.since = time.Time{}
+				since, streams := r.since, r.streams
+				r.since, r.streams = time.Time{}, nil
 				r.mu.Unlock()
-				if err := r.catchUp(ctx, since); err != nil && ctx.Err() == nil {
+				if err := r.catchUp(ctx, since, streams); err != nil && ctx.Err() == nil {
 					r.s.log.Warn().Err(err).Msg("reconciling what the broker lost")
-					r.now(since) // again, once the store or the broker answers
+					r.now(since, streams) // again, once the store or the broker answers
 					select {
 					case <-time.After(time.Second):
 					case <-ctx.Done():
@@ -125,10 +136,10 @@ func (r *reconciler) stop() {
 // pass runs one reconciliation.
 func (r *reconciler) pass(ctx context.Context) error {
 	before := time.Now().Add(-r.cfg.StaleAfter)
-	if _, err := r.tasks(ctx, before); err != nil {
+	if _, err := r.tasks(ctx, before, nil); err != nil {
 		return fmt.Errorf("tasks: %w", err)
 	}
-	if _, err := r.reviews(ctx, before); err != nil {
+	if _, err := r.reviews(ctx, before, nil); err != nil {
 		return fmt.Errorf("reviews: %w", err)
 	}
 	if err := r.decisions(ctx, before); err != nil {
@@ -138,19 +149,31 @@ func (r *reconciler) pass(ctx context.Context) error {
 }
 
 // catchUp reconciles, without waiting for StaleAfter, everything a loss
-// at since may have taken: tasks and review requests last sent before it
-// are sent again, as many as their streams lack (each one sent is marked
-// fresh, so the passes move on until none is left), and every running job
-// not changed since is advanced, in case its last event was lost.
-func (r *reconciler) catchUp(ctx context.Context, since time.Time) error {
+// at since may have taken. Tasks and review requests last sent before it
+// are sent again: all of them when their stream lost everything it held
+// (but those whose message still waits in the outbox), else as many as
+// the stream lacks. Each one sent is marked fresh, so the passes move on
+// until none is left. Rejections and running jobs not changed since are
+// acted on, in case their events were lost.
+func (r *reconciler) catchUp(ctx context.Context, since time.Time, streams map[string]bool) error {
 	start := time.Now()
+	unsentTasks, unsentReviews, err := r.unsent(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox: %w", err)
+	}
+	if !streams[bus.StreamTasks] {
+		unsentTasks = nil // compare with the stream
+	}
+	if !streams[bus.StreamReview] {
+		unsentReviews = nil
+	}
 	total := 0
 	for range 1000 {
-		sent, err := r.tasks(ctx, since)
+		sent, err := r.tasks(ctx, since, unsentTasks)
 		if err != nil {
 			return fmt.Errorf("tasks: %w", err)
 		}
-		reviews, err := r.reviews(ctx, since)
+		reviews, err := r.reviews(ctx, since, unsentReviews)
 		if err != nil {
 			return fmt.Errorf("reviews: %w", err)
 		}
@@ -226,19 +249,25 @@ func (r *reconciler) missing(ctx context.Context, stale []store.Task, statuses [
 // tasks re-dispatches stale queued or running tasks of a role when the
 // stream holds fewer of the role's messages than the store has open tasks:
 // then some messages were lost, and the stalest tasks are the ones.
-func (r *reconciler) tasks(ctx context.Context, before time.Time) (int, error) {
+//
+// With lost (the stream lost everything sent before before), every stale
+// task is sent again but those lost names, whose messages wait in the
+// outbox.
+func (r *reconciler) tasks(ctx context.Context, before time.Time, lost map[string]bool) (int, error) {
 	open := []string{schemas.TaskQueued, schemas.TaskRunning}
-	stale, err := r.s.store.TaskListStale(ctx, store.TaskListStaleParams{Statuses: open, UpdatedBefore: before, Limit: r.cfg.Batch})
+	stale, err := r.s.store.TaskListStale(ctx, store.TaskListStaleParams{Statuses: open, UpdatedBefore: before, Limit: r.cfg.Batch + len(lost)})
 	if err != nil || len(stale) == 0 {
 		return 0, err
 	}
-	missing, err := r.missing(ctx, stale, open, bus.StreamTasks, r.s.subj.Task)
-	if err != nil {
-		return 0, err
+	var missing map[string]int
+	if lost == nil {
+		if missing, err = r.missing(ctx, stale, open, bus.StreamTasks, r.s.subj.Task); err != nil {
+			return 0, err
+		}
 	}
 	sent := 0
 	for _, t := range stale {
-		if missing[t.Role] <= 0 {
+		if (lost == nil && missing[t.Role] <= 0) || (lost != nil && lost[t.ID]) {
 			continue
 		}
 		ok, err := r.redispatch(ctx, t)
@@ -246,7 +275,9 @@ func (r *reconciler) tasks(ctx context.Context, before time.Time) (int, error) {
 			return sent, err
 		}
 		if ok {
-			missing[t.Role]--
+			if missing != nil {
+				missing[t.Role]--
+			}
 			sent++
 		}
 	}
@@ -289,18 +320,21 @@ func (r *reconciler) redispatch(ctx context.Context, t store.Task) (bool, error)
 
 // reviews re-sends the review request of stale staged outputs when the
 // review stream holds fewer of the role's requests than there are.
-func (r *reconciler) reviews(ctx context.Context, before time.Time) (int, error) {
-	stale, err := r.s.store.TaskListStale(ctx, store.TaskListStaleParams{Statuses: []string{schemas.TaskStaged}, UpdatedBefore: before, Limit: r.cfg.Batch})
+// With lost, as tasks.
+func (r *reconciler) reviews(ctx context.Context, before time.Time, lost map[string]bool) (int, error) {
+	stale, err := r.s.store.TaskListStale(ctx, store.TaskListStaleParams{Statuses: []string{schemas.TaskStaged}, UpdatedBefore: before, Limit: r.cfg.Batch + len(lost)})
 	if err != nil || len(stale) == 0 {
 		return 0, err
 	}
-	missing, err := r.missing(ctx, stale, []string{schemas.TaskStaged}, bus.StreamReview, r.s.subj.Review)
-	if err != nil {
-		return 0, err
+	var missing map[string]int
+	if lost == nil {
+		if missing, err = r.missing(ctx, stale, []string{schemas.TaskStaged}, bus.StreamReview, r.s.subj.Review); err != nil {
+			return 0, err
+		}
 	}
 	sent := 0
 	for _, t := range stale {
-		if missing[t.Role] <= 0 {
+		if (lost == nil && missing[t.Role] <= 0) || (lost != nil && lost[t.ID]) {
 			continue
 		}
 		out, err := r.s.store.OutputGetByTaskRevision(ctx, t.ID, t.Revision)
@@ -330,7 +364,9 @@ func (r *reconciler) reviews(ctx context.Context, before time.Time) (int, error)
 		}
 		if moved {
 			sent++
-			missing[t.Role]--
+			if missing != nil {
+				missing[t.Role]--
+			}
 			r.s.cfg.Notify()
 			r.s.log.Warn().Str("job_id", t.JobID).Str("task_id", t.ID).Str("output_id", out.ID).Msg("re-sent a review request that was lost")
 		}
@@ -427,4 +463,34 @@ func (r *reconciler) advanceStale(ctx context.Context, before time.Time, advance
 		}
 	}
 	return nil
+}
+
+// unsent names the tasks whose task message, and those whose review
+// request, wait in the outbox after a failed publish (a stream missing):
+// they reach the new stream without help. A row not tried yet may be
+// published already and wait only to be deleted: it does not count.
+func (r *reconciler) unsent(ctx context.Context) (tasks, reviews map[string]bool, err error) {
+	rows, err := r.s.store.OutboxListUnsent(ctx, 100_000)
+	if err != nil {
+		return nil, nil, err
+	}
+	tasks, reviews = map[string]bool{}, map[string]bool{}
+	for _, m := range rows {
+		if m.Attempts == 0 {
+			continue
+		}
+		var ids struct {
+			TaskID string `json:"task_id"`
+		}
+		if json.Unmarshal(m.Payload, &ids) != nil || ids.TaskID == "" {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(m.Subject, r.s.subj.Task("")):
+			tasks[ids.TaskID] = true
+		case strings.HasPrefix(m.Subject, r.s.subj.Review("")):
+			reviews[ids.TaskID] = true
+		}
+	}
+	return tasks, reviews, nil
 }

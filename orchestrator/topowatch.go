@@ -44,7 +44,8 @@ type topoWatcher struct {
 	failed bool                      // the last look failed: logged once
 
 	mu      sync.Mutex
-	reasons []string // advisories since the last look
+	reasons []string        // advisories since the last look
+	streams map[string]bool // the streams they say lost messages
 	wake    chan struct{}
 
 	subs []*nats.Subscription
@@ -94,9 +95,13 @@ func (w *topoWatcher) stop() {
 }
 
 // lost is told by an advisory that a stream lost messages.
-func (w *topoWatcher) lost(reason string) {
+func (w *topoWatcher) lost(stream, reason string) {
 	w.mu.Lock()
 	w.reasons = append(w.reasons, reason)
+	if w.streams == nil {
+		w.streams = map[string]bool{}
+	}
+	w.streams[stream] = true
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
@@ -108,15 +113,21 @@ func (w *topoWatcher) lost(reason string) {
 // stream lost messages.
 func (w *topoWatcher) look(ctx context.Context) {
 	w.mu.Lock()
-	lost := w.reasons
-	w.reasons = nil
+	lost, streams := w.reasons, w.streams
+	w.reasons, w.streams = nil, nil
 	w.mu.Unlock()
+	if streams == nil {
+		streams = map[string]bool{}
+	}
 	since := time.Now()
 	state, err := w.topo.Inspect(ctx, w.s.js)
 	if err == nil && len(state.Missing) > 0 {
 		w.s.log.Warn().Strs("missing", state.Missing).Msg("streams or consumers are gone: creating them again")
 		if err = w.topo.Ensure(ctx, w.s.js); err == nil {
 			lost = append(lost, "created again: "+strings.Join(state.Missing, ", "))
+			for _, name := range state.MissingStreams {
+				streams[name] = true
+			}
 			state, err = w.topo.Inspect(ctx, w.s.js)
 		}
 	}
@@ -125,9 +136,15 @@ func (w *topoWatcher) look(ctx context.Context) {
 			w.s.log.Warn().Err(err).Msg("looking at the streams and consumers; trying again")
 		}
 		w.failed = true
-		if len(lost) > 0 {
-			w.lost(strings.Join(lost, "; ")) // keep them for the next look
+		w.mu.Lock() // keep them for the next look
+		w.reasons = append(w.reasons, lost...)
+		if w.streams == nil {
+			w.streams = map[string]bool{}
 		}
+		for name := range streams {
+			w.streams[name] = true
+		}
+		w.mu.Unlock()
 		return
 	}
 	w.failed = false
@@ -135,12 +152,13 @@ func (w *topoWatcher) look(ctx context.Context) {
 		if before, ok := w.marks[name]; ok {
 			if why := before.Lost(now); why != "" {
 				lost = append(lost, "stream "+name+" "+why)
+				streams[name] = true
 			}
 		}
 	}
 	w.marks = state.Marks
 	if len(lost) > 0 {
 		w.s.log.Warn().Strs("why", lost).Msg("the broker lost messages: reconciling at once")
-		w.s.recon.now(since)
+		w.s.recon.now(since, streams)
 	}
 }

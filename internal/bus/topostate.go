@@ -25,6 +25,8 @@ type StreamMark struct {
 type TopologyState struct {
 	Marks   map[string]StreamMark
 	Missing []string
+	// MissingStreams names the streams among Missing.
+	MissingStreams []string
 }
 
 // Consumers names every durable consumer of t.
@@ -53,6 +55,7 @@ func (t Topology) Inspect(ctx context.Context, js jetstream.JetStream) (Topology
 		switch {
 		case errors.Is(err, jetstream.ErrStreamNotFound):
 			state.Missing = append(state.Missing, "stream "+sc.Name)
+			state.MissingStreams = append(state.MissingStreams, sc.Name)
 		case err != nil:
 			return state, err
 		default:
@@ -108,10 +111,10 @@ func (t Topology) LossAdvisories() []string {
 	return out
 }
 
-// WatchLosses calls lost with a reason whenever the server advises that
-// one of t's streams was purged or deleted. Advisories are plain NATS
+// WatchLosses calls lost with the stream and a reason whenever the server
+// advises that one of t's streams was purged or deleted. Advisories are plain NATS
 // messages, at most once: a caller also looks for itself now and then.
-func (t Topology) WatchLosses(nc *nats.Conn, lost func(reason string)) ([]*nats.Subscription, error) {
+func (t Topology) WatchLosses(nc *nats.Conn, lost func(stream, reason string)) ([]*nats.Subscription, error) {
 	ours := map[string]bool{}
 	for _, sc := range t.Streams() {
 		ours[sc.Name] = true
@@ -125,7 +128,7 @@ func (t Topology) WatchLosses(nc *nats.Conn, lost func(reason string)) ([]*nats.
 	for _, subject := range t.LossAdvisories() {
 		sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
 			if stream, ok := strings.CutPrefix(m.Subject, advisoryStreamDeleted+"."); ok {
-				lost("stream " + stream + " deleted")
+				lost(stream, "stream "+stream+" deleted")
 				return
 			}
 			var audit struct {
@@ -143,7 +146,7 @@ func (t Topology) WatchLosses(nc *nats.Conn, lost func(reason string)) ([]*nats.
 			}
 			for prefix, what := range map[string]string{apiStreamPurge: "purged", apiStreamDelete: "deleted"} {
 				if stream, ok := strings.CutPrefix(audit.Subject, prefix); ok && ours[stream] {
-					lost("stream " + stream + " " + what)
+					lost(stream, "stream "+stream+" "+what)
 				}
 			}
 		})
