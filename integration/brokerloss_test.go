@@ -30,7 +30,8 @@ func TestNATSRestartOnEmptyStore(t *testing.T) {
 	dbURL := testPGURL(t)
 	node := newNATSNodes(t, 1)[0]
 	node.start()
-	s := startServices(t, node.url(), dbURL, writeConfig(t, `{"reliability": {"ackWait": "10s"}}`))
+	// Calls of 500ms: the run lasts long enough to lose messages mid-run.
+	s := startServices(t, node.url(), dbURL, writeConfig(t, `{"reliability": {"ackWait": "10s"}}`), "--offline-latency", "500ms")
 	d := client(t, node.url())
 
 	ids := submitMany(t, d, 300)
