@@ -210,7 +210,7 @@ func (b *DeadLetters) Replay(ctx context.Context, id, by string) (schemas.DeadLe
 			return err
 		}
 		if moved {
-			if err := reviveJob(ctx, q, b.Subjects, t.JobID, t.ID); err != nil {
+			if err := reviveJob(ctx, q, t.JobID); err != nil {
 				return err
 			}
 		}
@@ -277,7 +277,7 @@ func (b *DeadLetters) Discard(ctx context.Context, id, by string) (schemas.DeadL
 
 // reviveJob puts a job a dead letter failed back to running, once none of
 // its tasks waits for a replay any more.
-func reviveJob(ctx context.Context, q store.Querier, subj bus.Subjects, jobID, replayed string) error {
+func reviveJob(ctx context.Context, q store.Querier, jobID string) error {
 	job, err := q.JobGetByID(ctx, jobID)
 	if err != nil || job.Status != schemas.JobFailed || !strings.HasPrefix(job.Reason, deadLetteredPrefix) {
 		return err
@@ -291,28 +291,8 @@ func reviveJob(ctx context.Context, q store.Querier, subj bus.Subjects, jobID, r
 			return nil // still waiting for another replay
 		}
 	}
-	moved, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: jobID, From: []string{schemas.JobFailed}, To: schemas.JobRunning})
-	if err != nil || !moved {
-		return err
-	}
-	// Workers left the job's queued tasks waiting while it was failed:
-	// send them again (the replayed one has its message).
-	var msgs []store.OutboxMessage
-	for _, t := range tasks {
-		if t.Status != schemas.TaskQueued || t.ID == replayed {
-			continue
-		}
-		m, err := bus.OutboxJSON(subj.Task(t.Role), fmt.Sprintf("task.%s.%d.revived.%s", t.ID, t.Revision, uuid.NewString()),
-			schemas.TaskMessage{TaskID: t.ID, JobID: t.JobID, Key: t.Key, Role: t.Role, Revision: t.Revision})
-		if err != nil {
-			return err
-		}
-		msgs = append(msgs, m)
-	}
-	if len(msgs) == 0 {
-		return nil
-	}
-	return q.OutboxInsert(ctx, msgs)
+	_, err = q.JobSetStatus(ctx, store.JobSetStatusParams{ID: jobID, From: []string{schemas.JobFailed}, To: schemas.JobRunning})
+	return err
 }
 
 // errNoDeadLetter is the API's not-found error for a dead letter.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -124,36 +123,4 @@ func TestReplayRevivesOnlyWhenNothingElseWaits(t *testing.T) {
 	require.Equal(t, schemas.JobFailed, js)
 	pending, _ := status(t, st, tasks[2].ID, job.ID)
 	require.Equal(t, schemas.TaskCancelled, pending, "nothing waits in a failed job")
-}
-
-// TestReviveSendsTheWaitingTasksAgain: a dead letter fails the job while
-// a sibling task is queued (workers leave it waiting, unrun, while the job
-// is failed); replaying the dead letter revives the job and sends the
-// sibling again, not only the replayed task.
-func TestReviveSendsTheWaitingTasksAgain(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	b, st := book(t)
-	job, tasks := jobWith(t, st, schemas.TaskRunning, schemas.TaskQueued)
-	letter := taskLetter(tasks[0], 0)
-	require.NoError(t, b.Record(ctx, letter))
-	_, js := status(t, st, tasks[0].ID, job.ID)
-	require.Equal(t, schemas.JobFailed, js)
-	before, err := st.OutboxListUnsent(ctx, 100)
-	require.NoError(t, err)
-
-	_, err = b.Replay(ctx, letter.ID, "ops")
-	require.NoError(t, err)
-	_, js = status(t, st, tasks[0].ID, job.ID)
-	require.Equal(t, schemas.JobRunning, js)
-	unsent, err := st.OutboxListUnsent(ctx, 100)
-	require.NoError(t, err)
-	sent := map[string]int{}
-	for _, m := range unsent[len(before):] {
-		var tm schemas.TaskMessage
-		if strings.HasPrefix(m.Subject, "troupe.tasks.") && json.Unmarshal(m.Payload, &tm) == nil {
-			sent[tm.TaskID]++
-		}
-	}
-	require.Equal(t, map[string]int{tasks[0].ID: 1, tasks[1].ID: 1}, sent, "the replayed task and the waiting sibling")
 }

@@ -381,17 +381,6 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 		return w.notStarted(ctx, log, m)
 	}
 	task := st.Task
-	if st.Job.Status != schemas.JobRunning {
-		// A dead letter failed the job (onDeadLetter "fail") and left its
-		// other tasks open, for a replay to revive it: this one waits,
-		// queued, without spending a call; reviving the job sends it again.
-		queued, rev := schemas.TaskQueued, task.Revision
-		if _, err := w.store.TaskUpdate(ctx, store.TaskUpdateParams{ID: task.ID, From: []string{schemas.TaskRunning}, Revision: &rev, Status: &queued}); err != nil {
-			return err
-		}
-		log.Info().Str("job_status", st.Job.Status).Msg("the job is not running: task not run; it runs if the job is revived")
-		return nil
-	}
 	req, budget, err := w.request(ctx, task, st.Job, st.Lessons)
 	if err != nil {
 		return err
