@@ -61,7 +61,6 @@ func (b *Budgets) Spent(ctx context.Context, jobID string) (bool, error) {
 	// Spent: stop the job, in a transaction that checks again.
 	var stopped bool
 	err = b.Store.InTx(ctx, func(q store.Querier) error {
-		stopped = false // an aborted transaction runs again
 		job, err := q.JobGetByID(ctx, jobID)
 		if err != nil {
 			return err

@@ -51,8 +51,7 @@ func (b *DeadLetters) Record(ctx context.Context, d schemas.DeadLetter) error {
 		return err
 	}
 	var wrote, counted bool
-	record := func(q store.Querier) error {
-		wrote, counted = false, false // an aborted transaction runs again
+	err = b.Store.InTx(ctx, func(q store.Querier) error {
 		created, err := q.DeadLetterInsert(ctx, d)
 		if err != nil || !created {
 			return err
@@ -74,10 +73,14 @@ func (b *DeadLetters) Record(ctx context.Context, d schemas.DeadLetter) error {
 		}
 		status, rev := schemas.TaskDeadLettered, t.Revision
 		reason := fmt.Sprintf("dead-lettered by %s (%s): %s; replay with: troupe dlq replay %s", d.Source, d.Class, bus.Clip(d.Reason, 2000), d.ID)
-		var events []schemas.Event
+		moved, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: from, Revision: &rev, Status: &status, Reason: &reason})
+		if err != nil || !moved {
+			return err
+		}
+		wrote = true
+		events := []schemas.Event{{JobID: t.JobID, TaskID: t.ID, Kind: schemas.EventTaskDeadLettered, Role: t.Role, Revision: t.Revision,
+			Message: reason, Data: map[string]any{"dead_letter_id": d.ID}}}
 		if b.OnDeadLetter != OnDeadLetterWait {
-			// The job before its task, as cancelling takes them: the other
-			// order deadlocks with a cancel of the same job on PostgreSQL.
 			jobReason := fmt.Sprintf("%stask %s (%s): %s", deadLetteredPrefix, t.Key, t.Role, bus.Clip(d.Reason, 2000))
 			moved, err := q.JobSetStatus(ctx, store.JobSetStatusParams{ID: t.JobID, From: []string{schemas.JobRunning}, To: schemas.JobFailed, Reason: jobReason})
 			if err != nil {
@@ -87,22 +90,8 @@ func (b *DeadLetters) Record(ctx context.Context, d schemas.DeadLetter) error {
 				events = append(events, schemas.Event{JobID: t.JobID, Kind: schemas.EventJobFailed, Message: jobReason})
 			}
 		}
-		// The task moved on since it was read: all of it again, and this
-		// time the dead letter is kept as a record only.
-		if _, err := q.TaskUpdate(ctx, store.TaskUpdateParams{ID: t.ID, From: from, Revision: &rev, Status: &status, Reason: &reason,
-			Else: errTaskMovedOn}); err != nil {
-			return err
-		}
-		wrote = true
-		events = append([]schemas.Event{{JobID: t.JobID, TaskID: t.ID, Kind: schemas.EventTaskDeadLettered, Role: t.Role, Revision: t.Revision,
-			Message: reason, Data: map[string]any{"dead_letter_id": d.ID}}}, events...)
 		return bus.Emit(ctx, q, b.Subjects, events...)
-	}
-	for range 3 {
-		if err = b.Store.InTx(ctx, record); !errors.Is(err, errTaskMovedOn) {
-			break
-		}
-	}
+	})
 	if err != nil {
 		return err
 	}
