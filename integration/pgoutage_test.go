@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -117,6 +118,13 @@ func TestPostgresOutage(t *testing.T) {
 	for _, name := range []string{"orchestrator", "review", "worker"} {
 		require.Eventually(t, func() bool { return s.ready(name) == 503 }, 15*time.Second, 50*time.Millisecond, "%s reports not ready while the store is away", name)
 	}
+	// The API says the store is away, with a code worth retrying on.
+	msg, err := d.NC.Request("troupe.api.jobs.get", []byte(`{"id":"`+ids[0]+`"}`), 30*time.Second)
+	require.NoError(t, err)
+	var er schemas.ErrorReply
+	require.NoError(t, json.Unmarshal(msg.Data, &er))
+	require.Equal(t, "unavailable", er.Code, "%s", msg.Data)
+	require.Contains(t, er.Error, "store is unavailable")
 	time.Sleep(5 * time.Second) // an outage far longer than maxDeliver × backoff
 	proxy.restore()
 

@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/internal/callbook"
 	"github.com/troupe-dev/troupe/internal/config"
 	"github.com/troupe-dev/troupe/internal/llm"
 	"github.com/troupe-dev/troupe/internal/secretscan"
@@ -61,6 +62,8 @@ type Config struct {
 	Metrics *telemetry.Metrics
 	// Reconcile configures the reconciler.
 	Reconcile ReconcileConfig
+	// Watch configures the topology watcher (none without a Topology).
+	Watch WatchConfig
 	// Concurrency is how many events (and advisories) are handled at
 	// once. Defaults to 64.
 	Concurrency int
@@ -105,12 +108,14 @@ type Service struct {
 
 	mu     sync.Mutex
 	svc    micro.Service
-	ccs    []jetstream.ConsumeContext
+	ccs    []*bus.Consumption
 	wg     sync.WaitGroup // event and advisory handlers in flight
 	api    *bus.Tracker   // API requests in flight; set by Start
 	stop   context.CancelFunc
 	runCtx context.Context
 	recon  *reconciler
+	watch  *topoWatcher
+	calls  *callbook.Book // the planner's model calls
 }
 
 // New returns an orchestrator; Start runs it.
@@ -119,7 +124,7 @@ func New(cfg Config, st store.Store, nc *nats.Conn, js jetstream.JetStream) *Ser
 	log := cfg.Logger.With().Str("service", "orchestrator").Logger()
 	subj := bus.Subjects{Prefix: cfg.Prefix}
 	return &Service{
-		cfg: cfg, log: log, store: st, nc: nc, js: js, subj: subj,
+		cfg: cfg, log: log, store: st, nc: nc, js: js, subj: subj, calls: callbook.New(st, log),
 		dl: &DeadLetters{Store: st, Subjects: subj, OnDeadLetter: cfg.OnDeadLetter, Notify: cfg.Notify, Metrics: cfg.Metrics, Log: log},
 	}
 }
@@ -156,7 +161,7 @@ func (s *Service) Start(ctx context.Context) error {
 	s.mu.Lock()
 	s.api = api
 	s.mu.Unlock()
-	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api, Replies: s.replies()}
+	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api, Replies: s.replies(), Available: s.available}
 	long := ep
 	long.Timeout = 4 * ep.Timeout
 	endpoints := []struct {
@@ -207,7 +212,7 @@ func (s *Service) Start(ctx context.Context) error {
 		settler := &bus.Settler{JS: s.js, Subjects: s.subj, Source: c.consumer, Log: s.log, Record: s.dl.Record,
 			MaxDeliver: cons.CachedInfo().Config.MaxDeliver, Available: s.available}
 		handle := c.handle
-		cc, err := cons.Consume(bus.Parallel(s.cfg.Concurrency, &s.wg, func(msg jetstream.Msg) {
+		cc, err := bus.Consume(s.js, cons, s.log, bus.Parallel(s.cfg.Concurrency, &s.wg, func(msg jetstream.Msg) {
 			settler.Handle(ctx, msg, handle)
 		}), jetstream.PullMaxMessages(2*s.cfg.Concurrency))
 		if err != nil {
@@ -219,6 +224,10 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	s.recon = newReconciler(s)
 	s.recon.start(ctx)
+	if s.cfg.Watch.Topology != nil {
+		s.watch = newTopoWatcher(s, s.cfg.Watch)
+		s.watch.start(ctx)
+	}
 	s.log.Info().Msg("orchestrator started")
 	return nil
 }
@@ -232,6 +241,10 @@ func (s *Service) Stop(ctx context.Context) error {
 		_ = s.svc.Stop()
 		s.svc = nil
 	}
+	if s.watch != nil {
+		s.watch.stop()
+		s.watch = nil
+	}
 	if s.recon != nil {
 		s.recon.stop()
 		s.recon = nil
@@ -242,6 +255,7 @@ func (s *Service) Stop(ctx context.Context) error {
 		groups = append(groups, s.api.Close())
 	}
 	bus.Wait(ctx, groups...)
+	s.calls.Close(ctx)
 	if s.stop != nil {
 		s.stop()
 	}
@@ -250,7 +264,9 @@ func (s *Service) Stop(ctx context.Context) error {
 
 // stopConsumers drains the consumers, waiting within ctx.
 func (s *Service) stopConsumers(ctx context.Context) {
-	bus.Drain(ctx, s.ccs...)
+	for _, cc := range s.ccs {
+		cc.Drain(ctx)
+	}
 	s.ccs = nil
 }
 

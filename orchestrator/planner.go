@@ -97,9 +97,7 @@ func (s *Service) recordCalls(ctx context.Context, jobID string, calls []llm.Cal
 			PromptTokens: c.PromptTokens, CompletionTokens: c.CompletionTokens, LatencyMS: c.Latency.Milliseconds(),
 			Outcome: c.Outcome, Error: bus.Clip(c.Err, 2000)}
 	}
-	if err := s.store.ModelCallInsert(context.WithoutCancel(ctx), rows); err != nil {
-		s.log.Warn().Err(err).Str("job_id", jobID).Msg("recording the planner's model calls")
-	}
+	s.calls.Record(ctx, rows)
 }
 
 // startPlanned adds the planned tasks, queues those that depend on

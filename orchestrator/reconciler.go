@@ -2,8 +2,11 @@ package orchestrator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -49,10 +52,42 @@ type reconciler struct {
 	cfg  ReconcileConfig
 	done chan struct{}
 	quit context.CancelFunc
+	// jobsAfter and jobsAfterID are where the walk of stale running jobs
+	// stopped: the next pass goes on from there.
+	jobsAfter   time.Time
+	jobsAfterID string
+
+	mu      sync.Mutex
+	since   time.Time       // the earliest loss not yet caught up with
+	streams map[string]bool // the streams that lost what they held then
+	kick    chan struct{}   // a loss was reported
 }
 
 func newReconciler(s *Service) *reconciler {
-	return &reconciler{s: s, cfg: s.cfg.Reconcile.withDefaults(), done: make(chan struct{})}
+	return &reconciler{s: s, cfg: s.cfg.Reconcile.withDefaults(), done: make(chan struct{}), kick: make(chan struct{}, 1)}
+}
+
+// now asks for a reconciliation at once of what the broker may have lost
+// at since: every task, review request and event older than since whose
+// message is gone is sent again without waiting for StaleAfter. streams
+// are those that lost everything they held (deleted, created again,
+// purged): every message sent to them before since is gone.
+func (r *reconciler) now(since time.Time, streams map[string]bool) {
+	r.mu.Lock()
+	if r.since.IsZero() || since.Before(r.since) {
+		r.since = since
+	}
+	if r.streams == nil {
+		r.streams = map[string]bool{}
+	}
+	for name := range streams {
+		r.streams[name] = true
+	}
+	r.mu.Unlock()
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
 }
 
 func (r *reconciler) start(ctx context.Context) {
@@ -73,6 +108,19 @@ func (r *reconciler) start(ctx context.Context) {
 				if err := r.pass(ctx); err != nil && ctx.Err() == nil {
 					r.s.log.Warn().Err(err).Msg("reconcile pass")
 				}
+			case <-r.kick:
+				r.mu.Lock()
+				since, streams := r.since, r.streams
+				r.since, r.streams = time.Time{}, nil
+				r.mu.Unlock()
+				if err := r.catchUp(ctx, since, streams); err != nil && ctx.Err() == nil {
+					r.s.log.Warn().Err(err).Msg("reconciling what the broker lost")
+					r.now(since, streams) // again, once the store or the broker answers
+					select {
+					case <-time.After(time.Second):
+					case <-ctx.Done():
+					}
+				}
 			}
 		}
 	}()
@@ -88,15 +136,77 @@ func (r *reconciler) stop() {
 // pass runs one reconciliation.
 func (r *reconciler) pass(ctx context.Context) error {
 	before := time.Now().Add(-r.cfg.StaleAfter)
-	if err := r.tasks(ctx, before); err != nil {
+	if _, err := r.tasks(ctx, before, nil); err != nil {
 		return fmt.Errorf("tasks: %w", err)
 	}
-	if err := r.reviews(ctx, before); err != nil {
+	if _, err := r.reviews(ctx, before, nil); err != nil {
 		return fmt.Errorf("reviews: %w", err)
 	}
 	if err := r.decisions(ctx, before); err != nil {
 		return fmt.Errorf("decisions: %w", err)
 	}
+	return nil
+}
+
+// catchUp reconciles, without waiting for StaleAfter, everything a loss
+// at since may have taken. Tasks and review requests last sent before it
+// are sent again: all of them when their stream lost everything it held
+// (but those whose message still waits in the outbox), else as many as
+// the stream lacks. Each one sent is marked fresh, so the passes move on
+// until none is left. Rejections and running jobs not changed since are
+// acted on, in case their events were lost.
+func (r *reconciler) catchUp(ctx context.Context, since time.Time, streams map[string]bool) error {
+	start := time.Now()
+	unsentTasks, unsentReviews, err := r.unsent(ctx)
+	if err != nil {
+		return fmt.Errorf("outbox: %w", err)
+	}
+	if !streams[bus.StreamTasks] {
+		unsentTasks = nil // compare with the stream
+	}
+	if !streams[bus.StreamReview] {
+		unsentReviews = nil
+	}
+	total := 0
+	for range 1000 {
+		sent, err := r.tasks(ctx, since, unsentTasks)
+		if err != nil {
+			return fmt.Errorf("tasks: %w", err)
+		}
+		reviews, err := r.reviews(ctx, since, unsentReviews)
+		if err != nil {
+			return fmt.Errorf("reviews: %w", err)
+		}
+		total += sent + reviews
+		if sent+reviews == 0 {
+			break
+		}
+	}
+	for range 1000 {
+		// A rejection whose event was lost: revising moves the task on.
+		rejected, err := r.s.store.TaskListStale(ctx, store.TaskListStaleParams{Statuses: []string{schemas.TaskRejected}, UpdatedBefore: since, Limit: r.cfg.Batch})
+		if err != nil {
+			return fmt.Errorf("rejections: %w", err)
+		}
+		for _, t := range rejected {
+			if err := r.s.revise(ctx, schemas.Event{JobID: t.JobID, TaskID: t.ID, Revision: t.Revision}); err != nil {
+				return fmt.Errorf("rejections: %w", err)
+			}
+		}
+		if len(rejected) < r.cfg.Batch {
+			break
+		}
+	}
+	r.jobsAfter, r.jobsAfterID = time.Time{}, ""
+	for range 1000 {
+		if err := r.advanceStale(ctx, since, map[string]bool{}); err != nil {
+			return fmt.Errorf("jobs: %w", err)
+		}
+		if r.jobsAfter.IsZero() {
+			break // walked them all
+		}
+	}
+	r.s.log.Info().Int("sent_again", total).Dur("took", time.Since(start)).Time("since", since).Msg("reconciled what the broker lost")
 	return nil
 }
 
@@ -139,34 +249,42 @@ func (r *reconciler) missing(ctx context.Context, stale []store.Task, statuses [
 // tasks re-dispatches stale queued or running tasks of a role when the
 // stream holds fewer of the role's messages than the store has open tasks:
 // then some messages were lost, and the stalest tasks are the ones.
-func (r *reconciler) tasks(ctx context.Context, before time.Time) error {
+//
+// With lost (the stream lost everything sent before before), every stale
+// task is sent again but those lost names, whose messages wait in the
+// outbox.
+func (r *reconciler) tasks(ctx context.Context, before time.Time, lost map[string]bool) (int, error) {
 	open := []string{schemas.TaskQueued, schemas.TaskRunning}
-	stale, err := r.s.store.TaskListStale(ctx, store.TaskListStaleParams{Statuses: open, UpdatedBefore: before, Limit: r.cfg.Batch})
+	stale, err := r.s.store.TaskListStale(ctx, store.TaskListStaleParams{Statuses: open, UpdatedBefore: before, Limit: r.cfg.Batch + len(lost)})
 	if err != nil || len(stale) == 0 {
-		return err
+		return 0, err
 	}
-	missing, err := r.missing(ctx, stale, open, bus.StreamTasks, r.s.subj.Task)
-	if err != nil {
-		return err
+	var missing map[string]int
+	if lost == nil {
+		if missing, err = r.missing(ctx, stale, open, bus.StreamTasks, r.s.subj.Task); err != nil {
+			return 0, err
+		}
 	}
 	sent := 0
 	for _, t := range stale {
-		if missing[t.Role] <= 0 {
+		if (lost == nil && missing[t.Role] <= 0) || (lost != nil && lost[t.ID]) {
 			continue
 		}
 		ok, err := r.redispatch(ctx, t)
 		if err != nil {
-			return err
+			return sent, err
 		}
 		if ok {
-			missing[t.Role]--
+			if missing != nil {
+				missing[t.Role]--
+			}
 			sent++
 		}
 	}
 	if sent > 0 {
 		r.s.cfg.Notify()
 	}
-	return nil
+	return sent, nil
 }
 
 func (r *reconciler) redispatch(ctx context.Context, t store.Task) (bool, error) {
@@ -202,17 +320,21 @@ func (r *reconciler) redispatch(ctx context.Context, t store.Task) (bool, error)
 
 // reviews re-sends the review request of stale staged outputs when the
 // review stream holds fewer of the role's requests than there are.
-func (r *reconciler) reviews(ctx context.Context, before time.Time) error {
-	stale, err := r.s.store.TaskListStale(ctx, store.TaskListStaleParams{Statuses: []string{schemas.TaskStaged}, UpdatedBefore: before, Limit: r.cfg.Batch})
+// With lost, as tasks.
+func (r *reconciler) reviews(ctx context.Context, before time.Time, lost map[string]bool) (int, error) {
+	stale, err := r.s.store.TaskListStale(ctx, store.TaskListStaleParams{Statuses: []string{schemas.TaskStaged}, UpdatedBefore: before, Limit: r.cfg.Batch + len(lost)})
 	if err != nil || len(stale) == 0 {
-		return err
+		return 0, err
 	}
-	missing, err := r.missing(ctx, stale, []string{schemas.TaskStaged}, bus.StreamReview, r.s.subj.Review)
-	if err != nil {
-		return err
+	var missing map[string]int
+	if lost == nil {
+		if missing, err = r.missing(ctx, stale, []string{schemas.TaskStaged}, bus.StreamReview, r.s.subj.Review); err != nil {
+			return 0, err
+		}
 	}
+	sent := 0
 	for _, t := range stale {
-		if missing[t.Role] <= 0 {
+		if (lost == nil && missing[t.Role] <= 0) || (lost != nil && lost[t.ID]) {
 			continue
 		}
 		out, err := r.s.store.OutputGetByTaskRevision(ctx, t.ID, t.Revision)
@@ -221,7 +343,7 @@ func (r *reconciler) reviews(ctx context.Context, before time.Time) error {
 			continue
 		}
 		if err != nil {
-			return err
+			return sent, err
 		}
 		var moved bool
 		err = r.s.store.InTx(ctx, func(q store.Querier) error {
@@ -238,15 +360,18 @@ func (r *reconciler) reviews(ctx context.Context, before time.Time) error {
 			return q.OutboxInsert(ctx, []store.OutboxMessage{m})
 		})
 		if err != nil {
-			return err
+			return sent, err
 		}
 		if moved {
-			missing[t.Role]--
+			sent++
+			if missing != nil {
+				missing[t.Role]--
+			}
 			r.s.cfg.Notify()
 			r.s.log.Warn().Str("job_id", t.JobID).Str("task_id", t.ID).Str("output_id", out.ID).Msg("re-sent a review request that was lost")
 		}
 	}
-	return nil
+	return sent, nil
 }
 
 // decisions acts on promotions and rejections whose events were lost: a
@@ -286,26 +411,8 @@ func (r *reconciler) decisions(ctx context.Context, before time.Time) error {
 		}
 	}
 	advanced := map[string]bool{}
-	// A running job whose last promotion event was lost has nothing left
-	// that would move it: advance every running job not changed lately.
-	p := store.JobListParams{Status: schemas.JobRunning, Limit: 100}
-	for page := 0; page < 5; page++ {
-		jobs, err := r.s.store.JobList(ctx, p)
-		if err != nil {
-			return err
-		}
-		for _, j := range jobs {
-			if j.UpdatedAt.Before(before) && !advanced[j.ID] {
-				advanced[j.ID] = true
-				if err := r.s.advance(ctx, j.ID); err != nil {
-					return err
-				}
-			}
-		}
-		if len(jobs) < p.Limit {
-			break
-		}
-		p.Before, p.BeforeID = jobs[len(jobs)-1].CreatedAt, jobs[len(jobs)-1].ID
+	if err := r.advanceStale(ctx, before, advanced); err != nil {
+		return err
 	}
 	for _, t := range stale {
 		if t.Status == schemas.TaskRejected {
@@ -326,4 +433,64 @@ func (r *reconciler) decisions(ctx context.Context, before time.Time) error {
 		}
 	}
 	return nil
+}
+
+// advanceStale advances running jobs not changed since before: one whose
+// last promotion event was lost has nothing left that would move it. The
+// walk goes oldest first, five pages a call, and carries on from where
+// the last call stopped, so every stale job has its turn however many
+// there are; a walk that reached the end starts again next time.
+func (r *reconciler) advanceStale(ctx context.Context, before time.Time, advanced map[string]bool) error {
+	p := store.JobListStaleParams{Status: schemas.JobRunning, UpdatedBefore: before, After: r.jobsAfter, AfterID: r.jobsAfterID, Limit: 100}
+	for page := 0; page < 5; page++ {
+		jobs, err := r.s.store.JobListStale(ctx, p)
+		if err != nil {
+			return err
+		}
+		for _, j := range jobs {
+			if !advanced[j.ID] {
+				advanced[j.ID] = true
+				if err := r.s.advance(ctx, j.ID); err != nil {
+					return err
+				}
+			}
+			p.After, p.AfterID = j.CreatedAt, j.ID
+			r.jobsAfter, r.jobsAfterID = j.CreatedAt, j.ID
+		}
+		if len(jobs) < p.Limit {
+			r.jobsAfter, r.jobsAfterID = time.Time{}, "" // walked them all: the next walk starts again
+			break
+		}
+	}
+	return nil
+}
+
+// unsent names the tasks whose task message, and those whose review
+// request, wait in the outbox after a failed publish (a stream missing):
+// they reach the new stream without help. A row not tried yet may be
+// published already and wait only to be deleted: it does not count.
+func (r *reconciler) unsent(ctx context.Context) (tasks, reviews map[string]bool, err error) {
+	rows, err := r.s.store.OutboxListUnsent(ctx, 100_000)
+	if err != nil {
+		return nil, nil, err
+	}
+	tasks, reviews = map[string]bool{}, map[string]bool{}
+	for _, m := range rows {
+		if m.Attempts == 0 {
+			continue
+		}
+		var ids struct {
+			TaskID string `json:"task_id"`
+		}
+		if json.Unmarshal(m.Payload, &ids) != nil || ids.TaskID == "" {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(m.Subject, r.s.subj.Task("")):
+			tasks[ids.TaskID] = true
+		case strings.HasPrefix(m.Subject, r.s.subj.Review("")):
+			reviews[ids.TaskID] = true
+		}
+	}
+	return tasks, reviews, nil
 }

@@ -77,7 +77,7 @@ type Service struct {
 
 	mu   sync.Mutex
 	svc  micro.Service
-	cc   jetstream.ConsumeContext
+	cc   *bus.Consumption
 	wg   sync.WaitGroup // review requests in flight
 	api  *bus.Tracker   // API requests in flight; set by Start
 	stop context.CancelFunc
@@ -171,7 +171,10 @@ func (s *Service) Start(ctx context.Context) error {
 	s.mu.Unlock()
 	replies := s.cfg.Replies
 	replies.Log = s.log
-	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api, Replies: replies}
+	ep := bus.EndpointConfig{Ctx: ctx, Log: s.log, Timeout: s.cfg.RequestTimeout, MaxPayload: s.nc.MaxPayload(), Track: api, Replies: replies, Available: s.cfg.Available}
+	if ep.Available == nil {
+		ep.Available = s.store.Ping
+	}
 	reviews := svc.AddGroup(s.cfg.Prefix + ".api.reviews")
 	memory := svc.AddGroup(s.cfg.Prefix + ".api.memory")
 	for _, e := range []struct {
@@ -211,7 +214,7 @@ func (s *Service) Start(ctx context.Context) error {
 	}
 	settler := &bus.Settler{JS: s.js, Subjects: s.subj, Source: bus.ConsumerReview, Log: s.log, Record: record,
 		MaxDeliver: cons.CachedInfo().Config.MaxDeliver, Available: s.cfg.Available}
-	s.cc, err = cons.Consume(bus.Parallel(s.cfg.Concurrency, &s.wg, func(msg jetstream.Msg) {
+	s.cc, err = bus.Consume(s.js, cons, s.log, bus.Parallel(s.cfg.Concurrency, &s.wg, func(msg jetstream.Msg) {
 		settler.Handle(ctx, msg, s.handle)
 	}), jetstream.PullMaxMessages(max(1, s.cfg.Concurrency/4)))
 	// A small buffer: a message waiting there for a free handler is not
@@ -237,7 +240,7 @@ func (s *Service) Stop(ctx context.Context) error {
 		s.svc = nil
 	}
 	if s.cc != nil {
-		bus.Drain(ctx, s.cc)
+		s.cc.Drain(ctx)
 		s.cc = nil
 	}
 	groups := []*sync.WaitGroup{&s.wg}

@@ -60,6 +60,10 @@ type Querier interface {
 	JobLock(ctx context.Context, id string) (Job, error)
 	// JobList returns jobs newest first, filtered, one page at a time.
 	JobList(ctx context.Context, p JobListParams) ([]Job, error)
+	// JobListStale returns jobs of p.Status not updated since
+	// p.UpdatedBefore, oldest first, one page at a time: the reconciler
+	// walks every one of them across its passes.
+	JobListStale(ctx context.Context, p JobListStaleParams) ([]Job, error)
 	// JobSetStatus moves a job to p.To when its status is one of p.From (any
 	// status when From is empty), setting Reason to p.Reason, and reports
 	// whether it moved; ErrNotFound when there is no such job. With p.Else
@@ -190,6 +194,8 @@ type Querier interface {
 	DeadLetterResolve(ctx context.Context, id, status, by string) (bool, error)
 
 	// ModelCallInsert records model calls: one row per call, failed ones too.
+	// A call whose ID is recorded already is left as it is, so a write
+	// whose commit went unanswered can be made again.
 	ModelCallInsert(ctx context.Context, calls []ModelCall) error
 	// ModelCallTotals sums a job's model calls by role and model, ordered
 	// by role then model.
@@ -453,6 +459,17 @@ type JobListParams struct {
 	Before   time.Time
 	BeforeID string
 	Limit    int // defaults to 50
+}
+
+// JobListStaleParams are the arguments of JobListStale. Pages are by
+// creation time, oldest first: After is the CreatedAt of the last job of
+// the previous page (zero for the first page) and AfterID breaks ties.
+type JobListStaleParams struct {
+	Status        string
+	UpdatedBefore time.Time
+	After         time.Time
+	AfterID       string
+	Limit         int // defaults to 100
 }
 
 // JobSetStatusParams are the arguments of JobSetStatus.

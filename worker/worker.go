@@ -21,6 +21,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/internal/callbook"
 	"github.com/troupe-dev/troupe/internal/llm"
 	"github.com/troupe-dev/troupe/internal/redact"
 	"github.com/troupe-dev/troupe/internal/telemetry"
@@ -111,6 +112,9 @@ type Worker struct {
 	// provider hands its message back at once.
 	stopping <-chan struct{}
 
+	// calls records model calls, and keeps those a store outage refused.
+	calls *callbook.Book
+
 	// info is what the worker answers on the workers ping subject.
 	info schemas.WorkerInfo
 	ping *nats.Subscription
@@ -128,7 +132,7 @@ func New(cfg Config, st store.Store, js jetstream.JetStream, model llm.Model) (*
 	}
 	log := cfg.Logger.With().Str("service", "worker").Str("role", cfg.Role).Logger()
 	w := &Worker{
-		cfg: cfg, log: log, store: st, js: js, model: model,
+		cfg: cfg, log: log, store: st, js: js, model: model, calls: callbook.New(st, log),
 		subj: bus.Subjects{Prefix: cfg.Prefix}, system: system,
 		sem: newSlots(cfg.Concurrency),
 	}
@@ -174,6 +178,7 @@ func (w *Worker) Start(ctx context.Context) error {
 // worker never holds a task another worker could run now.
 func (w *Worker) fetch(ctx, runCtx context.Context, cons jetstream.Consumer) {
 	defer close(w.fetched)
+	lost := false // the consumer is gone: said once, until it is back
 	for {
 		if w.cfg.Available != nil && w.cfg.Available(ctx) != nil {
 			// The store is away: take no work that would fail.
@@ -224,8 +229,19 @@ func (w *Worker) fetch(ctx, runCtx context.Context, cons jetstream.Consumer) {
 		}
 		cancel()
 		w.sem.unreserve(free - got)
+		if err == nil && lost {
+			lost = false
+			w.log.Info().Msg("the role's consumer is back: fetching tasks again")
+		}
 		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, nats.ErrTimeout) {
-			w.log.Warn().Err(err).Msg("fetching tasks; retrying in 1s")
+			switch {
+			case bus.IsConsumerLost(err) && !lost:
+				lost = true
+				w.log.Warn().Err(err).Msg("the role's consumer is gone (a broker restarted on an empty store, a stream deleted): " +
+					"fetching again every second until the orchestrator has created it again")
+			case !bus.IsConsumerLost(err):
+				w.log.Warn().Err(err).Msg("fetching tasks; retrying in 1s")
+			}
 			select {
 			case <-time.After(time.Second):
 			case <-ctx.Done():
@@ -288,6 +304,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 		w.wg.Wait()
 	}
 	w.runCancel()
+	w.calls.Close(ctx)
 	return err
 }
 
@@ -411,12 +428,10 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) error {
 			calls.add(callRow(c, task))
 			return
 		}
-		if err := w.store.ModelCallInsert(context.WithoutCancel(ctx), []store.ModelCall{callRow(c, task)}); err != nil {
-			log.Warn().Err(err).Str("model", c.Model).Msg("recording a model call")
-		}
+		w.calls.Record(ctx, []store.ModelCall{callRow(c, task)})
 	}
 	// Calls not recorded with a stage are recorded on their own.
-	defer func() { w.recordCalls(ctx, log, calls.take()) }()
+	defer func() { w.calls.Record(ctx, calls.take()) }()
 	if checkBudget {
 		req.Before = func(ctx context.Context) error {
 			spent, err := w.cfg.BudgetSpent(ctx, task.JobID)
@@ -515,16 +530,6 @@ func (c *callRows) take() []store.ModelCall {
 	rows := c.rows
 	c.rows = nil
 	return rows
-}
-
-// recordCalls records model calls that no stage recorded.
-func (w *Worker) recordCalls(ctx context.Context, log zerolog.Logger, rows []store.ModelCall) {
-	if len(rows) == 0 {
-		return
-	}
-	if err := w.store.ModelCallInsert(context.WithoutCancel(ctx), rows); err != nil {
-		log.Warn().Err(err).Int("calls", len(rows)).Msg("recording model calls")
-	}
 }
 
 // errBudgetSpent stops a task whose job spent its token budget (and

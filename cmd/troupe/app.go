@@ -104,6 +104,7 @@ func (a *App) Start(ctx context.Context) error {
 	if a.Ops.Metrics == nil {
 		a.Ops.Metrics = telemetry.NewMetrics()
 	}
+	a.Ops.StuckAfter = cfg.Reliability.StuckAfterDuration()
 	metrics := a.Ops.Metrics
 	replies := bus.Replies{Prefixes: cfg.NATS.ReplyPrefixes, Log: a.Log, Refused: metrics.ReplyRefused}
 	if a.Embedded {
@@ -176,6 +177,9 @@ func (a *App) Start(ctx context.Context) error {
 	if err := bus.CheckServer(nc); err != nil {
 		a.Stop(ctx)
 		return err
+	}
+	if !a.Embedded {
+		logSyncPolicy(a.Log, cfg.NATS)
 	}
 	var st store.Store
 	if err := retry(ctx, a.Log, "opening the store", func() error {
@@ -272,6 +276,7 @@ func (a *App) Start(ctx context.Context) error {
 			Notify: a.relay.Notify, OnDeadLetter: cfg.Reliability.OnDeadLetter, Logger: a.Log,
 			Prices: cfg.Prices(), DefaultBudget: cfg.Budgets.MaxTokensPerJob, MaxImageBytes: cfg.Models.MaxImageBytes,
 			Reconcile: orchestrator.ReconcileConfig{Interval: reconcile, StaleAfter: staleAfter},
+			Watch:     orchestrator.WatchConfig{Topology: &topo},
 		}, st, nc, js)
 		if err := a.orch.Start(ctx); err != nil {
 			a.Stop(ctx)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -104,6 +105,26 @@ func (s *serviceFlags) models() func(string) llm.Model {
 	}
 }
 
+// checkOffline refuses --offline-latency and --offline-jitter when the
+// configuration gives a role a provider's model: the flags run every role
+// on the offline model, and would silently replace it.
+func (s *serviceFlags) checkOffline(cfg config.Config) error {
+	if s.latency == 0 && s.jitter == 0 {
+		return nil
+	}
+	var paid []string
+	for _, role := range schemas.Roles {
+		if m := cmp.Or(cfg.Roles[role].Model, cfg.Models.Default); m != "" && m != "offline" {
+			paid = append(paid, fmt.Sprintf("roles.%s: %s", role, m))
+		}
+	}
+	if len(paid) == 0 {
+		return nil
+	}
+	return fmt.Errorf("--offline-latency and --offline-jitter run every role on the offline model, but the configuration gives roles providers' models (%s); "+
+		"drop the flags, or the models, to say which you mean", strings.Join(paid, ", "))
+}
+
 func (s *serviceFlags) app(e *env) (*App, string, error) {
 	cfg, path, err := s.load()
 	if err != nil {
@@ -111,6 +132,9 @@ func (s *serviceFlags) app(e *env) (*App, string, error) {
 	}
 	if s.databaseURL != "" {
 		cfg.Database.URL = s.databaseURL
+	}
+	if err := s.checkOffline(cfg); err != nil {
+		return nil, path, err
 	}
 	log, err := s.logger(e.stderr)
 	if err != nil {

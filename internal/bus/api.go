@@ -76,6 +76,31 @@ type EndpointConfig struct {
 	// Replies are the reply subjects requests are answered on; a request
 	// naming another is dropped unanswered.
 	Replies Replies
+	// Available, when set, says whether the store answers: a request that
+	// fails for no reason the caller gave, while it does not, is answered
+	// with a retryable "unavailable" rather than "internal".
+	Available func(ctx context.Context) error
+}
+
+// Unavailable is the API error of a request that failed because the store
+// does not answer: 503, code "unavailable", worth retrying.
+var Unavailable = &APIError{Status: 503, Code: "unavailable", Message: "the store is unavailable (the database does not answer); try again shortly"}
+
+// unavailable returns Unavailable when err is not the caller's doing and
+// the store does not answer, else err.
+func (c EndpointConfig) unavailable(ctx context.Context, err error, log zerolog.Logger) error {
+	var apiErr *APIError
+	if c.Available == nil || errors.As(err, &apiErr) || errors.Is(err, schemas.ErrInvalid) || errors.Is(err, store.ErrNotFound) {
+		return err
+	}
+	// The request's own time may be spent: give the store a moment of its own.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if perr := c.Available(ctx); perr != nil {
+		log.Warn().Err(err).Str("store", perr.Error()).Msg("request failed: the store is unavailable")
+		return Unavailable
+	}
+	return err
 }
 
 // Endpoint adapts fn to a micro handler: the request is validated against
@@ -127,7 +152,7 @@ func handle[Req any](c EndpointConfig, schema string, fn func(ctx context.Contex
 			"the reply would be %d bytes, more than the server's max payload of %d; ask for less (a smaller limit, one item)", len(body), c.MaxPayload)}
 	}
 	if err != nil {
-		e := ToAPIError(err, log)
+		e := ToAPIError(c.unavailable(ctx, err, log), log)
 		e.Message = redact.String(e.Message)
 		errBody, _ := json.Marshal(schemas.ErrorReply{Error: e.Message, Code: e.Code, Jobs: e.Jobs})
 		if rerr := r.Error(strconv.Itoa(e.Status), e.Message, errBody); rerr != nil {

@@ -183,7 +183,9 @@ func (t Topology) Users() []User {
 	}
 	for _, c := range t.consumers() {
 		// With one filter subject the client names it in the subject.
-		orch = append(orch, "$JS.API.CONSUMER.CREATE."+c.stream+"."+c.cfg.Durable, "$JS.API.CONSUMER.CREATE."+c.stream+"."+c.cfg.Durable+".>")
+		orch = append(orch, "$JS.API.CONSUMER.CREATE."+c.stream+"."+c.cfg.Durable, "$JS.API.CONSUMER.CREATE."+c.stream+"."+c.cfg.Durable+".>",
+			// The topology watcher looks whether it still exists.
+			"$JS.API.CONSUMER.INFO."+c.stream+"."+c.cfg.Durable)
 	}
 	for _, stream := range []string{StreamTasks, StreamReview, StreamEvents} {
 		// The sweeper takes a message that exhausted its deliveries out.
@@ -203,7 +205,8 @@ func (t Topology) Users() []User {
 				streamInfo, orch,
 				consume(StreamEvents, ConsumerOrchestrator), consume(StreamAdvisories, ConsumerSweeper), inboxes,
 			),
-			Subscribe: cat(api("jobs.*", "artifacts.*", "dlq.*", "dlq.replay.*", "dlq.discard.*"), service, []string{s.ProcessesPing(), InboxPrefix(UserOrchestrator) + ".>"}),
+			Subscribe: cat(api("jobs.*", "artifacts.*", "dlq.*", "dlq.replay.*", "dlq.discard.*"), service, []string{s.ProcessesPing(), InboxPrefix(UserOrchestrator) + ".>"},
+				t.LossAdvisories()),
 		},
 	}}
 

@@ -56,6 +56,19 @@ type Reliability struct {
 	// a subject no stream takes) before it dead-letters it. Defaults to 5;
 	// failures that may pass (NATS away) are retried for ever.
 	OutboxMaxAttempts int `json:"outboxMaxAttempts,omitempty"`
+	// StuckAfter is how long a service may stay not ready before its
+	// /healthz fails too, so that Kubernetes restarts it. Defaults to "5m";
+	// "off" keeps /healthz ok for as long as the process answers.
+	StuckAfter string `json:"stuckAfter,omitempty"`
+}
+
+// StuckAfterDuration is StuckAfter parsed: 0 when unset, -1 when "off".
+func (r Reliability) StuckAfterDuration() time.Duration {
+	if r.StuckAfter == "off" {
+		return -1
+	}
+	d, _ := time.ParseDuration(r.StuckAfter)
+	return d
 }
 
 // Durations returns the reliability durations, parsed (0 where unset; -1
@@ -99,7 +112,9 @@ type NATS struct {
 	// Prefix of every subject. Defaults to "troupe".
 	Prefix string `json:"prefix,omitempty"`
 	// Sync is the embedded server's fsync policy: "always" (the default) or
-	// "periodic".
+	// "periodic". Against another server it says what that server's
+	// jetstream sync_interval is (a client cannot read it), for the
+	// atomic-batch default and what the services say at start.
 	Sync string `json:"sync,omitempty"`
 	// AtomicBatches lets the outbox relays publish the rows bound for one
 	// stream as JetStream atomic batches (NATS 2.12 or newer; older servers
@@ -579,9 +594,10 @@ func (c Config) validate(subs substitutions) error {
 		{"reliability.reconcileInterval", c.Reliability.ReconcileInterval},
 		{"reliability.staleAfter", c.Reliability.StaleAfter},
 		{"reliability.ackWait", c.Reliability.AckWait},
+		{"reliability.stuckAfter", c.Reliability.StuckAfter},
 	} {
 		field, v := d.field, d.v
-		if v == "" || (v == "off" && field == "reliability.reconcileInterval") {
+		if v == "" || (v == "off" && (field == "reliability.reconcileInterval" || field == "reliability.stuckAfter")) {
 			continue
 		}
 		if d, err := time.ParseDuration(v); err != nil || d <= 0 {

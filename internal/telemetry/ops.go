@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,9 +22,9 @@ import (
 // Check reports an error when a dependency is not ready.
 type Check func(ctx context.Context) error
 
-// Ops is a service's ops endpoint: /healthz (the process is alive) and
-// /readyz (every check passes: NATS connected, store reachable, streams
-// present).
+// Ops is a service's ops endpoint: /healthz (the process is alive and
+// not stuck) and /readyz (every check passes: NATS connected, store
+// reachable, streams present).
 type Ops struct {
 	mu     sync.RWMutex
 	checks map[string]Check
@@ -31,11 +32,62 @@ type Ops struct {
 	ln     net.Listener
 	// Metrics, when set, are served on /metrics.
 	Metrics *Metrics
+	// StuckAfter is how long the process may stay not ready, without a
+	// break, before /healthz fails as well: a service that could not
+	// recover by itself in that time (a lost consumer it cannot create,
+	// a connection that never comes back) is better restarted. Defaults
+	// to 5 minutes; negative keeps /healthz ok while the process answers.
+	StuckAfter time.Duration
+
+	readyMu       sync.Mutex
+	notReadySince time.Time // zero while ready
+	now           func() time.Time
 }
 
 // NewOps returns an ops endpoint with no checks yet: not ready until
 // SetCheck adds them, since a service adds them once its dependencies are up.
-func NewOps() *Ops { return &Ops{} }
+func NewOps() *Ops { return &Ops{now: time.Now} }
+
+func (o *Ops) clock() time.Time {
+	if o.now == nil {
+		return time.Now()
+	}
+	return o.now()
+}
+
+// stuckAfter is StuckAfter or its default.
+func (o *Ops) stuckAfter() time.Duration {
+	if o.StuckAfter == 0 {
+		return 5 * time.Minute
+	}
+	return o.StuckAfter
+}
+
+// Live reports an error when the process has not been ready for longer
+// than StuckAfter, saying for how long and why.
+func (o *Ops) Live(ctx context.Context) error {
+	if o.stuckAfter() < 0 {
+		return nil
+	}
+	status, code := o.Ready(ctx)
+	if code == http.StatusOK {
+		return nil
+	}
+	o.readyMu.Lock()
+	since := o.notReadySince
+	o.readyMu.Unlock()
+	if d := o.clock().Sub(since); d >= o.stuckAfter() {
+		var why []string
+		for n, s := range status {
+			if s != "ok" {
+				why = append(why, n+": "+s)
+			}
+		}
+		sort.Strings(why)
+		return fmt.Errorf("not ready for %s (more than %s): %s", d.Round(time.Second), o.stuckAfter(), strings.Join(why, "; "))
+	}
+	return nil
+}
 
 // SetCheck adds or replaces a named readiness check.
 func (o *Ops) SetCheck(name string, c Check) {
@@ -51,7 +103,14 @@ func (o *Ops) SetCheck(name string, c Check) {
 func (o *Ops) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := o.Live(ctx); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(err.Error() + "\n"))
+			return
+		}
 		_, _ = w.Write([]byte("ok\n"))
 	})
 	if o.Metrics != nil {
@@ -80,7 +139,7 @@ func (o *Ops) Ready(ctx context.Context) (map[string]string, int) {
 	sort.Strings(names)
 	status, code := map[string]string{}, http.StatusOK
 	if len(names) == 0 {
-		return map[string]string{"starting": "dependencies not connected yet"}, http.StatusServiceUnavailable
+		status, code = map[string]string{"starting": "dependencies not connected yet"}, http.StatusServiceUnavailable
 	}
 	for _, n := range names {
 		if err := checks[n](ctx); err != nil {
@@ -90,6 +149,14 @@ func (o *Ops) Ready(ctx context.Context) (map[string]string, int) {
 		}
 		status[n] = "ok"
 	}
+	o.readyMu.Lock()
+	switch {
+	case code == http.StatusOK:
+		o.notReadySince = time.Time{}
+	case o.notReadySince.IsZero():
+		o.notReadySince = o.clock()
+	}
+	o.readyMu.Unlock()
 	return status, code
 }
 

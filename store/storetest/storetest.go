@@ -46,6 +46,11 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 		outboxDirect(t, ctx, st)
 	})
 
+	t.Run("JobListStale", func(t *testing.T) {
+		st, ctx := setup(t)
+		jobListStale(t, ctx, st)
+	})
+
 	t.Run("MustChange", func(t *testing.T) {
 		st, ctx := setup(t)
 		mustChange(t, ctx, st)
@@ -2427,6 +2432,18 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 	t.Run("ModelCall", func(t *testing.T) {
 		t.Parallel()
 
+		t.Run("InsertAgainKeepsOne", func(t *testing.T) {
+			s, ctx := setup(t)
+			job := uuid.NewString()
+			call := store.ModelCall{ID: uuid.NewString(), JobID: job, Role: "pm", Model: "m", PromptTokens: 10, Outcome: "ok"}
+			require.NoError(t, s.ModelCallInsert(ctx, []store.ModelCall{call}))
+			// A write whose commit went unanswered is made again.
+			require.NoError(t, s.ModelCallInsert(ctx, []store.ModelCall{call, {ID: uuid.NewString(), JobID: job, Role: "pm", Model: "m", PromptTokens: 1, Outcome: "ok"}}))
+			tokens, err := s.ModelCallTokens(ctx, job)
+			require.NoError(t, err)
+			require.Equal(t, int64(11), tokens)
+		})
+
 		t.Run("TotalsByRoleAndModel", func(t *testing.T) {
 			s, ctx := setup(t)
 			job, other := uuid.NewString(), uuid.NewString()
@@ -2466,7 +2483,7 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 			require.Equal(t, int64(1000), tokens)
 		})
 
-		t.Run("FillsIDsAndIsAllOrNone", func(t *testing.T) {
+		t.Run("FillsIDsAndKeepsARecordedCall", func(t *testing.T) {
 			s, ctx := setup(t)
 			job := uuid.NewString()
 			// Calls without an ID each get their own.
@@ -2479,19 +2496,20 @@ func Exercise(t *testing.T, newStore func(t *testing.T) store.Store) {
 				{ID: id, JobID: job, Role: "pm", Model: "m", PromptTokens: 1, Outcome: "ok"},
 			}))
 
-			// A batch with a duplicate ID writes nothing.
+			// A batch with an ID recorded already keeps that call as it was
+			// (a write made again) and writes the others.
 			err := s.ModelCallInsert(ctx, []store.ModelCall{
 				{JobID: job, Role: "pm", Model: "m", PromptTokens: 100, Outcome: "ok"},
 				{ID: id, JobID: job, Role: "pm", Model: "m", PromptTokens: 100, Outcome: "ok"},
 			})
-			require.Error(t, err)
+			require.NoError(t, err)
 
 			totals, err := s.ModelCallTotals(ctx, job)
 			require.NoError(t, err)
-			require.Equal(t, []store.ModelCallTotal{{Role: "pm", Model: "m", Calls: 3, PromptTokens: 3}}, totals)
+			require.Equal(t, []store.ModelCallTotal{{Role: "pm", Model: "m", Calls: 4, PromptTokens: 103}}, totals)
 			tokens, err := s.ModelCallTokens(ctx, job)
 			require.NoError(t, err)
-			require.Equal(t, int64(3), tokens)
+			require.Equal(t, int64(103), tokens)
 		})
 
 		t.Run("ListByJobOldestFirst", func(t *testing.T) {

@@ -153,6 +153,26 @@ func (q *Queries) JobList(ctx context.Context, p store.JobListParams) ([]store.J
 	return jobs, nil
 }
 
+// JobListStale returns jobs of p.Status whose updated_at is before
+// p.UpdatedBefore, oldest first, after the cursor (p.After, p.AfterID),
+// up to p.Limit (100 when not positive).
+func (q *Queries) JobListStale(ctx context.Context, p store.JobListStaleParams) ([]store.Job, error) {
+	var w where
+	w.add(`status = ?`, p.Status)
+	w.add(`updated_at < ?`, toMicros(p.UpdatedBefore))
+	if !p.After.IsZero() {
+		at := toMicros(p.After)
+		w.add(`(created_at > ? OR (created_at = ? AND id > ?))`, at, at, p.AfterID)
+	}
+	args := append(w.args, limitOr(p.Limit, 100))
+	jobs, err := queryAll(ctx, q, scanJob,
+		`SELECT `+jobColumns+` FROM jobs`+w.String()+` ORDER BY created_at, id LIMIT ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("listing stale jobs: %w", err)
+	}
+	return jobs, nil
+}
+
 // JobSetStatus moves a job to p.To, with p.Reason, when its status is one
 // of p.From (any when empty) and reports whether it moved. It returns
 // ErrNotFound when the job does not exist.

@@ -23,7 +23,7 @@ func (q *Queries) ModelCallInsert(ctx context.Context, calls []store.ModelCall) 
 	err := q.inTx(ctx, func(q *Queries) error {
 		for _, c := range calls {
 			if err := q.write(ctx, nil, `INSERT INTO model_calls (`+modelCallColumns+`)
-				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+				VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING`,
 				orNewID(c.ID), c.JobID, c.TaskID, c.Role, c.Revision, c.Model, c.PromptTokens, c.CompletionTokens,
 				c.LatencyMS, c.Outcome, c.Error, toMicros(orNow(c.CreatedAt))); err != nil {
 				return err
