@@ -208,27 +208,10 @@ func TestSweeperDeadLettersNearMaxPayload(t *testing.T) {
 	require.NoError(t, bus.Publish(ctx, e.js, "troupe.review.developer", "review.o-1", payload, nil))
 	reviews, err := e.js.Stream(ctx, bus.StreamReview)
 	require.NoError(t, err)
-	cons, err := e.js.Consumer(ctx, bus.StreamReview, bus.ConsumerReview)
-	require.NoError(t, err)
-	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(30*time.Second))
-	require.NoError(t, err)
-	require.NotNil(t, <-batch.Messages(), "delivered once, never settled (a crash)")
-	advisories, err := e.js.Stream(ctx, bus.StreamAdvisories)
-	require.NoError(t, err)
-	for {
-		info, err := advisories.Info(ctx)
-		require.NoError(t, err)
-		if info.State.Msgs > 0 {
-			break
-		}
-		// The server gives up once AckWait passes and the consumer is asked again.
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
-		require.NoError(t, err)
-		require.Nil(t, <-batch.Messages(), "not delivered again")
-	}
+	giveUp(t, e.js, bus.StreamReview, bus.ConsumerReview)
 	sweeps, err := e.js.Consumer(ctx, bus.StreamAdvisories, bus.ConsumerSweeper)
 	require.NoError(t, err)
-	batch, err = sweeps.Fetch(1, jetstream.FetchMaxWait(30*time.Second))
+	batch, err := sweeps.Fetch(1, jetstream.FetchMaxWait(30*time.Second))
 	require.NoError(t, err)
 	adv := <-batch.Messages()
 	require.NotNil(t, adv, "an advisory")

@@ -140,6 +140,32 @@ func TestSweeperIgnoresForgedAdvisories(t *testing.T) {
 	require.NoError(t, held.DoubleAck(ctx))
 }
 
+// giveUp has consumer deliver its next message once and never settle it
+// (a crash), and returns once its MAX_DELIVERIES advisory is in
+// TROUPE_ADVISORIES: the server gives up once AckWait passes and the
+// consumer is asked again (MaxDeliver 1).
+func giveUp(t *testing.T, js jetstream.JetStream, stream, consumer string) {
+	t.Helper()
+	ctx := context.Background()
+	cons, err := js.Consumer(ctx, stream, consumer)
+	require.NoError(t, err)
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(30*time.Second))
+	require.NoError(t, err)
+	require.NotNil(t, <-batch.Messages(), "delivered once, never settled (a crash)")
+	advisories, err := js.Stream(ctx, bus.StreamAdvisories)
+	require.NoError(t, err)
+	for {
+		info, err := advisories.Info(ctx)
+		require.NoError(t, err)
+		if info.State.Msgs > 0 {
+			return
+		}
+		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+		require.NoError(t, err)
+		require.Nil(t, <-batch.Messages(), "not delivered again")
+	}
+}
+
 // TestSweeperSweepsAGivenUpTask: the server's own advisory, for a task
 // its consumer gave up on, is swept: dead-lettered and deleted.
 func TestSweeperSweepsAGivenUpTask(t *testing.T) {
@@ -148,24 +174,7 @@ func TestSweeperSweepsAGivenUpTask(t *testing.T) {
 	e := newSweepEnv(t)
 	job, tasks := jobWith(t, e.st, schemas.TaskRunning)
 	seq := e.publish("troupe.tasks.developer", schemas.TaskMessage{TaskID: tasks[0].ID, JobID: job.ID, Key: tasks[0].Key, Role: "developer"})
-	workers, err := e.js.Consumer(ctx, bus.StreamTasks, "workers-developer")
-	require.NoError(t, err)
-	batch, err := workers.Fetch(1, jetstream.FetchMaxWait(30*time.Second))
-	require.NoError(t, err)
-	require.NotNil(t, <-batch.Messages(), "delivered once, never settled (a crash)")
-	// The server gives up once AckWait passes and a worker asks again.
-	advisories, err := e.js.Stream(ctx, bus.StreamAdvisories)
-	require.NoError(t, err)
-	for {
-		info, err := advisories.Info(ctx)
-		require.NoError(t, err)
-		if info.State.Msgs > 0 {
-			break
-		}
-		batch, err := workers.Fetch(1, jetstream.FetchMaxWait(time.Second))
-		require.NoError(t, err)
-		require.Nil(t, <-batch.Messages(), "not delivered again")
-	}
+	giveUp(t, e.js, bus.StreamTasks, "workers-developer")
 	require.NoError(t, e.sweepNext())
 	tasksStream, err := e.js.Stream(ctx, bus.StreamTasks)
 	require.NoError(t, err)
