@@ -3,10 +3,12 @@ package orchestrator
 import (
 	"context"
 	"encoding/json"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/micro"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/troupe-dev/troupe/schemas"
@@ -39,6 +41,17 @@ func TestAPISaysTheStoreIsUnavailable(t *testing.T) {
 	require.Equal(t, "unavailable", er.Code)
 	require.Contains(t, er.Error, "store is unavailable")
 	require.Contains(t, er.Error, "try again")
+
+	// Many at once: each reply is its own (the race detector watches).
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			status, er := ask("jobs.get", schemas.IDRequest{ID: "0b6a3c3e-8a7e-4d43-9b0b-6f1f0f0b1a55"})
+			assert.Equal(t, "503", status)
+			assert.Equal(t, "unavailable", er.Code)
+		})
+	}
+	wg.Wait()
 
 	status, er = ask("jobs.submit", schemas.Submission{Title: "T", Tasks: []schemas.PlanTask{{Key: "a", Role: "wizard"}}})
 	require.Equal(t, "400", status, "a wrong request is the caller's to fix, outage or not")

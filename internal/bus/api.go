@@ -152,7 +152,8 @@ func handle[Req any](c EndpointConfig, schema string, fn func(ctx context.Contex
 			"the reply would be %d bytes, more than the server's max payload of %d; ask for less (a smaller limit, one item)", len(body), c.MaxPayload)}
 	}
 	if err != nil {
-		e := ToAPIError(c.unavailable(ctx, err, log), log)
+		// A copy: ToAPIError may return a shared error (Unavailable).
+		e := *ToAPIError(c.unavailable(ctx, err, log), log)
 		e.Message = redact.String(e.Message)
 		errBody, _ := json.Marshal(schemas.ErrorReply{Error: e.Message, Code: e.Code, Jobs: e.Jobs})
 		if rerr := r.Error(strconv.Itoa(e.Status), e.Message, errBody); rerr != nil {
