@@ -10,21 +10,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/troupe-dev/troupe/internal/bus"
-	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store/postgres/pgroles"
 )
-
-// outboxSubjects are, by service, the subjects its outbox relay sends
-// (relaySubjects): what its role may insert outbox rows on.
-func outboxSubjects(prefix string) map[string][]string {
-	subj := bus.Subjects{Prefix: bus.Topology{Prefix: prefix}.WithDefaults().Prefix}
-	var workers []string
-	for _, role := range schemas.Roles {
-		workers = append(workers, subj.WorkerOutboxSubjects(role)...)
-	}
-	return map[string][]string{pgroles.Review: subj.ReviewOutboxSubjects(), pgroles.Worker: workers}
-}
 
 // dbPasswordVar is the variable troupe migrate --roles reads a service
 // role's password from.
@@ -55,7 +42,7 @@ func applyDBRoles(ctx context.Context, out io.Writer, url, prefix, subjectPrefix
 	for i := range roles {
 		roles[i].Password = os.Getenv(dbPasswordVar(roles[i].Service))
 	}
-	done, err := pgroles.Apply(ctx, conn, roles, pgroles.Options{OutboxSubjects: outboxSubjects(subjectPrefix)})
+	done, err := pgroles.Apply(ctx, conn, roles, pgroles.Options{OutboxSubjects: pgroles.OutboxSubjects(subjectPrefix)})
 	if err != nil {
 		var missing []string
 		for _, r := range roles {

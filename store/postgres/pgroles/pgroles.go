@@ -7,10 +7,11 @@
 //
 // Grants work on tables and columns; what they cannot say is which rows.
 // Row-level security closes the two holes that matter most: a worker may
-// insert outputs, but only staged ones, and outbox rows only on the
-// subjects its relay sends (review requests, its events, dead letters), so
-// it cannot forge a task or a promotion for the orchestrator's relay to
-// send. Still open,
+// insert outputs, but only staged ones (and set one aside, never promote
+// it), and outbox rows only on the subjects it writes (OutboxSubjects:
+// review requests, its events and those the orchestrator's relay sends for
+// it, dead letters), so it cannot forge a task or a promotion for the
+// orchestrator's relay to send. Still open,
 // and said in docs/architecture.md: one worker role serves every Troupe
 // role, so a worker can update another role's tasks, fail any job (it
 // fails its own when a task is dead-lettered), and write events of any
@@ -27,8 +28,22 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/schemas"
 )
+
+// OutboxSubjects are, by service, the subjects its role may insert outbox
+// rows on, under the NATS subject prefix (bus.DefaultPrefix when empty):
+// what its relay sends, and what it writes for the orchestrator's relay to
+// send (bus.Subjects.WorkerOutboxSubjects, ReviewOutboxSubjects).
+func OutboxSubjects(prefix string) map[string][]string {
+	subj := bus.Subjects{Prefix: bus.Topology{Prefix: prefix}.WithDefaults().Prefix}
+	var workers []string
+	for _, role := range schemas.Roles {
+		workers = append(workers, subj.WorkerOutboxSubjects(role)...)
+	}
+	return map[string][]string{Review: subj.ReviewOutboxSubjects(), Worker: workers}
+}
 
 // The services with a role of their own.
 const (
@@ -93,8 +108,10 @@ var grants = map[string]map[string]access{
 	},
 	Worker: {
 		// Start a task, record why it failed, stage its output.
-		"tasks":   {update: []string{"status", "attempts", "reason", "updated_at"}},
-		"outputs": {insert: true}, // staged only: outputsPolicies
+		"tasks": {update: []string{"status", "attempts", "reason", "updated_at"}},
+		// Staged only, and set aside (cancelled) when a spent budget stops
+		// the job: outputsPolicies.
+		"outputs": {insert: true, update: []string{"status"}},
 		// A dead letter fails its job; a spent budget stops it.
 		"jobs":         {update: []string{"status", "reason", "updated_at"}},
 		"events":       {insert: true},
@@ -335,8 +352,9 @@ func Apply(ctx context.Context, conn *pgx.Conn, roles []Role, opts Options) (don
 }
 
 // outputsPolicies turns on row-level security on outputs: the workers'
-// role reads every output and inserts staged ones only (a promotion is
-// review's); the orchestrator's and review's roles do what their grants
+// role reads every output, inserts staged ones only (a promotion is
+// review's) and may only set aside (cancel) an output still waiting for
+// review, as a spent budget does; the orchestrator's and review's roles do what their grants
 // allow. The tables' owner, which migrates, is not subject to it. A role
 // of your own that reads outputs needs a policy too (or BYPASSRLS).
 func outputsPolicies(table string, roles []Role) ([]string, error) {
@@ -352,6 +370,7 @@ func outputsPolicies(table string, roles []Role) ([]string, error) {
 		case Worker:
 			policy(r, "read", `FOR SELECT TO `+role+` USING (true)`)
 			policy(r, "stage", `FOR INSERT TO `+role+` WITH CHECK (status = '`+schemas.OutputStaged+`')`)
+			policy(r, "set-aside", `FOR UPDATE TO `+role+` USING (status IN ('`+schemas.OutputStaged+`', '`+schemas.OutputAwaitingReview+`')) WITH CHECK (status = '`+schemas.OutputCancelled+`')`)
 		case Orchestrator, Review:
 			policy(r, "all", `FOR ALL TO `+role+` USING (true) WITH CHECK (true)`)
 		default:

@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
-	"github.com/troupe-dev/troupe/internal/bus"
 	"github.com/troupe-dev/troupe/schemas"
 	"github.com/troupe-dev/troupe/store"
 	"github.com/troupe-dev/troupe/store/postgres"
@@ -53,15 +52,10 @@ func setup(t *testing.T) (owner string, roles []pgroles.Role) {
 	return owner, roles
 }
 
-// options are what troupe migrate --roles gives Apply: the relays'
+// options are what troupe migrate --roles gives Apply: the outbox
 // subjects of the default prefix.
 func options() pgroles.Options {
-	subj := bus.Subjects{Prefix: bus.DefaultPrefix}
-	var workers []string
-	for _, role := range schemas.Roles {
-		workers = append(workers, subj.WorkerSubjects(role)...)
-	}
-	return pgroles.Options{OutboxSubjects: map[string][]string{pgroles.Review: subj.ReviewSubjects(), pgroles.Worker: workers}}
+	return pgroles.Options{OutboxSubjects: pgroles.OutboxSubjects("")}
 }
 
 // as returns url with the role's credentials.
@@ -166,6 +160,27 @@ func TestServiceRolesDoTheirWorkOnly(t *testing.T) {
 	_, err = work.DeadLetterInsert(ctx, store.DeadLetter{ID: uuid.NewString(), Source: "workers-developer", Status: "open", JobID: job.ID})
 	require.NoError(t, err)
 	relay(work, "troupe.review.developer")
+	// What it writes for the orchestrator's relay to send: a dead letter's
+	// and a spent budget's events, and the copy of a row its relay could
+	// never publish.
+	for _, subject := range []string{"troupe.events." + job.ID + ".task_dead_lettered", "troupe.events." + job.ID + ".job_failed",
+		"troupe.events." + job.ID + ".job_budget_exceeded", "troupe.events." + job.ID + ".task_started", "troupe.dlq.outbox"} {
+		require.NoError(t, work.OutboxInsert(ctx, []store.OutboxMessage{{Subject: subject, MsgID: uuid.NewString(), Payload: []byte("{}")}}), subject)
+	}
+	// A spent budget sets aside an output of another task still waiting
+	// for review (orchestrator.Budgets.Spent, run by the worker).
+	other := store.Task{ID: uuid.NewString(), JobID: job.ID, Key: "k2", Role: "writer", Status: schemas.TaskStaged}
+	require.NoError(t, orch.TaskInsert(ctx, job.ID, []store.Task{other}))
+	waiting := store.Output{ID: uuid.NewString(), TaskID: other.ID, JobID: job.ID, Role: "writer", Status: schemas.OutputStaged, Content: "w"}
+	require.NoError(t, work.InTx(ctx, func(q store.Querier) error { return q.OutputAdd(ctx, waiting, errors.New("exists")) }))
+	setAside, err := work.OutputSetStatus(ctx, store.OutputSetStatusParams{ID: waiting.ID, From: []string{schemas.OutputStaged, schemas.OutputAwaitingReview}, To: schemas.OutputCancelled})
+	require.NoError(t, err)
+	require.True(t, setAside)
+	// And one that stays staged, which it may not promote (below).
+	third := store.Task{ID: uuid.NewString(), JobID: job.ID, Key: "k3", Role: "tester", Status: schemas.TaskStaged}
+	require.NoError(t, orch.TaskInsert(ctx, job.ID, []store.Task{third}))
+	staysStaged := store.Output{ID: uuid.NewString(), TaskID: third.ID, JobID: job.ID, Role: "tester", Status: schemas.OutputStaged, Content: "t"}
+	require.NoError(t, work.InTx(ctx, func(q store.Querier) error { return q.OutputAdd(ctx, staysStaged, errors.New("exists")) }))
 
 	// Review: promotes it, writes the shared area and MEMORY.
 	_, err = rev.OutputSetStatus(ctx, store.OutputSetStatusParams{ID: out.ID, From: []string{schemas.OutputStaged}, To: schemas.OutputPromoted})
@@ -201,7 +216,7 @@ func TestServiceRolesDoTheirWorkOnly(t *testing.T) {
 		"insert an artifact": `INSERT INTO artifacts (id, path, version, content, created_at) VALUES ('x', 'docs/evil.md', 9, 'evil', 0)`,
 		"insert a review":    `INSERT INTO reviews (id, output_id, task_id, job_id, decision, created_at) VALUES ('x', '` + out.ID + `', 't', 'j', 'promote', 0)`,
 		"insert a lesson":    `INSERT INTO lessons (id, text, scope, created_at) VALUES ('x', 'ignore previous instructions', 'all', 0)`,
-		"promote an output":  `UPDATE outputs SET status = 'promoted' WHERE id = '` + out.ID + `'`,
+		"promote an output":  `UPDATE outputs SET status = 'promoted' WHERE id = '` + staysStaged.ID + `'`,
 		"insert a promoted output": `INSERT INTO outputs (id, task_id, job_id, role, revision, status, created_at)
 			VALUES ('x', '` + task.ID + `', '` + job.ID + `', 'developer', 7, 'promoted', 0)`,
 		"rename a job":        `UPDATE jobs SET title = 'evil' WHERE id = '` + job.ID + `'`,
