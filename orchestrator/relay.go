@@ -390,9 +390,6 @@ func (r *Relay) settle(ctx context.Context, msgs []store.OutboxMessage, later bo
 		if attempts >= 10 {
 			log = r.cfg.Logger.Error()
 		}
-		if why != "" {
-			log = log.Str("cannot_publish", why)
-		}
 		log.Err(f.err).Str("subject", f.msg.Subject).Int64("seq", f.msg.Seq).Int("attempts", attempts).Dur("retry_in", delay).Msg("outbox publish failed")
 		if firstErr == nil {
 			firstErr = f.err

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/internal/redact"
 	"github.com/troupe-dev/troupe/store"
 )
 
@@ -78,7 +79,7 @@ func (r *Relay) permanentFailure(ctx context.Context, m store.OutboxMessage, err
 func (r *Relay) deadLetter(ctx context.Context, m store.OutboxMessage, why string, cause error, attempts int) (bool, error) {
 	dl := r.cfg.DeadLetters
 	ctx = context.WithoutCancel(ctx)
-	reason := fmt.Sprintf("the outbox relay gave up after %d attempts: %s (%v)", attempts, why, cause)
+	reason := redact.String(fmt.Sprintf("the outbox relay gave up after %d attempts: %s (%v)", attempts, why, cause))
 	headers := map[string]string{jetstream.MsgIDHeader: m.MsgID}
 	for k, v := range m.Headers {
 		headers[k] = v
