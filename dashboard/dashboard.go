@@ -63,6 +63,9 @@ type Config struct {
 	TrustedProxies []netip.Prefix
 	// Metrics counts failed sign-ins; nil for none.
 	Metrics *telemetry.Metrics
+	// Replies are the reply subjects the dashboard answers the other
+	// replicas' requests on (inboxes); defaults to "_INBOX.".
+	Replies bus.Replies
 	// Reviewer is the name decisions are recorded under when nobody
 	// signed in with a name (loopback without credentials).
 	Reviewer string

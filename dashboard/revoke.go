@@ -69,6 +69,9 @@ func (s *Server) shareRevocations() error {
 	}
 
 	answer, err := s.nc.Subscribe(s.revocationsSubject(), func(m *nats.Msg) {
+		if !s.cfg.Replies.Allowed(m.Subject, m.Reply) {
+			return // not an inbox: nobody asked, someone aims the answer at a stream
+		}
 		data, _ := json.Marshal(s.auth.revoked.list(s.auth.now()))
 		_ = m.Respond(data)
 	})

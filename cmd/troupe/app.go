@@ -441,7 +441,8 @@ func (a *App) startDashboard(cfg config.Config, st store.Store, nc *nats.Conn, j
 		Prefix: cfg.NATS.Prefix, Roles: schemas.Roles, Token: a.Dashboard.Token, Users: a.Dashboard.Users, SessionKey: a.Dashboard.SessionKey,
 		Reviewer: a.Dashboard.Reviewer, Prices: cfg.Prices(), Logger: a.Log,
 		TrustedProxies: a.Dashboard.TrustedProxies, Metrics: a.Ops.Metrics,
-		Limits: review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes, Secrets: configSecrets(cfg, a.Dashboard)},
+		Replies: bus.Replies{Prefixes: cfg.NATS.ReplyPrefixes, Log: a.Log, Refused: a.Ops.Metrics.ReplyRefused},
+		Limits:  review.Limits{MaxOutputBytes: cfg.Review.MaxOutputBytes, MaxFileBytes: cfg.Review.MaxFileBytes, Secrets: configSecrets(cfg, a.Dashboard)},
 	}, st, nc, js)
 	if err != nil {
 		return err
