@@ -2,7 +2,6 @@ package integration
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -48,7 +47,7 @@ func TestNATSRestartOnEmptyStore(t *testing.T) {
 
 	waitAllEnded(t, d, len(ids), 3*time.Minute)
 	took := time.Since(restarted)
-	fmt.Printf("every job ended %s after the server came back on an empty store (staleAfter: 5m)\n", took.Round(time.Millisecond))
+	report(t, "every job ended %s after the server came back on an empty store (staleAfter: 5m)", took.Round(time.Millisecond))
 	require.Less(t, took, 2*time.Minute, "well within staleAfter")
 	ends := reconcile(t, d, ids)
 	require.Equal(t, len(ids), ends[schemas.JobDone])
@@ -111,7 +110,7 @@ func loseMidRun(t *testing.T, what string, lose func(ctx context.Context, js jet
 	})
 	waitAllEnded(t, d, len(ids), 2*time.Minute)
 	took := time.Since(lost)
-	fmt.Printf("every job ended %s after the streams were %s (staleAfter: 5m)\n", took.Round(time.Millisecond), what)
+	report(t, "every job ended %s after the streams were %s (staleAfter: 5m)", took.Round(time.Millisecond), what)
 	require.Less(t, took, 2*time.Minute, "well within staleAfter")
 	ends := reconcile(t, d, ids)
 	require.Equal(t, len(ids), ends[schemas.JobDone])
@@ -138,7 +137,7 @@ func TestPurgeRedispatchesAtOnce(t *testing.T) {
 		return ev.JobID == job.ID && ev.Kind == schemas.EventTaskRedispatched
 	})
 	took := time.Since(purged)
-	fmt.Printf("re-dispatched %s after the purge (staleAfter: 5m)\n", took.Round(time.Millisecond))
+	report(t, "re-dispatched %s after the purge (staleAfter: 5m)", took.Round(time.Millisecond))
 	require.Less(t, took, time.Minute)
 	require.Equal(t, uint64(1), streamMsgs(t, d, "TROUPE_TASKS"))
 }

@@ -42,7 +42,7 @@ func reconcile(t *testing.T, d *dev, ids []string) map[string]int {
 		}
 	}
 	dead := call[schemas.DeadLetterList](d, "dlq.list", schemas.DeadLetterListRequest{Limit: 1000})
-	t.Logf("reconciliation: submitted %d = done %d + failed %d + cancelled %d; dead letters %d",
+	report(t, "reconciliation: submitted %d = done %d + failed %d + cancelled %d; dead letters %d",
 		len(ids), ends[schemas.JobDone], ends[schemas.JobFailed], ends[schemas.JobCancelled], len(dead.DeadLetters))
 	require.Equal(t, len(ids), ends[schemas.JobDone]+ends[schemas.JobFailed]+ends[schemas.JobCancelled], "every job ended: %v", ends)
 	return ends

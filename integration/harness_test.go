@@ -358,3 +358,31 @@ func (p *proc) waitLog(s string) {
 	require.Eventually(p.t, func() bool { return strings.Contains(p.logs.String(), s) }, 60*time.Second, 10*time.Millisecond,
 		"no %q in the logs of %v", s, p.cmd.Args)
 }
+
+// reportMu serialises the lines report appends.
+var reportMu sync.Mutex
+
+// report prints a figure a test proves something by (a reconciliation, a
+// recovery time) and, when TROUPE_TEST_REPORT names a file, appends it
+// there: go test shows a passing package's output only with -v, and
+// .ci/run prints that file at its end.
+func report(t *testing.T, format string, args ...any) {
+	t.Helper()
+	line := fmt.Sprintf(t.Name()+": "+format, args...)
+	fmt.Println(line)
+	path := os.Getenv("TROUPE_TEST_REPORT")
+	if path == "" {
+		return
+	}
+	reportMu.Lock()
+	defer reportMu.Unlock()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Logf("TROUPE_TEST_REPORT: %v", err)
+		return
+	}
+	defer f.Close()
+	if _, err := fmt.Fprintln(f, line); err != nil {
+		t.Logf("TROUPE_TEST_REPORT: %v", err)
+	}
+}

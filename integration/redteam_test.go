@@ -315,7 +315,7 @@ func runRedTeam(t *testing.T, target redteamTarget) {
 	for _, k := range []string{"refused with a named error", "denied by the server", "stored", "dead-lettered", "ignored"} {
 		parts = append(parts, fmt.Sprintf("%d %s", outcome[k], k))
 	}
-	fmt.Printf("red team against %s: %d payloads sent: %s; peak RSS %d MB (bound %d MB)\n",
+	report(t, "red team against %s: %d payloads sent: %s; peak RSS %d MB (bound %d MB)",
 		target.name, len(payloads), strings.Join(parts, ", "), peakMB, target.rssBoundMB)
 	require.LessOrEqual(t, peakMB, target.rssBoundMB, "peak RSS of a Troupe process")
 }

@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"fmt"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -100,8 +99,8 @@ func TestRateLimitStorm(t *testing.T) {
 		}
 	}
 	dead := call[schemas.DeadLetterList](d, "dlq.list", schemas.DeadLetterListRequest{Limit: 500})
-	fmt.Printf("rate-limit storm of %s (every call 429, Retry-After 5 s), then normal answers: jobs submitted %d = done %d + failed %d + other %d; "+
-		"tasks %d, deliveries spent %d (at most %d for one task); dead letters %d; provider calls refused %d, answered %d; last job ended %s after the first submission\n",
+	report(t, "rate-limit storm of %s (every call 429, Retry-After 5 s), then normal answers: jobs submitted %d = done %d + failed %d + other %d; "+
+		"tasks %d, deliveries spent %d (at most %d for one task); dead letters %d; provider calls refused %d, answered %d; last job ended %s after the first submission",
 		storm, len(ids), ends[schemas.JobDone], ends[schemas.JobFailed], len(ids)-ends[schemas.JobDone]-ends[schemas.JobFailed],
 		tasks, deliveries, most, len(dead.DeadLetters), refused.Load(), answered.Load(), took.Round(time.Second))
 	require.NotEmpty(t, waiting, "no task said it waited for the provider")
