@@ -25,5 +25,7 @@ func TestConfigSecrets(t *testing.T) {
 	require.ElementsMatch(t, []string{
 		"key-of-provider-a", "query-key-123", "other-query-key", "tok-123456",
 		"nats-password", "nats-token-1", "nats-url-pw", "nats-url-pw2", "db-password", "dash-token", "ada-password",
+		// A URL's user information whole, as redact masks it, beside its password.
+		"u:nats-url-pw", "u:nats-url-pw2", "troupe:db-password",
 	}, got)
 }
